@@ -1,0 +1,133 @@
+//! Engine configuration: every bound is a named field with a documented default.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::partition::PartitionWriteOptions;
+use crate::types::{DEFAULT_METRIC_RANGES, NANOS_PER_SECOND, PhysicalRange};
+
+/// Whether an acknowledgement waits for `fdatasync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Ack only after the WAL record is fsynced (the default; the only production setting).
+    Strict,
+    /// No fsync at all: an OS crash loses acknowledged data. For benchmarks only; the engine
+    /// logs a warning when opened this way.
+    Relaxed,
+}
+
+/// Length of a time partition, validated: at least one minute, divides a day evenly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionDuration(i64);
+
+impl PartitionDuration {
+    /// One hour, the default.
+    pub const HOUR: Self = Self(3_600 * NANOS_PER_SECOND);
+
+    /// Validates a partition length.
+    pub fn new(d: Duration) -> Result<Self> {
+        let ns =
+            i64::try_from(d.as_nanos()).map_err(|_| Error::Config("partition duration too long".into()))?;
+        let day = 86_400 * NANOS_PER_SECOND;
+        if ns < 60 * NANOS_PER_SECOND || day % ns != 0 {
+            return Err(Error::Config(format!(
+                "partition duration of {d:?} must be at least one minute and divide a day evenly"
+            )));
+        }
+        Ok(Self(ns))
+    }
+
+    /// Length in ns.
+    pub fn as_nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Start of the partition holding `ts`.
+    #[inline]
+    pub fn start_of(self, ts: i64) -> i64 {
+        ts.div_euclid(self.0) * self.0
+    }
+}
+
+/// Configuration of [`crate::Engine::open`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Data directory (default `./bluewave-data`); holds `wal/`, `parquet/`, `catalog.redb`.
+    pub data_dir: PathBuf,
+    /// WAL lanes, each with one writer thread; buoys are sharded across them.
+    /// Default: the number of cores.
+    pub lanes: usize,
+    /// Batches waiting per lane before ingest answers `Busy(QueueFull)`. Default 1,024.
+    pub queue_depth: usize,
+    /// fsync policy. Default [`Durability::Strict`].
+    pub durability: Durability,
+    /// Most payload bytes one group commit (one WAL record) gathers. Default 8 MiB.
+    pub group_bytes_max: usize,
+    /// A WAL segment is closed once it passes this size. Default 64 MiB.
+    pub wal_segment_bytes: u64,
+    /// Buffered bytes that start a flush. Default 128 MiB.
+    pub flush_buffer_bytes: usize,
+    /// Buffered bytes at which ingest answers `Busy(BufferFull)` until a flush frees memory.
+    /// Default 256 MiB. Must be above `flush_buffer_bytes`.
+    pub buffer_bytes_max: usize,
+    /// Oldest buffered data is flushed after this long. Default 60 s.
+    pub flush_interval_ms: u64,
+    /// Time partition length. Default one hour.
+    pub partition_duration: PartitionDuration,
+    /// A partition with at least this many files is compacted after a flush. Default 4.
+    pub compaction_files_min: usize,
+    /// Partitions that ended longer ago than this are dropped; `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// Physical range per metric name; readings outside are flagged `out_of_range`.
+    pub metric_ranges: HashMap<String, PhysicalRange>,
+    /// Parquet writer settings.
+    pub partition_write: PartitionWriteOptions,
+}
+
+impl EngineConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue_depth: 1_024,
+            durability: Durability::Strict,
+            group_bytes_max: 8 << 20,
+            wal_segment_bytes: 64 << 20,
+            flush_buffer_bytes: 128 << 20,
+            buffer_bytes_max: 256 << 20,
+            flush_interval_ms: 60_000,
+            partition_duration: PartitionDuration::HOUR,
+            compaction_files_min: 4,
+            retention: None,
+            metric_ranges: DEFAULT_METRIC_RANGES
+                .iter()
+                .map(|&(name, min, max)| (name.to_owned(), PhysicalRange { min, max }))
+                .collect(),
+            partition_write: PartitionWriteOptions::default(),
+        }
+    }
+
+    /// Checks the relations between fields.
+    pub fn validate(&self) -> Result<()> {
+        const LANES_MAX: usize = 64;
+        if self.lanes == 0 || self.lanes > LANES_MAX {
+            return Err(Error::Config(format!("lanes must be 1..={LANES_MAX}, got {}", self.lanes)));
+        }
+        if self.queue_depth == 0 {
+            return Err(Error::Config("queue_depth must be at least 1".into()));
+        }
+        if self.buffer_bytes_max <= self.flush_buffer_bytes {
+            return Err(Error::Config("buffer_bytes_max must be above flush_buffer_bytes".into()));
+        }
+        if self.group_bytes_max < 1 << 16 || self.group_bytes_max > crate::wal::RECORD_PAYLOAD_MAX / 2 {
+            return Err(Error::Config("group_bytes_max must be between 64 KiB and 32 MiB".into()));
+        }
+        if self.compaction_files_min < 2 {
+            return Err(Error::Config("compaction_files_min must be at least 2".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,628 @@
+//! [`Engine`]: opening (with recovery), ingest, deletes, snapshots, flush and shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::buffer::{ChunkBuilder, LaneBuffer};
+use crate::catalog::{BuoyInfo, Catalog, FileMeta, Tombstone};
+use crate::config::{Durability, EngineConfig};
+use crate::dedup::DedupWindow;
+use crate::error::{BusyReason, Error, InputError, Result};
+use crate::flush::{FlushReport, Flusher, FlusherMsg, Recovery};
+use crate::metrics::{EngineMetrics, MetricsSnapshot};
+use crate::pipeline::{
+    DeleteRequest, IngestOutcome, IngestRequest, LaneMsg, LaneStart, LaneWriter, lane_dir_name,
+};
+use crate::read::{ReadView, Snapshot};
+use crate::storage::{FsStorage, Storage};
+use crate::types::{BuoyId, MetricName, PhysicalRange, Quality, ReadingBatch, TimestampNs};
+use crate::wal::{self, DeleteEntry, Entry, SegmentWriter};
+
+/// Suggested wait before retrying after `Busy`.
+const BUSY_RETRY_AFTER_MS: u64 = 50;
+
+/// State shared by the engine handle, the lane writers and the flusher.
+pub(crate) struct Shared {
+    pub config: EngineConfig,
+    pub storage: Arc<dyn Storage>,
+    pub metrics: EngineMetrics,
+    pub next_seq: AtomicU64,
+    pub next_chunk_id: AtomicU64,
+    pub buffer_bytes: AtomicUsize,
+    pub view: ArcSwap<ReadView>,
+    pub lanes: Vec<LaneBuffer>,
+    pub buoys: ArcSwap<HashMap<Arc<str>, BuoyInfo>>,
+    pub ranges: HashMap<String, PhysicalRange>,
+}
+
+impl Shared {
+    /// Makes a logged delete visible to readers at once.
+    pub(crate) fn publish_tombstone(&self, tombstone: Tombstone) {
+        let tombstone = Arc::new(tombstone);
+        self.view.rcu(|v| {
+            let mut next = ReadView::clone(v);
+            next.tombstones.push(tombstone.clone());
+            next
+        });
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        // Chunks first, then the view: a chunk missing from the lists was removed only after
+        // its file was published, so the view loaded next already has the file.
+        let lists: Vec<_> = self.lanes.iter().map(LaneBuffer::load).collect();
+        let view = self.view.load_full();
+        let chunks = lists
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|c| {
+                let g = c.sealed_gen();
+                g == 0 || g > view.flushed_gen
+            })
+            .cloned()
+            .collect();
+        Snapshot { view, chunks, data_dir: self.config.data_dir.clone() }
+    }
+}
+
+/// Lane of a buoy: stable across runs with the same lane count.
+pub(crate) fn lane_of(buoy: &str, lanes: usize) -> usize {
+    crc32c::crc32c(buoy.as_bytes()) as usize % lanes
+}
+
+/// Resolves once a batch is durable (or refused). `.await` it, or call [`IngestTicket::wait`]
+/// from a thread that is not driving an async runtime.
+#[derive(Debug)]
+pub struct IngestTicket(oneshot::Receiver<Result<IngestOutcome>>);
+
+impl IngestTicket {
+    /// Blocks until the acknowledgement.
+    pub fn wait(self) -> Result<IngestOutcome> {
+        self.0.blocking_recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+}
+
+impl Future for IngestTicket {
+    type Output = Result<IngestOutcome>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(Error::ShuttingDown)))
+    }
+}
+
+/// Resolves once a delete is durable and visible; yields its WAL sequence.
+#[derive(Debug)]
+pub struct DeleteTicket(oneshot::Receiver<Result<u64>>);
+
+impl DeleteTicket {
+    /// Blocks until the delete is durable.
+    pub fn wait(self) -> Result<u64> {
+        self.0.blocking_recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+}
+
+impl Future for DeleteTicket {
+    type Output = Result<u64>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(Error::ShuttingDown)))
+    }
+}
+
+/// What a delete removes: every reading of `buoy` (of `metric` only, when set) with
+/// `start <= ts < end`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteRange {
+    /// The buoy.
+    pub buoy: BuoyId,
+    /// One metric, or all.
+    pub metric: Option<MetricName>,
+    /// Inclusive start, ns.
+    pub start: TimestampNs,
+    /// Exclusive end, ns.
+    pub end: TimestampNs,
+}
+
+/// What recovery found at open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// WAL entries replayed (above the flushed watermarks).
+    pub entries_replayed: usize,
+    /// Torn tails cut off: (segment, offset, bytes dropped).
+    pub torn_tails: Vec<(PathBuf, u64, u64)>,
+    /// Leftover temporary files removed.
+    pub temp_files_removed: usize,
+    /// Parquet files without a catalog entry (a crash before the commit) removed.
+    pub orphan_files_removed: usize,
+    /// Catalog entries whose file is missing: data loss the operator must know about. These
+    /// files are left out of reads.
+    pub missing_files: Vec<String>,
+}
+
+struct Threads {
+    lanes: Vec<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    catalog: Arc<Catalog>,
+    threads: std::sync::Mutex<Option<Threads>>,
+    lane_txs: Vec<Sender<LaneMsg>>,
+    flusher_tx: Sender<FlusherMsg>,
+    closed: AtomicBool,
+    recovery: RecoveryReport,
+}
+
+/// The storage engine. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("data_dir", &self.inner.shared.config.data_dir).finish()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in `config.data_dir` on the real file system, recovering
+    /// from the WAL. See [`Engine::open_with_storage`].
+    pub fn open(config: EngineConfig) -> Result<Self> {
+        Self::open_with_storage(config, Arc::new(FsStorage))
+    }
+
+    /// Opens the engine over `storage` (tests pass a fault-injecting one). Recovery: removes
+    /// temp and orphan files, loads the catalog, replays WAL entries above the flushed
+    /// watermarks (cutting a torn tail, refusing corruption elsewhere), then flushes what it
+    /// replayed so the old segments can go, before the first new write is taken.
+    pub fn open_with_storage(config: EngineConfig, storage: Arc<dyn Storage>) -> Result<Self> {
+        config.validate()?;
+        if config.durability == Durability::Relaxed {
+            tracing::warn!(
+                "durability is RELAXED: acknowledged data is not fsynced and an OS crash or power \
+                 loss loses it. Use this for benchmarks only."
+            );
+        }
+        let data_dir = config.data_dir.clone();
+        let wal_dir = data_dir.join("wal");
+        let parquet_dir = data_dir.join("parquet");
+        for dir in [&data_dir, &wal_dir, &parquet_dir] {
+            storage.create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        }
+        let (catalog, state) = Catalog::open(&data_dir.join("catalog.redb"))?;
+        let mut report = RecoveryReport::default();
+
+        // Files: drop temp and orphan files, note missing ones.
+        let known: HashMap<String, u64> = state.files.values().map(|f| (f.path.clone(), f.id)).collect();
+        let mut present = std::collections::HashSet::new();
+        walk_files(storage.as_ref(), &parquet_dir, &mut |path| {
+            let rel = relative_path(&data_dir, path);
+            if rel.ends_with(".tmp") {
+                storage.remove_file(path).map_err(|e| Error::io("remove temp file", path, e))?;
+                report.temp_files_removed += 1;
+            } else if rel.ends_with(".parquet") && !known.contains_key(&rel) {
+                storage.remove_file(path).map_err(|e| Error::io("remove orphan file", path, e))?;
+                report.orphan_files_removed += 1;
+            } else {
+                present.insert(rel);
+            }
+            Ok(())
+        })?;
+        let mut view = ReadView { flushed_gen: state.flushed_gen, ..ReadView::default() };
+        for f in state.files.values() {
+            if !present.contains(&f.path) {
+                tracing::error!(file = %f.path, "catalog lists a file that is missing; its rows are lost");
+                report.missing_files.push(f.path.clone());
+                continue;
+            }
+            view.partitions.entry(f.partition_start).or_default().push(Arc::new(f.clone()));
+        }
+        view.tombstones = state.tombstones.values().cloned().map(Arc::new).collect();
+
+        // WAL replay.
+        let lanes = config.lanes;
+        let mut lane_dedup: Vec<HashMap<Arc<str>, DedupWindow>> = vec![HashMap::new(); lanes];
+        for (buoy, window) in state.dedup {
+            let buoy: Arc<str> = Arc::from(buoy.as_str());
+            lane_dedup[lane_of(&buoy, lanes)].insert(buoy, window);
+        }
+        let mut seq_max = state.watermarks.values().copied().max().unwrap_or(0);
+        seq_max = seq_max.max(state.tombstones.keys().copied().max().unwrap_or(0));
+        let mut builders: Vec<ChunkBuilder> = (0..lanes).map(|_| ChunkBuilder::new()).collect();
+        let mut recovery = Recovery::default();
+        let mut lane_dirs: Vec<PathBuf> = storage
+            .list_dir(&wal_dir)
+            .map_err(|e| Error::io("list WAL directory", &wal_dir, e))?
+            .into_iter()
+            .filter(|p| storage.is_dir(p))
+            .collect();
+        lane_dirs.sort();
+        let mut replay_entries: Vec<Entry> = Vec::new();
+        for dir in &lane_dirs {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let replay = wal::read_lane(storage.as_ref(), dir)?;
+            let watermark = state.watermarks.get(&name).copied().unwrap_or(0);
+            if let Some(torn) = replay.torn_tail.clone() {
+                tracing::warn!(segment = %torn.0.display(), offset = torn.1, bytes = torn.2, "cut torn WAL tail");
+                report.torn_tails.push(torn);
+            }
+            seq_max = seq_max.max(replay.seq_max);
+            if !replay.segments.is_empty() {
+                recovery.watermarks.push((name, replay.seq_max.max(watermark)));
+                recovery.segments.extend(replay.segments);
+            }
+            replay_entries.extend(replay.entries.into_iter().filter(|e| e.seq() > watermark));
+        }
+        replay_entries.sort_by_key(Entry::seq);
+        report.entries_replayed = replay_entries.len();
+        let mut replayed_buoys: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+        for entry in replay_entries {
+            match entry {
+                Entry::Batch(b) => {
+                    let lane = lane_of(&b.buoy, lanes);
+                    let buoy: Arc<str> = Arc::from(b.buoy.as_str());
+                    lane_dedup[lane].entry(buoy.clone()).or_default().record(b.batch_seq);
+                    replayed_buoys.insert(buoy.clone());
+                    let metric_names = b
+                        .metric_names
+                        .iter()
+                        .map(|m| MetricName::new(m))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| Error::Corrupt {
+                            file: wal_dir.clone(),
+                            offset: 0,
+                            reason: e.to_string(),
+                        })?;
+                    builders[lane].push_batch(
+                        &buoy,
+                        &metric_names,
+                        &b.timestamps,
+                        &b.metric_ids,
+                        &b.values,
+                        &b.quality,
+                        b.seq,
+                    );
+                }
+                Entry::Delete { seq, delete } => {
+                    if !view.tombstones.iter().any(|t| t.seq == seq) {
+                        view.tombstones.push(Arc::new(Tombstone {
+                            seq,
+                            generation: view.flushed_gen,
+                            buoy: Arc::from(delete.buoy.as_str()),
+                            metric: delete.metric.as_deref().map(Arc::from),
+                            start: delete.start,
+                            end: delete.end,
+                        }));
+                    }
+                }
+            }
+        }
+
+        for buoy in &replayed_buoys {
+            if let Some(w) = lane_dedup[lane_of(buoy, lanes)].get(buoy) {
+                recovery.dedup.push((buoy.to_string(), w.clone()));
+            }
+        }
+        let ranges = config.metric_ranges.clone();
+        let shared = Arc::new(Shared {
+            storage: storage.clone(),
+            metrics: EngineMetrics::default(),
+            next_seq: AtomicU64::new(seq_max + 1),
+            next_chunk_id: AtomicU64::new(1),
+            buffer_bytes: AtomicUsize::new(0),
+            view: ArcSwap::from_pointee(view),
+            lanes: (0..lanes).map(|_| LaneBuffer::default()).collect(),
+            buoys: ArcSwap::from_pointee(
+                state.buoys.into_values().map(|b| (b.id.clone(), b)).collect::<HashMap<_, _>>(),
+            ),
+            ranges,
+            config,
+        });
+        for (lane, mut builder) in builders.into_iter().enumerate() {
+            if !builder.is_empty() {
+                let id = shared.next_chunk_id.fetch_add(1, Ordering::Relaxed);
+                let chunk = Arc::new(builder.finish(id));
+                shared.buffer_bytes.fetch_add(chunk.bytes(), Ordering::Relaxed);
+                shared.lanes[lane].push(chunk);
+            }
+        }
+
+        let sync = shared.config.durability == Durability::Strict;
+        let mut lane_handles = Vec::new();
+        let mut lane_txs = Vec::new();
+        for (lane, dedup) in lane_dedup.into_iter().enumerate() {
+            let dir = wal_dir.join(lane_dir_name(lane));
+            storage.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+            let (tx, rx) = crossbeam_channel::bounded(shared.config.queue_depth);
+            let writer =
+                SegmentWriter::new(storage.clone(), dir, lane as u32, shared.config.wal_segment_bytes, sync);
+            let start = LaneStart { dedup, seal_gen: state.flushed_gen };
+            let lane_writer = LaneWriter::new(lane, rx, writer, shared.clone(), start);
+            let handle = std::thread::Builder::new()
+                .name(format!("bluewave-wal-{lane}"))
+                .spawn(move || lane_writer.run())
+                .map_err(|e| Error::io("spawn WAL writer", &wal_dir, e))?;
+            lane_handles.push(handle);
+            lane_txs.push(tx);
+        }
+        let catalog = Arc::new(catalog);
+        // The flusher's queue only carries control messages; a small bound is plenty.
+        const FLUSHER_QUEUE_DEPTH: usize = 64;
+        let (flusher_tx, flusher_rx) = crossbeam_channel::bounded(FLUSHER_QUEUE_DEPTH);
+        let flusher = Flusher::new(
+            shared.clone(),
+            catalog.clone(),
+            lane_txs.clone(),
+            flusher_rx,
+            state.flushed_gen + 1,
+            state.next_file_id,
+        );
+        let flusher_handle = std::thread::Builder::new()
+            .name("bluewave-flush".into())
+            .spawn(move || flusher.run())
+            .map_err(|e| Error::io("spawn flusher", &data_dir, e))?;
+
+        let engine = Self {
+            inner: Arc::new(Inner {
+                shared,
+                catalog,
+                threads: std::sync::Mutex::new(Some(Threads {
+                    lanes: lane_handles,
+                    flusher: Some(flusher_handle),
+                })),
+                lane_txs,
+                flusher_tx,
+                closed: AtomicBool::new(false),
+                recovery: report,
+            }),
+        };
+        if !recovery.segments.is_empty() {
+            engine.request_flush(Some(recovery))?;
+        }
+        Ok(engine)
+    }
+
+    /// What recovery found when this engine was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.shared.config
+    }
+
+    /// Registers (or updates) a buoy so it may write.
+    pub fn register_buoy(&self, info: BuoyInfo) -> Result<()> {
+        BuoyId::new(&info.id)?;
+        self.inner.catalog.put_buoy(&info)?;
+        self.inner.shared.buoys.rcu(|m| {
+            let mut next = HashMap::clone(m);
+            next.insert(info.id.clone(), info.clone());
+            next
+        });
+        Ok(())
+    }
+
+    /// Registered buoys, sorted by id.
+    pub fn buoys(&self) -> Vec<BuoyInfo> {
+        let mut out: Vec<BuoyInfo> = self.inner.shared.buoys.load().values().cloned().collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Submits a batch. Validation (registered buoy, quality flags) happens here, in the
+    /// caller's thread; the returned ticket resolves after the WAL fsync covering the batch
+    /// (`Stored`), at once for a known retry (`Duplicate`, after the original is durable), or
+    /// with an error. Never blocks: a full queue or buffer answers [`Error::Busy`].
+    pub fn ingest(&self, buoy: &BuoyId, batch_seq: u64, batch: ReadingBatch) -> Result<IngestTicket> {
+        let shared = &self.inner.shared;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        if !shared.buoys.load().contains_key(buoy.as_str()) {
+            return Err(InputError::UnknownBuoy(buoy.to_string()).into());
+        }
+        if shared.buffer_bytes.load(Ordering::Relaxed) >= shared.config.buffer_bytes_max {
+            let _ = self.inner.flusher_tx.try_send(FlusherMsg::Wake);
+            shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Busy { reason: BusyReason::BufferFull, retry_after_ms: BUSY_RETRY_AFTER_MS });
+        }
+        let quality = self.flag_quality(&batch);
+        let entry = wal::encode_batch_entry(buoy.as_str(), batch_seq, &batch, &quality);
+        let (ack, rx) = oneshot::channel();
+        let lane = lane_of(buoy.as_str(), shared.lanes.len());
+        let request = IngestRequest { buoy: buoy.clone(), batch_seq, batch, quality, entry, ack };
+        match self.inner.lane_txs[lane].try_send(LaneMsg::Ingest(request)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::Busy {
+                    reason: BusyReason::QueueFull,
+                    retry_after_ms: BUSY_RETRY_AFTER_MS,
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(Error::ShuttingDown),
+        }
+        if shared.buffer_bytes.load(Ordering::Relaxed) >= shared.config.flush_buffer_bytes {
+            let _ = self.inner.flusher_tx.try_send(FlusherMsg::Wake);
+        }
+        Ok(IngestTicket(rx))
+    }
+
+    fn flag_quality(&self, batch: &ReadingBatch) -> Vec<u8> {
+        let ranges: Vec<Option<PhysicalRange>> =
+            batch.metric_names().iter().map(|m| self.inner.shared.ranges.get(m.as_str()).copied()).collect();
+        let mut out_of_range = 0u64;
+        let quality: Vec<u8> = batch
+            .metric_ids()
+            .iter()
+            .zip(batch.values())
+            .map(|(&id, &v)| {
+                let q = ranges[usize::from(id)].map_or(Quality::Good, |r| r.quality(v));
+                out_of_range += u64::from(q != Quality::Good);
+                q as u8
+            })
+            .collect();
+        if out_of_range > 0 {
+            self.inner.shared.metrics.readings_out_of_range.fetch_add(out_of_range, Ordering::Relaxed);
+        }
+        quality
+    }
+
+    /// Logs a delete. Once the ticket resolves the readings are durable-deleted and invisible
+    /// to new snapshots; compaction removes them from files.
+    pub fn delete(&self, range: &DeleteRange) -> Result<DeleteTicket> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        if range.end < range.start {
+            return Err(InputError::InvalidTimeRange { start: range.start, end: range.end }.into());
+        }
+        let delete = DeleteEntry {
+            buoy: range.buoy.to_string(),
+            metric: range.metric.as_ref().map(ToString::to_string),
+            start: range.start,
+            end: range.end,
+        };
+        let entry = wal::encode_delete_entry(&delete);
+        let (ack, rx) = oneshot::channel();
+        let lane = lane_of(range.buoy.as_str(), self.inner.shared.lanes.len());
+        match self.inner.lane_txs[lane].try_send(LaneMsg::Delete(DeleteRequest { delete, entry, ack })) {
+            Ok(()) => Ok(DeleteTicket(rx)),
+            Err(TrySendError::Full(_)) => {
+                Err(Error::Busy { reason: BusyReason::QueueFull, retry_after_ms: BUSY_RETRY_AFTER_MS })
+            }
+            Err(TrySendError::Disconnected(_)) => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// A consistent snapshot of committed files, tombstones and buffered chunks.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.shared.snapshot()
+    }
+
+    /// The storage the engine writes through (for readers of partition files).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.shared.storage
+    }
+
+    /// Files of the current view (for `inspect` and tests).
+    pub fn files(&self) -> Vec<Arc<FileMeta>> {
+        self.inner.shared.view.load().files().cloned().collect()
+    }
+
+    /// Flushes everything buffered now and waits for the catalog commit.
+    pub fn flush(&self) -> Result<FlushReport> {
+        self.request_flush(None)
+    }
+
+    fn request_flush(&self, recovery: Option<Recovery>) -> Result<FlushReport> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner
+            .flusher_tx
+            .send(FlusherMsg::Flush { recovery, reply: tx })
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Compacts every partition with more than one file or with tombstones to apply.
+    pub fn compact(&self) -> Result<usize> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner.flusher_tx.send(FlusherMsg::CompactAll { reply: tx }).map_err(|_| Error::ShuttingDown)?;
+        rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Drops partitions that ended before `cutoff` (ns); returns files dropped.
+    pub fn drop_before(&self, cutoff: TimestampNs) -> Result<usize> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner
+            .flusher_tx
+            .send(FlusherMsg::DropBefore { cutoff, reply: tx })
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Counters, with the current buffer bytes and queue depth.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut m = self.inner.shared.metrics.snapshot();
+        m.buffer_bytes = self.inner.shared.buffer_bytes.load(Ordering::Relaxed) as u64;
+        m.queue_depth = self.inner.lane_txs.iter().map(|t| t.len() as u64).sum();
+        m
+    }
+
+    /// Stops taking work, flushes what is buffered, and stops the flusher. Idempotent. The
+    /// lane writers end when the last handle of the engine is dropped.
+    pub fn shutdown(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let flushed = self.flush();
+        self.inner.stop_flusher();
+        flushed.map(|_| ())
+    }
+}
+
+impl Inner {
+    fn stop_flusher(&self) {
+        let _ = self.flusher_tx.send(FlusherMsg::Shutdown);
+        let flusher = match self.threads.lock() {
+            Ok(mut guard) => guard.as_mut().and_then(|t| t.flusher.take()),
+            Err(poisoned) => poisoned.into_inner().as_mut().and_then(|t| t.flusher.take()),
+        };
+        if let Some(handle) = flusher {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// Closing without `shutdown` loses nothing: buffered data is in the WAL and is replayed at
+    /// the next open. The threads are joined so the data dir can be reopened at once.
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        self.stop_flusher();
+        self.lane_txs.clear();
+        let threads = match self.threads.get_mut() {
+            Ok(t) => t.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(t) = threads {
+            for handle in t.lanes {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+fn walk_files(storage: &dyn Storage, dir: &Path, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+    let entries = storage.list_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    for path in entries {
+        if storage.is_dir(&path) {
+            walk_files(storage, &path, f)?;
+        } else {
+            f(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `/`-separated path of `path` below `base`.
+pub(crate) fn relative_path(base: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(base).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// Buoys that share a lane with `buoy` never block it; exported for tests of the sharding.
+pub fn lane_for_buoy(buoy: &BuoyId, lanes: usize) -> usize {
+    lane_of(buoy.as_str(), lanes.max(1))
+}

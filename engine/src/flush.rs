@@ -1,0 +1,688 @@
+//! The flusher thread: seals the buffer, writes sorted, deduplicated Parquet partitions,
+//! commits them to the catalog, trims the WAL; also compaction and retention.
+//!
+//! Order of a flush (each step durable before the next):
+//! seal every lane (generation `g`) → per touched partition: sort by (buoy, metric, ts), last
+//! write wins, tombstones applied → write `<id>.parquet.tmp` → fsync → rename → fsync dir →
+//! one catalog transaction (files, WAL watermarks, dedup windows, tombstones, generation) →
+//! publish the new read view → drop the sealed chunks → delete WAL segments below the
+//! watermarks. A crash anywhere before the catalog commit leaves only temp or orphan files,
+//! which the next open removes; the WAL still holds every row.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::buffer::Chunk;
+use crate::catalog::{Catalog, CatalogCommit, FileMeta, Tombstone};
+use crate::dedup::DedupWindow;
+use crate::engine::Shared;
+use crate::error::{Error, Result};
+use crate::partition::{self, PartitionRows};
+use crate::pipeline::{LaneMsg, SealReply};
+use crate::read::ReadView;
+use crate::types::TimestampNs;
+use crate::wal;
+
+/// How often the flusher checks buffer age, size and retention without being woken.
+const FLUSHER_TICK: Duration = Duration::from_millis(100);
+/// Name of the readings table's directory under `parquet/`.
+pub const READINGS_TABLE: &str = "readings";
+
+/// What one flush did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Files written.
+    pub files: usize,
+    /// Rows written (after last-write-wins and tombstones).
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Rows read from the buffer.
+    pub rows_buffered: u64,
+    /// Partitions compacted afterwards.
+    pub compactions: usize,
+}
+
+/// WAL state handed over by recovery: flush it, then the old segments can go.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    pub watermarks: Vec<(String, u64)>,
+    pub segments: Vec<PathBuf>,
+    /// Windows of the buoys whose batches were replayed: persisted with the recovery flush.
+    pub dedup: Vec<(String, DedupWindow)>,
+}
+
+pub(crate) enum FlusherMsg {
+    Wake,
+    Flush { recovery: Option<Recovery>, reply: Sender<Result<FlushReport>> },
+    CompactAll { reply: Sender<Result<usize>> },
+    DropBefore { cutoff: TimestampNs, reply: Sender<Result<usize>> },
+    Shutdown,
+}
+
+pub(crate) struct Flusher {
+    shared: Arc<Shared>,
+    catalog: Arc<Catalog>,
+    lane_txs: Vec<Sender<LaneMsg>>,
+    rx: Receiver<FlusherMsg>,
+    next_gen: u64,
+    next_file_id: u64,
+    /// Dedup windows handed over by seals whose flush has not committed yet.
+    pending_dedup: BTreeMap<String, DedupWindow>,
+    /// Tombstones already in the catalog.
+    persisted_tombstones: std::collections::HashSet<u64>,
+}
+
+impl Flusher {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        catalog: Arc<Catalog>,
+        lane_txs: Vec<Sender<LaneMsg>>,
+        rx: Receiver<FlusherMsg>,
+        next_gen: u64,
+        next_file_id: u64,
+    ) -> Self {
+        let persisted_tombstones = shared.view.load().tombstones.iter().map(|t| t.seq).collect();
+        Self {
+            shared,
+            catalog,
+            lane_txs,
+            rx,
+            next_gen,
+            next_file_id,
+            pending_dedup: BTreeMap::new(),
+            persisted_tombstones,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            let msg = match self.rx.recv_timeout(FLUSHER_TICK) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            match msg {
+                Some(FlusherMsg::Shutdown) => return,
+                Some(FlusherMsg::Flush { recovery, reply }) => {
+                    let _ = reply.send(self.flush(recovery));
+                }
+                Some(FlusherMsg::CompactAll { reply }) => {
+                    let _ = reply.send(self.compact_all());
+                }
+                Some(FlusherMsg::DropBefore { cutoff, reply }) => {
+                    let _ = reply.send(self.drop_before(cutoff));
+                }
+                Some(FlusherMsg::Wake) | None => {
+                    if self.flush_due() {
+                        match self.flush(None) {
+                            Ok(_) => failures = 0,
+                            Err(e) => {
+                                failures += 1;
+                                tracing::error!(error = %e, failures, "background flush failed; will retry");
+                                // Back off so a full disk is not hammered.
+                                std::thread::sleep(FLUSHER_TICK * failures.min(50));
+                            }
+                        }
+                    }
+                    if let Some(retention) = self.shared.config.retention {
+                        let now = now_ns();
+                        let cutoff =
+                            now.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+                        if let Err(e) = self.drop_before(cutoff) {
+                            tracing::error!(error = %e, "retention pass failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush_due(&self) -> bool {
+        let config = &self.shared.config;
+        if self.shared.buffer_bytes.load(Ordering::Relaxed) >= config.flush_buffer_bytes {
+            return true;
+        }
+        let age_max = Duration::from_millis(config.flush_interval_ms);
+        self.shared.lanes.iter().any(|l| l.load().first().is_some_and(|c| c.created.elapsed() >= age_max))
+    }
+
+    fn seal(&mut self, generation: u64) -> Result<Vec<SealReply>> {
+        let (tx, rx) = crossbeam_channel::bounded(self.lane_txs.len());
+        for lane in &self.lane_txs {
+            lane.send(LaneMsg::Seal { generation, reply: tx.clone() }).map_err(|_| Error::ShuttingDown)?;
+        }
+        drop(tx);
+        let mut replies = Vec::with_capacity(self.lane_txs.len());
+        for _ in 0..self.lane_txs.len() {
+            replies.push(rx.recv().map_err(|_| Error::ShuttingDown)?);
+        }
+        Ok(replies)
+    }
+
+    pub(crate) fn flush(&mut self, recovery: Option<Recovery>) -> Result<FlushReport> {
+        let started = Instant::now();
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        let replies = self.seal(generation)?;
+        let mut chunks: Vec<Arc<Chunk>> = Vec::new();
+        let mut watermarks: Vec<(String, u64)> = Vec::new();
+        for reply in replies {
+            chunks.extend(reply.chunks);
+            if let Some(w) = reply.watermark {
+                watermarks.push((reply.lane_dir, w));
+            }
+            self.pending_dedup.extend(reply.dedup);
+        }
+        if let Some(r) = &recovery {
+            self.pending_dedup.extend(r.dedup.iter().cloned());
+            for (dir, w) in &r.watermarks {
+                match watermarks.iter_mut().find(|(d, _)| d == dir) {
+                    Some(existing) => existing.1 = existing.1.max(*w),
+                    None => watermarks.push((dir.clone(), *w)),
+                }
+            }
+        }
+        let view = self.shared.view.load_full();
+        let new_tombstones: Vec<Tombstone> = view
+            .tombstones
+            .iter()
+            .filter(|t| !self.persisted_tombstones.contains(&t.seq))
+            .map(|t| Tombstone::clone(t))
+            .collect();
+        let mut report = FlushReport {
+            rows_buffered: chunks.iter().map(|c| c.len() as u64).sum(),
+            ..FlushReport::default()
+        };
+        if chunks.is_empty()
+            && recovery.is_none()
+            && self.pending_dedup.is_empty()
+            && new_tombstones.is_empty()
+        {
+            return Ok(report);
+        }
+
+        let mut written: Vec<FileMeta> = Vec::new();
+        let result = self.write_partitions(&chunks, &view, generation, &mut written);
+        if let Err(e) = result {
+            self.remove_written(&written);
+            return Err(e);
+        }
+        let change = CatalogCommit {
+            add_files: written.clone(),
+            watermarks: watermarks.clone(),
+            dedup: self.pending_dedup.iter().map(|(b, w)| (b.clone(), w.clone())).collect(),
+            put_tombstones: new_tombstones.clone(),
+            flushed_gen: Some(generation),
+            next_file_id: Some(self.next_file_id),
+            ..CatalogCommit::default()
+        };
+        if let Err(e) = self.catalog.commit(&change) {
+            self.remove_written(&written);
+            return Err(e);
+        }
+        self.pending_dedup.clear();
+        self.persisted_tombstones.extend(new_tombstones.iter().map(|t| t.seq));
+        let touched: Vec<TimestampNs> = written.iter().map(|f| f.partition_start).collect();
+        self.shared.view.rcu(|v| {
+            let mut next = ReadView::clone(v);
+            for f in &written {
+                next.partitions.entry(f.partition_start).or_default().push(Arc::new(f.clone()));
+            }
+            next.flushed_gen = generation;
+            next
+        });
+        let mut freed = 0;
+        for lane in &self.shared.lanes {
+            freed += lane.remove_sealed(generation);
+        }
+        self.shared.buffer_bytes.fetch_sub(freed, Ordering::Relaxed);
+        report.files = written.len();
+        report.rows = written.iter().map(|f| f.rows).sum();
+        report.bytes = written.iter().map(|f| f.bytes).sum();
+        let metrics = &self.shared.metrics;
+        metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        metrics.flush_rows.fetch_add(report.rows, Ordering::Relaxed);
+        metrics.flush_bytes.fetch_add(report.bytes, Ordering::Relaxed);
+        metrics.flush_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+
+        // The WAL below the watermarks is now redundant.
+        if let Some(r) = &recovery {
+            for segment in &r.segments {
+                self.remove_quietly(segment);
+            }
+        }
+        self.trim_wal(&watermarks);
+        self.collect_tombstones()?;
+        for partition_start in touched {
+            let files = self.shared.view.load().partitions.get(&partition_start).map_or(0, Vec::len);
+            if files >= self.shared.config.compaction_files_min {
+                self.compact_partition(partition_start)?;
+                report.compactions += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    fn write_partitions(
+        &mut self,
+        chunks: &[Arc<Chunk>],
+        view: &ReadView,
+        generation: u64,
+        written: &mut Vec<FileMeta>,
+    ) -> Result<()> {
+        let duration = self.shared.config.partition_duration;
+        // (chunk, row) per partition.
+        let mut by_partition: BTreeMap<TimestampNs, Vec<(u32, u32)>> = BTreeMap::new();
+        for (ci, c) in chunks.iter().enumerate() {
+            if duration.start_of(c.ts_min) == duration.start_of(c.ts_max) {
+                by_partition
+                    .entry(duration.start_of(c.ts_min))
+                    .or_default()
+                    .extend((0..c.len() as u32).map(|r| (ci as u32, r)));
+            } else {
+                for (r, &ts) in c.timestamps.iter().enumerate() {
+                    by_partition.entry(duration.start_of(ts)).or_default().push((ci as u32, r as u32));
+                }
+            }
+        }
+        for (partition_start, rows) in by_partition {
+            let merged = merge_buffer_rows(chunks, &rows, &view.tombstones);
+            if merged.is_empty() {
+                continue;
+            }
+            let meta =
+                self.write_file(partition_start, &merged.rows, generation, merged.seq_min, merged.seq_max)?;
+            written.push(meta);
+        }
+        Ok(())
+    }
+
+    /// Writes one partition file durably under its final name and returns its metadata (not yet
+    /// committed).
+    fn write_file(
+        &mut self,
+        partition_start: TimestampNs,
+        rows: &PartitionRows,
+        generation: u64,
+        seq_min: u64,
+        seq_max: u64,
+    ) -> Result<FileMeta> {
+        let storage = &self.shared.storage;
+        let id = self.next_file_id;
+        self.next_file_id += 1;
+        let dir_rel = partition_dir(partition_start);
+        let rel = format!("{dir_rel}/{id:016x}.parquet");
+        let dir = self.shared.config.data_dir.join(&dir_rel);
+        let path = self.shared.config.data_dir.join(&rel);
+        let tmp = path.with_extension("parquet.tmp");
+        let encoded = partition::encode_partition(rows, &self.shared.config.partition_write)?;
+        storage.create_dir_all(&dir).map_err(|e| Error::io("create partition directory", &dir, e))?;
+        let mut file = storage.create(&tmp).map_err(|e| Error::io("create partition file", &tmp, e))?;
+        file.write_all(&encoded.bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
+        file.sync_data().map_err(|e| Error::io("fsync partition file", &tmp, e))?;
+        drop(file);
+        storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
+        storage.sync_dir(&dir).map_err(|e| Error::io("fsync partition directory", &dir, e))?;
+        let (mut ts_min, mut ts_max) = (i64::MAX, i64::MIN);
+        for &t in &rows.timestamps {
+            ts_min = ts_min.min(t);
+            ts_max = ts_max.max(t);
+        }
+        let mut buoys = rows.buoy_names.clone();
+        buoys.sort();
+        let mut metrics = rows.metric_names.clone();
+        metrics.sort();
+        Ok(FileMeta {
+            id,
+            partition_start,
+            partition_end: partition_start + self.shared.config.partition_duration.as_nanos(),
+            path: rel,
+            rows: rows.len() as u64,
+            bytes: encoded.bytes.len() as u64,
+            ts_min,
+            ts_max,
+            generation,
+            seq_min,
+            seq_max,
+            buoys,
+            metrics,
+        })
+    }
+
+    fn remove_written(&self, written: &[FileMeta]) {
+        for f in written {
+            self.remove_quietly(&self.shared.config.data_dir.join(&f.path));
+        }
+    }
+
+    fn remove_quietly(&self, path: &std::path::Path) {
+        if let Err(e) = self.shared.storage.remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove file");
+            }
+        }
+    }
+
+    /// Deletes segments whose every entry is at or below the lane's watermark. The newest
+    /// segment of a lane is never touched: its writer may still append to it.
+    fn trim_wal(&self, watermarks: &[(String, u64)]) {
+        let wal_dir = self.shared.config.data_dir.join("wal");
+        for (lane, watermark) in watermarks {
+            let dir = wal_dir.join(lane);
+            let Ok(segments) = wal::list_segments(self.shared.storage.as_ref(), &dir) else { continue };
+            let firsts: Vec<u64> = segments
+                .iter()
+                .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()))
+                .collect();
+            for i in 0..segments.len().saturating_sub(1) {
+                let next_first = firsts.get(i + 1).copied().unwrap_or(0);
+                if next_first > 0 && next_first - 1 <= *watermark {
+                    self.remove_quietly(&segments[i]);
+                }
+            }
+        }
+    }
+
+    /// Drops tombstones that no longer hide anything: every file they applied to was rewritten
+    /// and the buffer rows they hid were flushed.
+    fn collect_tombstones(&mut self) -> Result<()> {
+        let view = self.shared.view.load_full();
+        let dead: Vec<u64> = view
+            .tombstones
+            .iter()
+            .filter(|t| {
+                self.persisted_tombstones.contains(&t.seq)
+                    && view.flushed_gen > t.generation
+                    && !view.files().any(|f| t.applies_to_file(f))
+            })
+            .map(|t| t.seq)
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        self.catalog
+            .commit(&CatalogCommit { remove_tombstones: dead.clone(), ..CatalogCommit::default() })?;
+        self.shared.view.rcu(|v| {
+            let mut next = ReadView::clone(v);
+            next.tombstones.retain(|t| !dead.contains(&t.seq));
+            next
+        });
+        for seq in dead {
+            self.persisted_tombstones.remove(&seq);
+        }
+        Ok(())
+    }
+
+    fn compact_all(&mut self) -> Result<usize> {
+        let view = self.shared.view.load_full();
+        let candidates: Vec<TimestampNs> = view
+            .partitions
+            .iter()
+            .filter(|(_, files)| {
+                files.len() > 1 || files.iter().any(|f| view.tombstones.iter().any(|t| t.applies_to_file(f)))
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &candidates {
+            self.compact_partition(*p)?;
+        }
+        Ok(candidates.len())
+    }
+
+    /// Merges a partition's files into one sorted, deduplicated file without deleted rows.
+    /// The swap is one catalog transaction; the old files are deleted only after it.
+    fn compact_partition(&mut self, partition_start: TimestampNs) -> Result<()> {
+        let view = self.shared.view.load_full();
+        let Some(files) = view.partitions.get(&partition_start).cloned() else { return Ok(()) };
+        let mut inputs = Vec::with_capacity(files.len());
+        for f in &files {
+            let path = self.shared.config.data_dir.join(&f.path);
+            let bytes =
+                self.shared.storage.read(&path).map_err(|e| Error::io("read partition file", &path, e))?;
+            let rows = partition::decode_partition(bytes.into())?;
+            let tombstones: Vec<Arc<Tombstone>> =
+                view.tombstones.iter().filter(|t| t.applies_to_file(f)).cloned().collect();
+            inputs.push((f.clone(), rows, tombstones));
+        }
+        let merged = merge_file_rows(&inputs);
+        let generation = files.iter().map(|f| f.generation).max().unwrap_or(0);
+        let mut written = Vec::new();
+        if !merged.is_empty() {
+            let seq_min = files.iter().map(|f| f.seq_min).min().unwrap_or(0);
+            let seq_max = files.iter().map(|f| f.seq_max).max().unwrap_or(0);
+            match self.write_file(partition_start, &merged, generation, seq_min, seq_max) {
+                Ok(meta) => written.push(meta),
+                Err(e) => return Err(e),
+            }
+        }
+        let change = CatalogCommit {
+            add_files: written.clone(),
+            remove_files: files.iter().map(|f| f.id).collect(),
+            next_file_id: Some(self.next_file_id),
+            ..CatalogCommit::default()
+        };
+        if let Err(e) = self.catalog.commit(&change) {
+            self.remove_written(&written);
+            return Err(e);
+        }
+        self.shared.view.rcu(|v| {
+            let mut next = ReadView::clone(v);
+            let list = next.partitions.entry(partition_start).or_default();
+            list.retain(|f| !files.iter().any(|old| old.id == f.id));
+            list.extend(written.iter().cloned().map(Arc::new));
+            if list.is_empty() {
+                next.partitions.remove(&partition_start);
+            }
+            next
+        });
+        for f in &files {
+            self.remove_quietly(&self.shared.config.data_dir.join(&f.path));
+        }
+        self.shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+        self.collect_tombstones()
+    }
+
+    /// Retention: removes partitions that ended at or before `cutoff` (catalog first).
+    fn drop_before(&mut self, cutoff: TimestampNs) -> Result<usize> {
+        let view = self.shared.view.load_full();
+        let doomed: Vec<Arc<FileMeta>> =
+            view.files().filter(|f| f.partition_end <= cutoff).cloned().collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        self.catalog.commit(&CatalogCommit {
+            remove_files: doomed.iter().map(|f| f.id).collect(),
+            ..CatalogCommit::default()
+        })?;
+        self.shared.view.rcu(|v| {
+            let mut next = ReadView::clone(v);
+            next.partitions.retain(|_, files| {
+                files.retain(|f| f.partition_end > cutoff);
+                !files.is_empty()
+            });
+            next
+        });
+        for f in &doomed {
+            let path = self.shared.config.data_dir.join(&f.path);
+            self.remove_quietly(&path);
+            if let Some(dir) = path.parent() {
+                let _ = self.shared.storage.remove_dir(dir);
+            }
+        }
+        self.shared.metrics.partitions_dropped.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        self.collect_tombstones()?;
+        Ok(doomed.len())
+    }
+}
+
+/// Rows ready for a partition file, with the WAL sequence range they came from.
+struct Merged {
+    rows: PartitionRows,
+    seq_min: u64,
+    seq_max: u64,
+}
+
+impl Merged {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Sorted dictionary of the names used by `lists`, and per list a map to sorted ranks.
+fn rank_dictionary<'a>(
+    lists: impl Iterator<Item = &'a [Arc<str>]> + Clone,
+) -> (Vec<Arc<str>>, Vec<Vec<u32>>) {
+    let mut all: Vec<Arc<str>> = lists.clone().flat_map(|l| l.iter().cloned()).collect();
+    all.sort();
+    all.dedup();
+    let maps =
+        lists.map(|l| l.iter().map(|n| all.binary_search(n).map_or(0, |i| i as u32)).collect()).collect();
+    (all, maps)
+}
+
+/// Sort, last-write-wins (highest sequence) and tombstones over buffered rows of one partition.
+fn merge_buffer_rows(chunks: &[Arc<Chunk>], rows: &[(u32, u32)], tombstones: &[Arc<Tombstone>]) -> Merged {
+    let (buoys, buoy_maps) = rank_dictionary(chunks.iter().map(|c| c.buoy_names.as_slice()));
+    let (metrics, metric_maps) = rank_dictionary(chunks.iter().map(|c| c.metric_names.as_slice()));
+    // (buoy rank, metric rank, ts, seq, chunk, row)
+    let mut keyed: Vec<(u32, u32, i64, u64, u32, u32)> = rows
+        .iter()
+        .map(|&(ci, r)| {
+            let c = &chunks[ci as usize];
+            let r_us = r as usize;
+            (
+                buoy_maps[ci as usize][c.buoy_keys[r_us] as usize],
+                metric_maps[ci as usize][c.metric_keys[r_us] as usize],
+                c.timestamps[r_us],
+                c.seqs[r_us],
+                ci,
+                r,
+            )
+        })
+        .collect();
+    keyed.sort_unstable();
+    let mut out = PartitionRows {
+        buoy_names: buoys,
+        metric_names: metrics,
+        buoy_keys: Vec::with_capacity(keyed.len()),
+        metric_keys: Vec::with_capacity(keyed.len()),
+        timestamps: Vec::with_capacity(keyed.len()),
+        values: Vec::with_capacity(keyed.len()),
+        quality: Vec::with_capacity(keyed.len()),
+    };
+    let (mut seq_min, mut seq_max) = (u64::MAX, 0);
+    for (i, &(b, m, ts, seq, ci, r)) in keyed.iter().enumerate() {
+        // Keep only the last (highest sequence) row of each key.
+        if let Some(next) = keyed.get(i + 1) {
+            if (next.0, next.1, next.2) == (b, m, ts) {
+                continue;
+            }
+        }
+        if !tombstones.is_empty() {
+            let (buoy, metric) = (&out.buoy_names[b as usize], &out.metric_names[m as usize]);
+            if tombstones.iter().any(|t| t.seq > seq && t.covers(buoy, metric, ts)) {
+                continue;
+            }
+        }
+        let c = &chunks[ci as usize];
+        out.buoy_keys.push(b);
+        out.metric_keys.push(m);
+        out.timestamps.push(ts);
+        out.values.push(c.values[r as usize]);
+        out.quality.push(c.quality[r as usize]);
+        seq_min = seq_min.min(seq);
+        seq_max = seq_max.max(seq);
+    }
+    Merged { rows: out, seq_min, seq_max }
+}
+
+/// Merges decoded files of one partition: the higher generation wins a key; rows hidden by a
+/// tombstone that applies to their file are dropped.
+fn merge_file_rows(inputs: &[(Arc<FileMeta>, PartitionRows, Vec<Arc<Tombstone>>)]) -> PartitionRows {
+    let (buoys, buoy_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.buoy_names.as_slice()));
+    let (metrics, metric_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.metric_names.as_slice()));
+    let mut keyed: Vec<(u32, u32, i64, u64, u32, u32)> = Vec::new();
+    for (fi, (meta, rows, tombstones)) in inputs.iter().enumerate() {
+        for r in 0..rows.len() {
+            let (bk, mk) = (rows.buoy_keys[r] as usize, rows.metric_keys[r] as usize);
+            let ts = rows.timestamps[r];
+            if tombstones.iter().any(|t| t.covers(&rows.buoy_names[bk], &rows.metric_names[mk], ts)) {
+                continue;
+            }
+            keyed.push((buoy_maps[fi][bk], metric_maps[fi][mk], ts, meta.generation, fi as u32, r as u32));
+        }
+    }
+    keyed.sort_unstable();
+    let mut out = PartitionRows {
+        buoy_names: buoys,
+        metric_names: metrics,
+        buoy_keys: Vec::with_capacity(keyed.len()),
+        metric_keys: Vec::with_capacity(keyed.len()),
+        timestamps: Vec::with_capacity(keyed.len()),
+        values: Vec::with_capacity(keyed.len()),
+        quality: Vec::with_capacity(keyed.len()),
+    };
+    for (i, &(b, m, ts, _, fi, r)) in keyed.iter().enumerate() {
+        if let Some(next) = keyed.get(i + 1) {
+            if (next.0, next.1, next.2) == (b, m, ts) {
+                continue;
+            }
+        }
+        let rows = &inputs[fi as usize].1;
+        out.buoy_keys.push(b);
+        out.metric_keys.push(m);
+        out.timestamps.push(ts);
+        out.values.push(rows.values[r as usize]);
+        out.quality.push(rows.quality[r as usize]);
+    }
+    out
+}
+
+fn now_ns() -> TimestampNs {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// `parquet/readings/date=YYYY-MM-DD/hour=HH` for a partition start.
+pub(crate) fn partition_dir(partition_start: TimestampNs) -> String {
+    let secs = partition_start.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let hour = secs.rem_euclid(86_400) / 3_600;
+    let (y, m, d) = civil_from_days(days);
+    format!("parquet/{READINGS_TABLE}/date={y:04}-{m:02}-{d:02}/hour={hour:02}")
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dirs_use_civil_dates() {
+        assert_eq!(partition_dir(0), "parquet/readings/date=1970-01-01/hour=00");
+        // 2026-06-01T13:00:00Z
+        assert_eq!(partition_dir(1_780_318_800 * 1_000_000_000), "parquet/readings/date=2026-06-01/hour=13");
+        assert_eq!(partition_dir(-3_600 * 1_000_000_000), "parquet/readings/date=1969-12-31/hour=23");
+    }
+}

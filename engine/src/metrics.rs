@@ -1,0 +1,96 @@
+//! Engine counters, lock-free, for export by the server (`/metrics`).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Buckets of the fsync latency histogram: bucket `i` counts syncs of `< 2^i` µs
+/// (the last bucket takes everything slower).
+pub const FSYNC_BUCKETS: usize = 24;
+
+/// Counters of one engine; read them with [`EngineMetrics::snapshot`].
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    pub(crate) readings_ingested: AtomicU64,
+    pub(crate) batches_ingested: AtomicU64,
+    pub(crate) batches_duplicate: AtomicU64,
+    pub(crate) batches_refused_busy: AtomicU64,
+    pub(crate) readings_out_of_range: AtomicU64,
+    pub(crate) deletes: AtomicU64,
+    pub(crate) wal_records: AtomicU64,
+    pub(crate) wal_bytes: AtomicU64,
+    pub(crate) fsync_micros: [AtomicU64; FSYNC_BUCKETS],
+    pub(crate) flushes: AtomicU64,
+    pub(crate) flush_micros_total: AtomicU64,
+    pub(crate) flush_bytes: AtomicU64,
+    pub(crate) flush_rows: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) partitions_dropped: AtomicU64,
+}
+
+impl EngineMetrics {
+    pub(crate) fn record_fsync(&self, micros: u64) {
+        let bucket = (64 - micros.leading_zeros() as usize).min(FSYNC_BUCKETS - 1);
+        self.fsync_micros[bucket].fetch_add(1, Relaxed);
+    }
+
+    /// A consistent-enough copy of every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            readings_ingested: self.readings_ingested.load(Relaxed),
+            batches_ingested: self.batches_ingested.load(Relaxed),
+            batches_duplicate: self.batches_duplicate.load(Relaxed),
+            batches_refused_busy: self.batches_refused_busy.load(Relaxed),
+            readings_out_of_range: self.readings_out_of_range.load(Relaxed),
+            deletes: self.deletes.load(Relaxed),
+            wal_records: self.wal_records.load(Relaxed),
+            wal_bytes: self.wal_bytes.load(Relaxed),
+            fsync_micros_log2: std::array::from_fn(|i| self.fsync_micros[i].load(Relaxed)),
+            flushes: self.flushes.load(Relaxed),
+            flush_micros_total: self.flush_micros_total.load(Relaxed),
+            flush_bytes: self.flush_bytes.load(Relaxed),
+            flush_rows: self.flush_rows.load(Relaxed),
+            compactions: self.compactions.load(Relaxed),
+            partitions_dropped: self.partitions_dropped.load(Relaxed),
+            buffer_bytes: 0,
+            queue_depth: 0,
+        }
+    }
+}
+
+/// Point-in-time values of the engine's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Readings stored (duplicates excluded).
+    pub readings_ingested: u64,
+    /// Batches stored.
+    pub batches_ingested: u64,
+    /// Batches acknowledged as duplicates.
+    pub batches_duplicate: u64,
+    /// Batches refused with `Busy`.
+    pub batches_refused_busy: u64,
+    /// Readings flagged out of range.
+    pub readings_out_of_range: u64,
+    /// Deletes logged.
+    pub deletes: u64,
+    /// WAL records (group commits) written.
+    pub wal_records: u64,
+    /// WAL bytes written.
+    pub wal_bytes: u64,
+    /// fsync latency histogram, bucket `i` = syncs under `2^i` µs.
+    pub fsync_micros_log2: [u64; FSYNC_BUCKETS],
+    /// Flushes committed.
+    pub flushes: u64,
+    /// Time spent in committed flushes, µs.
+    pub flush_micros_total: u64,
+    /// Parquet bytes written by flushes.
+    pub flush_bytes: u64,
+    /// Rows written by flushes.
+    pub flush_rows: u64,
+    /// Compactions committed.
+    pub compactions: u64,
+    /// Partition files dropped by retention.
+    pub partitions_dropped: u64,
+    /// Bytes in the in-memory buffer now.
+    pub buffer_bytes: u64,
+    /// Batches waiting in lane queues now.
+    pub queue_depth: u64,
+}

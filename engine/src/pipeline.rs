@@ -1,0 +1,308 @@
+//! The lock-free ingest pipeline: per-lane bounded queues drained by one WAL writer each.
+//!
+//! ```text
+//! caller (network task) ── validate, flag quality, encode WAL entry ──▶ try_send (bounded, lane = hash(buoy))
+//! lane writer thread: recv → gather more (up to group_bytes_max) → dedup check → one WAL record
+//!                     → one write + one fdatasync → build one Chunk → publish → complete acks
+//! ```
+//! No mutex sits between callers and writers: the queue is a crossbeam channel, the buffer is an
+//! `ArcSwap` list, counters are atomics. A lane owns the deduplication windows of its buoys, so
+//! the idempotency check needs no sharing either.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::oneshot;
+
+use crate::buffer::{Chunk, ChunkBuilder};
+use crate::catalog::Tombstone;
+use crate::dedup::{DEDUP_WINDOW, DedupWindow, Seen};
+use crate::engine::Shared;
+use crate::error::{Error, InputError, Result};
+use crate::types::{BuoyId, ReadingBatch};
+use crate::wal::{self, DeleteEntry, SegmentWriter};
+
+/// How a stored batch was acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored now; durable (per the configured durability) under this WAL sequence.
+    Stored {
+        /// WAL sequence of the batch.
+        seq: u64,
+    },
+    /// The same `(buoy, batch_seq)` was stored before; nothing stored again.
+    Duplicate,
+}
+
+pub(crate) struct IngestRequest {
+    pub buoy: BuoyId,
+    pub batch_seq: u64,
+    pub batch: ReadingBatch,
+    pub quality: Vec<u8>,
+    pub entry: Vec<u8>,
+    pub ack: oneshot::Sender<Result<IngestOutcome>>,
+}
+
+pub(crate) struct DeleteRequest {
+    pub delete: DeleteEntry,
+    pub entry: Vec<u8>,
+    pub ack: oneshot::Sender<Result<u64>>,
+}
+
+/// What a lane hands the flusher when it seals its buffer.
+pub(crate) struct SealReply {
+    pub lane_dir: String,
+    pub chunks: Vec<Arc<Chunk>>,
+    /// Every entry this lane wrote up to here is in `chunks` or was flushed before.
+    pub watermark: Option<u64>,
+    pub dedup: Vec<(String, DedupWindow)>,
+}
+
+pub(crate) enum LaneMsg {
+    Ingest(IngestRequest),
+    Delete(DeleteRequest),
+    Seal { generation: u64, reply: Sender<SealReply> },
+}
+
+/// Name of lane `i`'s WAL directory.
+pub(crate) fn lane_dir_name(lane: usize) -> String {
+    format!("lane-{lane:02}")
+}
+
+/// State a lane starts with (recovered from the catalog and WAL replay).
+pub(crate) struct LaneStart {
+    pub dedup: HashMap<Arc<str>, DedupWindow>,
+    pub seal_gen: u64,
+}
+
+pub(crate) struct LaneWriter {
+    lane: usize,
+    rx: Receiver<LaneMsg>,
+    wal: SegmentWriter,
+    shared: Arc<Shared>,
+    dedup: HashMap<Arc<str>, DedupWindow>,
+    dirty: HashSet<Arc<str>>,
+    seal_gen: u64,
+    last_seq_written: Option<u64>,
+    failed: Option<String>,
+    record: Vec<u8>,
+    builder: ChunkBuilder,
+}
+
+enum Ack {
+    Stored(oneshot::Sender<Result<IngestOutcome>>, u64, usize),
+    Duplicate(oneshot::Sender<Result<IngestOutcome>>),
+    Deleted(oneshot::Sender<Result<u64>>, Tombstone),
+}
+
+impl LaneWriter {
+    pub(crate) fn new(
+        lane: usize,
+        rx: Receiver<LaneMsg>,
+        wal: SegmentWriter,
+        shared: Arc<Shared>,
+        start: LaneStart,
+    ) -> Self {
+        Self {
+            lane,
+            rx,
+            wal,
+            shared,
+            dedup: start.dedup,
+            dirty: HashSet::new(),
+            seal_gen: start.seal_gen,
+            last_seq_written: None,
+            failed: None,
+            record: Vec::with_capacity(1 << 20),
+            builder: ChunkBuilder::new(),
+        }
+    }
+
+    /// Runs until every sender is gone.
+    pub(crate) fn run(mut self) {
+        let group_bytes_max = self.shared.config.group_bytes_max;
+        let mut acks: Vec<Ack> = Vec::new();
+        while let Ok(first) = self.rx.recv() {
+            wal::begin_record(&mut self.record);
+            let mut entries = 0u32;
+            let mut first_seq = None;
+            let mut seal = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    LaneMsg::Ingest(req) => self.accept_batch(req, &mut acks, &mut entries, &mut first_seq),
+                    LaneMsg::Delete(req) => self.accept_delete(req, &mut acks, &mut entries, &mut first_seq),
+                    LaneMsg::Seal { generation, reply } => {
+                        // Everything received before the seal belongs to it: stop gathering.
+                        seal = Some((generation, reply));
+                        break;
+                    }
+                }
+                if self.record.len() < group_bytes_max {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.commit_group(entries, first_seq, &mut acks);
+            if let Some((generation, reply)) = seal {
+                self.seal(generation, &reply);
+            }
+        }
+    }
+
+    fn accept_batch(
+        &mut self,
+        mut req: IngestRequest,
+        acks: &mut Vec<Ack>,
+        entries: &mut u32,
+        first_seq: &mut Option<u64>,
+    ) {
+        if let Some(reason) = &self.failed {
+            let _ = req.ack.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
+            return;
+        }
+        let window = self.dedup.entry(req.buoy.shared().clone()).or_default();
+        match window.check(req.batch_seq) {
+            Seen::Duplicate => {
+                // Acked with the group, so never before the original is durable.
+                acks.push(Ack::Duplicate(req.ack));
+                return;
+            }
+            Seen::Stale => {
+                let _ = req.ack.send(Err(Error::Input(InputError::StaleSequence {
+                    buoy: req.buoy.to_string(),
+                    batch_seq: req.batch_seq,
+                    window: DEDUP_WINDOW,
+                })));
+                return;
+            }
+            Seen::New => {}
+        }
+        window.record(req.batch_seq);
+        self.dirty.insert(req.buoy.shared().clone());
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        first_seq.get_or_insert(seq);
+        wal::patch_sequence(&mut req.entry, seq);
+        self.record.extend_from_slice(&req.entry);
+        *entries += 1;
+        self.builder.push_batch(
+            req.buoy.shared(),
+            req.batch.metric_names(),
+            req.batch.timestamps(),
+            req.batch.metric_ids(),
+            req.batch.values(),
+            &req.quality,
+            seq,
+        );
+        acks.push(Ack::Stored(req.ack, seq, req.batch.len()));
+    }
+
+    fn accept_delete(
+        &mut self,
+        mut req: DeleteRequest,
+        acks: &mut Vec<Ack>,
+        entries: &mut u32,
+        first_seq: &mut Option<u64>,
+    ) {
+        if let Some(reason) = &self.failed {
+            let _ = req.ack.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
+            return;
+        }
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        first_seq.get_or_insert(seq);
+        wal::patch_sequence(&mut req.entry, seq);
+        self.record.extend_from_slice(&req.entry);
+        *entries += 1;
+        let d = &req.delete;
+        let tombstone = Tombstone {
+            seq,
+            generation: self.seal_gen,
+            buoy: Arc::from(d.buoy.as_str()),
+            metric: d.metric.as_deref().map(Arc::from),
+            start: d.start,
+            end: d.end,
+        };
+        acks.push(Ack::Deleted(req.ack, tombstone));
+    }
+
+    fn commit_group(&mut self, entries: u32, first_seq: Option<u64>, acks: &mut Vec<Ack>) {
+        if let (Some(first_seq), true) = (first_seq, entries > 0) {
+            wal::finish_record(&mut self.record, entries);
+            let started = Instant::now();
+            let written = self.wal.append(&self.record, first_seq);
+            let metrics = &self.shared.metrics;
+            match written {
+                Ok(()) => {
+                    metrics.record_fsync(started.elapsed().as_micros() as u64);
+                    metrics.wal_records.fetch_add(1, Ordering::Relaxed);
+                    metrics.wal_bytes.fetch_add(self.record.len() as u64, Ordering::Relaxed);
+                    let last = first_seq + u64::from(entries) - 1;
+                    self.last_seq_written = Some(self.last_seq_written.map_or(last, |l| l.max(last)));
+                }
+                Err(e) => {
+                    // Fatal: after a failed fsync the page cache may claim data the disk lost.
+                    let reason = format!("WAL append failed: {e}");
+                    tracing::error!(lane = self.lane, %reason, "WAL writer stopped; reopen the engine to recover");
+                    self.failed = Some(reason);
+                    self.builder = ChunkBuilder::new();
+                }
+            }
+        }
+        if self.failed.is_none() && !self.builder.is_empty() {
+            let id = self.shared.next_chunk_id.fetch_add(1, Ordering::Relaxed);
+            let chunk = Arc::new(self.builder.finish(id));
+            self.shared.buffer_bytes.fetch_add(chunk.bytes(), Ordering::Relaxed);
+            self.shared.lanes[self.lane].push(chunk);
+        }
+        let mut tombstones = Vec::new();
+        for ack in acks.drain(..) {
+            match (ack, &self.failed) {
+                (Ack::Stored(tx, _, _), Some(reason)) | (Ack::Duplicate(tx), Some(reason)) => {
+                    let _ = tx.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
+                }
+                (Ack::Deleted(tx, _), Some(reason)) => {
+                    let _ = tx.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
+                }
+                (Ack::Stored(tx, seq, rows), None) => {
+                    self.shared.metrics.batches_ingested.fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.readings_ingested.fetch_add(rows as u64, Ordering::Relaxed);
+                    let _ = tx.send(Ok(IngestOutcome::Stored { seq }));
+                }
+                (Ack::Duplicate(tx), None) => {
+                    self.shared.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(Ok(IngestOutcome::Duplicate));
+                }
+                (Ack::Deleted(tx, tombstone), None) => {
+                    let seq = tombstone.seq;
+                    tombstones.push((tx, seq));
+                    self.shared.publish_tombstone(tombstone);
+                }
+            }
+        }
+        for (tx, seq) in tombstones {
+            self.shared.metrics.deletes.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(Ok(seq));
+        }
+    }
+
+    fn seal(&mut self, generation: u64, reply: &Sender<SealReply>) {
+        self.seal_gen = generation;
+        let chunks = self.shared.lanes[self.lane].load();
+        for c in chunks.iter() {
+            c.seal(generation);
+        }
+        let dedup = self
+            .dirty
+            .drain()
+            .filter_map(|b| self.dedup.get(&b).map(|w| (b.to_string(), w.clone())))
+            .collect();
+        let _ = reply.send(SealReply {
+            lane_dir: lane_dir_name(self.lane),
+            chunks: chunks.iter().cloned().collect(),
+            watermark: self.last_seq_written,
+            dedup,
+        });
+    }
+}
