@@ -49,7 +49,7 @@ pub mod read;
 mod storage;
 pub mod types;
 mod wal;
-// pub mod workload;
+pub mod workload;
 
 pub use buffer::Chunk;
 pub use catalog::{BuoyInfo, FileMeta, Tombstone};

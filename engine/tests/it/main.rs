@@ -1,6 +1,11 @@
-//! Integration tests of the engine: real files, real redb, real threads (one test binary).
+//! Integration tests of the engine: real files, real redb, real threads, real processes
+//! (one test binary for the crate, modules by concern).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod basic;
 mod common;
+mod crash;
+mod kill9;
+mod model;
+mod recovery;
