@@ -113,6 +113,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of a given view with no buffered chunks (benches and tools that build views
+    /// by hand).
+    pub fn from_view(view: Arc<ReadView>, data_dir: PathBuf) -> Self {
+        Self { view, chunks: Vec::new(), data_dir }
+    }
+
     /// Absolute path of a file of this snapshot.
     pub fn file_path(&self, meta: &FileMeta) -> PathBuf {
         self.data_dir.join(&meta.path)
