@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub lanes: usize,
     /// Batches waiting per lane before ingest answers `Busy(QueueFull)`. Default 1,024.
     pub queue_depth: usize,
+    /// Bytes of batches queued across all lanes (not yet written) before ingest answers
+    /// `Busy(QueueFull)`; bounds queue memory whatever the batch sizes. Default 64 MiB.
+    pub queue_bytes_max: usize,
     /// fsync policy. Default [`Durability::Strict`].
     pub durability: Durability,
     /// Most payload bytes one group commit (one WAL record) gathers. Default 8 MiB.
@@ -93,6 +96,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue_depth: 1_024,
+            queue_bytes_max: 64 << 20,
             durability: Durability::Strict,
             group_bytes_max: 8 << 20,
             wal_segment_bytes: 64 << 20,
@@ -118,6 +122,9 @@ impl EngineConfig {
         }
         if self.queue_depth == 0 {
             return Err(Error::Config("queue_depth must be at least 1".into()));
+        }
+        if self.queue_bytes_max < crate::wal::RECORD_PAYLOAD_MAX / 16 {
+            return Err(Error::Config("queue_bytes_max must be at least 4 MiB (one full batch)".into()));
         }
         if self.buffer_bytes_max <= self.flush_buffer_bytes {
             return Err(Error::Config("buffer_bytes_max must be above flush_buffer_bytes".into()));

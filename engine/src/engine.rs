@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub next_seq: AtomicU64,
     pub next_chunk_id: AtomicU64,
     pub buffer_bytes: AtomicUsize,
+    /// Bytes of requests sitting in lane queues (counted by `ingest`, released by the writer).
+    pub queued_bytes: AtomicUsize,
     pub view: ArcSwap<ReadView>,
     pub lanes: Vec<LaneBuffer>,
     pub buoys: ArcSwap<HashMap<Arc<str>, BuoyInfo>>,
@@ -72,6 +74,12 @@ impl Shared {
             .collect();
         Snapshot { view, chunks, data_dir: self.config.data_dir.clone() }
     }
+}
+
+/// Memory a queued ingest request holds: the batch columns, quality flags and the encoded entry.
+pub(crate) fn queued_request_bytes(batch: &ReadingBatch) -> usize {
+    const BYTES_PER_READING: usize = (8 + 2 + 8) + 1 + (8 + 2 + 8 + 1);
+    batch.len() * BYTES_PER_READING + 256
 }
 
 /// Lane of a buoy: stable across runs with the same lane count.
@@ -319,6 +327,7 @@ impl Engine {
             next_seq: AtomicU64::new(seq_max + 1),
             next_chunk_id: AtomicU64::new(1),
             buffer_bytes: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             view: ArcSwap::from_pointee(view),
             lanes: (0..lanes).map(|_| LaneBuffer::default()).collect(),
             buoys: ArcSwap::from_pointee(
@@ -436,6 +445,14 @@ impl Engine {
             let _ = self.inner.flusher_tx.try_send(FlusherMsg::Wake);
             shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Busy { reason: BusyReason::BufferFull, retry_after_ms: BUSY_RETRY_AFTER_MS });
+        }
+        let request_bytes = queued_request_bytes(&batch);
+        if shared.queued_bytes.fetch_add(request_bytes, Ordering::AcqRel) + request_bytes
+            > shared.config.queue_bytes_max
+        {
+            shared.queued_bytes.fetch_sub(request_bytes, Ordering::AcqRel);
+            shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Busy { reason: BusyReason::QueueFull, retry_after_ms: BUSY_RETRY_AFTER_MS });
         }
         let quality = self.flag_quality(&batch);
         let entry = wal::encode_batch_entry(buoy.as_str(), batch_seq, &batch, &quality);

@@ -159,6 +159,7 @@ impl LaneWriter {
         entries: &mut u32,
         first_seq: &mut Option<u64>,
     ) {
+        self.shared.queued_bytes.fetch_sub(crate::engine::queued_request_bytes(&req.batch), Ordering::AcqRel);
         if let Some(reason) = &self.failed {
             let _ = req.ack.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
             return;
