@@ -24,7 +24,7 @@ use crate::pipeline::{
     DeleteRequest, IngestOutcome, IngestRequest, LaneMsg, LaneStart, LaneWriter, lane_dir_name,
 };
 use crate::read::{ReadView, Snapshot};
-use crate::storage::{FsStorage, Storage};
+use crate::storage::{FsStorage, Storage, create_dir_durable};
 use crate::types::{BuoyId, MetricName, PhysicalRange, Quality, ReadingBatch, TimestampNs};
 use crate::wal::{self, DeleteEntry, Entry, SegmentWriter};
 
@@ -204,7 +204,7 @@ impl Engine {
         let wal_dir = data_dir.join("wal");
         let parquet_dir = data_dir.join("parquet");
         for dir in [&data_dir, &wal_dir, &parquet_dir] {
-            storage.create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+            create_dir_durable(storage.as_ref(), dir).map_err(|e| Error::io("create directory", dir, e))?;
         }
         let (catalog, state) = Catalog::open(&data_dir.join("catalog.redb"))?;
         let mut report = RecoveryReport::default();
@@ -350,7 +350,7 @@ impl Engine {
         let mut lane_txs = Vec::new();
         for (lane, dedup) in lane_dedup.into_iter().enumerate() {
             let dir = wal_dir.join(lane_dir_name(lane));
-            storage.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+            create_dir_durable(storage.as_ref(), &dir).map_err(|e| Error::io("create directory", &dir, e))?;
             let (tx, rx) = crossbeam_channel::bounded(shared.config.queue_depth);
             let writer =
                 SegmentWriter::new(storage.clone(), dir, lane as u32, shared.config.wal_segment_bytes, sync);

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::partition::{self, PartitionRows};
 use crate::pipeline::{LaneMsg, SealReply};
 use crate::read::ReadView;
+use crate::storage::create_dir_durable;
 use crate::types::TimestampNs;
 use crate::wal;
 
@@ -323,7 +324,8 @@ impl Flusher {
         let path = self.shared.config.data_dir.join(&rel);
         let tmp = path.with_extension("parquet.tmp");
         let encoded = partition::encode_partition(rows, &self.shared.config.partition_write)?;
-        storage.create_dir_all(&dir).map_err(|e| Error::io("create partition directory", &dir, e))?;
+        create_dir_durable(storage.as_ref(), &dir)
+            .map_err(|e| Error::io("create partition directory", &dir, e))?;
         let mut file = storage.create(&tmp).map_err(|e| Error::io("create partition file", &tmp, e))?;
         file.write_all(&encoded.bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
         file.sync_data().map_err(|e| Error::io("fsync partition file", &tmp, e))?;

@@ -85,6 +85,8 @@ pub(crate) struct LaneWriter {
     shared: Arc<Shared>,
     dedup: HashMap<Arc<str>, DedupWindow>,
     dirty: HashSet<Arc<str>>,
+    /// `(buoy, batch_seq)` of the group being gathered, recorded in `dedup` after its fsync.
+    group_batches: HashSet<(Arc<str>, u64)>,
     seal_gen: u64,
     last_seq_written: Option<u64>,
     failed: Option<String>,
@@ -113,6 +115,7 @@ impl LaneWriter {
             shared,
             dedup: start.dedup,
             dirty: HashSet::new(),
+            group_batches: HashSet::new(),
             seal_gen: start.seal_gen,
             last_seq_written: None,
             failed: None,
@@ -164,8 +167,16 @@ impl LaneWriter {
             let _ = req.ack.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
             return;
         }
-        let window = self.dedup.entry(req.buoy.shared().clone()).or_default();
-        match window.check(req.batch_seq) {
+        let seen = match self.dedup.get(req.buoy.shared()) {
+            Some(window) => window.check(req.batch_seq),
+            None => Seen::New,
+        };
+        // Windows only learn a sequence once its record is durable (see `commit_group`); a
+        // retry inside the same group is caught by the group's own set.
+        let key = (req.buoy.shared().clone(), req.batch_seq);
+        let seen =
+            if seen == Seen::New && self.group_batches.contains(&key) { Seen::Duplicate } else { seen };
+        match seen {
             Seen::Duplicate => {
                 // Acked with the group, so never before the original is durable.
                 acks.push(Ack::Duplicate(req.ack));
@@ -181,8 +192,7 @@ impl LaneWriter {
             }
             Seen::New => {}
         }
-        window.record(req.batch_seq);
-        self.dirty.insert(req.buoy.shared().clone());
+        self.group_batches.insert(key);
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
         first_seq.get_or_insert(seq);
         wal::patch_sequence(&mut req.entry, seq);
@@ -241,6 +251,10 @@ impl LaneWriter {
                     metrics.wal_bytes.fetch_add(self.record.len() as u64, Ordering::Relaxed);
                     let last = first_seq + u64::from(entries) - 1;
                     self.last_seq_written = Some(self.last_seq_written.map_or(last, |l| l.max(last)));
+                    for (buoy, batch_seq) in self.group_batches.drain() {
+                        self.dedup.entry(buoy.clone()).or_default().record(batch_seq);
+                        self.dirty.insert(buoy);
+                    }
                 }
                 Err(e) => {
                     // Fatal: after a failed fsync the page cache may claim data the disk lost.
@@ -248,6 +262,8 @@ impl LaneWriter {
                     tracing::error!(lane = self.lane, %reason, "WAL writer stopped; reopen the engine to recover");
                     self.failed = Some(reason);
                     self.builder = ChunkBuilder::new();
+                    // Never stored, so never to be answered `Duplicate` later.
+                    self.group_batches.clear();
                 }
             }
         }

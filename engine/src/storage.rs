@@ -102,3 +102,22 @@ impl Storage for FsStorage {
         path.is_dir()
     }
 }
+
+/// Creates `path` and any missing parents, then syncs the parent of every directory it created,
+/// so the new entries survive a power loss (a new directory is only durable once its parent's
+/// entry is). Does nothing when `path` exists.
+pub(crate) fn create_dir_durable(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    if storage.exists(path) {
+        return Ok(());
+    }
+    let missing: Vec<&Path> =
+        path.ancestors().take_while(|p| !p.as_os_str().is_empty() && !storage.exists(p)).collect();
+    storage.create_dir_all(path)?;
+    // Deepest first: each created directory's entry lives in its parent.
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage.sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
