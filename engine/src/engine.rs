@@ -235,6 +235,7 @@ impl Engine {
             view.partitions.entry(f.partition_start).or_default().push(Arc::new(f.clone()));
         }
         view.tombstones = state.tombstones.values().cloned().map(Arc::new).collect();
+        let persisted_tombstones: std::collections::HashSet<u64> = state.tombstones.keys().copied().collect();
 
         // WAL replay.
         let lanes = config.lanes;
@@ -374,6 +375,8 @@ impl Engine {
             flusher_rx,
             state.flushed_gen + 1,
             state.next_file_id,
+            // Only the catalog's own: tombstones replayed from the WAL still have to be written.
+            persisted_tombstones,
         );
         let flusher_handle = std::thread::Builder::new()
             .name("bluewave-flush".into())

@@ -42,7 +42,7 @@ mod engine;
 mod error;
 mod flush;
 mod metrics;
-#[path = "partition_stub.rs"]
+
 mod partition;
 mod pipeline;
 pub mod read;
@@ -59,7 +59,11 @@ pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, RecoveryReport
 pub use error::{BusyReason, Error, InputError, Result};
 pub use flush::{FlushReport, READINGS_TABLE};
 pub use metrics::{FSYNC_BUCKETS, MetricsSnapshot};
-pub use partition::{PartitionRows, PartitionWriteOptions, decode_partition, encode_partition};
+pub use partition::{
+    COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_NAMES, COLUMN_QUALITY, COLUMN_TS, COLUMN_VALUE, ColumnBytes,
+    EncodedPartition, PartitionRows, PartitionWriteOptions, ValueEncoding, decode_partition,
+    encode_partition, partition_schema, partition_value_encoding,
+};
 pub use pipeline::IngestOutcome;
 pub use read::{ReadFilter, ReadView, Row, SelectedFile, Snapshot};
 pub use storage::{FsStorage, Storage, StorageFile};

@@ -87,6 +87,19 @@ pub struct SelectedFile {
     pub tombstones: Vec<Arc<Tombstone>>,
 }
 
+/// True when two sorted name lists share a name (linear merge).
+fn sorted_lists_intersect(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
+}
+
 /// One merged reading.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -160,10 +173,14 @@ impl Snapshot {
             let selected = &mut out[start_index..];
             for i in 0..selected.len() {
                 let (a_lo, a_hi) = (selected[i].meta.ts_min, selected[i].meta.ts_max);
-                let with_files = selected
-                    .iter()
-                    .enumerate()
-                    .any(|(j, b)| j != i && b.meta.ts_min <= a_hi && a_lo <= b.meta.ts_max);
+                let a = &selected[i].meta;
+                let with_files = selected.iter().enumerate().any(|(j, b)| {
+                    j != i
+                        && b.meta.ts_min <= a_hi
+                        && a_lo <= b.meta.ts_max
+                        && sorted_lists_intersect(&a.metrics, &b.meta.metrics)
+                        && sorted_lists_intersect(&a.buoys, &b.meta.buoys)
+                });
                 let with_chunks = self.chunks.iter().any(|c| c.ts_min <= a_hi && a_lo <= c.ts_max);
                 selected[i].overlaps = with_files || with_chunks;
             }
@@ -223,10 +240,12 @@ impl Snapshot {
                 }
                 let precedence = (1u8, seq);
                 let candidate = (precedence, c.values[i], c.quality[i]);
+                // `>=`: one batch may name a key twice (same sequence); its later row wins, as
+                // in a flush. Rows of one chunk are visited in arrival order.
                 merged
                     .entry((buoy.clone(), metric.clone(), ts))
                     .and_modify(|e| {
-                        if precedence > e.0 {
+                        if precedence >= e.0 {
                             *e = candidate
                         }
                     })
