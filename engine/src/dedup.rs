@@ -8,7 +8,7 @@
 /// How many sequences below the highest one a buoy may still deliver late.
 pub const DEDUP_WINDOW: u64 = 4096;
 const WORDS: usize = (DEDUP_WINDOW / 64) as usize;
-const _: () = assert!(DEDUP_WINDOW % 64 == 0);
+const _: () = assert!(DEDUP_WINDOW.is_multiple_of(64));
 
 /// What the window says of a batch sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -389,10 +389,10 @@ impl Flusher {
     }
 
     fn remove_quietly(&self, path: &std::path::Path) {
-        if let Err(e) = self.shared.storage.remove_file(path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove file");
-            }
+        if let Err(e) = self.shared.storage.remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove file");
         }
     }
 
@@ -407,10 +407,10 @@ impl Flusher {
                 .iter()
                 .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()))
                 .collect();
-            for i in 0..segments.len().saturating_sub(1) {
-                let next_first = firsts.get(i + 1).copied().unwrap_or(0);
-                if next_first > 0 && next_first - 1 <= *watermark {
-                    self.remove_quietly(&segments[i]);
+            for (segment, next_first) in segments.iter().zip(firsts.iter().skip(1)) {
+                // Entries of a segment end before the next segment's first sequence.
+                if *next_first > 0 && next_first - 1 <= *watermark {
+                    self.remove_quietly(segment);
                 }
             }
         }
@@ -609,10 +609,10 @@ fn merge_buffer_rows(chunks: &[Arc<Chunk>], rows: &[(u32, u32)], tombstones: &[A
     let (mut seq_min, mut seq_max) = (u64::MAX, 0);
     for (i, &(b, m, ts, seq, ci, r)) in keyed.iter().enumerate() {
         // Keep only the last (highest sequence) row of each key.
-        if let Some(next) = keyed.get(i + 1) {
-            if (next.0, next.1, next.2) == (b, m, ts) {
-                continue;
-            }
+        if let Some(next) = keyed.get(i + 1)
+            && (next.0, next.1, next.2) == (b, m, ts)
+        {
+            continue;
         }
         if !tombstones.is_empty() {
             let (buoy, metric) = (&out.buoy_names[b as usize], &out.metric_names[m as usize]);
@@ -634,7 +634,10 @@ fn merge_buffer_rows(chunks: &[Arc<Chunk>], rows: &[(u32, u32)], tombstones: &[A
 
 /// Merges decoded files of one partition: the higher generation wins a key; rows hidden by a
 /// tombstone that applies to their file are dropped.
-fn merge_file_rows(inputs: &[(Arc<FileMeta>, PartitionRows, Vec<Arc<Tombstone>>)]) -> PartitionRows {
+/// A decoded file with the tombstones that apply to it.
+type CompactionInput = (Arc<FileMeta>, PartitionRows, Vec<Arc<Tombstone>>);
+
+fn merge_file_rows(inputs: &[CompactionInput]) -> PartitionRows {
     let (buoys, buoy_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.buoy_names.as_slice()));
     let (metrics, metric_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.metric_names.as_slice()));
     let mut keyed: Vec<(u32, u32, i64, u64, u32, u32)> = Vec::new();
@@ -659,10 +662,10 @@ fn merge_file_rows(inputs: &[(Arc<FileMeta>, PartitionRows, Vec<Arc<Tombstone>>)
         quality: Vec::with_capacity(keyed.len()),
     };
     for (i, &(b, m, ts, _, fi, r)) in keyed.iter().enumerate() {
-        if let Some(next) = keyed.get(i + 1) {
-            if (next.0, next.1, next.2) == (b, m, ts) {
-                continue;
-            }
+        if let Some(next) = keyed.get(i + 1)
+            && (next.0, next.1, next.2) == (b, m, ts)
+        {
+            continue;
         }
         let rows = &inputs[fi as usize].1;
         out.buoy_keys.push(b);

@@ -52,10 +52,10 @@ pub struct ReadFilter {
 impl ReadFilter {
     /// Checks the filter.
     pub fn validate(&self) -> Result<()> {
-        if let (Some(start), Some(end)) = (self.start, self.end) {
-            if end < start {
-                return Err(InputError::InvalidTimeRange { start, end }.into());
-            }
+        if let (Some(start), Some(end)) = (self.start, self.end)
+            && end < start
+        {
+            return Err(InputError::InvalidTimeRange { start, end }.into());
         }
         Ok(())
     }
@@ -99,6 +99,11 @@ fn sorted_lists_intersect(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
     }
     false
 }
+
+/// `(buoy, metric, ts)`.
+type RowKey = (Arc<str>, Arc<str>, TimestampNs);
+/// `((source: 0 file / 1 buffer, generation or sequence), value, quality)`.
+type Candidate = ((u8, u64), f64, u8);
 
 /// One merged reading.
 #[derive(Clone, Debug, PartialEq)]
@@ -145,25 +150,25 @@ impl Snapshot {
         // so begin one partition earlier than the first start >= lo.
         let first = self.view.partitions.range(..=lo).next_back().map_or(i64::MIN, |(k, _)| *k);
         for (_, files) in self.view.partitions.range(first..) {
-            if let Some(end) = filter.end {
-                if files.first().is_some_and(|f| f.partition_start >= end) {
-                    break;
-                }
+            if let Some(end) = filter.end
+                && files.first().is_some_and(|f| f.partition_start >= end)
+            {
+                break;
             }
             let start_index = out.len();
             for f in files {
                 if !filter.time_overlaps(f.ts_min, f.ts_max) {
                     continue;
                 }
-                if let Some(buoys) = &filter.buoys {
-                    if !buoys.iter().any(|b| f.has_buoy(b)) {
-                        continue;
-                    }
+                if let Some(buoys) = &filter.buoys
+                    && !buoys.iter().any(|b| f.has_buoy(b))
+                {
+                    continue;
                 }
-                if let Some(metrics) = &filter.metrics {
-                    if !metrics.iter().any(|m| f.has_metric(m)) {
-                        continue;
-                    }
+                if let Some(metrics) = &filter.metrics
+                    && !metrics.iter().any(|m| f.has_metric(m))
+                {
+                    continue;
                 }
                 let tombstones =
                     self.view.tombstones.iter().filter(|t| t.applies_to_file(f)).cloned().collect();
@@ -195,7 +200,7 @@ impl Snapshot {
         filter.validate()?;
         // Key -> (precedence, row). Buffer rows beat file rows; among files the higher
         // generation wins; among buffer rows the higher sequence.
-        let mut merged: BTreeMap<(Arc<str>, Arc<str>, TimestampNs), ((u8, u64), f64, u8)> = BTreeMap::new();
+        let mut merged: BTreeMap<RowKey, Candidate> = BTreeMap::new();
         for selected in self.select_files(filter) {
             let path = self.file_path(&selected.meta);
             let bytes = storage.read(&path).map_err(|e| Error::io("read partition file", &path, e))?;

@@ -325,10 +325,10 @@ pub fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<PathBuf>> 
     let mut segments: Vec<(u64, PathBuf)> = Vec::new();
     for path in storage.list_dir(dir).map_err(|e| Error::io("list WAL directory", dir, e))? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        if let Some(stem) = name.strip_suffix(".wal") {
-            if let Ok(first) = stem.parse::<u64>() {
-                segments.push((first, path));
-            }
+        if let Some(stem) = name.strip_suffix(".wal")
+            && let Ok(first) = stem.parse::<u64>()
+        {
+            segments.push((first, path));
         }
     }
     segments.sort();
