@@ -148,7 +148,15 @@ impl ChunkBuilder {
 
     /// Finishes the chunk; the builder is left empty for reuse.
     pub fn finish(&mut self, id: u64) -> Chunk {
-        let taken = std::mem::replace(self, Self::new());
+        let mut taken = std::mem::replace(self, Self::new());
+        // Growth by doubling can leave half of each column unused; buffered chunks live until
+        // the next flush, so give the slack back (large shrinks are in-place remaps).
+        taken.buoy_keys.shrink_to_fit();
+        taken.metric_keys.shrink_to_fit();
+        taken.timestamps.shrink_to_fit();
+        taken.values.shrink_to_fit();
+        taken.quality.shrink_to_fit();
+        taken.seqs.shrink_to_fit();
         Chunk {
             id,
             created: Instant::now(),

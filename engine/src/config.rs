@@ -81,6 +81,9 @@ pub struct EngineConfig {
     pub partition_duration: PartitionDuration,
     /// A partition with at least this many files is compacted after a flush. Default 4.
     pub compaction_files_min: usize,
+    /// Most rows one compaction reads: it holds them in memory (about 150 bytes a row at peak),
+    /// so this bounds compaction memory. Default 2,000,000.
+    pub compaction_rows_max: usize,
     /// Partitions that ended longer ago than this are dropped; `None` keeps everything.
     pub retention: Option<Duration>,
     /// Physical range per metric name; readings outside are flagged `out_of_range`.
@@ -105,6 +108,7 @@ impl EngineConfig {
             flush_interval_ms: 60_000,
             partition_duration: PartitionDuration::HOUR,
             compaction_files_min: 4,
+            compaction_rows_max: 2_000_000,
             retention: None,
             metric_ranges: DEFAULT_METRIC_RANGES
                 .iter()

@@ -266,8 +266,9 @@ impl Flusher {
         for partition_start in touched {
             let flushes =
                 self.shared.view.load().partitions.get(&partition_start).map_or(0, |f| generations(f));
-            if flushes >= self.shared.config.compaction_files_min {
-                self.compact_partition(partition_start)?;
+            if flushes >= self.shared.config.compaction_files_min
+                && self.compact_partition(partition_start)?
+            {
                 report.compactions += 1;
             }
         }
@@ -448,26 +449,26 @@ impl Flusher {
 
     fn compact_all(&mut self) -> Result<usize> {
         let view = self.shared.view.load_full();
-        let candidates: Vec<TimestampNs> = view
-            .partitions
-            .iter()
-            .filter(|(_, files)| {
-                generations(files) > 1
-                    || files.iter().any(|f| view.tombstones.iter().any(|t| t.applies_to_file(f)))
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for p in &candidates {
-            self.compact_partition(*p)?;
+        let partitions: Vec<TimestampNs> = view.partitions.keys().copied().collect();
+        let mut compacted = 0;
+        for p in partitions {
+            if self.compact_partition(p)? {
+                compacted += 1;
+            }
         }
-        Ok(candidates.len())
+        Ok(compacted)
     }
 
     /// Merges a partition's files into one sorted, deduplicated file without deleted rows.
     /// The swap is one catalog transaction; the old files are deleted only after it.
-    fn compact_partition(&mut self, partition_start: TimestampNs) -> Result<()> {
+    /// Returns whether anything was compacted.
+    fn compact_partition(&mut self, partition_start: TimestampNs) -> Result<bool> {
         let view = self.shared.view.load_full();
-        let Some(files) = view.partitions.get(&partition_start).cloned() else { return Ok(()) };
+        let Some(all) = view.partitions.get(&partition_start) else { return Ok(false) };
+        let Some(files) = compaction_run(all, &view.tombstones, self.shared.config.compaction_rows_max)
+        else {
+            return Ok(false);
+        };
         let mut inputs = Vec::with_capacity(files.len());
         for f in &files {
             let path = self.shared.config.data_dir.join(&f.path);
@@ -515,7 +516,8 @@ impl Flusher {
             self.remove_quietly(&self.shared.config.data_dir.join(&f.path));
         }
         self.shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
-        self.collect_tombstones()
+        self.collect_tombstones()?;
+        Ok(true)
     }
 
     /// Retention: removes partitions that ended at or before `cutoff` (catalog first).
@@ -677,6 +679,48 @@ fn merge_file_rows(inputs: &[CompactionInput]) -> PartitionRows {
     out
 }
 
+/// Chooses what to compact in a partition: the longest run of consecutive flush generations
+/// (at least two) holding at most `rows_max` rows, so compaction memory stays bounded; or, if
+/// no such run exists, a single generation that a tombstone still applies to. Any run of
+/// consecutive generations may be merged: its output takes the run's highest generation, so it
+/// still loses to every newer file and beats every older one.
+fn compaction_run(
+    files: &[Arc<FileMeta>],
+    tombstones: &[Arc<Tombstone>],
+    rows_max: usize,
+) -> Option<Vec<Arc<FileMeta>>> {
+    let mut by_gen: BTreeMap<u64, (u64, Vec<Arc<FileMeta>>)> = BTreeMap::new();
+    for f in files {
+        let entry = by_gen.entry(f.generation).or_default();
+        entry.0 += f.rows;
+        entry.1.push(f.clone());
+    }
+    let gens: Vec<(u64, Vec<Arc<FileMeta>>)> = by_gen.into_values().collect();
+    let rows_max = rows_max as u64;
+    let mut best: Option<(usize, usize)> = None;
+    for start in 0..gens.len() {
+        let mut rows = 0;
+        for (end, (gen_rows, _)) in gens.iter().enumerate().skip(start) {
+            rows += gen_rows;
+            if rows > rows_max {
+                break;
+            }
+            let len = end - start + 1;
+            if len >= 2 && best.is_none_or(|(s, e)| len > e - s + 1) {
+                best = Some((start, end));
+            }
+        }
+    }
+    if let Some((start, end)) = best {
+        return Some(gens[start..=end].iter().flat_map(|(_, f)| f.iter().cloned()).collect());
+    }
+    gens.into_iter()
+        .find(|(rows, f)| {
+            *rows <= rows_max && f.iter().any(|f| tombstones.iter().any(|t| t.applies_to_file(f)))
+        })
+        .map(|(_, f)| f)
+}
+
 /// Distinct flush generations among a partition's files: how many flushes a read may have to
 /// merge. Compaction brings it back to one.
 fn generations(files: &[Arc<FileMeta>]) -> usize {
@@ -781,6 +825,42 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(generation: u64, rows: u64) -> Arc<FileMeta> {
+        Arc::new(FileMeta {
+            id: generation,
+            partition_start: 0,
+            partition_end: 10,
+            path: String::new(),
+            rows,
+            bytes: 0,
+            ts_min: 0,
+            ts_max: 9,
+            generation,
+            seq_min: 0,
+            seq_max: 0,
+            buoys: vec![Arc::from("b")],
+            metrics: vec![Arc::from("ph")],
+        })
+    }
+
+    #[test]
+    fn compaction_takes_the_longest_run_of_consecutive_generations_under_the_row_bound() {
+        let files = vec![file(1, 3_000), file(2, 1_000), file(3, 500), file(4, 400), file(5, 2_000)];
+        let ids = |run: Option<Vec<Arc<FileMeta>>>| run.map(|r| r.iter().map(|f| f.id).collect::<Vec<_>>());
+        assert_eq!(ids(compaction_run(&files, &[], 2_000)), Some(vec![2, 3, 4]));
+        assert_eq!(ids(compaction_run(&files, &[], 10_000)), Some(vec![1, 2, 3, 4, 5]));
+        assert_eq!(ids(compaction_run(&files, &[], 100)), None);
+        let tombstone = Arc::new(Tombstone {
+            seq: 9,
+            generation: 5,
+            buoy: Arc::from("b"),
+            metric: None,
+            start: 0,
+            end: 5,
+        });
+        assert_eq!(ids(compaction_run(&files[4..], &[tombstone], 2_000)), Some(vec![5]));
+    }
 
     #[test]
     fn partition_dirs_use_civil_dates() {
