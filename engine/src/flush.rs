@@ -302,9 +302,14 @@ impl Flusher {
             if merged.is_empty() {
                 continue;
             }
-            let meta =
-                self.write_file(partition_start, &merged.rows, generation, merged.seq_min, merged.seq_max)?;
-            written.push(meta);
+            self.write_split(
+                partition_start,
+                &merged.rows,
+                generation,
+                merged.seq_min,
+                merged.seq_max,
+                written,
+            )?;
         }
         Ok(())
     }
