@@ -24,13 +24,14 @@ fn acked_readings_are_visible_and_survive_flush_and_reopen() {
     ];
     assert_eq!(read_all(&engine), expected);
     let report = engine.flush().unwrap();
-    assert_eq!((report.files, report.rows), (1, 3));
+    // One partition, two value scales (8.1 and 7.9 at 0.1; 35.127 at 0.001): two files.
+    assert_eq!((report.files, report.rows), (2, 3));
     assert_eq!(read_all(&engine), expected);
     engine.shutdown().unwrap();
     drop(engine);
     let engine = Engine::open(config(dir.path())).unwrap();
     assert_eq!(read_all(&engine), expected);
-    assert_eq!(engine.files().len(), 1);
+    assert_eq!(engine.files().len(), 2);
 }
 
 #[test]
