@@ -85,10 +85,10 @@ fn ingest(c: &mut Criterion) {
                                     Err(e) => panic!("ingest: {e}"),
                                 }
                             }
-                            if window.len() >= INGEST_WINDOW {
-                                if let Some(t) = window.pop_front() {
-                                    black_box(t.wait().unwrap_or_else(|e| panic!("ack: {e}")));
-                                }
+                            if window.len() >= INGEST_WINDOW
+                                && let Some(t) = window.pop_front()
+                            {
+                                black_box(t.wait().unwrap_or_else(|e| panic!("ack: {e}")));
                             }
                         }
                         for t in window {
