@@ -462,7 +462,12 @@ impl Engine {
         let (ack, rx) = oneshot::channel();
         let lane = lane_of(buoy.as_str(), shared.lanes.len());
         let request = IngestRequest { buoy: buoy.clone(), batch_seq, batch, quality, entry, ack };
-        match self.inner.lane_txs[lane].try_send(LaneMsg::Ingest(request)) {
+        let sent = self.inner.lane_txs[lane].try_send(LaneMsg::Ingest(request));
+        if sent.is_err() {
+            // The writer never sees this request, so its bytes are released here.
+            shared.queued_bytes.fetch_sub(request_bytes, Ordering::AcqRel);
+        }
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);

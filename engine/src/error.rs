@@ -60,6 +60,14 @@ pub enum InputError {
         /// Row of the reading.
         index: usize,
     },
+    /// A timestamp outside `TIMESTAMP_MIN..=TIMESTAMP_MAX` (years 1823-2116).
+    #[error("reading {index} has timestamp {ts} ns, outside the supported range (years 1823-2116)")]
+    TimestampOutOfRange {
+        /// Row of the reading.
+        index: usize,
+        /// The refused timestamp.
+        ts: i64,
+    },
     /// The buoy is not registered, so it may not write.
     #[error("buoy {0:?} is not registered")]
     UnknownBuoy(String),

@@ -77,6 +77,8 @@ pub(crate) struct Flusher {
     pending_dedup: BTreeMap<String, DedupWindow>,
     /// Tombstones already in the catalog.
     persisted_tombstones: std::collections::HashSet<u64>,
+    /// Files removed from the catalog, deleted from disk once no snapshot holds them.
+    unlinked: Vec<Arc<FileMeta>>,
 }
 
 impl Flusher {
@@ -98,27 +100,57 @@ impl Flusher {
             next_file_id,
             pending_dedup: BTreeMap::new(),
             persisted_tombstones,
+            unlinked: Vec::new(),
+        }
+    }
+
+    /// Deletes files no longer in the catalog once no snapshot references them (the list here
+    /// holds the last reference). A crash before that leaves orphans, which open removes.
+    fn reap_unlinked(&mut self) {
+        let (free, held): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.unlinked).into_iter().partition(|f| Arc::strong_count(f) == 1);
+        self.unlinked = held;
+        for f in free {
+            let path = self.shared.config.data_dir.join(&f.path);
+            self.remove_quietly(&path);
+            // Drops the partition directory once it is empty; fails harmlessly otherwise.
+            if let Some(dir) = path.parent() {
+                let _ = self.shared.storage.remove_dir(dir);
+            }
         }
     }
 
     pub(crate) fn run(mut self) {
         let mut failures = 0u32;
         loop {
+            self.reap_unlinked();
             let msg = match self.rx.recv_timeout(FLUSHER_TICK) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             match msg {
-                Some(FlusherMsg::Shutdown) => return,
+                Some(FlusherMsg::Shutdown) => {
+                    self.reap_unlinked();
+                    return;
+                }
                 Some(FlusherMsg::Flush { recovery, reply }) => {
-                    let _ = reply.send(self.flush(recovery));
+                    let result = self.flush(recovery);
+                    // Files nobody reads any more go before the caller hears back.
+                    self.reap_unlinked();
+                    let _ = reply.send(result);
                 }
                 Some(FlusherMsg::CompactAll { reply }) => {
-                    let _ = reply.send(self.compact_all());
+                    let result = self.compact_all();
+                    // Files nobody reads any more go before the caller hears back.
+                    self.reap_unlinked();
+                    let _ = reply.send(result);
                 }
                 Some(FlusherMsg::DropBefore { cutoff, reply }) => {
-                    let _ = reply.send(self.drop_before(cutoff));
+                    let result = self.drop_before(cutoff);
+                    // Files nobody reads any more go before the caller hears back.
+                    self.reap_unlinked();
+                    let _ = reply.send(result);
                 }
                 Some(FlusherMsg::Wake) | None => {
                     if self.flush_due() {
@@ -517,9 +549,8 @@ impl Flusher {
             }
             next
         });
-        for f in &files {
-            self.remove_quietly(&self.shared.config.data_dir.join(&f.path));
-        }
+        // Open snapshots may still read the old files: they go once the last one is dropped.
+        self.unlinked.extend(files);
         self.shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
         self.collect_tombstones()?;
         Ok(true)
@@ -545,16 +576,11 @@ impl Flusher {
             });
             next
         });
-        for f in &doomed {
-            let path = self.shared.config.data_dir.join(&f.path);
-            self.remove_quietly(&path);
-            if let Some(dir) = path.parent() {
-                let _ = self.shared.storage.remove_dir(dir);
-            }
-        }
-        self.shared.metrics.partitions_dropped.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        let dropped = doomed.len();
+        self.shared.metrics.partitions_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        self.unlinked.extend(doomed);
         self.collect_tombstones()?;
-        Ok(doomed.len())
+        Ok(dropped)
     }
 }
 

@@ -69,7 +69,7 @@ pub use read::{ReadFilter, ReadView, Row, SelectedFile, Snapshot};
 pub use storage::{FsStorage, Storage, StorageFile};
 pub use types::{
     BATCH_METRICS_MAX, BATCH_READINGS_MAX, BuoyId, MetricName, NANOS_PER_SECOND, PhysicalRange, Quality,
-    ReadingBatch, ReadingBatchBuilder, TimestampNs,
+    ReadingBatch, ReadingBatchBuilder, TIMESTAMP_MAX, TIMESTAMP_MIN, TimestampNs,
 };
 
 /// Internals exposed for fuzz targets and benches; not a stable API.

@@ -122,6 +122,12 @@ pub struct WalSequence(pub u64);
 /// Nanoseconds since the Unix epoch, UTC.
 pub type TimestampNs = i64;
 
+/// Earliest timestamp a reading may carry: -2^62 ns (about 1823-12-05). The bound keeps every
+/// partition computation (start, end) far from `i64` overflow.
+pub const TIMESTAMP_MIN: TimestampNs = -(1 << 62);
+/// Latest timestamp a reading may carry: 2^62 ns (about 2116-02-20).
+pub const TIMESTAMP_MAX: TimestampNs = 1 << 62;
+
 /// Nanoseconds per second, for readable arithmetic on [`TimestampNs`].
 pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
@@ -176,6 +182,9 @@ impl ReadingBatch {
         }
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
             return Err(InputError::NonFiniteValue { index });
+        }
+        if let Some(index) = timestamps.iter().position(|t| !(TIMESTAMP_MIN..=TIMESTAMP_MAX).contains(t)) {
+            return Err(InputError::TimestampOutOfRange { index, ts: timestamps[index] });
         }
         Ok(Self { metric_names, timestamps, metric_ids, values })
     }
@@ -351,5 +360,16 @@ mod tests {
             Err(InputError::BatchTooLarge { readings: n, readings_max: BATCH_READINGS_MAX })
         );
         assert!(ReadingBatch::new(m(), vec![5, 3], vec![0, 0], vec![8.1, 8.2]).is_ok());
+        assert_eq!(
+            ReadingBatch::new(m(), vec![0, i64::MAX], vec![0, 0], vec![1.0, 1.0]),
+            Err(InputError::TimestampOutOfRange { index: 1, ts: i64::MAX })
+        );
+        assert_eq!(
+            ReadingBatch::new(m(), vec![TIMESTAMP_MIN - 1], vec![0], vec![1.0]),
+            Err(InputError::TimestampOutOfRange { index: 0, ts: TIMESTAMP_MIN - 1 })
+        );
+        assert!(
+            ReadingBatch::new(m(), vec![TIMESTAMP_MIN, TIMESTAMP_MAX], vec![0, 0], vec![1.0, 1.0]).is_ok()
+        );
     }
 }

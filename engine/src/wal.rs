@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::storage::{Storage, StorageFile};
-use crate::types::{BATCH_METRICS_MAX, BATCH_READINGS_MAX, NAME_LEN_MAX, ReadingBatch, TimestampNs};
+use crate::types::{
+    BATCH_METRICS_MAX, BATCH_READINGS_MAX, NAME_LEN_MAX, ReadingBatch, TIMESTAMP_MAX, TIMESTAMP_MIN,
+    TimestampNs,
+};
 
 /// Segment file header magic, 8 bytes.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BWAVEWAL";
@@ -264,8 +267,12 @@ pub fn decode_entries(payload: &[u8], entry_count: u32) -> Option<Vec<Entry>> {
                 if rows > BATCH_READINGS_MAX {
                     return None;
                 }
-                let timestamps =
+                let timestamps: Vec<i64> =
                     b.take(rows * 8)?.chunks_exact(8).map(|c| i64::from_le_bytes(le8(c))).collect();
+                // Writers refuse such timestamps; one here is damage, never data.
+                if timestamps.iter().any(|t| !(TIMESTAMP_MIN..=TIMESTAMP_MAX).contains(t)) {
+                    return None;
+                }
                 let metric_ids: Vec<u16> =
                     b.take(rows * 2)?.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
                 if metric_ids.iter().any(|&id| usize::from(id) >= metric_count) {

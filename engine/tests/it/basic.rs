@@ -165,3 +165,57 @@ fn bad_input_is_refused_alone() {
     );
     assert_eq!(filtered.len(), 1);
 }
+
+#[test]
+fn a_snapshot_keeps_reading_files_that_compaction_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    register(&engine, &["b"]);
+    engine.ingest(&buoy("b"), 0, batch(&[("ph", 1, 8.0)])).unwrap().wait().unwrap();
+    engine.flush().unwrap();
+    engine.ingest(&buoy("b"), 1, batch(&[("ph", 2, 8.5)])).unwrap().wait().unwrap();
+    engine.flush().unwrap();
+    let old = engine.snapshot();
+    assert_eq!(engine.compact().unwrap(), 1);
+    let old_paths: Vec<_> = old.view.files().map(|f| old.file_path(f)).collect();
+    assert!(old_paths.iter().all(|p| p.exists()), "files of a live snapshot were deleted");
+    let rows = old.read(engine.storage().as_ref(), &ReadFilter::default()).unwrap();
+    assert_eq!(rows.iter().map(|r| (r.ts, r.value)).collect::<Vec<_>>(), vec![(1, 8.0), (2, 8.5)]);
+    drop(rows);
+    drop(old);
+    // The next flusher pass deletes them once the snapshot is gone.
+    engine.flush().unwrap();
+    assert!(old_paths.iter().all(|p| !p.exists()), "replaced files outlived their last reader");
+    assert_eq!(read_all(&engine).len(), 2);
+}
+
+#[test]
+fn refused_batches_give_their_queue_budget_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.lanes = 1;
+    c.queue_depth = 1;
+    c.queue_bytes_max = 4 << 20;
+    c.flush_buffer_bytes = 256 << 20;
+    c.buffer_bytes_max = 512 << 20;
+    let engine = Engine::open(c).unwrap();
+    register(&engine, &["b"]);
+    let rows: Vec<(&str, i64, f64)> = (0..1_000).map(|i| ("ph", i, 8.0)).collect();
+    let template = batch(&rows);
+    let (mut tickets, mut refused) = (Vec::new(), 0);
+    for seq in 0..3_000 {
+        match engine.ingest(&buoy("b"), seq, template.clone()) {
+            Ok(t) => tickets.push(t),
+            Err(Error::Busy { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // A budget leak of about 38 KB per refusal would exhaust 4 MiB after ~110 refusals.
+    assert!(refused > 200, "only {refused} refusals: the test did not reach its condition");
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    let full = vec![("ph", 5, 8.0); bluewave_engine::BATCH_READINGS_MAX / 2];
+    let big = batch(&full);
+    assert!(engine.ingest(&buoy("b"), 10_000, big).unwrap().wait().is_ok(), "queue budget leaked");
+}

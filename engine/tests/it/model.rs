@@ -753,7 +753,7 @@ proptest! {
         garbage in vec(any::<u8>(), 0..600),
         count in prop_oneof![0u32..4, any::<u32>()],
         seq in 1u64..1_000,
-        rows in vec((0usize..2, any::<i64>(), any::<i32>()), 1..6),
+        rows in vec((0usize..2, bluewave_engine::TIMESTAMP_MIN..=bluewave_engine::TIMESTAMP_MAX, any::<i32>()), 1..6),
         quality in 0u8..3,
         damage in mutation(),
         refresh_checksum in any::<bool>(),
