@@ -193,6 +193,7 @@ fn catalog(c: &mut Criterion) {
                 seq_max: 0,
                 buoys,
                 metrics: metrics.clone(),
+                applied_tombstones: Vec::new(),
             }));
         }
     }

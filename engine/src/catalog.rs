@@ -25,6 +25,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_FORMAT_VERSION: &str = "format_version";
 const META_NEXT_FILE_ID: &str = "next_file_id";
 const META_FLUSHED_GEN: &str = "flushed_gen";
+const META_PARTITION_NS: &str = "partition_duration_ns";
 /// Catalog layout version; a newer one is refused rather than misread.
 pub const CATALOG_FORMAT_VERSION: u64 = 1;
 
@@ -58,6 +59,9 @@ pub struct FileMeta {
     pub buoys: Vec<Arc<str>>,
     /// Metric names present, sorted.
     pub metrics: Vec<Arc<str>>,
+    /// Sequences of tombstones compaction already applied to the rows of this file (sorted):
+    /// they no longer apply to it, so they can be collected.
+    pub applied_tombstones: Vec<u64>,
 }
 
 impl FileMeta {
@@ -73,10 +77,11 @@ impl FileMeta {
 
     /// Layout: `version u8 | id u64 | partition_start i64 | partition_end i64 | path (u16 len) |
     /// rows u64 | bytes u64 | ts_min i64 | ts_max i64 | generation u64 | seq_min u64 | seq_max u64
-    /// | buoys (u32 count, (u8 len, bytes)*) | metrics (same)`.
+    /// | buoys (u32 count, (u8 len, bytes)*) | metrics (same) | applied tombstones (u32 count,
+    /// u64*)`. Version 1 entries (no tombstone list) are still read.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(96 + self.path.len() + self.buoys.len() * 12);
-        out.push(1);
+        out.push(2);
         for v in [self.id, self.partition_start as u64, self.partition_end as u64] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -100,13 +105,18 @@ impl FileMeta {
                 out.extend_from_slice(name.as_bytes());
             }
         }
+        out.extend_from_slice(&(self.applied_tombstones.len() as u32).to_le_bytes());
+        for seq in &self.applied_tombstones {
+            out.extend_from_slice(&seq.to_le_bytes());
+        }
         out
     }
 
     /// Parses [`Self::encode`]'s output.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader { bytes, pos: 0 };
-        if r.u8()? != 1 {
+        let version = r.u8()?;
+        if version != 1 && version != 2 {
             return None;
         }
         let id = r.u64()?;
@@ -123,6 +133,14 @@ impl FileMeta {
         let seq_max = r.u64()?;
         let buoys = r.names()?;
         let metrics = r.names()?;
+        let mut applied_tombstones = Vec::new();
+        if version >= 2 {
+            let count = r.u32()? as usize;
+            applied_tombstones.reserve(count.min(bytes.len() / 8));
+            for _ in 0..count {
+                applied_tombstones.push(r.u64()?);
+            }
+        }
         (r.pos == bytes.len()).then_some(Self {
             id,
             partition_start,
@@ -137,6 +155,7 @@ impl FileMeta {
             seq_max,
             buoys,
             metrics,
+            applied_tombstones,
         })
     }
 }
@@ -172,6 +191,7 @@ impl Tombstone {
     /// True when the tombstone hides rows of `file`.
     pub fn applies_to_file(&self, file: &FileMeta) -> bool {
         file.generation <= self.generation
+            && file.applied_tombstones.binary_search(&self.seq).is_err()
             && self.start <= file.ts_max
             && self.end > file.ts_min
             && file.has_buoy(&self.buoy)
@@ -472,6 +492,31 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records the partition length on first use and refuses a different one later: files and
+    /// last-write-wins merging are per partition, so the length is part of the data's layout.
+    pub fn check_partition_duration(&self, ns: i64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let stored = meta.get(META_PARTITION_NS)?.map(|v| v.value());
+            match stored {
+                None => {
+                    meta.insert(META_PARTITION_NS, ns as u64)?;
+                }
+                Some(v) if v == ns as u64 => {}
+                Some(v) => {
+                    return Err(Error::Config(format!(
+                        "this data dir uses partitions of {} s; it cannot be opened with {} s",
+                        v / 1_000_000_000,
+                        ns / 1_000_000_000
+                    )));
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Registers or updates a buoy.
     pub fn put_buoy(&self, info: &BuoyInfo) -> Result<()> {
         let txn = self.db.begin_write()?;
@@ -501,6 +546,7 @@ mod tests {
             seq_max: 9,
             buoys: vec![Arc::from("a"), Arc::from("b")],
             metrics: vec![Arc::from("ph")],
+            applied_tombstones: vec![4, 12],
         }
     }
 

@@ -207,6 +207,7 @@ impl Engine {
             create_dir_durable(storage.as_ref(), dir).map_err(|e| Error::io("create directory", dir, e))?;
         }
         let (catalog, state) = Catalog::open(&data_dir.join("catalog.redb"))?;
+        catalog.check_partition_duration(config.partition_duration.as_nanos())?;
         let mut report = RecoveryReport::default();
 
         // Files: drop temp and orphan files, note missing ones.

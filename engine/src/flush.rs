@@ -417,6 +417,7 @@ impl Flusher {
             seq_max,
             buoys,
             metrics,
+            applied_tombstones: Vec::new(),
         })
     }
 
@@ -528,6 +529,20 @@ impl Flusher {
                 self.remove_written(&written);
                 return Err(e);
             }
+        }
+        // The output no longer holds what these tombstones hid; those still in force are noted
+        // so they stop applying to it and can be collected.
+        let mut applied: Vec<u64> = inputs
+            .iter()
+            .flat_map(|(f, _, tombstones)| {
+                f.applied_tombstones.iter().copied().chain(tombstones.iter().map(|t| t.seq))
+            })
+            .filter(|seq| view.tombstones.iter().any(|t| t.seq == *seq))
+            .collect();
+        applied.sort_unstable();
+        applied.dedup();
+        for meta in &mut written {
+            meta.applied_tombstones = applied.clone();
         }
         let change = CatalogCommit {
             add_files: written.clone(),
@@ -872,6 +887,7 @@ mod tests {
             seq_max: 0,
             buoys: vec![Arc::from("b")],
             metrics: vec![Arc::from("ph")],
+            applied_tombstones: Vec::new(),
         })
     }
 

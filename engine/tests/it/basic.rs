@@ -219,3 +219,37 @@ fn refused_batches_give_their_queue_budget_back() {
     let big = batch(&full);
     assert!(engine.ingest(&buoy("b"), 10_000, big).unwrap().wait().is_ok(), "queue budget leaked");
 }
+
+#[test]
+fn a_delete_of_old_data_is_collected_after_one_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    register(&engine, &["b"]);
+    engine.ingest(&buoy("b"), 0, batch(&[("ph", 1, 8.0), ("ph", 2, 8.1)])).unwrap().wait().unwrap();
+    engine.flush().unwrap();
+    let delete = DeleteRange { buoy: buoy("b"), metric: None, start: 1, end: 2 };
+    engine.delete(&delete).unwrap().wait().unwrap();
+    engine.flush().unwrap();
+    assert_eq!(engine.snapshot().view.tombstones.len(), 1);
+    assert_eq!(engine.compact().unwrap(), 1);
+    assert!(engine.snapshot().view.tombstones.is_empty(), "tombstone kept after its rows were removed");
+    assert_eq!(engine.compact().unwrap(), 0, "nothing left to compact");
+    assert_eq!(read_all(&engine), vec![("b".to_string(), "ph".to_string(), 2, 8.1, 0)]);
+    drop(engine);
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(read_all(&engine), vec![("b".to_string(), "ph".to_string(), 2, 8.1, 0)]);
+}
+
+#[test]
+fn a_data_dir_refuses_another_partition_length() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Engine::open(config(dir.path())).unwrap());
+    let mut c = config(dir.path());
+    c.partition_duration =
+        bluewave_engine::PartitionDuration::new(std::time::Duration::from_secs(600)).unwrap();
+    match Engine::open(c) {
+        Err(Error::Config(message)) => assert!(message.contains("3600 s"), "{message}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    assert!(Engine::open(config(dir.path())).is_ok());
+}
