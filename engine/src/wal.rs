@@ -254,6 +254,8 @@ pub fn decode_entries(payload: &[u8], entry_count: u32) -> Option<Vec<Entry>> {
         let entry = match kind {
             ENTRY_BATCH => {
                 let buoy = b.name()?;
+                // Writers only log validated names; anything else is damage.
+                crate::types::BuoyId::new(&buoy).ok()?;
                 let batch_seq = b.u64()?;
                 let metric_count = usize::from(b.u16()?);
                 if metric_count > BATCH_METRICS_MAX {
@@ -261,7 +263,9 @@ pub fn decode_entries(payload: &[u8], entry_count: u32) -> Option<Vec<Entry>> {
                 }
                 let mut metric_names = Vec::with_capacity(metric_count);
                 for _ in 0..metric_count {
-                    metric_names.push(b.name()?);
+                    let name = b.name()?;
+                    crate::types::MetricName::new(&name).ok()?;
+                    metric_names.push(name);
                 }
                 let rows = b.u32()? as usize;
                 if rows > BATCH_READINGS_MAX {
