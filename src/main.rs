@@ -128,10 +128,10 @@ fn ingest_demo(data_dir: PathBuf, args: &DemoArgs) -> Result<(), Error> {
                 Err(e) => return Err(e),
             }
         }
-        if in_flight.len() >= args.in_flight {
-            if let Some(t) = in_flight.pop_front() {
-                settle(t)?;
-            }
+        if in_flight.len() >= args.in_flight
+            && let Some(t) = in_flight.pop_front()
+        {
+            settle(t)?;
         }
     }
     while let Some(t) = in_flight.pop_front() {
