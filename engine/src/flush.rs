@@ -360,9 +360,15 @@ impl Flusher {
         seq_max: u64,
         written: &mut Vec<FileMeta>,
     ) -> Result<()> {
-        for group in split_by_value_encoding(rows) {
-            let meta = self.write_file(partition_start, &group, generation, seq_min, seq_max)?;
-            written.push(meta);
+        let groups = value_encoding_groups(rows);
+        if groups.len() <= 1 {
+            written.push(self.write_file(partition_start, rows, generation, seq_min, seq_max)?);
+            return Ok(());
+        }
+        // One group in memory at a time: the copy is dropped once its file is written.
+        for keep in groups {
+            let group = subset_by_metric(rows, &keep);
+            written.push(self.write_file(partition_start, &group, generation, seq_min, seq_max)?);
         }
         Ok(())
     }
@@ -776,9 +782,9 @@ fn generations(files: &[Arc<FileMeta>]) -> usize {
     gens.len()
 }
 
-/// Splits sorted rows into groups of metrics sharing a value encoding; each group keeps the
-/// sort order and gets compact, still sorted dictionaries.
-fn split_by_value_encoding(rows: &PartitionRows) -> Vec<PartitionRows> {
+/// Groups the metrics of sorted rows by the value encoding their values choose: one mask over
+/// the metric dictionary per group. A single group means the rows are written as they are.
+fn value_encoding_groups(rows: &PartitionRows) -> Vec<Vec<bool>> {
     let metric_count = rows.metric_names.len();
     let mut values_by_metric: Vec<Vec<f64>> = vec![Vec::new(); metric_count];
     for (i, &m) in rows.metric_keys.iter().enumerate() {
@@ -786,23 +792,15 @@ fn split_by_value_encoding(rows: &PartitionRows) -> Vec<PartitionRows> {
             v.push(rows.values[i]);
         }
     }
-    let encodings: Vec<ValueEncoding> = values_by_metric.iter().map(|v| ValueEncoding::choose(v)).collect();
+    let encodings: Vec<Option<ValueEncoding>> =
+        values_by_metric.iter().map(|v| (!v.is_empty()).then(|| ValueEncoding::choose(v))).collect();
     let mut distinct: Vec<ValueEncoding> = Vec::new();
-    for (m, e) in encodings.iter().enumerate() {
-        if !values_by_metric[m].is_empty() && !distinct.contains(e) {
+    for e in encodings.iter().flatten() {
+        if !distinct.contains(e) {
             distinct.push(*e);
         }
     }
-    if distinct.len() <= 1 {
-        return vec![rows.clone()];
-    }
-    distinct
-        .into_iter()
-        .map(|encoding| {
-            let keep: Vec<bool> = encodings.iter().map(|e| *e == encoding).collect();
-            subset_by_metric(rows, &keep)
-        })
-        .collect()
+    distinct.into_iter().map(|encoding| encodings.iter().map(|e| *e == Some(encoding)).collect()).collect()
 }
 
 /// The rows whose metric is kept, with dictionaries reduced to the names still used.
