@@ -1,0 +1,15 @@
+//! Codec tests of protocol `bluewave/1` (wire/PROTOCOL.md), talking raw bytes:
+//!
+//! - `round_trip`: every frame type encodes and decodes back to itself, for arbitrary valid
+//!   values (batches with extreme and non-monotonic timestamps included);
+//! - `example`: the worked hex example of PROTOCOL.md decodes byte-exactly and re-encodes to it;
+//! - `hostile`: every truncation, oversized lengths, bad varints and timestamps, unknown ids and
+//!   random garbage give their typed error (and wire disposition) and never panic or allocate
+//!   according to an unchecked length.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
+
+mod example;
+mod hostile;
+mod round_trip;
+mod support;
