@@ -630,16 +630,57 @@ fn rank_dictionary<'a>(
     (all, maps)
 }
 
+/// A row to merge: `(buoy rank, metric rank, ts, precedence, source, row)`. Sorting puts a
+/// key's rows together, highest precedence (sequence or generation) last.
+type KeyedRow = (u32, u32, i64, u64, u32, u32);
+
+/// Sorts `keyed` and keeps, of each key, the row of highest precedence, if `keep` accepts it
+/// (`keep` sees the dictionaries and the row). `value_of(source, row)` gives value and quality.
+fn last_write_wins(
+    mut keyed: Vec<KeyedRow>,
+    buoy_names: Vec<Arc<str>>,
+    metric_names: Vec<Arc<str>>,
+    mut keep: impl FnMut(&[Arc<str>], &[Arc<str>], &KeyedRow) -> bool,
+    value_of: impl Fn(u32, u32) -> (f64, u8),
+) -> PartitionRows {
+    keyed.sort_unstable();
+    let mut out = PartitionRows {
+        buoy_keys: Vec::with_capacity(keyed.len()),
+        metric_keys: Vec::with_capacity(keyed.len()),
+        timestamps: Vec::with_capacity(keyed.len()),
+        values: Vec::with_capacity(keyed.len()),
+        quality: Vec::with_capacity(keyed.len()),
+        buoy_names,
+        metric_names,
+    };
+    for (i, row) in keyed.iter().enumerate() {
+        let &(b, m, ts, _, source, r) = row;
+        if let Some(next) = keyed.get(i + 1)
+            && (next.0, next.1, next.2) == (b, m, ts)
+        {
+            continue;
+        }
+        if !keep(&out.buoy_names, &out.metric_names, row) {
+            continue;
+        }
+        let (value, quality) = value_of(source, r);
+        out.buoy_keys.push(b);
+        out.metric_keys.push(m);
+        out.timestamps.push(ts);
+        out.values.push(value);
+        out.quality.push(quality);
+    }
+    out
+}
+
 /// Sort, last-write-wins (highest sequence) and tombstones over buffered rows of one partition.
 fn merge_buffer_rows(chunks: &[Arc<Chunk>], rows: &[(u32, u32)], tombstones: &[Arc<Tombstone>]) -> Merged {
     let (buoys, buoy_maps) = rank_dictionary(chunks.iter().map(|c| c.buoy_names.as_slice()));
     let (metrics, metric_maps) = rank_dictionary(chunks.iter().map(|c| c.metric_names.as_slice()));
-    // (buoy rank, metric rank, ts, seq, chunk, row)
-    let mut keyed: Vec<(u32, u32, i64, u64, u32, u32)> = rows
+    let keyed: Vec<KeyedRow> = rows
         .iter()
         .map(|&(ci, r)| {
-            let c = &chunks[ci as usize];
-            let r_us = r as usize;
+            let (c, r_us) = (&chunks[ci as usize], r as usize);
             (
                 buoy_maps[ci as usize][c.buoy_keys[r_us] as usize],
                 metric_maps[ci as usize][c.metric_keys[r_us] as usize],
@@ -650,51 +691,34 @@ fn merge_buffer_rows(chunks: &[Arc<Chunk>], rows: &[(u32, u32)], tombstones: &[A
             )
         })
         .collect();
-    keyed.sort_unstable();
-    let mut out = PartitionRows {
-        buoy_names: buoys,
-        metric_names: metrics,
-        buoy_keys: Vec::with_capacity(keyed.len()),
-        metric_keys: Vec::with_capacity(keyed.len()),
-        timestamps: Vec::with_capacity(keyed.len()),
-        values: Vec::with_capacity(keyed.len()),
-        quality: Vec::with_capacity(keyed.len()),
-    };
     let (mut seq_min, mut seq_max) = (u64::MAX, 0);
-    for (i, &(b, m, ts, seq, ci, r)) in keyed.iter().enumerate() {
-        // Keep only the last (highest sequence) row of each key.
-        if let Some(next) = keyed.get(i + 1)
-            && (next.0, next.1, next.2) == (b, m, ts)
-        {
-            continue;
-        }
-        if !tombstones.is_empty() {
-            let (buoy, metric) = (&out.buoy_names[b as usize], &out.metric_names[m as usize]);
+    let rows = last_write_wins(
+        keyed,
+        buoys,
+        metrics,
+        |buoy_names, metric_names, &(b, m, ts, seq, _, _)| {
+            let (buoy, metric) = (&buoy_names[b as usize], &metric_names[m as usize]);
             if tombstones.iter().any(|t| t.seq > seq && t.covers(buoy, metric, ts)) {
-                continue;
+                return false;
             }
-        }
-        let c = &chunks[ci as usize];
-        out.buoy_keys.push(b);
-        out.metric_keys.push(m);
-        out.timestamps.push(ts);
-        out.values.push(c.values[r as usize]);
-        out.quality.push(c.quality[r as usize]);
-        seq_min = seq_min.min(seq);
-        seq_max = seq_max.max(seq);
-    }
-    Merged { rows: out, seq_min, seq_max }
+            seq_min = seq_min.min(seq);
+            seq_max = seq_max.max(seq);
+            true
+        },
+        |ci, r| (chunks[ci as usize].values[r as usize], chunks[ci as usize].quality[r as usize]),
+    );
+    Merged { rows, seq_min, seq_max }
 }
 
-/// Merges decoded files of one partition: the higher generation wins a key; rows hidden by a
-/// tombstone that applies to their file are dropped.
 /// A decoded file with the tombstones that apply to it.
 type CompactionInput = (Arc<FileMeta>, PartitionRows, Vec<Arc<Tombstone>>);
 
+/// Merges decoded files of one partition: the higher generation wins a key; rows hidden by a
+/// tombstone that applies to their file are dropped.
 fn merge_file_rows(inputs: &[CompactionInput]) -> PartitionRows {
     let (buoys, buoy_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.buoy_names.as_slice()));
     let (metrics, metric_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.metric_names.as_slice()));
-    let mut keyed: Vec<(u32, u32, i64, u64, u32, u32)> = Vec::new();
+    let mut keyed: Vec<KeyedRow> = Vec::new();
     for (fi, (meta, rows, tombstones)) in inputs.iter().enumerate() {
         for r in 0..rows.len() {
             let (bk, mk) = (rows.buoy_keys[r] as usize, rows.metric_keys[r] as usize);
@@ -705,30 +729,13 @@ fn merge_file_rows(inputs: &[CompactionInput]) -> PartitionRows {
             keyed.push((buoy_maps[fi][bk], metric_maps[fi][mk], ts, meta.generation, fi as u32, r as u32));
         }
     }
-    keyed.sort_unstable();
-    let mut out = PartitionRows {
-        buoy_names: buoys,
-        metric_names: metrics,
-        buoy_keys: Vec::with_capacity(keyed.len()),
-        metric_keys: Vec::with_capacity(keyed.len()),
-        timestamps: Vec::with_capacity(keyed.len()),
-        values: Vec::with_capacity(keyed.len()),
-        quality: Vec::with_capacity(keyed.len()),
-    };
-    for (i, &(b, m, ts, _, fi, r)) in keyed.iter().enumerate() {
-        if let Some(next) = keyed.get(i + 1)
-            && (next.0, next.1, next.2) == (b, m, ts)
-        {
-            continue;
-        }
-        let rows = &inputs[fi as usize].1;
-        out.buoy_keys.push(b);
-        out.metric_keys.push(m);
-        out.timestamps.push(ts);
-        out.values.push(rows.values[r as usize]);
-        out.quality.push(rows.quality[r as usize]);
-    }
-    out
+    last_write_wins(
+        keyed,
+        buoys,
+        metrics,
+        |_, _, _| true,
+        |fi, r| (inputs[fi as usize].1.values[r as usize], inputs[fi as usize].1.quality[r as usize]),
+    )
 }
 
 /// Chooses what to compact in a partition: the longest run of consecutive flush generations
