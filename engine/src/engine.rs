@@ -44,7 +44,6 @@ pub(crate) struct Shared {
     pub view: ArcSwap<ReadView>,
     pub lanes: Vec<LaneBuffer>,
     pub buoys: ArcSwap<HashMap<Arc<str>, BuoyInfo>>,
-    pub ranges: HashMap<String, PhysicalRange>,
 }
 
 impl Shared {
@@ -322,7 +321,6 @@ impl Engine {
                 recovery.dedup.push((buoy.to_string(), w.clone()));
             }
         }
-        let ranges = config.metric_ranges.clone();
         let shared = Arc::new(Shared {
             storage: storage.clone(),
             metrics: EngineMetrics::default(),
@@ -335,7 +333,6 @@ impl Engine {
             buoys: ArcSwap::from_pointee(
                 state.buoys.into_values().map(|b| (b.id.clone(), b)).collect::<HashMap<_, _>>(),
             ),
-            ranges,
             config,
         });
         for (lane, mut builder) in builders.into_iter().enumerate() {
@@ -486,8 +483,11 @@ impl Engine {
     }
 
     fn flag_quality(&self, batch: &ReadingBatch) -> Vec<u8> {
-        let ranges: Vec<Option<PhysicalRange>> =
-            batch.metric_names().iter().map(|m| self.inner.shared.ranges.get(m.as_str()).copied()).collect();
+        let ranges: Vec<Option<PhysicalRange>> = batch
+            .metric_names()
+            .iter()
+            .map(|m| self.inner.shared.config.metric_ranges.get(m.as_str()).copied())
+            .collect();
         let mut out_of_range = 0u64;
         let quality: Vec<u8> = batch
             .metric_ids()
