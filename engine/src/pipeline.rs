@@ -240,9 +240,11 @@ impl LaneWriter {
 
     fn commit_group(&mut self, entries: u32, first_seq: Option<u64>, acks: &mut Vec<Ack>) {
         if let (Some(first_seq), true) = (first_seq, entries > 0) {
-            wal::finish_record(&mut self.record, entries);
             let started = Instant::now();
-            let written = self.wal.append(&self.record, first_seq);
+            let written = self.wal.prepare(first_seq).and_then(|tag| {
+                wal::finish_record(&mut self.record, entries, tag);
+                self.wal.append(&self.record)
+            });
             let metrics = &self.shared.metrics;
             match written {
                 Ok(()) => {

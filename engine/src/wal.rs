@@ -18,17 +18,28 @@ use crate::types::{
 
 /// Segment file header magic, 8 bytes.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BWAVEWAL";
-/// Segment format version.
-pub const SEGMENT_VERSION: u32 = 1;
-/// Segment header: magic (8) + version u32 (4) + lane u32 (4).
-pub const SEGMENT_HEADER_BYTES: usize = 16;
+/// Segment format version written now. Version 2 added the segment tag; version 1 segments
+/// (16-byte header, tag 0) are still read.
+pub const SEGMENT_VERSION: u32 = 2;
+/// Segment header of version 2: magic (8) + version u32 (4) + lane u32 (4) + tag u32 (4) +
+/// reserved u32 (4).
+pub const SEGMENT_HEADER_BYTES: usize = 24;
+/// Segment header of version 1: magic (8) + version u32 (4) + lane u32 (4).
+pub const SEGMENT_HEADER_BYTES_V1: usize = 16;
+/// Offset of the segment tag in a version 2 segment header.
+const SEGMENT_TAG_OFFSET: usize = 16;
 /// Record magic, `BWRC` read as little-endian u32.
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"BWRC");
 /// Record format version.
 pub const RECORD_VERSION: u8 = 1;
 /// Record header: magic u32, version u8, reserved u8 ×3, payload_len u32, crc32c u32,
-/// entry_count u32, reserved u32.
+/// entry_count u32, segment tag u32.
 pub const RECORD_HEADER_BYTES: usize = 24;
+/// Offset of the segment tag in a record header. Every record repeats the random tag of its
+/// segment, so bytes a buoy sent (they are logged verbatim inside batch entries) can never pass
+/// for a record: the sender does not know the tag. Recovery relies on that when it looks for a
+/// well-formed record after a damaged one, and the tag check makes that scan linear.
+const RECORD_TAG_OFFSET: usize = 20;
 /// Largest record payload accepted when reading (a group of entries). Writers cut groups well
 /// below it (see `EngineConfig::group_bytes_max`).
 pub const RECORD_PAYLOAD_MAX: usize = 64 << 20;
@@ -146,11 +157,13 @@ pub fn begin_record(buf: &mut Vec<u8>) {
     debug_assert_eq!(buf.len(), RECORD_HEADER_BYTES);
 }
 
-/// Completes the record started by [`begin_record`].
-pub fn finish_record(buf: &mut [u8], entry_count: u32) {
+/// Completes the record started by [`begin_record`] for a segment whose tag is `segment_tag`
+/// (from [`SegmentWriter::prepare`]; 0 for version 1 segments).
+pub fn finish_record(buf: &mut [u8], entry_count: u32, segment_tag: u32) {
     let payload_len = (buf.len() - RECORD_HEADER_BYTES) as u32;
     buf[8..12].copy_from_slice(&payload_len.to_le_bytes());
     buf[16..20].copy_from_slice(&entry_count.to_le_bytes());
+    buf[RECORD_TAG_OFFSET..RECORD_TAG_OFFSET + 4].copy_from_slice(&segment_tag.to_le_bytes());
     let crc = record_crc(buf);
     buf[12..16].copy_from_slice(&crc.to_le_bytes());
 }
@@ -374,7 +387,7 @@ pub fn read_lane(storage: &dyn Storage, dir: &Path) -> Result<LaneReplay> {
             offset: offset as u64,
             reason: reason.into(),
         };
-        if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..8] != SEGMENT_MAGIC {
+        if bytes.len() < SEGMENT_HEADER_BYTES_V1 || bytes[..8] != SEGMENT_MAGIC {
             // A crash right after creating the segment can leave its header unsynced.
             if is_last && bytes.len() <= SEGMENT_HEADER_BYTES {
                 replay.torn_tail = Some((path.clone(), 0, bytes.len() as u64));
@@ -383,12 +396,22 @@ pub fn read_lane(storage: &dyn Storage, dir: &Path) -> Result<LaneReplay> {
             return Err(corrupt(0, "bad segment header"));
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != SEGMENT_VERSION {
-            return Err(corrupt(8, &format!("unsupported segment version {version}")));
-        }
-        let mut offset = SEGMENT_HEADER_BYTES;
+        let (header_bytes, tag) = match version {
+            1 => (SEGMENT_HEADER_BYTES_V1, 0),
+            SEGMENT_VERSION if bytes.len() >= SEGMENT_HEADER_BYTES => {
+                let t = &bytes[SEGMENT_TAG_OFFSET..SEGMENT_TAG_OFFSET + 4];
+                (SEGMENT_HEADER_BYTES, u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
+            }
+            SEGMENT_VERSION if is_last => {
+                replay.torn_tail = Some((path.clone(), 0, bytes.len() as u64));
+                continue;
+            }
+            SEGMENT_VERSION => return Err(corrupt(0, "bad segment header")),
+            other => return Err(corrupt(8, &format!("unsupported segment version {other}"))),
+        };
+        let mut offset = header_bytes;
         while offset < bytes.len() {
-            match parse_record(&bytes[offset..]) {
+            match parse_record(&bytes[offset..], tag) {
                 Ok((entries, len)) => {
                     for e in entries {
                         if e.seq() <= replay.seq_max {
@@ -402,7 +425,7 @@ pub fn read_lane(storage: &dyn Storage, dir: &Path) -> Result<LaneReplay> {
                 Err(reason) => {
                     // Only the last write of a lane can be unsynced, and it is one record: if any
                     // well-formed record follows, this one was synced once and is now damaged.
-                    if is_last && !any_valid_record_after(&bytes, offset + 1) {
+                    if is_last && !any_valid_record_after(&bytes, offset + 1, tag) {
                         replay.torn_tail = Some((path.clone(), offset as u64, (bytes.len() - offset) as u64));
                         break;
                     }
@@ -414,8 +437,9 @@ pub fn read_lane(storage: &dyn Storage, dir: &Path) -> Result<LaneReplay> {
     Ok(replay)
 }
 
-/// Parses one record at the start of `bytes`: its entries and its total length.
-fn parse_record(bytes: &[u8]) -> std::result::Result<(Vec<Entry>, usize), &'static str> {
+/// Parses one record of a segment tagged `tag` at the start of `bytes`: its entries and its
+/// total length.
+fn parse_record(bytes: &[u8], tag: u32) -> std::result::Result<(Vec<Entry>, usize), &'static str> {
     if bytes.len() < RECORD_HEADER_BYTES {
         return Err("record header cut short");
     }
@@ -425,6 +449,9 @@ fn parse_record(bytes: &[u8]) -> std::result::Result<(Vec<Entry>, usize), &'stat
     }
     if bytes[4] != RECORD_VERSION {
         return Err("unsupported record version");
+    }
+    if !has_tag(bytes, tag) {
+        return Err("record tag differs from its segment's");
     }
     let payload_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
     if payload_len > RECORD_PAYLOAD_MAX {
@@ -444,14 +471,22 @@ fn parse_record(bytes: &[u8]) -> std::result::Result<(Vec<Entry>, usize), &'stat
     Ok((entries, total))
 }
 
-fn any_valid_record_after(bytes: &[u8], from: usize) -> bool {
+/// Whether the record header at the start of `bytes` carries the segment tag `tag`.
+fn has_tag(bytes: &[u8], tag: u32) -> bool {
+    bytes.get(RECORD_TAG_OFFSET..RECORD_TAG_OFFSET + 4) == Some(&tag.to_le_bytes()[..])
+}
+
+/// Whether a well-formed record of this segment starts anywhere at or after `from`. Candidates
+/// must carry the magic and the segment tag before their checksum is computed, so the scan is
+/// linear in practice (a random tag matches by chance with probability 2^-32).
+fn any_valid_record_after(bytes: &[u8], from: usize, tag: u32) -> bool {
     let magic = RECORD_MAGIC.to_le_bytes();
     let mut at = from;
     while at + RECORD_HEADER_BYTES <= bytes.len() {
         match bytes[at..].windows(4).position(|w| w == magic) {
             Some(p) => {
                 at += p;
-                if parse_record(&bytes[at..]).is_ok() {
+                if has_tag(&bytes[at..], tag) && parse_record(&bytes[at..], tag).is_ok() {
                     return true;
                 }
                 at += 1;
@@ -472,6 +507,8 @@ pub struct SegmentWriter {
     segment_bytes_max: u64,
     /// Whether appends are followed by `fdatasync` (off only for `Durability::Relaxed`).
     sync: bool,
+    /// Random tag of the open segment, repeated in each of its records.
+    tag: u32,
 }
 
 impl SegmentWriter {
@@ -483,16 +520,23 @@ impl SegmentWriter {
         segment_bytes_max: u64,
         sync: bool,
     ) -> Self {
-        Self { storage, dir, lane, file: None, bytes_written: 0, segment_bytes_max, sync }
+        Self { storage, dir, lane, file: None, bytes_written: 0, segment_bytes_max, sync, tag: 0 }
     }
 
-    /// Appends one finished record whose first entry has sequence `first_seq`: one write, then one
-    /// `fdatasync`. Starts a new segment first when the current one is full (the directory is
-    /// synced so the new file survives a crash). Any error leaves the writer unusable.
-    pub fn append(&mut self, record: &[u8], first_seq: u64) -> std::io::Result<()> {
+    /// Opens the segment the next record (whose first entry has sequence `first_seq`) goes to —
+    /// a new one when there is none or the current one is full (the directory is synced so the
+    /// new file survives a crash) — and returns its tag for [`finish_record`].
+    pub fn prepare(&mut self, first_seq: u64) -> std::io::Result<u32> {
         if self.file.is_none() || self.bytes_written >= self.segment_bytes_max {
             self.roll(first_seq)?;
         }
+        Ok(self.tag)
+    }
+
+    /// Appends one record finished with the tag [`SegmentWriter::prepare`] returned: one write,
+    /// then one `fdatasync`. Any error leaves the writer unusable.
+    pub fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
+        debug_assert!(has_tag(record, self.tag), "record finished for another segment");
         let file = self.file.as_mut().ok_or_else(|| std::io::Error::other("no open segment"))?;
         file.write_all(record)?;
         if self.sync {
@@ -507,11 +551,17 @@ impl SegmentWriter {
             old.sync_data()?;
         }
         let path = self.dir.join(segment_file_name(first_seq));
+        let tag = getrandom::u32()
+            .map_err(|e| std::io::Error::other(format!("no randomness for a segment tag: {e}")))?;
         let mut file = self.storage.create(&path)?;
         let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
         header.extend_from_slice(&SEGMENT_MAGIC);
         header.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
         header.extend_from_slice(&self.lane.to_le_bytes());
+        header.extend_from_slice(&tag.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        debug_assert_eq!(header.len(), SEGMENT_HEADER_BYTES);
+        self.tag = tag;
         file.write_all(&header)?;
         if self.sync {
             file.sync_data()?;
@@ -551,8 +601,8 @@ mod tests {
         begin_record(&mut rec);
         rec.extend_from_slice(&e1);
         rec.extend_from_slice(&e2);
-        finish_record(&mut rec, 2);
-        let (entries, len) = parse_record(&rec).unwrap();
+        finish_record(&mut rec, 2, 0xfeed_f00d);
+        let (entries, len) = parse_record(&rec, 0xfeed_f00d).unwrap();
         assert_eq!(len, rec.len());
         assert_eq!(entries.len(), 2);
         match &entries[0] {
@@ -576,11 +626,11 @@ mod tests {
         let mut rec = Vec::new();
         begin_record(&mut rec);
         rec.extend_from_slice(&e);
-        finish_record(&mut rec, 1);
+        finish_record(&mut rec, 1, 0xfeed_f00d);
         for bit in 0..rec.len() * 8 {
             let mut bad = rec.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(parse_record(&bad).is_err(), "bit {bit} flip went unnoticed");
+            assert!(parse_record(&bad, 0xfeed_f00d).is_err(), "bit {bit} flip went unnoticed");
         }
     }
 }

@@ -78,7 +78,7 @@ fn reencode(entries: &[Entry]) -> Option<Vec<u8>> {
         patch_sequence(&mut bytes, e.seq());
         record.extend_from_slice(&bytes);
     }
-    finish_record(&mut record, u32::try_from(entries.len()).ok()?);
+    finish_record(&mut record, u32::try_from(entries.len()).ok()?, 0);
     Some(record)
 }
 
@@ -120,7 +120,7 @@ fuzz_target!(|data: &[u8]| {
             let mut record = Vec::new();
             begin_record(&mut record);
             record.extend_from_slice(payload);
-            finish_record(&mut record, count);
+            finish_record(&mut record, count, 0);
             segment.extend_from_slice(&record);
             check_replay(&segment);
         }

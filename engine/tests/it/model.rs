@@ -599,7 +599,7 @@ fn valid_record(seq: u64, rows: &[(usize, i64, i32)], quality: u8) -> Vec<u8> {
     begin_record(&mut record);
     record.extend_from_slice(&entry);
     record.extend_from_slice(&delete_entry);
-    finish_record(&mut record, 2);
+    finish_record(&mut record, 2, 0);
     record
 }
 
@@ -623,7 +623,7 @@ fn reencode(entries: &[Entry]) -> Option<Vec<u8>> {
         patch_sequence(&mut bytes, e.seq());
         record.extend_from_slice(&bytes);
     }
-    finish_record(&mut record, u32::try_from(entries.len()).ok()?);
+    finish_record(&mut record, u32::try_from(entries.len()).ok()?, 0);
     Some(record)
 }
 
@@ -776,7 +776,7 @@ proptest! {
         check_entries(damaged.get(RECORD_HEADER_BYTES..).unwrap_or(&[]), record_entry_count(&damaged))?;
         if refresh_checksum && damaged.len() >= RECORD_HEADER_BYTES {
             let count = record_entry_count(&damaged);
-            finish_record(&mut damaged, count);
+            finish_record(&mut damaged, count, 0);
         }
         let mut segment = segment_header();
         segment.extend_from_slice(&damaged);

@@ -15,7 +15,10 @@
 
 use std::path::{Path, PathBuf};
 
-use bluewave_engine::{BuoyId, Engine, EngineConfig, Error, IngestOutcome, NANOS_PER_SECOND, lane_for_buoy};
+use bluewave_engine::{
+    BuoyId, Engine, EngineConfig, Error, IngestOutcome, MetricName, NANOS_PER_SECOND, ReadingBatch,
+    lane_for_buoy,
+};
 
 use crate::common::{RowMap, batch, buoy, config, copy_dir, read_map, register};
 
@@ -25,7 +28,7 @@ const HOUR: i64 = 60 * MINUTE;
 const T0: i64 = 1_780_318_800 * NANOS_PER_SECOND;
 const BUOY: &str = "b-1";
 /// Segment header bytes and record header bytes (engine/WAL.md).
-const SEGMENT_HEADER_BYTES: usize = 16;
+const SEGMENT_HEADER_BYTES: usize = 24;
 const RECORD_HEADER_BYTES: usize = 24;
 
 /// The readings of batch `k` of the WAL tests: two per batch, keys of their own.
@@ -162,6 +165,59 @@ fn a_last_segment_torn_inside_its_header_is_a_torn_tail() {
         drop(engine);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// The value column of a batch whose bytes hold a complete, well-formed WAL record (a delete
+/// entry, tag 0 as an attacker would guess), every 8-byte chunk a finite f64.
+fn forged_record_values() -> Vec<f64> {
+    use bluewave_engine::internals::{
+        DeleteEntry, begin_record, encode_delete_entry, finish_record, patch_sequence,
+    };
+    for k in 0..1_000i64 {
+        let mut entry =
+            encode_delete_entry(&DeleteEntry { buoy: BUOY.into(), metric: None, start: k, end: k + 1 });
+        patch_sequence(&mut entry, 1 << 40);
+        let mut record = Vec::new();
+        begin_record(&mut record);
+        record.extend_from_slice(&entry);
+        finish_record(&mut record, 1, 0);
+        record.resize(record.len().next_multiple_of(8), 0);
+        let values: Vec<f64> =
+            record.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        if values.iter().all(|v| v.is_finite()) {
+            return values;
+        }
+    }
+    unreachable!("no forged record with finite chunks")
+}
+
+#[test]
+fn a_record_forged_inside_a_batch_cannot_turn_a_torn_tail_into_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(wal_config(dir.path(), 64 << 20)).unwrap();
+    register(&engine, &[BUOY]);
+    engine.ingest(&buoy(BUOY), 0, batch(&wal_rows(0))).unwrap().wait().unwrap();
+    // A buoy sends a well-formed record as values: it is logged verbatim inside the next record.
+    let values = forged_record_values();
+    let n = values.len();
+    let timestamps = (0..n as i64).map(|i| T0 + HOUR + i).collect();
+    let forged =
+        ReadingBatch::new(vec![MetricName::new("ph").unwrap()], timestamps, vec![0; n], values).unwrap();
+    engine.ingest(&buoy(BUOY), 1, forged).unwrap().wait().unwrap();
+    drop(engine);
+    // The power fails before the last byte of that record reached the disk: a torn tail, with
+    // the forged record intact inside it.
+    let segment = segments(&lane_dir(dir.path(), &buoy(BUOY))).remove(0);
+    let bytes = std::fs::read(&segment).unwrap();
+    let offsets = record_offsets(&bytes);
+    assert_eq!(offsets.len(), 2);
+    truncate(&segment, bytes.len() - 1);
+    let engine = Engine::open(wal_config(dir.path(), 64 << 20)).unwrap();
+    assert_eq!(
+        engine.recovery_report().torn_tails,
+        vec![(segment.clone(), offsets[1] as u64, (bytes.len() - 1 - offsets[1]) as u64)]
+    );
+    assert_eq!(read_map(&engine), expected_rows(0..1));
 }
 
 /// Flips one bit of the second of four records (at the byte `pick(record_len)` of the record)
