@@ -34,7 +34,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod auth;
 mod codec;
+mod io;
+mod metrics;
+mod server;
+mod tls;
 
 pub use bluewave_engine::InputError;
 pub use codec::{
@@ -45,6 +50,20 @@ pub use codec::{
     REFUSED_MESSAGE_BYTES_MAX, REFUSED_PAYLOAD_BYTES_MAX, RefuseReason, Refused, RejectReason,
     TOKEN_BYTES_MAX, VARINT_BYTES_MAX, VERSION, decode_batch, encode_batch, peek_batch_seq, put_varint,
     unzigzag, zigzag,
+};
+
+pub use auth::{
+    DeviceAuthenticator, PRESHARED_DEVICES_MAX, PRESHARED_TOKEN_BYTES_MAX, PRESHARED_TOKEN_BYTES_MIN,
+    PresharedTokens, Refusal, TOKEN_FILE_BYTES_MAX, TokenFileError, append_tokens,
+};
+pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
+pub use metrics::ServerMetrics;
+pub use server::{
+    FRAME_LINGER_MS, SHUTDOWN_EXIT_MS, ServerConfig, ServerError, ServerHandle, ShutdownReport, start,
+};
+pub use tls::{
+    GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX, ServerIdentity,
+    TlsError, cert_sha256,
 };
 
 /// Result with the crate's [`Error`].
