@@ -13,8 +13,17 @@
 //!   ([`StreamErrorCode`], [`ConnectionCloseCode`], [`RejectReason`], [`RefuseReason`]), with the
 //!   single mapping from an error to its answer on the wire ([`Error::disposition`]).
 //!
-//! **Not implemented yet:** the quinn server endpoint (`wire::server`, which will hand decoded
-//! batches to `Engine::ingest`) and the buoy client SDK (`wire::client`). Only the codec exists.
+//! - `io` — reads one frame from a quinn stream, check before parse: header, limit, payload,
+//!   FIN ([`read_frame`]); shared by the server and the client SDK.
+//! - `tls` — the server's identity ([`ServerIdentity`]): PEM files, or a self-signed pair
+//!   generated once into `<data-dir>/tls/`; its SHA-256 pin for clients.
+//! - `auth` — [`DeviceAuthenticator`] (token → buoy or [`Refusal`]) and [`PresharedTokens`], the
+//!   token-file implementation used until the web crate supplies JWT device tokens.
+//! - `server` — the quinn endpoint ([`start`] → [`ServerHandle`]): HELLO, one batch per stream
+//!   into `Engine::ingest`, the durable ACK; every limit in [`ServerConfig`].
+//! - `metrics` — the server's lock-free counters, read as [`ServerMetrics`].
+//!
+//! **Not implemented yet:** the buoy client SDK (`wire::client`).
 //!
 //! # Example
 //!
