@@ -270,7 +270,12 @@ impl RawClient {
 
     /// A QUIC connection (handshake done, nothing sent).
     pub async fn connect(&self) -> quinn::Connection {
-        self.endpoint.connect(self.server, "localhost").unwrap().await.unwrap()
+        self.try_connect().await.unwrap()
+    }
+
+    /// A QUIC connection attempt, with its error if the server refused it.
+    pub async fn try_connect(&self) -> Result<quinn::Connection, quinn::ConnectionError> {
+        self.endpoint.connect(self.server, "localhost").unwrap().await
     }
 
     /// Connects and sends HELLO on stream 0; returns the connection and the answer.

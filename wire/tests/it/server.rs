@@ -613,3 +613,25 @@ fn token_file_parses_reloads_and_names_bad_lines() {
     assert!(tokens.reload().is_err());
     assert_eq!(tokens.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_validation_and_the_hard_connection_cap() {
+    // Threshold 0: every attempt from an unvalidated address is sent a Retry first; quinn's
+    // client answers it transparently and the connection proceeds.
+    let config = bluewave_wire::ServerConfig {
+        retry_handshakes_threshold: 0,
+        connections_max: 1,
+        incoming_max: 1,
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    let token = server.add_device("buoy-1");
+    let client = server.raw_client();
+    let connection = client.session(&token, NAMES).await;
+    assert_eq!(send_raw(&connection, &batch_frame(1, 3)).await, ack(1, AckStatus::Stored));
+    assert_eq!(server.handle().metrics().incoming_retried, 1);
+    // At the hard cap (one open connection) a new attempt is refused before any handshake.
+    let refused = client.try_connect().await;
+    assert!(matches!(refused, Err(quinn::ConnectionError::ConnectionClosed(_))), "{refused:?}");
+    assert_eq!(server.handle().metrics().incoming_refused, 1);
+}
