@@ -10,6 +10,9 @@ use bluewave_engine::workload::{Workload, WorkloadConfig};
 use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, IngestOutcome, IngestTicket};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod devices;
+mod serve;
+
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
 #[command(name = "bluewave", version, about)]
@@ -28,6 +31,11 @@ enum Command {
     IngestDemo(DemoArgs),
     /// List partitions, files, tombstones and what recovery found.
     Inspect,
+    /// Run the QUIC ingest server until SIGINT/SIGTERM, then stop gracefully.
+    Serve(serve::ServeArgs),
+    /// Manage buoys and their device tokens.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,7 +78,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::IngestDemo(args) => ingest_demo(cli.data_dir, &args),
         Command::Inspect => inspect(cli.data_dir),
+        Command::Serve(args) => return exit_code(serve::run(&cli.data_dir, &args)),
+        Command::Devices(command) => return exit_code(devices::run(&cli.data_dir, &command)),
     };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bluewave: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a command's error and turns its outcome into the exit code.
+fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

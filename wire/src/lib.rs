@@ -13,8 +13,17 @@
 //!   ([`StreamErrorCode`], [`ConnectionCloseCode`], [`RejectReason`], [`RefuseReason`]), with the
 //!   single mapping from an error to its answer on the wire ([`Error::disposition`]).
 //!
-//! **Not implemented yet:** the quinn server endpoint (`wire::server`, which will hand decoded
-//! batches to `Engine::ingest`) and the buoy client SDK (`wire::client`). Only the codec exists.
+//! - `io` — reads one frame from a quinn stream, check before parse: header, limit, payload,
+//!   FIN ([`read_frame`]); shared by the server and the client SDK.
+//! - `tls` — the server's identity ([`ServerIdentity`]): PEM files, or a self-signed pair
+//!   generated once into `<data-dir>/tls/`; its SHA-256 pin for clients.
+//! - `auth` — [`DeviceAuthenticator`] (token → buoy or [`Refusal`]) and [`PresharedTokens`], the
+//!   token-file implementation used until the web crate supplies JWT device tokens.
+//! - `server` — the quinn endpoint ([`start`] → [`ServerHandle`]): HELLO, one batch per stream
+//!   into `Engine::ingest`, the durable ACK; every limit in [`ServerConfig`].
+//! - `metrics` — the server's lock-free counters, read as [`ServerMetrics`].
+//!
+//! **Not implemented yet:** the buoy client SDK (`wire::client`).
 //!
 //! # Example
 //!
@@ -34,7 +43,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod auth;
 mod codec;
+mod io;
+mod metrics;
+mod server;
+mod tls;
 
 pub use bluewave_engine::InputError;
 pub use codec::{
@@ -45,6 +59,20 @@ pub use codec::{
     REFUSED_MESSAGE_BYTES_MAX, REFUSED_PAYLOAD_BYTES_MAX, RefuseReason, Refused, RejectReason,
     TOKEN_BYTES_MAX, VARINT_BYTES_MAX, VERSION, decode_batch, encode_batch, peek_batch_seq, put_varint,
     unzigzag, zigzag,
+};
+
+pub use auth::{
+    DeviceAuthenticator, PRESHARED_DEVICES_MAX, PRESHARED_TOKEN_BYTES_MAX, PRESHARED_TOKEN_BYTES_MIN,
+    PresharedTokens, Refusal, TOKEN_FILE_BYTES_MAX, TokenFileError, append_tokens,
+};
+pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
+pub use metrics::ServerMetrics;
+pub use server::{
+    FRAME_LINGER_MS, SHUTDOWN_EXIT_MS, ServerConfig, ServerError, ServerHandle, ShutdownReport, start,
+};
+pub use tls::{
+    GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX, ServerIdentity,
+    TlsError, cert_sha256,
 };
 
 /// Result with the crate's [`Error`].

@@ -5,11 +5,15 @@
 //! - `example`: the worked hex example of PROTOCOL.md decodes byte-exactly and re-encodes to it;
 //! - `hostile`: every truncation, oversized lengths, bad varints and timestamps, unknown ids and
 //!   random garbage give their typed error (and wire disposition) and never panic or allocate
-//!   according to an unchecked length.
+//!   according to an unchecked length;
+//! - `server`: the real QUIC server on loopback over a real engine, driven by a raw quinn client
+//!   sending exact bytes (`common` is the harness shared with the client tests).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
 
+mod common;
 mod example;
 mod hostile;
 mod round_trip;
+mod server;
 mod support;
