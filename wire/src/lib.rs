@@ -9,6 +9,12 @@
 //! - `codec` — encoders and decoders of every frame (HELLO, ACCEPTED, REFUSED, BATCH, ACK). A
 //!   BATCH decodes straight into the engine's [`bluewave_engine::ReadingBatch`]. Decoders check
 //!   the declared length against the frame type's limit before they allocate and never panic.
+//! - `client` — the buoy SDK ([`Client`], [`ClientConfig`], [`Trust`]): one QUIC connection,
+//!   HELLO, a window of batch streams, a bounded offline buffer, reconnect with backoff and
+//!   resend of unacked batches under the same `batch_seq`. Its errors are the sub-enum
+//!   [`ClientError`].
+//! - `spool` — the client's optional on-disk spool of unacked batches ([`Spool`]): crash-safe
+//!   files with magic, version and CRC32C; layout in its module docs. Errors: [`SpoolError`].
 //! - this file — the crate's one error type [`Error`] and the protocol's numeric codes
 //!   ([`StreamErrorCode`], [`ConnectionCloseCode`], [`RejectReason`], [`RefuseReason`]), with the
 //!   single mapping from an error to its answer on the wire ([`Error::disposition`]).
@@ -34,7 +40,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod client;
 mod codec;
+mod spool;
 
 pub use bluewave_engine::InputError;
 pub use codec::{
@@ -45,6 +53,18 @@ pub use codec::{
     REFUSED_MESSAGE_BYTES_MAX, REFUSED_PAYLOAD_BYTES_MAX, RefuseReason, Refused, RejectReason,
     TOKEN_BYTES_MAX, VARINT_BYTES_MAX, VERSION, decode_batch, encode_batch, peek_batch_seq, put_varint,
     unzigzag, zigzag,
+};
+
+pub use client::{
+    AckFuture, AckOutcome, AckReport, BACKOFF_INITIAL_MS_DEFAULT, BACKOFF_MAX_MS_DEFAULT,
+    BUFFER_BATCHES_DEFAULT, BUFFER_BATCHES_MAX, BUFFER_BYTES_DEFAULT, CA_CERTIFICATES_MAX,
+    CLOSE_TIMEOUT_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT, Client, ClientConfig, ClientError, ClientResult,
+    ClientStats, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_INTERVAL_MS_DEFAULT, PINS_MAX, ServerLimits, Trust,
+    WINDOW_DEFAULT, certificate_sha256, parse_pin,
+};
+pub use spool::{
+    SEQ_LEASE_BATCHES, SPOOL_BATCH_MAGIC, SPOOL_LEASE_MAGIC, SPOOL_RECORD_BYTES_MAX, SPOOL_VERSION, Spool,
+    SpoolConfig, SpoolError, SpoolRecovery, SpoolResult, SpooledBatch,
 };
 
 /// Result with the crate's [`Error`].
