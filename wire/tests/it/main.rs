@@ -5,11 +5,14 @@
 //! - `example`: the worked hex example of PROTOCOL.md decodes byte-exactly and re-encodes to it;
 //! - `hostile`: every truncation, oversized lengths, bad varints and timestamps, unknown ids and
 //!   random garbage give their typed error (and wire disposition) and never panic or allocate
-//!   according to an unchecked length.
+//!   according to an unchecked length;
+//! - `spool`: the client's on-disk spool: recovery after every crash point, seq leases, bounds,
+//!   record round trips and hostile files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
 
 mod example;
 mod hostile;
 mod round_trip;
+mod spool;
 mod support;
