@@ -20,7 +20,7 @@
 //!   single mapping from an error to its answer on the wire ([`Error::disposition`]).
 //!
 //! **Not implemented yet:** the quinn server endpoint (`wire::server`, which will hand decoded
-//! batches to `Engine::ingest`) and the buoy client SDK (`wire::client`). Only the codec exists.
+//! batches to `Engine::ingest`).
 //!
 //! # Example
 //!
@@ -40,9 +40,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod auth;
 mod client;
 mod codec;
+mod io;
+mod metrics;
+mod server;
 mod spool;
+mod tls;
 
 pub use bluewave_engine::InputError;
 pub use codec::{
@@ -55,6 +60,10 @@ pub use codec::{
     unzigzag, zigzag,
 };
 
+pub use auth::{
+    DeviceAuthenticator, PRESHARED_DEVICES_MAX, PRESHARED_TOKEN_BYTES_MAX, PRESHARED_TOKEN_BYTES_MIN,
+    PresharedTokens, Refusal, TOKEN_FILE_BYTES_MAX, TokenFileError, append_tokens,
+};
 pub use client::{
     AckFuture, AckOutcome, AckReport, BACKOFF_INITIAL_MS_DEFAULT, BACKOFF_MAX_MS_DEFAULT,
     BUFFER_BATCHES_DEFAULT, BUFFER_BATCHES_MAX, BUFFER_BYTES_DEFAULT, CA_CERTIFICATES_MAX,
@@ -62,9 +71,18 @@ pub use client::{
     ClientStats, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_INTERVAL_MS_DEFAULT, PINS_MAX, ServerLimits, Trust,
     WINDOW_DEFAULT, certificate_sha256, parse_pin,
 };
+pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
+pub use metrics::ServerMetrics;
+pub use server::{
+    FRAME_LINGER_MS, SHUTDOWN_EXIT_MS, ServerConfig, ServerError, ServerHandle, ShutdownReport, start,
+};
 pub use spool::{
     SEQ_LEASE_BATCHES, SPOOL_BATCH_MAGIC, SPOOL_LEASE_MAGIC, SPOOL_RECORD_BYTES_MAX, SPOOL_VERSION, Spool,
     SpoolConfig, SpoolError, SpoolRecovery, SpoolResult, SpooledBatch,
+};
+pub use tls::{
+    GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX, ServerIdentity,
+    TlsError, cert_sha256,
 };
 
 /// Result with the crate's [`Error`].
