@@ -10,6 +10,8 @@ use bluewave_engine::workload::{Workload, WorkloadConfig};
 use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, IngestOutcome, IngestTicket};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod buoy;
+
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
 #[command(name = "bluewave", version, about)]
@@ -28,6 +30,8 @@ enum Command {
     IngestDemo(DemoArgs),
     /// List partitions, files, tombstones and what recovery found.
     Inspect,
+    /// Buoy tools: `buoy simulate` drives a simulated fleet through the QUIC client SDK.
+    Buoy(buoy::BuoyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::IngestDemo(args) => ingest_demo(cli.data_dir, &args),
         Command::Inspect => inspect(cli.data_dir),
+        Command::Buoy(args) => return buoy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
