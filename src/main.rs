@@ -11,6 +11,8 @@ use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, IngestO
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod buoy;
+mod devices;
+mod serve;
 
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
@@ -30,6 +32,11 @@ enum Command {
     IngestDemo(DemoArgs),
     /// List partitions, files, tombstones and what recovery found.
     Inspect,
+    /// Run the QUIC ingest server until SIGINT/SIGTERM, then stop gracefully.
+    Serve(serve::ServeArgs),
+    /// Manage buoys and their device tokens.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
     /// Buoy tools: `buoy simulate` drives a simulated fleet through the QUIC client SDK.
     Buoy(buoy::BuoyArgs),
 }
@@ -74,8 +81,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::IngestDemo(args) => ingest_demo(cli.data_dir, &args),
         Command::Inspect => inspect(cli.data_dir),
+        Command::Serve(args) => return exit_code(serve::run(&cli.data_dir, &args)),
+        Command::Devices(command) => return exit_code(devices::run(&cli.data_dir, &command)),
         Command::Buoy(args) => return buoy::run(args),
     };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bluewave: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a command's error and turns its outcome into the exit code.
+fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

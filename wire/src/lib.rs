@@ -9,6 +9,15 @@
 //! - `codec` — encoders and decoders of every frame (HELLO, ACCEPTED, REFUSED, BATCH, ACK). A
 //!   BATCH decodes straight into the engine's [`bluewave_engine::ReadingBatch`]. Decoders check
 //!   the declared length against the frame type's limit before they allocate and never panic.
+//! - `io` — reads one frame from a quinn stream, check before parse: header, limit, payload,
+//!   FIN ([`read_frame`]); shared by the server and the client SDK.
+//! - `tls` — the server's identity ([`ServerIdentity`]): PEM files, or a self-signed pair
+//!   generated once into `<data-dir>/tls/`; its SHA-256 pin for clients.
+//! - `auth` — [`DeviceAuthenticator`] (token → buoy or [`Refusal`]) and [`PresharedTokens`], the
+//!   token-file implementation used until the web crate supplies JWT device tokens.
+//! - `server` — the quinn endpoint ([`start`] → [`ServerHandle`]): HELLO, one batch per stream
+//!   into `Engine::ingest`, the durable ACK; every limit in [`ServerConfig`].
+//! - `metrics` — the server's lock-free counters, read as [`ServerMetrics`].
 //! - `client` — the buoy SDK ([`Client`], [`ClientConfig`], [`Trust`]): one QUIC connection,
 //!   HELLO, a window of batch streams, a bounded offline buffer, reconnect with backoff and
 //!   resend of unacked batches under the same `batch_seq`. Its errors are the sub-enum
@@ -18,9 +27,6 @@
 //! - this file — the crate's one error type [`Error`] and the protocol's numeric codes
 //!   ([`StreamErrorCode`], [`ConnectionCloseCode`], [`RejectReason`], [`RefuseReason`]), with the
 //!   single mapping from an error to its answer on the wire ([`Error::disposition`]).
-//!
-//! **Not implemented yet:** the quinn server endpoint (`wire::server`, which will hand decoded
-//! batches to `Engine::ingest`).
 //!
 //! # Example
 //!

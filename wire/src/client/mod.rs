@@ -1005,6 +1005,8 @@ async fn hello(shared: &Shared, conn: &quinn::Connection) -> Result<ServerLimits
     if write.await.is_err() {
         return Err(classify(conn.closed().await, false));
     }
+    // The answer is ACCEPTED or REFUSED, so it is read whole (bounded by the larger of the two)
+    // and its header checked before either decoder runs.
     let answer = match recv.read_to_end(HELLO_ANSWER_BYTES_MAX).await {
         Ok(answer) => answer,
         Err(quinn::ReadToEndError::TooLong) => {
@@ -1097,14 +1099,12 @@ async fn batch_stream(
         }
         // Finishing can only fail if the stream is already closed; the read below tells why.
         let _ = send.finish();
-        let answer = match recv.read_to_end(HEADER_BYTES + ACK_PAYLOAD_BYTES).await {
+        let answer = match crate::io::read_frame(&mut recv, FrameType::Ack, HEADER_BYTES + ACK_PAYLOAD_BYTES)
+            .await
+        {
             Ok(answer) => answer,
-            Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
-                return Err(StreamOutcome::Reset(code.into_inner()));
-            }
-            Err(quinn::ReadToEndError::TooLong) => {
-                return Err(StreamOutcome::Malformed("ACK longer than 28 bytes".into()));
-            }
+            Err(crate::io::ReadFrameError::Reset(code)) => return Err(StreamOutcome::Reset(code)),
+            Err(crate::io::ReadFrameError::Frame(e)) => return Err(StreamOutcome::Malformed(e.to_string())),
             Err(_) => return Err(StreamOutcome::Lost),
         };
         Ack::decode(&answer).map_err(|e| StreamOutcome::Malformed(e.to_string()))

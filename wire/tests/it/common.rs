@@ -52,7 +52,11 @@ pub struct TestServer {
     config: ServerConfig,
     engine: Option<Engine>,
     handle: Option<ServerHandle>,
+    engine_tweak: EngineTweak,
 }
+
+/// Changes applied to the engine's config at every (re)start.
+type EngineTweak = Arc<dyn Fn(&mut EngineConfig) + Send + Sync>;
 
 impl TestServer {
     /// Starts with [`test_config`].
@@ -62,6 +66,14 @@ impl TestServer {
 
     /// Starts with `config` (its `listen` should be `127.0.0.1:0`).
     pub async fn start_with(config: ServerConfig) -> Self {
+        Self::start_with_engine(config, |_| {}).await
+    }
+
+    /// Starts with `config` and an engine config changed by `tweak` (also on restart).
+    pub async fn start_with_engine(
+        config: ServerConfig,
+        tweak: impl Fn(&mut EngineConfig) + Send + Sync + 'static,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let identity = ServerIdentity::generate().unwrap();
         let cert_der = identity.end_entity().unwrap().clone();
@@ -76,13 +88,16 @@ impl TestServer {
             config,
             engine: None,
             handle: None,
+            engine_tweak: Arc::new(tweak),
         };
         server.launch().await;
         server
     }
 
     async fn launch(&mut self) {
-        let engine = Engine::open(EngineConfig::new(self.data_dir())).unwrap();
+        let mut engine_config = EngineConfig::new(self.data_dir());
+        (self.engine_tweak)(&mut engine_config);
+        let engine = Engine::open(engine_config).unwrap();
         let mut config = self.config.clone();
         config.listen = self.addr;
         // A restart rebinds the same port; the previous socket may take a moment to close.

@@ -6,9 +6,17 @@
 //! restart on the same data dir.
 
 use bluewave_engine::{MetricName, ReadingBatch};
-use bluewave_wire::{Ack, AckStatus, encode_batch};
+use std::time::Duration;
 
-use crate::common::{HelloAnswer, StreamEnd, TestServer, dictionary, send_raw};
+use bluewave_wire::{
+    Ack, AckStatus, ConnectionCloseCode, HEADER_BYTES, MAGIC, PresharedTokens, RefuseReason, RejectReason,
+    ServerIdentity, StreamErrorCode, TokenFileError, VERSION, encode_batch,
+};
+
+use crate::common::{
+    HelloAnswer, StreamEnd, TestServer, closed_with, dictionary, read_answer, send_hello, send_raw,
+    test_config, token_for,
+};
 
 const NAMES: &[&str] = &["salinity_psu", "ph", "water_temp_c"];
 const T0: i64 = 1_780_000_000_000_000_000;
@@ -77,4 +85,531 @@ async fn batch_round_trip_is_visible_in_the_engine() {
         crate::common::hello_frame(&token, NAMES).len() + batch_frame(1, 10).len()
     );
     connection.close(0u32.into(), b"done");
+}
+
+/// A frame header with any type byte and declared payload length.
+fn header(frame_type: u8, payload_len: u32) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.push(VERSION);
+    out.push(frame_type);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&payload_len.to_le_bytes());
+    out
+}
+
+fn refused(answer: HelloAnswer) -> (RefuseReason, u32) {
+    match answer {
+        HelloAnswer::Refused(r) => (r.reason, r.retry_after_ms),
+        other => panic!("expected REFUSED, got {other:?}"),
+    }
+}
+
+const HELLO_REFUSED: Option<u64> = Some(ConnectionCloseCode::HelloRefused as u64);
+
+fn reset(code: StreamErrorCode) -> StreamEnd {
+    StreamEnd::Reset(code as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_buoys_concurrently_each_batch_stored_once() {
+    const BUOYS: usize = 16;
+    const BATCHES: u64 = 4;
+    let server = TestServer::start().await;
+    let client = server.raw_client();
+    let mut tasks = Vec::new();
+    for b in 0..BUOYS {
+        let buoy = format!("buoy-{b}");
+        let token = server.add_device(&buoy);
+        let connection = client.session(&token, NAMES).await;
+        tasks.push(tokio::spawn(async move {
+            // Every batch of the buoy in flight at once, each on its own stream.
+            let sends = (1..=BATCHES).map(|seq| {
+                let connection = connection.clone();
+                async move { send_raw(&connection, &batch_frame_at(seq, 50)).await }
+            });
+            futures_join_all(sends).await
+        }));
+    }
+    for task in tasks {
+        let answers = task.await.unwrap();
+        let seqs: Vec<StreamEnd> = (1..=BATCHES).map(|seq| ack(seq, AckStatus::Stored)).collect();
+        assert_eq!(answers, seqs);
+    }
+    let all: Vec<ReadingBatch> = (1..=BATCHES).map(|seq| batch_at(seq, 50)).collect();
+    for b in 0..BUOYS {
+        assert_eq!(stored_rows(&server, &format!("buoy-{b}")), expected_rows(&all));
+    }
+    let metrics = server.handle().metrics();
+    assert_eq!(metrics.connections_accepted, BUOYS as u64);
+    assert_eq!(metrics.acks_stored, BUOYS as u64 * BATCHES);
+    assert_eq!(metrics.readings_received, BUOYS as u64 * BATCHES * 50);
+}
+
+/// Runs futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// `batch(n)` shifted so batch `seq` holds its own timestamps.
+fn batch_at(seq: u64, n: usize) -> ReadingBatch {
+    let b = batch(n);
+    let shift = seq as i64 * 1_000_000_000_000;
+    let ts = b.timestamps().iter().map(|t| t + shift).collect();
+    ReadingBatch::new(b.metric_names().to_vec(), ts, b.metric_ids().to_vec(), b.values().to_vec()).unwrap()
+}
+
+fn batch_frame_at(seq: u64, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_batch(seq, &batch_at(seq, n), &dictionary(NAMES), &mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_batch_is_answered_duplicate_and_stored_once() {
+    let server = TestServer::start().await;
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+    assert_eq!(send_raw(&connection, &batch_frame(7, 12)).await, ack(7, AckStatus::Stored));
+    assert_eq!(send_raw(&connection, &batch_frame(7, 12)).await, ack(7, AckStatus::Duplicate));
+    // A second connection of the same buoy shares its sequence space.
+    let again = server.raw_client().session(&token_for("buoy-1"), NAMES).await;
+    assert_eq!(send_raw(&again, &batch_frame(7, 12)).await, ack(7, AckStatus::Duplicate));
+    assert_eq!(stored_rows(&server, "buoy-1"), expected_rows(&[batch(12)]));
+    let metrics = server.handle().metrics();
+    assert_eq!((metrics.acks_stored, metrics.acks_duplicate), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_content_is_rejected_with_its_reason() {
+    let config = bluewave_wire::ServerConfig { batch_readings_max: 5, ..test_config() };
+    let server = TestServer::start_with(config).await;
+    let token = server.add_device("buoy-1");
+    // The HELLO names two metrics; the frames below use id 2 (the third of NAMES).
+    let short = server.raw_client().session(&token, &NAMES[..2]).await;
+    assert_eq!(
+        send_raw(&short, &batch_frame(1, 3)).await,
+        ack(1, AckStatus::Rejected(RejectReason::UnknownMetricId))
+    );
+
+    let connection = server.raw_client().session(&token, NAMES).await;
+    let mut nan = batch_frame(2, 3);
+    let last = nan.len() - 8;
+    nan[last..].copy_from_slice(&f64::NAN.to_le_bytes());
+    assert_eq!(send_raw(&connection, &nan).await, ack(2, AckStatus::Rejected(RejectReason::NonFiniteValue)));
+    let mut inf = batch_frame(3, 3);
+    let last = inf.len() - 8;
+    inf[last..].copy_from_slice(&f64::NEG_INFINITY.to_le_bytes());
+    assert_eq!(send_raw(&connection, &inf).await, ack(3, AckStatus::Rejected(RejectReason::NonFiniteValue)));
+
+    assert_eq!(
+        send_raw(&connection, &batch_frame(4, 6)).await,
+        ack(4, AckStatus::Rejected(RejectReason::TooManyReadings))
+    );
+
+    let mut empty = header(0x04, 20);
+    empty.extend_from_slice(&5u64.to_le_bytes());
+    empty.extend_from_slice(&0u32.to_le_bytes());
+    empty.extend_from_slice(&T0.to_le_bytes());
+    assert_eq!(send_raw(&connection, &empty).await, ack(5, AckStatus::Rejected(RejectReason::EmptyBatch)));
+
+    let mut far = batch_frame(6, 1);
+    far[HEADER_BYTES + 12..HEADER_BYTES + 20].copy_from_slice(&i64::MAX.to_le_bytes());
+    assert_eq!(
+        send_raw(&connection, &far).await,
+        ack(6, AckStatus::Rejected(RejectReason::TimestampOutOfRange))
+    );
+
+    assert_eq!(send_raw(&connection, &batch_frame(5_000, 2)).await, ack(5_000, AckStatus::Stored));
+    assert_eq!(
+        send_raw(&connection, &batch_frame(1, 2)).await,
+        ack(1, AckStatus::Rejected(RejectReason::StaleSequence))
+    );
+    // Only the one good batch is stored; a rejected answer is not a violation.
+    assert_eq!(stored_rows(&server, "buoy-1"), expected_rows(&[batch(2)]));
+    let metrics = server.handle().metrics();
+    assert_eq!((metrics.acks_rejected, metrics.acks_stored), (7, 1));
+    assert_eq!(metrics.resets_by_code, [0; 6]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_busy_is_answered_busy_with_retry_after() {
+    // A buffer bound far below one batch: once the first batch sits in the buffer, the next
+    // ingest is refused Busy until a flush (never, within this test) frees it.
+    let server = TestServer::start_with_engine(test_config(), |engine| {
+        engine.flush_buffer_bytes = 1;
+        engine.buffer_bytes_max = 2;
+        engine.flush_interval_ms = 3_600_000;
+    })
+    .await;
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+    assert_eq!(send_raw(&connection, &batch_frame(1, 3)).await, ack(1, AckStatus::Stored));
+    let StreamEnd::Ack(Ack { batch_seq: 2, status: AckStatus::Busy { retry_after_ms } }) =
+        send_raw(&connection, &batch_frame(2, 3)).await
+    else {
+        panic!("expected busy");
+    };
+    assert!(retry_after_ms > 0);
+    assert_eq!(server.handle().metrics().acks_busy, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_refusals_carry_their_reason_and_close_hello_refused() {
+    let server = TestServer::start().await;
+    server.add_device("buoy-1");
+    server.add_token("ghost", &token_for("ghost")); // a token, but the buoy is not registered
+    let client = server.raw_client();
+
+    let (connection, answer) = client.hello("", NAMES).await;
+    assert_eq!(refused(answer), (RefuseReason::TokenMissing, 0));
+    assert_eq!(closed_with(&connection).await, HELLO_REFUSED);
+
+    let (connection, answer) = client.hello("not-a-token-anyone-issued", NAMES).await;
+    assert_eq!(refused(answer), (RefuseReason::TokenBadSignature, 0));
+    assert_eq!(closed_with(&connection).await, HELLO_REFUSED);
+
+    let (connection, answer) = client.hello(&token_for("ghost"), NAMES).await;
+    assert_eq!(refused(answer), (RefuseReason::BuoyNotRegistered, 0));
+    assert_eq!(closed_with(&connection).await, HELLO_REFUSED);
+
+    // A dictionary naming "ph" twice (MetricDictionary refuses to build one, so by hand).
+    let token = token_for("buoy-1");
+    let mut payload = (token.len() as u16).to_le_bytes().to_vec();
+    payload.extend_from_slice(token.as_bytes());
+    payload.extend_from_slice(&2u16.to_le_bytes());
+    payload.extend_from_slice(b"\x02ph\x02ph");
+    let mut frame = header(0x01, payload.len() as u32);
+    frame.extend_from_slice(&payload);
+    let connection = client.connect().await;
+    assert_eq!(refused(send_hello(&connection, &frame).await), (RefuseReason::BadDictionary, 0));
+    assert_eq!(closed_with(&connection).await, HELLO_REFUSED);
+
+    let metrics = server.handle().metrics();
+    for reason in [
+        RefuseReason::TokenMissing,
+        RefuseReason::TokenBadSignature,
+        RefuseReason::BuoyNotRegistered,
+        RefuseReason::BadDictionary,
+    ] {
+        assert_eq!(metrics.refused(reason), 1, "{reason:?}");
+    }
+    assert_eq!(metrics.connections_accepted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_device_is_disconnected_and_refused() {
+    let server = TestServer::start().await;
+    let token = server.add_device("buoy-1");
+    let other = server.raw_client().session(&server.add_device("buoy-2"), NAMES).await;
+    let connection = server.raw_client().session(&token, NAMES).await;
+    assert_eq!(send_raw(&connection, &batch_frame(1, 3)).await, ack(1, AckStatus::Stored));
+
+    assert_eq!(server.revoke("buoy-1"), 1);
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::DeviceRevoked as u64));
+    let (again, answer) = server.raw_client().hello(&token, NAMES).await;
+    assert_eq!(refused(answer), (RefuseReason::DeviceRevoked, 0));
+    assert_eq!(closed_with(&again).await, HELLO_REFUSED);
+    // Other buoys are not affected.
+    assert_eq!(send_raw(&other, &batch_frame(1, 3)).await, ack(1, AckStatus::Stored));
+    assert_eq!(server.handle().metrics().closed_device_revoked, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_above_the_limit_are_refused_busy() {
+    let config = bluewave_wire::ServerConfig { connections_max: 1, ..test_config() };
+    let server = TestServer::start_with(config).await;
+    let token = server.add_device("buoy-1");
+    let first = server.raw_client().session(&token, NAMES).await;
+    let (second, answer) = server.raw_client().hello(&token, NAMES).await;
+    assert_eq!(refused(answer), (RefuseReason::ServerBusy, 1_000));
+    assert_eq!(closed_with(&second).await, HELLO_REFUSED);
+    // Once the first connection is gone, a new one is accepted.
+    first.close(0u32.into(), b"bye");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while server.handle().metrics().connections_open > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    server.raw_client().session(&token, NAMES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_never_sent_closes_hello_timeout() {
+    let server = TestServer::start().await; // hello_deadline_ms = 1,000
+    let connection = server.raw_client().connect().await;
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::HelloTimeout as u64));
+    // Half a HELLO is no better.
+    let connection = server.raw_client().connect().await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(&crate::common::hello_frame("abc", NAMES)[..10]).await.unwrap();
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::HelloTimeout as u64));
+    assert_eq!(server.handle().metrics().closed_hello_timeout, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_before_hello_is_a_protocol_violation() {
+    let server = TestServer::start().await;
+    server.add_device("buoy-1");
+    let connection = server.raw_client().connect().await;
+    // The stream is reset and the connection closed at once; either may reach the client first.
+    let end = send_raw(&connection, &batch_frame(1, 3)).await;
+    let violation = StreamEnd::Closed(Some(ConnectionCloseCode::ProtocolViolation as u64));
+    assert!(end == reset(StreamErrorCode::UnexpectedFrame) || end == violation, "{end:?}");
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::ProtocolViolation as u64));
+    assert!(server.readings("buoy-1").is_empty());
+
+    // A second stream opened before ACCEPTED, too.
+    let connection = server.raw_client().connect().await;
+    let (mut hello_send, _hello_recv) = connection.open_bi().await.unwrap();
+    hello_send.write_all(&header(0x01, 100)).await.unwrap(); // HELLO not complete yet
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(&batch_frame(1, 3)).await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::ProtocolViolation as u64));
+
+    // A malformed HELLO (token byte outside the alphabet).
+    let connection = server.raw_client().connect().await;
+    let mut frame = crate::common::hello_frame(&token_for("buoy-1"), NAMES);
+    frame[HEADER_BYTES + 2] = b' ';
+    let (mut send, recv) = connection.open_bi().await.unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    let end = read_answer(recv).await;
+    assert!(end == reset(StreamErrorCode::MalformedFrame) || end == violation, "{end:?}");
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::ProtocolViolation as u64));
+    assert_eq!(server.handle().metrics().closed_protocol_violation, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_reset_their_stream_only() {
+    let server = TestServer::start().await;
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+
+    // A header claiming 4 GiB: refused from the 12 header bytes; the stream stays open on the
+    // client's side (no FIN), so the answer cannot have waited for the payload.
+    let (mut send, recv) = connection.open_bi().await.unwrap();
+    send.write_all(&header(0x04, u32::MAX)).await.unwrap();
+    assert_eq!(read_answer(recv).await, reset(StreamErrorCode::FrameTooLarge));
+
+    // Truncated: the header announces the whole frame, the stream ends after 20 bytes of it.
+    let whole = batch_frame(1, 3);
+    assert_eq!(
+        send_raw(&connection, &whole[..HEADER_BYTES + 20]).await,
+        reset(StreamErrorCode::MalformedFrame)
+    );
+
+    // The connection still works.
+    assert_eq!(send_raw(&connection, &batch_frame(2, 3)).await, ack(2, AckStatus::Stored));
+    assert_eq!(server.handle().metrics().resets(StreamErrorCode::FrameTooLarge), 1);
+    assert_eq!(server.handle().metrics().resets(StreamErrorCode::MalformedFrame), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_the_frame_and_wrong_types_are_reset() {
+    let config = bluewave_wire::ServerConfig { violations_max: 10, ..test_config() };
+    let server = TestServer::start_with(config).await;
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+
+    let mut trailing = batch_frame(1, 3);
+    trailing.push(0);
+    assert_eq!(send_raw(&connection, &trailing).await, reset(StreamErrorCode::MalformedFrame));
+
+    // Unknown frame type 0x09, and a known type not allowed on a batch stream (ACK).
+    assert_eq!(send_raw(&connection, &header(0x09, 0)).await, reset(StreamErrorCode::UnexpectedFrame));
+    let mut ack_frame = Vec::new();
+    Ack { batch_seq: 1, status: AckStatus::Stored }.encode(&mut ack_frame);
+    assert_eq!(send_raw(&connection, &ack_frame).await, reset(StreamErrorCode::UnexpectedFrame));
+
+    // Bad magic and a version this server does not speak.
+    let mut bad_magic = batch_frame(1, 3);
+    bad_magic[0] = b'X';
+    assert_eq!(send_raw(&connection, &bad_magic).await, reset(StreamErrorCode::MalformedFrame));
+    let mut version_2 = batch_frame(1, 3);
+    version_2[4] = 2;
+    assert_eq!(send_raw(&connection, &version_2).await, reset(StreamErrorCode::UnsupportedVersion));
+
+    // None of it was stored; the connection still works.
+    assert!(server.readings("buoy-1").is_empty());
+    assert_eq!(send_raw(&connection, &batch_frame(1, 3)).await, ack(1, AckStatus::Stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_violations_close_the_connection() {
+    let server = TestServer::start().await; // violations_max = 3
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+    for _ in 0..3 {
+        assert_eq!(send_raw(&connection, &header(0x09, 0)).await, reset(StreamErrorCode::UnexpectedFrame));
+    }
+    // The fourth closes the connection.
+    let end = send_raw(&connection, &header(0x09, 0)).await;
+    assert!(
+        end == reset(StreamErrorCode::UnexpectedFrame)
+            || end == StreamEnd::Closed(Some(ConnectionCloseCode::TooManyViolations as u64)),
+        "{end:?}"
+    );
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::TooManyViolations as u64));
+    assert_eq!(server.handle().metrics().closed_too_many_violations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_without_fin_is_reset_stream_timeout() {
+    let server = TestServer::start().await; // stream_deadline_ms = 1,000
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+    let (mut send, recv) = connection.open_bi().await.unwrap();
+    send.write_all(&batch_frame(1, 3)).await.unwrap(); // whole frame, but no FIN
+    assert_eq!(read_answer(recv).await, reset(StreamErrorCode::StreamTimeout));
+    // A timeout is not a violation and the batch was not stored.
+    assert!(server.readings("buoy-1").is_empty());
+    assert_eq!(send_raw(&connection, &batch_frame(1, 3)).await, ack(1, AckStatus::Stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_above_the_limit_wait_for_flow_control() {
+    let config = bluewave_wire::ServerConfig { streams_per_connection_max: 2, ..test_config() };
+    let server = TestServer::start_with(config).await;
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+    // Two batch streams open and unfinished use up the limit.
+    let first = batch_frame(1, 3);
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        send.write_all(&first[..HEADER_BYTES]).await.unwrap();
+        open.push((send, recv));
+    }
+    // A third cannot even be opened: QUIC MAX_STREAMS holds it back (no error, it waits).
+    let third = tokio::time::timeout(Duration::from_millis(300), connection.open_bi()).await;
+    assert!(third.is_err(), "third stream opened above the limit");
+    // Finishing the first two frees the credit.
+    for (seq, (mut send, recv)) in (1u64..).zip(open) {
+        let frame = batch_frame_at(seq, 3);
+        // Every frame starts with the same header for equal reading counts.
+        assert_eq!(frame[..HEADER_BYTES], first[..HEADER_BYTES]);
+        send.write_all(&frame[HEADER_BYTES..]).await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(read_answer(recv).await, ack(seq, AckStatus::Stored));
+    }
+    let third_frame = batch_frame_at(3, 3);
+    let third = tokio::time::timeout(Duration::from_secs(5), send_raw(&connection, &third_frame));
+    assert_eq!(third.await.unwrap(), ack(3, AckStatus::Stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_in_flight_batches_then_goes_away() {
+    let mut server = TestServer::start().await; // drain_deadline_ms = 2,000
+    let token = server.add_device("buoy-1");
+    let connection = server.raw_client().session(&token, NAMES).await;
+    // A batch in flight: header sent, the rest not yet.
+    let frame = batch_frame(1, 3);
+    let (mut send, recv) = connection.open_bi().await.unwrap();
+    send.write_all(&frame[..HEADER_BYTES]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let handle = server.handle().clone();
+    let shutdown = tokio::spawn(async move { handle.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // During the drain a new HELLO is refused SHUTTING_DOWN.
+    let (refused_connection, answer) = server.raw_client().hello(&token, NAMES).await;
+    assert_eq!(refused(answer), (RefuseReason::ShuttingDown, 5_000));
+    assert_eq!(closed_with(&refused_connection).await, HELLO_REFUSED);
+    // The in-flight batch completes and is answered.
+    send.write_all(&frame[HEADER_BYTES..]).await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(read_answer(recv).await, ack(1, AckStatus::Stored));
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::GoingAway as u64));
+    let report = shutdown.await.unwrap();
+    assert!(report.drained);
+    assert_eq!(report.tasks_aborted, 0);
+    assert_eq!(stored_rows(&server, "buoy-1"), expected_rows(&[batch(3)]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_on_the_same_data_dir_answers_a_resent_batch_duplicate() {
+    let mut server = TestServer::start().await;
+    let token = server.add_device("buoy-1");
+    let connection = server.raw_client().session(&token, NAMES).await;
+    assert_eq!(send_raw(&connection, &batch_frame(1, 20)).await, ack(1, AckStatus::Stored));
+    let addr = server.addr;
+
+    server.restart().await;
+    assert_eq!(server.addr, addr);
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::GoingAway as u64));
+    let connection = server.raw_client().session(&token, NAMES).await;
+    assert_eq!(send_raw(&connection, &batch_frame(1, 20)).await, ack(1, AckStatus::Duplicate));
+    assert_eq!(send_raw(&connection, &batch_frame_at(2, 20)).await, ack(2, AckStatus::Stored));
+    assert_eq!(stored_rows(&server, "buoy-1"), expected_rows(&[batch(20), batch_at(2, 20)]));
+}
+
+#[test]
+fn generated_identity_is_kept_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = dir.path().join("tls");
+    let (first, generated) = ServerIdentity::load_or_generate(&tls_dir).unwrap();
+    assert!(generated);
+    let (second, generated) = ServerIdentity::load_or_generate(&tls_dir).unwrap();
+    assert!(!generated);
+    assert_eq!(first.pin_sha256(), second.pin_sha256());
+    assert_eq!(first.pin_sha256().len(), 64);
+    assert_eq!(first.cert_chain, second.cert_chain);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tls_dir.join("key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A key without its certificate is reported, never silently replaced.
+    std::fs::remove_file(tls_dir.join("cert.pem")).unwrap();
+    assert!(matches!(
+        ServerIdentity::load_or_generate(&tls_dir),
+        Err(bluewave_wire::TlsError::HalfIdentity { .. })
+    ));
+}
+
+#[test]
+fn token_file_parses_reloads_and_names_bad_lines() {
+    use bluewave_engine::BuoyId;
+    use bluewave_wire::{DeviceAuthenticator, Refusal};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device-tokens.txt");
+    std::fs::write(&path, "# fleet A\n\nbuoy-1 aaaaaaaaaaaaaaaaaaaa\nbuoy-2\tbbbbbbbbbbbbbbbbbbbb\n")
+        .unwrap();
+    let tokens = PresharedTokens::load(&path).unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens.authenticate("aaaaaaaaaaaaaaaaaaaa").unwrap().as_str(), "buoy-1");
+    assert_eq!(tokens.authenticate("bbbbbbbbbbbbbbbbbbbb").unwrap().as_str(), "buoy-2");
+    assert_eq!(tokens.authenticate("aaaaaaaaaaaaaaaaaaab"), Err(Refusal::TokenBadSignature));
+    assert_eq!(tokens.authenticate(""), Err(Refusal::TokenMissing));
+
+    tokens.revoke(&BuoyId::new("buoy-1").unwrap());
+    assert_eq!(tokens.authenticate("aaaaaaaaaaaaaaaaaaaa"), Err(Refusal::DeviceRevoked("buoy-1".into())));
+    bluewave_wire::append_tokens(&path, &[(BuoyId::new("buoy-3").unwrap(), "cccccccccccccccccccc".into())])
+        .unwrap();
+    assert_eq!(tokens.reload().unwrap(), 3);
+    assert_eq!(tokens.authenticate("cccccccccccccccccccc").unwrap().as_str(), "buoy-3");
+    // Revocation survives the reload.
+    assert_eq!(tokens.authenticate("aaaaaaaaaaaaaaaaaaaa"), Err(Refusal::DeviceRevoked("buoy-1".into())));
+
+    let line = |text: &str| match PresharedTokens::parse(text) {
+        Err(TokenFileError::Parse { line, .. }) => line,
+        other => panic!("expected a parse error, got {other:?}"),
+    };
+    assert_eq!(line("buoy-1 aaaaaaaaaaaaaaaaaaaa\nbuoy-2\n"), 2);
+    assert_eq!(line("# c\nbad/id aaaaaaaaaaaaaaaaaaaa\n"), 2);
+    assert_eq!(line("buoy-1 short\n"), 1);
+    assert_eq!(line("buoy-1 aaaaaaaaaaaaaaaaaaaa extra\n"), 1);
+    assert!(matches!(
+        PresharedTokens::parse("a aaaaaaaaaaaaaaaaaaaa\nb aaaaaaaaaaaaaaaaaaaa\n"),
+        Err(TokenFileError::DuplicateToken { line: 2, first_line: 1 })
+    ));
+    // A failed reload keeps the table.
+    std::fs::write(&path, "broken\n").unwrap();
+    assert!(tokens.reload().is_err());
+    assert_eq!(tokens.len(), 3);
 }
