@@ -911,7 +911,7 @@ async fn session(shared: &Arc<Shared>, endpoint: &quinn::Endpoint, quic: &quinn:
     };
     let limits = match tokio::time::timeout(connect_timeout, hello(shared, &conn)).await {
         Err(_) => {
-            conn.close(VarInt::from_u32(StreamErrorCode::Cancelled as u32), b"no HELLO answer in time");
+            conn.close(VarInt::from_u32(ConnectionCloseCode::NoError as u32), b"no HELLO answer in time");
             return SessionEnd::Retry { after_ms: 0, accepted: false };
         }
         Ok(Err(end)) => return end,
