@@ -6,7 +6,7 @@
 //! is back; a full buffer is a typed error; a pin mismatch or a wrong CA/name fails the handshake
 //! for good; CA-file trust works with a CA-signed server certificate; terminal refusals (unknown
 //! token, revoked device) stop reconnecting; a batch over the server's limits is refused before
-//! sending.
+//! sending; a `busy` answer is resent under the same seq until stored.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -415,5 +415,36 @@ async fn a_batch_over_the_servers_limits_is_refused_before_sending() {
     }
     assert_eq!(client.send(&batch(0, 10)).await.unwrap().await.unwrap().outcome, AckOutcome::Stored);
     assert_eq!(client.stats().batches_sent, 1);
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_answer_is_resent_with_the_same_seq_until_stored() {
+    // An engine buffer bound far below one batch: the second batch is answered busy until a
+    // flush frees the buffer.
+    let server = TestServer::start_with_engine(test_config(), |engine| {
+        engine.flush_buffer_bytes = 1;
+        engine.buffer_bytes_max = 2;
+        engine.flush_interval_ms = 3_600_000;
+    })
+    .await;
+    let token = server.add_device("buoy-b");
+    let client = Client::connect(client_config(&server, &token)).await.unwrap();
+    assert_eq!(client.send(&batch(0, 6)).await.unwrap().await.unwrap().outcome, AckOutcome::Stored);
+    let second = client.send(&batch(1, 6)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while client.stats().busy_answers == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let engine = server.engine().clone();
+    tokio::task::spawn_blocking(move || engine.flush().unwrap()).await.unwrap();
+    let report = second.await.unwrap();
+    assert_eq!((report.batch_seq, report.outcome), (2, AckOutcome::Stored));
+    assert!(report.sends >= 2, "{report:?}");
+    assert_eq!(client.stats().resends, u64::from(report.sends - 1));
+    assert_eq!(simple(&server.readings("buoy-b")), expected_rows("buoy-b", 2, 6));
     client.close().await;
 }
