@@ -504,6 +504,15 @@ impl std::fmt::Debug for Client {
     }
 }
 
+impl Drop for Client {
+    /// A client dropped without [`Client::close`] stops its connection task at once: pending
+    /// futures fail with [`ClientError::Closed`] (spooled batches stay on disk).
+    fn drop(&mut self) {
+        self.task.abort();
+        self.endpoint.close(VarInt::from_u32(ConnectionCloseCode::NoError as u32), b"client dropped");
+    }
+}
+
 impl Client {
     /// Starts a client on its own UDP endpoint. Returns at once: the connection is made in the
     /// background (see [`Client::wait_connected`]); batches sent before it is up wait in the
@@ -628,13 +637,12 @@ impl Client {
     /// Waits (at most `close_timeout_ms`) for every outstanding ACK, then closes the connection
     /// with `NO_ERROR`. Batches still unacked fail with [`ClientError::Closed`] (with a spool
     /// they stay on disk for the next start). Returns how many were left unacked.
-    pub async fn close(self) -> usize {
+    pub async fn close(mut self) -> usize {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
         let timeout = Duration::from_millis(self.shared.config.close_timeout_ms);
-        let mut task = self.task;
-        if tokio::time::timeout(timeout, &mut task).await.is_err() {
-            task.abort();
+        if tokio::time::timeout(timeout, &mut self.task).await.is_err() {
+            self.task.abort();
         }
         let left = self.shared.book().entries.len();
         self.shared.fail_all(ClientError::Closed);
