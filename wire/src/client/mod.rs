@@ -646,6 +646,10 @@ impl Client {
         }
         let left = self.shared.book().entries.len();
         self.shared.fail_all(ClientError::Closed);
+        // Acked batches give their buffer room back only after their spool file is removed:
+        // once all room is back, the spool holds exactly the unacked batches.
+        let all_room = u32::try_from(self.shared.config.buffer_batches_max).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(timeout, self.shared.batch_room.acquire_many(all_room)).await;
         self.shared.status.send_replace(Status::Closed);
         self.endpoint.close(VarInt::from_u32(ConnectionCloseCode::NoError as u32), b"client closed");
         left
