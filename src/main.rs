@@ -10,6 +10,7 @@ use bluewave_engine::workload::{Workload, WorkloadConfig};
 use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, IngestOutcome, IngestTicket};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod buoy;
 mod devices;
 mod serve;
 
@@ -36,6 +37,8 @@ enum Command {
     /// Manage buoys and their device tokens.
     #[command(subcommand)]
     Devices(devices::DevicesCommand),
+    /// Buoy tools: `buoy simulate` drives a simulated fleet through the QUIC client SDK.
+    Buoy(buoy::BuoyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Inspect => inspect(cli.data_dir),
         Command::Serve(args) => return exit_code(serve::run(&cli.data_dir, &args)),
         Command::Devices(command) => return exit_code(devices::run(&cli.data_dir, &command)),
+        Command::Buoy(args) => return buoy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

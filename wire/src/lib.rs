@@ -9,10 +9,6 @@
 //! - `codec` — encoders and decoders of every frame (HELLO, ACCEPTED, REFUSED, BATCH, ACK). A
 //!   BATCH decodes straight into the engine's [`bluewave_engine::ReadingBatch`]. Decoders check
 //!   the declared length against the frame type's limit before they allocate and never panic.
-//! - this file — the crate's one error type [`Error`] and the protocol's numeric codes
-//!   ([`StreamErrorCode`], [`ConnectionCloseCode`], [`RejectReason`], [`RefuseReason`]), with the
-//!   single mapping from an error to its answer on the wire ([`Error::disposition`]).
-//!
 //! - `io` — reads one frame from a quinn stream, check before parse: header, limit, payload,
 //!   FIN ([`read_frame`]); shared by the server and the client SDK.
 //! - `tls` — the server's identity ([`ServerIdentity`]): PEM files, or a self-signed pair
@@ -22,8 +18,15 @@
 //! - `server` — the quinn endpoint ([`start`] → [`ServerHandle`]): HELLO, one batch per stream
 //!   into `Engine::ingest`, the durable ACK; every limit in [`ServerConfig`].
 //! - `metrics` — the server's lock-free counters, read as [`ServerMetrics`].
-//!
-//! **Not implemented yet:** the buoy client SDK (`wire::client`).
+//! - `client` — the buoy SDK ([`Client`], [`ClientConfig`], [`Trust`]): one QUIC connection,
+//!   HELLO, a window of batch streams, a bounded offline buffer, reconnect with backoff and
+//!   resend of unacked batches under the same `batch_seq`. Its errors are the sub-enum
+//!   [`ClientError`].
+//! - `spool` — the client's optional on-disk spool of unacked batches ([`Spool`]): crash-safe
+//!   files with magic, version and CRC32C; layout in its module docs. Errors: [`SpoolError`].
+//! - this file — the crate's one error type [`Error`] and the protocol's numeric codes
+//!   ([`StreamErrorCode`], [`ConnectionCloseCode`], [`RejectReason`], [`RefuseReason`]), with the
+//!   single mapping from an error to its answer on the wire ([`Error::disposition`]).
 //!
 //! # Example
 //!
@@ -44,10 +47,12 @@
 //! ```
 
 mod auth;
+mod client;
 mod codec;
 mod io;
 mod metrics;
 mod server;
+mod spool;
 mod tls;
 
 pub use bluewave_engine::InputError;
@@ -65,10 +70,21 @@ pub use auth::{
     DeviceAuthenticator, PRESHARED_DEVICES_MAX, PRESHARED_TOKEN_BYTES_MAX, PRESHARED_TOKEN_BYTES_MIN,
     PresharedTokens, Refusal, TOKEN_FILE_BYTES_MAX, TokenFileError, append_tokens,
 };
+pub use client::{
+    AckFuture, AckOutcome, AckReport, BACKOFF_INITIAL_MS_DEFAULT, BACKOFF_MAX_MS_DEFAULT,
+    BUFFER_BATCHES_DEFAULT, BUFFER_BATCHES_MAX, BUFFER_BYTES_DEFAULT, CA_CERTIFICATES_MAX,
+    CLOSE_TIMEOUT_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT, Client, ClientConfig, ClientError, ClientResult,
+    ClientStats, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_INTERVAL_MS_DEFAULT, PINS_MAX, ServerLimits, Trust,
+    WINDOW_DEFAULT, certificate_sha256, parse_pin,
+};
 pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
 pub use metrics::ServerMetrics;
 pub use server::{
     FRAME_LINGER_MS, SHUTDOWN_EXIT_MS, ServerConfig, ServerError, ServerHandle, ShutdownReport, start,
+};
+pub use spool::{
+    SEQ_LEASE_BATCHES, SPOOL_BATCH_MAGIC, SPOOL_LEASE_MAGIC, SPOOL_RECORD_BYTES_MAX, SPOOL_VERSION, Spool,
+    SpoolConfig, SpoolError, SpoolRecovery, SpoolResult, SpooledBatch,
 };
 pub use tls::{
     GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX, ServerIdentity,
