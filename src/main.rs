@@ -10,6 +10,8 @@ use bluewave_engine::workload::{Workload, WorkloadConfig};
 use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, IngestOutcome, IngestTicket};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit_cmd;
+
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
 #[command(name = "bluewave", version, about)]
@@ -28,6 +30,9 @@ enum Command {
     IngestDemo(DemoArgs),
     /// List partitions, files, tombstones and what recovery found.
     Inspect,
+    /// Audit log tools (`verify` walks its hash chain).
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::IngestDemo(args) => ingest_demo(cli.data_dir, &args),
         Command::Inspect => inspect(cli.data_dir),
+        Command::Audit(command) => return audit_cmd::run(&cli.data_dir, &command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
