@@ -171,8 +171,10 @@ pub(crate) fn delete(dir: &Path, kid: &str) -> AuthResult<()> {
     }
 }
 
-/// Removes leftover `*.tmp` files of an interrupted generation.
-pub(crate) fn remove_temp_files(dir: &Path) -> AuthResult<()> {
+/// Removes leftover `*.tmp` files of an interrupted generation, and key files not in `known`
+/// (a crash between writing a key and recording it), so no unused private key stays on disk.
+/// Other files are left alone.
+pub(crate) fn remove_stray_files(dir: &Path, known: &[&str]) -> AuthResult<()> {
     let entries = fs::read_dir(dir).map_err(|source| AuthError::KeyIo {
         op: "list",
         path: dir.to_path_buf(),
@@ -180,7 +182,12 @@ pub(crate) fn remove_temp_files(dir: &Path) -> AuthResult<()> {
     })?;
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "tmp") {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stray_key = name
+            .strip_suffix(KEY_FILE_SUFFIX)
+            .is_some_and(|kid| kid_well_formed(kid) && !known.contains(&kid));
+        if name.ends_with(".tmp") || stray_key {
             fs::remove_file(&path).map_err(|source| AuthError::KeyIo {
                 op: "delete",
                 path: path.clone(),

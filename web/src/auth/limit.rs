@@ -73,8 +73,10 @@ impl LoginLimiter {
         }
     }
 
-    /// Takes one attempt from `ip`'s budget.
+    /// Takes one attempt from `ip`'s budget. IPv6 clients are keyed by their /64 (one
+    /// subscriber's usual allocation), otherwise one host could rotate through 2^64 addresses.
     pub fn check_ip(&self, ip: IpAddr) -> AuthResult<()> {
+        let ip = limit_key(ip);
         if self.per_ip.len() >= TRACKED_IPS_MAX {
             self.per_ip.retain_recent();
             if self.per_ip.len() >= TRACKED_IPS_MAX {
@@ -135,6 +137,17 @@ impl LoginLimiter {
         let backoff_s = ACCOUNT_BACKOFF_BASE_S.saturating_mul(1u64 << doublings).min(ACCOUNT_BACKOFF_MAX_S);
         let until = f.last + Duration::from_secs(backoff_s);
         until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+}
+
+/// The limiter key of a client address: IPv4 as is (also when IPv4-mapped), IPv6 by its /64.
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 

@@ -56,6 +56,8 @@ pub const ROTATIONS_PER_SESSION_MAX: u32 = 10_000;
 pub const DEVICE_TOKENS_MAX: u64 = 1_000_000;
 /// Most users one [`AuthService::list_users`] page returns.
 pub const USERS_PAGE_MAX: usize = 1_000;
+/// Refusal reason of a refresh token that is not on record.
+const UNKNOWN_TOKEN: &str = "unknown token";
 /// Longest refresh token accepted before hashing (ours are 43 chars).
 const REFRESH_TOKEN_BYTES_MAX: usize = 128;
 
@@ -320,7 +322,6 @@ impl AuthService {
         let db = Database::create(data_dir.join(ACCOUNTS_FILE_NAME))?;
         let keys_dir = data_dir.join("keys");
         keys::ensure_dir(&keys_dir)?;
-        keys::remove_temp_files(&keys_dir)?;
         let grace = KeyGrace {
             access_s: config.access_ttl_s.saturating_add(token::LEEWAY_S),
             device_s: config.device_ttl_s.saturating_add(token::LEEWAY_S),
@@ -421,6 +422,8 @@ impl AuthService {
             self.audit(AuditEvent::new("system", "keys.generate", format!("key:{}", key.kid), "ok"))?;
             set.keys.push(key);
         }
+        let known: Vec<&str> = set.keys.iter().map(|k| k.kid.as_str()).collect();
+        keys::remove_stray_files(dir, &known)?;
         *self.inner.keys.write().map_err(|_| AuthError::Poisoned)? = set;
         Ok(())
     }
@@ -428,7 +431,7 @@ impl AuthService {
     /// Creates a new signing key and retires the current one (it keeps verifying for the token
     /// lifetimes). Needs `rbac:manage`. Returns the new key id.
     pub fn rotate_signing_key(&self, caller: &Caller) -> AuthResult<String> {
-        self.authorize(caller, Permission::RbacManage)?;
+        self.require(caller, Permission::RbacManage, "keys.rotate")?;
         let now = now_s();
         let mut set = self.inner.keys.write().map_err(|_| AuthError::Poisoned)?;
         let grace = self.inner.grace.max_s();
@@ -482,14 +485,7 @@ impl AuthService {
 
     fn count_role(&self, role: Role) -> AuthResult<u64> {
         let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(USERS)?;
-        let mut n = 0;
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let user: UserRecord = store::decode("users", k.value(), v.value())?;
-            n += u64::from(user.role == role && user.status == UserStatus::Active);
-        }
-        Ok(n)
+        count_active(&txn.open_table(USERS)?, role)
     }
 
     fn insert_user(
@@ -543,7 +539,7 @@ impl AuthService {
 
     /// Creates an account. Needs `users:manage`; the role may not be above the caller's.
     pub fn create_user(&self, caller: &Caller, new: NewUser) -> AuthResult<UserInfo> {
-        self.authorize(caller, Permission::UsersManage)?;
+        self.require(caller, Permission::UsersManage, "users.create")?;
         if new.role.rank() > caller.role.rank() {
             self.audit(
                 AuditEvent::new(caller.actor(), "users.create", "-", "denied")
@@ -598,7 +594,7 @@ impl AuthService {
     /// the new one may be above the caller's; the last active admin cannot be demoted. The
     /// account's access tokens are invalidated (its sessions may refresh to get the new role).
     pub fn set_user_role(&self, caller: &Caller, user_id: &str, role: Role) -> AuthResult<UserInfo> {
-        self.authorize(caller, Permission::UsersManage)?;
+        self.require(caller, Permission::UsersManage, "users.set_role")?;
         if role == Role::Device {
             return Err(AuthError::InvalidInput {
                 field: "role",
@@ -634,7 +630,7 @@ impl AuthService {
         user_id: &str,
         status: UserStatus,
     ) -> AuthResult<UserInfo> {
-        self.authorize(caller, Permission::UsersManage)?;
+        self.require(caller, Permission::UsersManage, "users.set_status")?;
         if user_id == caller.user_id && status == UserStatus::Disabled {
             return Err(AuthError::InvalidInput {
                 field: "status",
@@ -679,7 +675,6 @@ impl AuthService {
         change: impl FnOnce(&mut UserRecord) -> AuthResult<Option<&'static str>>,
         new_role: Option<Role>,
     ) -> AuthResult<(UserRecord, UserRecord)> {
-        let admins = self.count_role(Role::Admin)?;
         let txn = self.inner.db.begin_write()?;
         let result;
         {
@@ -701,7 +696,12 @@ impl AuthService {
                 return Err(AuthError::RoleEscalation { role: role.to_string() });
             }
             let mut after = before.clone();
-            if change(&mut after)?.is_some() && before.status == UserStatus::Active && admins <= 1 {
+            // Counted inside this write transaction, so two concurrent demotions cannot both
+            // pass the check.
+            if change(&mut after)?.is_some()
+                && before.status == UserStatus::Active
+                && count_active(&users, Role::Admin)? <= 1
+            {
                 return Err(AuthError::InvalidInput {
                     field: "user",
                     reason: "the last active admin must stay".into(),
@@ -761,18 +761,19 @@ impl AuthService {
     /// ([`AuthError::RateLimited`]) are checked first, per `client_ip` and per account.
     pub fn login(&self, email: &str, password: &Secret, client_ip: IpAddr) -> AuthResult<TokenPair> {
         let actor = format!("ip:{client_ip}");
-        let account = email.trim().to_lowercase();
+        // An oversized email cannot be an account: skip lower-casing megabytes of input.
+        let account =
+            if email.len() > EMAIL_BYTES_MAX * 4 { String::new() } else { email.trim().to_lowercase() };
         let account_key: String = account.chars().take(EMAIL_BYTES_MAX).collect();
+        // Refusals by the limiter are not audited (they change nothing and would let a flood
+        // turn into one fsync per request); they are logged, without the password.
         if let Err(e) = self
             .inner
             .limiter
             .check_ip(client_ip)
             .and_then(|()| self.inner.limiter.check_account(&account_key))
         {
-            self.audit(
-                AuditEvent::new(&*actor, "auth.login", format!("email:{account_key}"), "denied")
-                    .with_details(json!({ "reason": "rate limited" })),
-            )?;
+            tracing::warn!(ip = %client_ip, account = %account_key, "login rate limited");
             return Err(e);
         }
         let user = match normalize_email(&account) {
@@ -975,7 +976,7 @@ impl AuthService {
             let mut tokens = txn.open_table(REFRESH_TOKENS)?;
             let mut families = txn.open_table(FAMILIES)?;
             match store::get::<RefreshRecord>(&tokens, "refresh_tokens", &hash)? {
-                None => Outcome::Invalid("unknown token"),
+                None => Outcome::Invalid(UNKNOWN_TOKEN),
                 Some(mut record) => {
                     match store::get::<FamilyRecord>(&families, "families", &record.family_id)? {
                         None => Outcome::Invalid("unknown session"),
@@ -1022,10 +1023,14 @@ impl AuthService {
         match outcome {
             Outcome::Invalid(reason) => {
                 txn.abort()?;
-                self.audit(
-                    AuditEvent::new(actor, "auth.refresh", "-", "denied")
-                        .with_details(json!({ "reason": reason })),
-                )?;
+                // A token we never issued changes nothing and is not audited (an anonymous
+                // flood must not become one fsync per request); known tokens are.
+                if reason != UNKNOWN_TOKEN {
+                    self.audit(
+                        AuditEvent::new(actor, "auth.refresh", "-", "denied")
+                            .with_details(json!({ "reason": reason })),
+                    )?;
+                }
                 Err(AuthError::RefreshInvalid)
             }
             Outcome::Reused(family, user_id) => {
@@ -1194,7 +1199,7 @@ impl AuthService {
         };
         let family = family.ok_or(AuthError::NotFound { kind: "session" })?;
         if family.user_id != caller.user_id {
-            self.authorize(caller, Permission::UsersManage)?;
+            self.require(caller, Permission::UsersManage, "auth.session_revoke")?;
             let owner = self.user_record(&family.user_id)?.ok_or(AuthError::NotFound { kind: "user" })?;
             if owner.role.rank() > caller.role.rank() {
                 return Err(AuthError::RoleEscalation { role: owner.role.to_string() });
@@ -1291,7 +1296,7 @@ impl AuthService {
         buoy_id: &str,
         ttl_s: Option<u64>,
     ) -> AuthResult<IssuedDeviceToken> {
-        self.authorize(caller, Permission::DevicesManage)?;
+        self.require(caller, Permission::DevicesManage, "devices.issue")?;
         let buoy = bluewave_engine::BuoyId::new(buoy_id)
             .map_err(|e| AuthError::InvalidInput { field: "buoy_id", reason: e.to_string() })?;
         let max = self.inner.config.device_ttl_s;
@@ -1368,7 +1373,7 @@ impl AuthService {
     /// Revokes a device token by `jti`: the buoy's next connection is refused with
     /// `DEVICE_REVOKED`. Needs `devices:manage`.
     pub fn revoke_device_token(&self, caller: &Caller, jti: &str) -> AuthResult<()> {
-        self.authorize(caller, Permission::DevicesManage)?;
+        self.require(caller, Permission::DevicesManage, "devices.revoke")?;
         if !keys::kid_well_formed(jti) {
             return Err(AuthError::NotFound { kind: "device token" });
         }
@@ -1394,6 +1399,19 @@ impl AuthService {
 
     // ----- RBAC -------------------------------------------------------------------------------
 
+    /// [`AuthService::authorize`] for state changes: a refusal is also audited (an
+    /// authenticated caller probing what they may change is worth a record).
+    fn require(&self, caller: &Caller, permission: Permission, action: &str) -> AuthResult<()> {
+        let result = self.authorize(caller, permission);
+        if result.is_err() {
+            self.audit(
+                AuditEvent::new(caller.actor(), action, "-", "denied")
+                    .with_details(json!({ "reason": "forbidden", "permission": permission.as_str() })),
+            )?;
+        }
+        result
+    }
+
     /// Ok if the caller's role has `permission`, else [`AuthError::Forbidden`].
     pub fn authorize(&self, caller: &Caller, permission: Permission) -> AuthResult<()> {
         let table = self.inner.role_permissions.read().map_err(|_| AuthError::Poisoned)?;
@@ -1417,7 +1435,7 @@ impl AuthService {
         role: Role,
         permissions: BTreeSet<Permission>,
     ) -> AuthResult<()> {
-        self.authorize(caller, Permission::RbacManage)?;
+        self.require(caller, Permission::RbacManage, "rbac.role_permissions.set")?;
         if role.rank() > caller.role.rank() {
             return Err(AuthError::RoleEscalation { role: role.to_string() });
         }
@@ -1444,7 +1462,7 @@ impl AuthService {
 
     /// Creates a plan. Needs `plans:manage`.
     pub fn create_plan(&self, caller: &Caller, spec: PlanSpec) -> AuthResult<Plan> {
-        self.authorize(caller, Permission::PlansManage)?;
+        self.require(caller, Permission::PlansManage, "plans.create")?;
         let plan = Plan { id: random_id()?, spec: spec.validated()?, created_ms: now_ms() };
         let txn = self.inner.db.begin_write()?;
         {
@@ -1478,7 +1496,7 @@ impl AuthService {
     /// Assigns (or with `None` removes) an account's plan. Needs `plans:manage` and a rank not
     /// below the account's.
     pub fn assign_plan(&self, caller: &Caller, user_id: &str, plan_id: Option<&str>) -> AuthResult<()> {
-        self.authorize(caller, Permission::PlansManage)?;
+        self.require(caller, Permission::PlansManage, "plans.assign")?;
         let txn = self.inner.db.begin_write()?;
         let before;
         {
@@ -1635,6 +1653,18 @@ impl AuthService {
         }
         Ok(removed)
     }
+}
+
+/// Active accounts with `role` (a scan of `users`: only run for admin bootstrap and when an
+/// admin is demoted or disabled).
+fn count_active(users: &impl ReadableTable<&'static str, &'static [u8]>, role: Role) -> AuthResult<u64> {
+    let mut n = 0;
+    for item in users.iter()? {
+        let (k, v) = item?;
+        let user: UserRecord = store::decode("users", k.value(), v.value())?;
+        n += u64::from(user.role == role && user.status == UserStatus::Active);
+    }
+    Ok(n)
 }
 
 /// Creates missing tables, checks the format version, seeds the default role table; returns it.

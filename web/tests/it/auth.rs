@@ -551,3 +551,58 @@ fn state_changes_are_audited_and_paged_for_auditors_only() {
     assert_eq!(page.entries[1].target, format!("user:{}", analyst.user_id()));
     assert!(matches!(fx.auth.audit_log().verify().unwrap(), bluewave_web::VerifyReport::Intact { .. }));
 }
+
+#[test]
+fn stray_key_files_are_removed_and_ipv6_is_limited_per_64() {
+    let fx = Fixture::new();
+    let keys_dir = fx.auth.keys_dir().to_path_buf();
+    // A key file that was written but never recorded (crash), and a temp file.
+    std::fs::write(keys_dir.join(format!("{}.ed25519", "ab".repeat(16))), b"x").unwrap();
+    std::fs::write(keys_dir.join("half.ed25519.tmp"), b"x").unwrap();
+    std::fs::write(keys_dir.join("README"), b"kept").unwrap();
+    let fx = fx.reopen(AuthConfig::default());
+    let mut names: Vec<String> = std::fs::read_dir(&keys_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"README".to_owned()));
+    assert!(!names.iter().any(|n| n.starts_with("abab") || n.ends_with(".tmp")), "{names:?}");
+    // Ten attempts spread over one /64 use up that /64's budget.
+    let wrong = Secret::new("wrong-password-123");
+    for i in 0..10u16 {
+        let addr = std::net::IpAddr::from([0x2001, 0xdb8, 0, 1, i, i, i, i]);
+        assert!(matches!(
+            fx.auth.login(&format!("u{i}@example.org"), &wrong, addr),
+            Err(AuthError::InvalidCredentials)
+        ));
+    }
+    let same_64 = std::net::IpAddr::from([0x2001, 0xdb8, 0, 1, 0xffff, 0, 0, 1]);
+    assert!(matches!(
+        fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), same_64),
+        Err(AuthError::RateLimited { .. })
+    ));
+    let other_64 = std::net::IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+    fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), other_64).unwrap();
+}
+
+#[test]
+fn forbidden_state_changes_are_audited_and_unknown_refresh_tokens_are_not() {
+    let fx = Fixture::new();
+    let (customer, _) = fx.user("c@example.org", Role::Customer);
+    let before = fx.auth.audit_log().len().unwrap();
+    for _ in 0..5 {
+        assert!(matches!(fx.auth.refresh("never-issued-token", ip(7)), Err(AuthError::RefreshInvalid)));
+    }
+    assert_eq!(fx.auth.audit_log().len().unwrap(), before);
+    assert!(matches!(
+        fx.auth.issue_device_token(&customer, "buoy-1", None),
+        Err(AuthError::Forbidden { .. })
+    ));
+    let admin = fx.admin();
+    let last = fx.auth.audit_page(&admin, None, 2).unwrap();
+    let denied = &last.entries[1];
+    assert_eq!((denied.action.as_str(), denied.outcome.as_str()), ("devices.issue", "denied"));
+    assert_eq!(denied.actor, format!("user:{}", customer.user_id()));
+}
