@@ -34,6 +34,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -305,6 +306,8 @@ impl AuditLog {
             .write(true)
             .create(true)
             .truncate(false)
+            // Entries name accounts and client IPs: readable by the service user only.
+            .mode(0o600)
             .open(&path)
             .map_err(io("open"))?;
         let len = file.metadata().map_err(io("stat"))?.len();

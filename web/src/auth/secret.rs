@@ -5,6 +5,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use zeroize::Zeroize;
 
 use super::error::{AuthError, AuthResult};
 
@@ -22,6 +23,14 @@ impl Secret {
     /// The secret text.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Best effort: wipe this copy before its memory is freed (copies made by callers with
+        // `expose().to_owned()` are theirs to handle).
+        self.0.zeroize();
     }
 }
 

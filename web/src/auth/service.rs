@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::Bound;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -319,7 +320,11 @@ impl AuthService {
             source,
         })?;
         let (audit, report) = AuditLog::open(&data_dir.join("audit"))?;
-        let db = Database::create(data_dir.join(ACCOUNTS_FILE_NAME))?;
+        let accounts_path = data_dir.join(ACCOUNTS_FILE_NAME);
+        let db = Database::create(&accounts_path)?;
+        // Password hashes and session records: readable by the service user only.
+        std::fs::set_permissions(&accounts_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| AuthError::KeyIo { op: "chmod", path: accounts_path.clone(), source })?;
         let keys_dir = data_dir.join("keys");
         keys::ensure_dir(&keys_dir)?;
         let grace = KeyGrace {

@@ -606,3 +606,42 @@ fn forbidden_state_changes_are_audited_and_unknown_refresh_tokens_are_not() {
     assert_eq!((denied.action.as_str(), denied.outcome.as_str()), ("devices.issue", "denied"));
     assert_eq!(denied.actor, format!("user:{}", customer.user_id()));
 }
+
+#[test]
+fn expired_refresh_tokens_are_refused_and_purged() {
+    let fx = Fixture::with_config(AuthConfig { refresh_ttl_s: 1, ..AuthConfig::default() });
+    let pair = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    assert!(matches!(fx.auth.refresh(pair.refresh_token.expose(), ip(1)), Err(AuthError::RefreshInvalid)));
+    // The family and its token are deleted; nothing live is touched.
+    assert_eq!(fx.auth.purge_expired().unwrap(), 2);
+    assert_eq!(fx.auth.purge_expired().unwrap(), 0);
+    assert!(fx.audit_text().contains("auth.purge"));
+}
+
+#[test]
+fn sessions_per_account_are_bounded_by_ending_the_least_recently_used() {
+    let fx = Fixture::new();
+    let first = fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), ip(0)).unwrap();
+    for i in 1..=bluewave_web::SESSIONS_PER_USER_MAX {
+        fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), ip(i as u8)).unwrap();
+    }
+    let admin = fx.caller(&first);
+    let sessions = fx.auth.list_sessions(&admin, admin.user_id()).unwrap();
+    assert_eq!(sessions.len(), bluewave_web::SESSIONS_PER_USER_MAX);
+    assert!(sessions.iter().all(|s| s.session_id != first.session_id));
+    assert!(matches!(fx.auth.refresh(first.refresh_token.expose(), ip(0)), Err(AuthError::RefreshInvalid)));
+}
+
+#[test]
+fn store_and_audit_files_are_private() {
+    let fx = Fixture::new();
+    for path in [fx.dir.path().join("accounts.redb"), fx.auth.audit_log().path().to_path_buf()] {
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            path.display()
+        );
+    }
+}
