@@ -769,7 +769,13 @@ impl AuthService {
         // An oversized email cannot be an account: skip lower-casing megabytes of input.
         let account =
             if email.len() > EMAIL_BYTES_MAX * 4 { String::new() } else { email.trim().to_lowercase() };
-        let account_key: String = account.chars().take(EMAIL_BYTES_MAX).collect();
+        // At most EMAIL_BYTES_MAX bytes (cut on a char boundary): the limiter key and the audit
+        // target of an unknown account stay within their bounds whatever was typed.
+        let mut cut = account.len().min(EMAIL_BYTES_MAX);
+        while !account.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let account_key = account.get(..cut).unwrap_or_default().to_owned();
         // Refusals by the limiter are not audited (they change nothing and would let a flood
         // turn into one fsync per request); they are logged, without the password.
         if let Err(e) = self
@@ -778,7 +784,8 @@ impl AuthService {
             .check_ip(client_ip)
             .and_then(|()| self.inner.limiter.check_account(&account_key))
         {
-            tracing::warn!(ip = %client_ip, account = %account_key, "login rate limited");
+            // Debug formatting escapes control characters: typed input cannot forge log lines.
+            tracing::warn!(ip = %client_ip, account = ?account_key, "login rate limited");
             return Err(e);
         }
         let user = match normalize_email(&account) {

@@ -645,3 +645,17 @@ fn store_and_audit_files_are_private() {
         );
     }
 }
+
+#[test]
+fn hostile_login_input_gets_the_ordinary_answer() {
+    let fx = Fixture::new();
+    // 254 four-byte characters (over 1 KiB), newlines, NULs: the same refusal, never a fault.
+    for (i, email) in ["😀".repeat(254), "a@b\nforged log line".into(), "\0@\0".into(), "x".repeat(100_000)]
+        .iter()
+        .enumerate()
+    {
+        let r = fx.auth.login(email, &Secret::new("whatever-password"), ip(60 + i as u8));
+        assert!(matches!(r, Err(AuthError::InvalidCredentials)), "{r:?}");
+    }
+    assert!(matches!(fx.auth.audit_log().verify().unwrap(), bluewave_web::VerifyReport::Intact { .. }));
+}
