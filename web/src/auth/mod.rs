@@ -37,10 +37,11 @@ pub use plan::{BuoyScope, PLAN_BUOYS_MAX, PLANS_MAX, Plan, PlanSpec, PolicyGrant
 pub use rbac::{Permission, Role};
 pub use secret::Secret;
 pub use service::{
-    ACCESS_TTL_S_DEFAULT, ACCOUNTS_FILE_NAME, AuthConfig, AuthService, Caller, DEVICE_TOKENS_MAX,
-    DEVICE_TTL_S_DEFAULT, DEVICE_TTL_S_MIN, DeviceTokenInfo, EMAIL_BYTES_MAX, FirstAdmin, IssuedDeviceToken,
-    NewUser, REFRESH_TTL_S_DEFAULT, ROTATIONS_PER_SESSION_MAX, SESSIONS_PER_USER_MAX, SessionInfo, TokenPair,
-    USERS_MAX, USERS_PAGE_MAX, UserInfo, normalize_email,
+    ACCESS_TTL_S_DEFAULT, ACCESS_TTL_S_MAX, ACCOUNTS_FILE_NAME, AuthConfig, AuthService, Caller,
+    DEVICE_TOKENS_MAX, DEVICE_TTL_S_DEFAULT, DEVICE_TTL_S_MAX, DEVICE_TTL_S_MIN, DeviceTokenInfo,
+    EMAIL_BYTES_MAX, FirstAdmin, IssuedDeviceToken, NewUser, REFRESH_TTL_S_DEFAULT, REFRESH_TTL_S_MAX,
+    ROTATIONS_PER_SESSION_MAX, SESSIONS_PER_USER_MAX, SessionInfo, TokenPair, USERS_MAX, USERS_PAGE_MAX,
+    UserInfo, normalize_email,
 };
 pub use store::UserStatus;
 pub use token::{LEEWAY_S, TOKEN_BYTES_MAX, TYP_ACCESS, TYP_DEVICE, TokenClaims};

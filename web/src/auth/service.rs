@@ -83,6 +83,39 @@ pub struct AuthConfig {
     pub login_limits: LoginLimits,
 }
 
+/// Longest access token lifetime a config may set: 1 hour (they cannot be revoked one by one).
+pub const ACCESS_TTL_S_MAX: u64 = 3_600;
+/// Longest refresh token lifetime a config may set: 90 days.
+pub const REFRESH_TTL_S_MAX: u64 = 90 * 24 * 3_600;
+/// Longest device token lifetime a config may set: 5 years.
+pub const DEVICE_TTL_S_MAX: u64 = 5 * 365 * 24 * 3_600;
+
+impl AuthConfig {
+    /// Checks the settings: lifetimes within their bounds, names non-empty, and distinct
+    /// audiences for access and device tokens (so neither can stand in for the other even if
+    /// the `typ` check were lost).
+    pub fn validate(&self) -> AuthResult<()> {
+        let bad =
+            |field: &'static str, reason: &str| Err(AuthError::InvalidInput { field, reason: reason.into() });
+        if !(1..=ACCESS_TTL_S_MAX).contains(&self.access_ttl_s) {
+            return bad("access_ttl_s", "1-3600");
+        }
+        if !(1..=REFRESH_TTL_S_MAX).contains(&self.refresh_ttl_s) {
+            return bad("refresh_ttl_s", "1 s - 90 days");
+        }
+        if !(DEVICE_TTL_S_MIN..=DEVICE_TTL_S_MAX).contains(&self.device_ttl_s) {
+            return bad("device_ttl_s", "60 s - 5 years");
+        }
+        if self.issuer.is_empty() || self.api_audience.is_empty() || self.device_audience.is_empty() {
+            return bad("issuer", "issuer and audiences must be non-empty");
+        }
+        if self.api_audience == self.device_audience {
+            return bad("device_audience", "must differ from api_audience");
+        }
+        Ok(())
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
@@ -314,6 +347,7 @@ impl AuthService {
     /// Opens (creating on first run) `accounts.redb`, the signing keys in `keys/` and the audit
     /// log in `audit/` under `data_dir`.
     pub fn open(data_dir: &Path, config: AuthConfig) -> AuthResult<Self> {
+        config.validate()?;
         std::fs::create_dir_all(data_dir).map_err(|source| AuthError::KeyIo {
             op: "create data dir",
             path: data_dir.to_path_buf(),

@@ -485,10 +485,9 @@ fn keys_are_private_files_that_survive_restart_and_rotate() {
 }
 
 #[test]
-fn retired_key_stops_verifying_after_its_grace() {
-    // A zero access lifetime makes the grace just the leeway (30 s): too long to wait, so check
-    // the device/access split instead: with a 60 s device lifetime a rotated key still verifies
-    // device tokens, and the token's own exp bounds it.
+fn retired_key_keeps_verifying_device_tokens_within_their_lifetime() {
+    // (That a retired key stops verifying after its grace is not tested here: the shortest grace
+    // is the 30 s leeway plus a lifetime, too long for a test without an injectable clock.)
     let config = AuthConfig { device_ttl_s: 60, ..AuthConfig::default() };
     let fx = Fixture::with_config(config);
     let admin = fx.admin();
@@ -658,4 +657,20 @@ fn hostile_login_input_gets_the_ordinary_answer() {
         assert!(matches!(r, Err(AuthError::InvalidCredentials)), "{r:?}");
     }
     assert!(matches!(fx.auth.audit_log().verify().unwrap(), bluewave_web::VerifyReport::Intact { .. }));
+}
+
+#[test]
+fn unsafe_configs_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |config: AuthConfig| bluewave_web::AuthService::open(dir.path(), config);
+    for config in [
+        AuthConfig { access_ttl_s: 0, ..AuthConfig::default() },
+        AuthConfig { access_ttl_s: 86_400, ..AuthConfig::default() },
+        AuthConfig { device_ttl_s: 10, ..AuthConfig::default() },
+        AuthConfig { device_audience: "bluewave-api".into(), ..AuthConfig::default() },
+        AuthConfig { issuer: String::new(), ..AuthConfig::default() },
+    ] {
+        assert!(matches!(open(config), Err(AuthError::InvalidInput { .. })));
+    }
+    open(AuthConfig::default()).unwrap();
 }
