@@ -209,3 +209,31 @@ fn loaded(kid: String, record: KeyRecord, signing: &SigningKey) -> LoadedKey {
         decoding: DecodingKey::from_ed_der(signing.verifying_key().as_bytes()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A retired key verifies each token kind for exactly its grace after retirement, then
+    /// nothing; the active key always verifies. (Unit test: the integration tests cannot wait
+    /// out a real grace period.)
+    #[test]
+    fn retired_key_verifies_only_within_its_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = generate(dir.path(), 1_000).unwrap();
+        old.record.retired_s = Some(2_000);
+        let new = generate(dir.path(), 2_000).unwrap();
+        let (old_kid, new_kid) = (old.kid.clone(), new.kid.clone());
+        let set = KeySet { keys: vec![old, new] };
+        let grace = KeyGrace { access_s: 930, device_s: 100_000 };
+        assert_eq!(set.active().map(|k| k.kid.as_str()), Some(new_kid.as_str()));
+        let ok = |kid: &str, key_use, now| set.verifier(kid, key_use, now, &grace).is_some();
+        assert!(ok(&old_kid, KeyUse::Access, 2_930));
+        assert!(!ok(&old_kid, KeyUse::Access, 2_931));
+        assert!(ok(&old_kid, KeyUse::Device, 102_000));
+        assert!(!ok(&old_kid, KeyUse::Device, 102_001));
+        assert!(ok(&new_kid, KeyUse::Access, u64::MAX));
+        assert!(!ok("../../etc/passwd", KeyUse::Access, 2_000));
+        assert!(key_path(dir.path(), "../../etc/passwd").is_err());
+    }
+}

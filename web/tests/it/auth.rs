@@ -486,8 +486,8 @@ fn keys_are_private_files_that_survive_restart_and_rotate() {
 
 #[test]
 fn retired_key_keeps_verifying_device_tokens_within_their_lifetime() {
-    // (That a retired key stops verifying after its grace is not tested here: the shortest grace
-    // is the 30 s leeway plus a lifetime, too long for a test without an injectable clock.)
+    // (That a retired key stops verifying after its grace is a unit test in `keys.rs`: the
+    // shortest real grace is too long to wait out here.)
     let config = AuthConfig { device_ttl_s: 60, ..AuthConfig::default() };
     let fx = Fixture::with_config(config);
     let admin = fx.admin();
