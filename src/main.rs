@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod buoy;
 mod devices;
 mod serve;
+mod audit_cmd;
 
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
@@ -39,6 +40,9 @@ enum Command {
     Devices(devices::DevicesCommand),
     /// Buoy tools: `buoy simulate` drives a simulated fleet through the QUIC client SDK.
     Buoy(buoy::BuoyArgs),
+    /// Audit log tools (`verify` walks its hash chain).
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => return exit_code(serve::run(&cli.data_dir, &args)),
         Command::Devices(command) => return exit_code(devices::run(&cli.data_dir, &command)),
         Command::Buoy(args) => return buoy::run(args),
+        Command::Audit(command) => return audit_cmd::run(&cli.data_dir, &command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

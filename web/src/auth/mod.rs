@@ -1,0 +1,47 @@
+//! Identity, tokens, roles, plans: everything that decides who a caller is and what they may do.
+//!
+//! Layout:
+//! - `service`: [`AuthService`], the entry point (login, refresh, logout, users, sessions,
+//!   device tokens, RBAC, plans); every state change is audited.
+//! - `token`: JWT claims, signing, and the ordered verification checks.
+//! - `keys`: Ed25519 signing keys on disk, rotation.
+//! - `password`: argon2id hashing and the password rules.
+//! - `limit`: login brute-force limits (per IP, per account).
+//! - `rbac`: roles, permissions, default table.
+//! - `plan`: data plans and the [`PolicyGrant`] they give.
+//! - `store`: `accounts.redb` tables and records.
+//! - `secret`: [`Secret`] (redacting wrapper) and randomness.
+//! - `error`: [`AuthError`], [`TokenRefusal`], [`DeviceRefusal`].
+
+mod error;
+mod keys;
+mod limit;
+mod password;
+mod plan;
+mod rbac;
+mod secret;
+mod service;
+mod store;
+mod token;
+
+pub use error::{AuthError, AuthResult, DeviceRefusal, TokenRefusal};
+pub use keys::{KID_CHARS, SIGNING_KEYS_MAX};
+pub use limit::{
+    ACCOUNT_BACKOFF_BASE_S, ACCOUNT_BACKOFF_MAX_S, ACCOUNT_FAILURE_WINDOW_S, ACCOUNT_FAILURES_FREE,
+    LOGIN_ATTEMPTS_PER_IP_PER_MINUTE, LoginLimits, TRACKED_ACCOUNTS_MAX, TRACKED_IPS_MAX,
+};
+pub use password::{
+    PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN, PasswordParams, check_password_rules, stored_params,
+};
+pub use plan::{BuoyScope, PLAN_BUOYS_MAX, PLANS_MAX, Plan, PlanSpec, PolicyGrant, grant_for};
+pub use rbac::{Permission, Role};
+pub use secret::Secret;
+pub use service::{
+    ACCESS_TTL_S_DEFAULT, ACCESS_TTL_S_MAX, ACCOUNTS_FILE_NAME, AuthConfig, AuthService, Caller,
+    DEVICE_TOKENS_MAX, DEVICE_TTL_S_DEFAULT, DEVICE_TTL_S_MAX, DEVICE_TTL_S_MIN, DeviceTokenInfo,
+    EMAIL_BYTES_MAX, FirstAdmin, IssuedDeviceToken, NewUser, REFRESH_TTL_S_DEFAULT, REFRESH_TTL_S_MAX,
+    ROTATIONS_PER_SESSION_MAX, SESSIONS_PER_USER_MAX, SessionInfo, TokenPair, USERS_MAX, USERS_PAGE_MAX,
+    UserInfo, normalize_email,
+};
+pub use store::UserStatus;
+pub use token::{LEEWAY_S, TOKEN_BYTES_MAX, TYP_ACCESS, TYP_DEVICE, TokenClaims};

@@ -1,0 +1,152 @@
+//! `accounts.redb`: tables, record types and JSON codecs.
+//!
+//! Every value is a JSON document (`serde_json`) so records can gain optional fields without a
+//! migration; keys are text. Tables:
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `format_version` | u64 |
+//! | `users` | user id | [`UserRecord`] |
+//! | `emails` | normalised email | user id (JSON string) |
+//! | `families` | session family id | [`FamilyRecord`] |
+//! | `user_families` | `<user id>/<family id>` | `null` (index) |
+//! | `refresh_tokens` | SHA-256 hex of the token | [`RefreshRecord`] |
+//! | `device_tokens` | jti | [`DeviceRecord`] |
+//! | `role_permissions` | role name | list of permissions |
+//! | `plans` | plan id | [`crate::Plan`] |
+//! | `query_usage` | `<user id>/<UTC day number>` | count (u32) |
+//! | `signing_keys` | kid | key bookkeeping (see `keys.rs`) |
+
+use redb::{ReadableTable, Table, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::error::{AuthError, AuthResult};
+use super::rbac::Role;
+
+/// Table of `&str` keys and JSON values.
+pub(crate) type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const USERS: JsonTable = TableDefinition::new("users");
+pub(crate) const EMAILS: JsonTable = TableDefinition::new("emails");
+pub(crate) const FAMILIES: JsonTable = TableDefinition::new("families");
+pub(crate) const USER_FAMILIES: JsonTable = TableDefinition::new("user_families");
+pub(crate) const REFRESH_TOKENS: JsonTable = TableDefinition::new("refresh_tokens");
+pub(crate) const DEVICE_TOKENS: JsonTable = TableDefinition::new("device_tokens");
+pub(crate) const ROLE_PERMISSIONS: JsonTable = TableDefinition::new("role_permissions");
+pub(crate) const PLANS: JsonTable = TableDefinition::new("plans");
+pub(crate) const QUERY_USAGE: JsonTable = TableDefinition::new("query_usage");
+pub(crate) const SIGNING_KEYS: JsonTable = TableDefinition::new("signing_keys");
+
+/// `meta` key of the format version.
+pub(crate) const META_FORMAT_VERSION: &str = "format_version";
+/// Version of this layout.
+pub(crate) const ACCOUNTS_FORMAT_VERSION: u64 = 1;
+
+/// Whether an account may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    /// May sign in.
+    Active,
+    /// May not sign in; its tokens and sessions are dead.
+    Disabled,
+}
+
+/// A user row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UserRecord {
+    pub id: String,
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub role: Role,
+    pub status: UserStatus,
+    pub plan_id: Option<String>,
+    /// Access tokens issued before this instant (ms) are refused.
+    pub valid_after_ms: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// Why a session family ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Revocation {
+    pub at_ms: u64,
+    pub reason: String,
+}
+
+/// A session: the chain of refresh tokens from one login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FamilyRecord {
+    pub user_id: String,
+    pub created_ms: u64,
+    pub last_used_ms: u64,
+    /// Expiry of the family's current refresh token (s).
+    pub expires_s: u64,
+    pub rotations: u32,
+    pub login_ip: String,
+    pub last_ip: String,
+    pub revoked: Option<Revocation>,
+}
+
+/// One refresh token (stored under its SHA-256).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RefreshRecord {
+    pub family_id: String,
+    pub user_id: String,
+    pub expires_s: u64,
+    /// Set when the token was exchanged; presenting it again is reuse.
+    pub used: bool,
+}
+
+/// A device token's record (the token itself is never stored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeviceRecord {
+    pub buoy_id: String,
+    pub issued_s: u64,
+    pub expires_s: u64,
+    pub issued_by: String,
+    pub revoked_ms: Option<u64>,
+}
+
+/// Reads and decodes `key` from `table` (named `name` in errors).
+pub(crate) fn get<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+    key: &str,
+) -> AuthResult<Option<T>> {
+    match table.get(key)? {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|_| AuthError::CorruptRecord { table: name, key: key.to_owned() }),
+    }
+}
+
+/// Encodes and writes `value` under `key`.
+pub(crate) fn put<T: Serialize>(
+    table: &mut Table<&'static str, &'static [u8]>,
+    key: &str,
+    value: &T,
+) -> AuthResult<()> {
+    let bytes = serde_json::to_vec(value).map_err(|e| AuthError::Store(format!("encode record: {e}")))?;
+    table.insert(key, bytes.as_slice())?;
+    Ok(())
+}
+
+/// Decodes a value read during iteration.
+pub(crate) fn decode<T: DeserializeOwned>(name: &'static str, key: &str, bytes: &[u8]) -> AuthResult<T> {
+    serde_json::from_slice(bytes).map_err(|_| AuthError::CorruptRecord { table: name, key: key.to_owned() })
+}
+
+/// The `user_families` index key.
+pub(crate) fn user_family_key(user_id: &str, family_id: &str) -> String {
+    format!("{user_id}/{family_id}")
+}
+
+/// Range bounds covering every `user_families` key of `user_id` (`/` sorts just before `0`).
+pub(crate) fn user_family_range(user_id: &str) -> (String, String) {
+    (format!("{user_id}/"), format!("{user_id}0"))
+}

@@ -1,0 +1,13 @@
+//! Integration tests of `bluewave-web` (one test binary, modules by concern):
+//!
+//! - `auth`: accounts, sessions, limits, RBAC, plans, device tokens through `AuthService`;
+//! - `forgery`: the token forgery suite, one exact refusal per attack;
+//! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
+//! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
+
+mod audit;
+mod auth;
+mod auth_fixtures;
+mod forgery;
