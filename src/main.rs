@@ -10,6 +10,8 @@ use bluewave_engine::workload::{Workload, WorkloadConfig};
 use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, IngestOutcome, IngestTicket};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod sql;
+
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
 #[command(name = "bluewave", version, about)]
@@ -28,6 +30,8 @@ enum Command {
     IngestDemo(DemoArgs),
     /// List partitions, files, tombstones and what recovery found.
     Inspect,
+    /// Run one read-only SQL query against the data dir (offline, unrestricted).
+    Sql(sql::SqlArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::IngestDemo(args) => ingest_demo(cli.data_dir, &args),
         Command::Inspect => inspect(cli.data_dir),
+        Command::Sql(args) => return sql::run(&cli.data_dir, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
