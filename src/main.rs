@@ -14,6 +14,7 @@ mod buoy;
 mod devices;
 mod serve;
 mod audit_cmd;
+mod sql;
 
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
@@ -43,6 +44,8 @@ enum Command {
     /// Audit log tools (`verify` walks its hash chain).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Run one read-only SQL query against the data dir (offline, unrestricted).
+    Sql(sql::SqlArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Devices(command) => return exit_code(devices::run(&cli.data_dir, &command)),
         Command::Buoy(args) => return buoy::run(args),
         Command::Audit(command) => return audit_cmd::run(&cli.data_dir, &command),
+        Command::Sql(args) => return sql::run(&cli.data_dir, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,197 @@
+//! Streaming encoders: a [`ResultStream`] becomes a stream of [`Bytes`] chunks, one per
+//! batch (Parquet: one per flushed row group), so memory stays bounded by a batch (Parquet:
+//! by [`PARQUET_ROW_GROUP_BYTES_MAX`]) whatever the result size.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::csv;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::json::{ArrayWriter, WriterBuilder};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::{Stream, StreamExt};
+
+use crate::error::{Error, Result};
+use crate::service::ResultStream;
+
+/// Buffered Parquet bytes before a row group is flushed to the output: 8 MiB.
+pub const PARQUET_ROW_GROUP_BYTES_MAX: usize = 8 << 20;
+/// Rows per Parquet row group at most.
+pub const PARQUET_ROW_GROUP_ROWS_MAX: usize = 128 * 1024;
+
+/// An output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A JSON array of row objects (`[{"buoy_id":"…",…},…]`); timestamps as RFC 3339 text.
+    Json,
+    /// CSV with a header row; timestamps as RFC 3339 text.
+    Csv,
+    /// Arrow IPC stream format.
+    ArrowIpc,
+    /// A Parquet file (zstd).
+    Parquet,
+}
+
+impl Format {
+    /// The HTTP content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::ArrowIpc => "application/vnd.apache.arrow.stream",
+            Self::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    /// Parses `json`, `csv`, `arrow` and `parquet`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "json" => Ok(Self::Json),
+            "csv" => Ok(Self::Csv),
+            "arrow" | "arrow-ipc" | "ipc" => Ok(Self::ArrowIpc),
+            "parquet" => Ok(Self::Parquet),
+            other => {
+                Err(Error::InvalidFilter(format!("unknown format {other:?} (json, csv, arrow, parquet)")))
+            }
+        }
+    }
+}
+
+fn encode_error(e: impl std::fmt::Display) -> Error {
+    Error::Encode(e.to_string())
+}
+
+enum Encoder {
+    Json { writer: ArrayWriter<Vec<u8>>, empty: bool },
+    Csv { header: bool },
+    Ipc(StreamWriter<Vec<u8>>),
+    Parquet(ArrowWriter<Vec<u8>>),
+}
+
+impl Encoder {
+    fn new(format: Format, schema: &SchemaRef) -> Result<Self> {
+        Ok(match format {
+            Format::Json => Encoder::Json {
+                writer: WriterBuilder::new().with_explicit_nulls(true).build(Vec::new()),
+                empty: true,
+            },
+            Format::Csv => Encoder::Csv { header: true },
+            Format::ArrowIpc => {
+                Encoder::Ipc(StreamWriter::try_new(Vec::new(), schema).map_err(encode_error)?)
+            }
+            Format::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS_MAX))
+                    .build();
+                Encoder::Parquet(
+                    ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(encode_error)?,
+                )
+            }
+        })
+    }
+
+    /// Encodes one batch; returns the bytes ready to send (may be empty).
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>> {
+        match self {
+            Encoder::Json { writer, empty } => {
+                writer.write(batch).map_err(encode_error)?;
+                *empty = false;
+                Ok(std::mem::take(writer.get_mut()))
+            }
+            Encoder::Csv { header } => {
+                let mut writer = csv::WriterBuilder::new().with_header(*header).build(Vec::new());
+                writer.write(batch).map_err(encode_error)?;
+                *header = false;
+                Ok(writer.into_inner())
+            }
+            Encoder::Ipc(writer) => {
+                writer.write(batch).map_err(encode_error)?;
+                writer.flush().map_err(encode_error)?;
+                Ok(std::mem::take(writer.get_mut()))
+            }
+            Encoder::Parquet(writer) => {
+                writer.write(batch).map_err(encode_error)?;
+                if writer.in_progress_size() > PARQUET_ROW_GROUP_BYTES_MAX {
+                    writer.flush().map_err(encode_error)?;
+                }
+                Ok(std::mem::take(writer.inner_mut()))
+            }
+        }
+    }
+
+    /// Ends the output; returns the last bytes.
+    fn finish(&mut self, schema: &SchemaRef) -> Result<Vec<u8>> {
+        match self {
+            Encoder::Json { writer, empty } => {
+                writer.finish().map_err(encode_error)?;
+                let mut out = std::mem::take(writer.get_mut());
+                if *empty {
+                    out = b"[]".to_vec();
+                }
+                Ok(out)
+            }
+            Encoder::Csv { header } => {
+                // An empty result still gets its header line.
+                if *header {
+                    let mut writer = csv::WriterBuilder::new().with_header(true).build(Vec::new());
+                    writer.write(&RecordBatch::new_empty(schema.clone())).map_err(encode_error)?;
+                    return Ok(writer.into_inner());
+                }
+                Ok(Vec::new())
+            }
+            Encoder::Ipc(writer) => {
+                writer.finish().map_err(encode_error)?;
+                Ok(std::mem::take(writer.get_mut()))
+            }
+            Encoder::Parquet(writer) => {
+                writer.finish().map_err(encode_error)?;
+                Ok(std::mem::take(writer.inner_mut()))
+            }
+        }
+    }
+}
+
+/// A result encoded as a stream of byte chunks (what an HTTP body or a file writer consumes).
+/// An error item means the output is incomplete and must not be presented as a whole result.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// Encodes `results` in `format`, batch by batch.
+pub fn encode(results: ResultStream, format: Format) -> ByteStream {
+    let schema = results.schema();
+    let state = (results, None::<Encoder>, false);
+    let stream = futures::stream::unfold(state, move |(mut results, mut encoder, finished)| {
+        let schema = schema.clone();
+        async move {
+            if finished {
+                return None;
+            }
+            let enc = match encoder.as_mut() {
+                Some(e) => e,
+                None => match Encoder::new(format, &schema) {
+                    Ok(e) => encoder.insert(e),
+                    Err(e) => return Some((Err(e), (results, None, true))),
+                },
+            };
+            loop {
+                match results.next().await {
+                    Some(Ok(batch)) => match enc.batch(&batch) {
+                        Ok(bytes) if bytes.is_empty() => continue,
+                        Ok(bytes) => return Some((Ok(Bytes::from(bytes)), (results, encoder, false))),
+                        Err(e) => return Some((Err(e), (results, None, true))),
+                    },
+                    Some(Err(e)) => return Some((Err(e), (results, None, true))),
+                    None => {
+                        let last = enc.finish(&schema).map(Bytes::from);
+                        return Some((last, (results, None, true)));
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(stream)
+}

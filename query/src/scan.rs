@@ -1,0 +1,416 @@
+//! Execution plans of the `readings` scan.
+//!
+//! - [`ReadingsScanExec`]: the leaf DataFusion sees. It owns the engine snapshot for as long as
+//!   any of its streams runs (files replaced by compaction are deleted only after the last
+//!   snapshot drops) and hides its inner plan from the optimizer, so the policy filter inside
+//!   can never be moved or removed.
+//! - [`MergeExec`]: files that need merging (time overlap, pending tombstones) and the live
+//!   buffer, merged by last-write-wins with tombstones applied; everything else is read by
+//!   DataFusion's Parquet scan as is.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bluewave_engine::{Chunk, ReadFilter, SelectedFile, Snapshot, Storage, decode_partition};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, RecordBatch, StringBuilder, TimestampNanosecondArray, UInt8Array,
+};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
+
+use crate::policy::{AccessPolicy, BuoyScope};
+use crate::table::{COL_BUOY, COL_METRIC, COL_QUALITY, COL_TS, COL_VALUE, TS_TZ};
+
+/// What a scan chose, shown by `EXPLAIN`. Counts are within the caller's policy only.
+#[derive(Clone, Debug)]
+pub(crate) struct ScanSummary {
+    /// Files the catalog selected for the query.
+    pub files_selected: usize,
+    /// Files the policy allows that the query's filters pruned.
+    pub files_pruned: usize,
+    /// Selected files that are merged (overlap or pending tombstones) rather than scanned as is.
+    pub files_merged: usize,
+    /// Buffered chunks merged in.
+    pub buffer_chunks: usize,
+    /// The policy, summarised.
+    pub policy: String,
+}
+
+impl ScanSummary {
+    pub(crate) fn nothing_visible(policy: &AccessPolicy) -> Self {
+        Self {
+            files_selected: 0,
+            files_pruned: 0,
+            files_merged: 0,
+            buffer_chunks: 0,
+            policy: Self::describe_policy(policy),
+        }
+    }
+
+    pub(crate) fn describe_policy(policy: &AccessPolicy) -> String {
+        let buoys = match &policy.buoys {
+            BuoyScope::All => "all".to_owned(),
+            BuoyScope::Only(set) => format!("{} granted", set.len()),
+        };
+        match policy.earliest_ts {
+            Some(t) => format!("buoys={buoys} earliest_ts={t}"),
+            None => format!("buoys={buoys}"),
+        }
+    }
+}
+
+/// The leaf of every `readings` scan.
+#[derive(Debug)]
+pub(crate) struct ReadingsScanExec {
+    inner: Arc<dyn ExecutionPlan>,
+    snapshot: Arc<Snapshot>,
+    summary: ScanSummary,
+    properties: Arc<PlanProperties>,
+}
+
+impl ReadingsScanExec {
+    pub(crate) fn new(inner: Arc<dyn ExecutionPlan>, snapshot: Arc<Snapshot>, summary: ScanSummary) -> Self {
+        let partitions = inner.properties().output_partitioning().partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(inner.schema()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self { inner, snapshot, summary, properties }
+    }
+}
+
+impl DisplayAs for ReadingsScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.summary;
+        write!(
+            f,
+            "ReadingsScanExec: policy=[{}], files_selected={}, files_pruned={}, files_merged={}, buffer_chunks={}, partitions={}",
+            s.policy,
+            s.files_selected,
+            s.files_pruned,
+            s.files_merged,
+            s.buffer_chunks,
+            self.properties.output_partitioning().partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for ReadingsScanExec {
+    fn name(&self) -> &str {
+        "ReadingsScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal("ReadingsScanExec is a leaf".into()))
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let stream = self.inner.execute(partition, context)?;
+        let snapshot = self.snapshot.clone();
+        let schema = stream.schema();
+        // The snapshot lives as long as the stream: its files stay on disk until then.
+        let held = stream.map(move |batch| {
+            let _ = &snapshot;
+            batch
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, held)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        self.inner.metrics()
+    }
+}
+
+/// Merges the files that need it with the buffer: one partition.
+#[derive(Debug)]
+pub(crate) struct MergeExec {
+    storage: Arc<dyn Storage>,
+    snapshot: Arc<Snapshot>,
+    files: Vec<SelectedFile>,
+    chunks: Vec<Arc<Chunk>>,
+    filter: ReadFilter,
+    schema: SchemaRef,
+    columns: Vec<usize>,
+    batch_rows: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl MergeExec {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        snapshot: Arc<Snapshot>,
+        files: Vec<SelectedFile>,
+        chunks: Vec<Arc<Chunk>>,
+        filter: ReadFilter,
+        schema: SchemaRef,
+        columns: Vec<usize>,
+        batch_rows: usize,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self { storage, snapshot, files, chunks, filter, schema, columns, batch_rows, properties }
+    }
+}
+
+impl DisplayAs for MergeExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MergeExec: files={}, buffer_chunks={}", self.files.len(), self.chunks.len())
+    }
+}
+
+impl ExecutionPlan for MergeExec {
+    fn name(&self) -> &str {
+        "MergeExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal("MergeExec is a leaf".into()))
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("MergeExec has one partition, not {partition}")));
+        }
+        let reservation = MemoryConsumer::new("ReadingsMerge").register(context.memory_pool());
+        let job = MergeJob {
+            storage: self.storage.clone(),
+            snapshot: self.snapshot.clone(),
+            files: self.files.clone(),
+            chunks: self.chunks.clone(),
+            filter: self.filter.clone(),
+            schema: self.schema.clone(),
+            columns: self.columns.clone(),
+            batch_rows: self.batch_rows,
+        };
+        let schema = self.schema.clone();
+        let batches = futures::stream::once(async move {
+            // Decoding files is blocking work: keep it off the async workers.
+            let merged = tokio::task::spawn_blocking(move || job.run(reservation))
+                .await
+                .map_err(|e| DataFusionError::Internal(format!("merge task failed: {e}")))??;
+            Ok::<_, DataFusionError>(futures::stream::iter(merged.into_iter().map(Ok)))
+        })
+        .map(|r| match r {
+            Ok(s) => s.left_stream(),
+            Err(e) => futures::stream::iter(vec![Err(e)]).right_stream(),
+        })
+        .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+/// Approximate bytes one merged candidate row holds (key pointers, ts, precedence, value…).
+const MERGE_ROW_BYTES: usize = 64;
+
+/// One candidate row of the merge.
+struct Candidate {
+    buoy: Arc<str>,
+    metric: Arc<str>,
+    ts: i64,
+    /// (0 file / 1 buffer, generation or sequence): higher wins.
+    precedence: (u8, u64),
+    /// Arrival order, for rows of one batch naming a key twice (the later wins).
+    order: u64,
+    value: f64,
+    quality: u8,
+}
+
+struct MergeJob {
+    storage: Arc<dyn Storage>,
+    snapshot: Arc<Snapshot>,
+    files: Vec<SelectedFile>,
+    chunks: Vec<Arc<Chunk>>,
+    filter: ReadFilter,
+    schema: SchemaRef,
+    columns: Vec<usize>,
+    batch_rows: usize,
+}
+
+impl MergeJob {
+    fn keeps(&self, buoy: &str, metric: &str, ts: i64) -> bool {
+        let f = &self.filter;
+        f.start.is_none_or(|s| ts >= s)
+            && f.end.is_none_or(|e| ts < e)
+            && f.buoys.as_ref().is_none_or(|b| b.iter().any(|x| x == buoy))
+            && f.metrics.as_ref().is_none_or(|m| m.iter().any(|x| x == metric))
+    }
+
+    fn grow(reservation: &mut MemoryReservation, rows: usize) -> DfResult<()> {
+        reservation.try_grow(rows.saturating_mul(MERGE_ROW_BYTES))
+    }
+
+    fn run(self, mut reservation: MemoryReservation) -> DfResult<Vec<RecordBatch>> {
+        let mut rows: Vec<Candidate> = Vec::new();
+        let mut order = 0u64;
+        for selected in &self.files {
+            let path = self.snapshot.file_path(&selected.meta);
+            let bytes = self.storage.read(&path).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            Self::grow(&mut reservation, usize::try_from(selected.meta.rows).unwrap_or(usize::MAX))?;
+            let file = decode_partition(bytes.into()).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            for i in 0..file.len() {
+                let (Some(buoy), Some(metric)) = (
+                    file.buoy_names.get(file.buoy_keys[i] as usize),
+                    file.metric_names.get(file.metric_keys[i] as usize),
+                ) else {
+                    return Err(DataFusionError::Internal("partition row outside its dictionary".into()));
+                };
+                let ts = file.timestamps[i];
+                if !self.keeps(buoy, metric, ts)
+                    || selected.tombstones.iter().any(|t| t.covers(buoy, metric, ts))
+                {
+                    continue;
+                }
+                order += 1;
+                rows.push(Candidate {
+                    buoy: buoy.clone(),
+                    metric: metric.clone(),
+                    ts,
+                    precedence: (0, selected.meta.generation),
+                    order,
+                    value: file.values[i],
+                    quality: file.quality[i],
+                });
+            }
+        }
+        let tombstones = &self.snapshot.view.tombstones;
+        for chunk in &self.chunks {
+            Self::grow(&mut reservation, chunk.len())?;
+            for i in 0..chunk.len() {
+                let (Some(buoy), Some(metric)) = (
+                    chunk.buoy_names.get(chunk.buoy_keys[i] as usize),
+                    chunk.metric_names.get(chunk.metric_keys[i] as usize),
+                ) else {
+                    return Err(DataFusionError::Internal("buffered row outside its dictionary".into()));
+                };
+                let ts = chunk.timestamps[i];
+                if !self.keeps(buoy, metric, ts) {
+                    continue;
+                }
+                let seq = chunk.seqs[i];
+                if tombstones.iter().any(|t| t.seq > seq && t.covers(buoy, metric, ts)) {
+                    continue;
+                }
+                order += 1;
+                rows.push(Candidate {
+                    buoy: buoy.clone(),
+                    metric: metric.clone(),
+                    ts,
+                    precedence: (1, seq),
+                    order,
+                    value: chunk.values[i],
+                    quality: chunk.quality[i],
+                });
+            }
+        }
+        // Last write wins: sort by key then precedence; keep each key's last candidate.
+        rows.sort_unstable_by(|a, b| {
+            (&a.buoy, &a.metric, a.ts, a.precedence, a.order).cmp(&(
+                &b.buoy,
+                &b.metric,
+                b.ts,
+                b.precedence,
+                b.order,
+            ))
+        });
+        let mut winners: Vec<Candidate> = Vec::with_capacity(rows.len());
+        for row in rows {
+            match winners.last_mut() {
+                Some(last) if last.buoy == row.buoy && last.metric == row.metric && last.ts == row.ts => {
+                    *last = row
+                }
+                _ => winners.push(row),
+            }
+        }
+        let mut batches = Vec::with_capacity(winners.len().div_ceil(self.batch_rows.max(1)));
+        for part in winners.chunks(self.batch_rows.max(1)) {
+            batches.push(self.batch(part)?);
+        }
+        // The reservation is released here; the batches are accounted by their consumers.
+        drop(reservation);
+        Ok(batches)
+    }
+
+    fn batch(&self, rows: &[Candidate]) -> DfResult<RecordBatch> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        for &c in &self.columns {
+            let array: ArrayRef = match c {
+                COL_BUOY | COL_METRIC => {
+                    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 12);
+                    for r in rows {
+                        b.append_value(if c == COL_BUOY { &*r.buoy } else { &*r.metric });
+                    }
+                    Arc::new(b.finish())
+                }
+                COL_TS => Arc::new(
+                    TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| r.ts))
+                        .with_timezone(TS_TZ),
+                ),
+                COL_VALUE => Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
+                COL_QUALITY => Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| r.quality))),
+                other => return Err(DataFusionError::Internal(format!("no readings column {other}"))),
+            };
+            arrays.push(array);
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+}

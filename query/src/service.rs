@@ -1,0 +1,423 @@
+//! [`QueryService`]: one per process. Plans and runs SQL and typed reads on its own bounded
+//! runtime, under each caller's [`AccessPolicy`], and streams results as Arrow batches.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bluewave_engine::Engine;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::{Stream, StreamExt};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::filter::{Cursor, TelemetryFilter};
+use crate::policy::{AccessPolicy, QueryConfig};
+use crate::table::{BUOYS, COL_BUOY, COL_METRIC, COL_TS, READINGS, ReadingsTable, ScanOptions, buoys_table};
+
+/// Runs queries over one engine. Cheap to share behind an `Arc`.
+///
+/// It owns a multi-threaded tokio runtime of [`QueryConfig::worker_threads`] threads named
+/// `bw-query`: planning, execution and merging all happen there (blocking file decoding on
+/// that runtime's blocking pool), so a heavy query competes for CPU but never for ingest's
+/// threads, and at most [`QueryConfig::queries_max`] queries run at once.
+pub struct QueryService {
+    engine: Arc<Engine>,
+    config: QueryConfig,
+    scan: ScanOptions,
+    runtime: Option<tokio::runtime::Runtime>,
+    running: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for QueryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryService").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Blocking threads of the query runtime (file decoding of merges).
+pub const BLOCKING_THREADS_MAX: usize = 4;
+
+impl QueryService {
+    /// Starts the query runtime for `engine`.
+    pub fn new(engine: Arc<Engine>, config: QueryConfig) -> Result<Self> {
+        config.validate()?;
+        let data_dir = std::fs::canonicalize(&engine.config().data_dir)
+            .map_err(|e| Error::Internal(format!("data dir {}: {e}", engine.config().data_dir.display())))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .max_blocking_threads(BLOCKING_THREADS_MAX)
+            .thread_name("bw-query")
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Internal(format!("query runtime: {e}")))?;
+        Ok(Self {
+            scan: ScanOptions {
+                data_dir: PathBuf::from(data_dir),
+                batch_rows: config.batch_rows,
+                target_partitions: config.target_partitions,
+            },
+            running: Arc::new(Semaphore::new(config.queries_max)),
+            engine,
+            config,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The service settings.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// Runs `future` to completion on the calling thread (for synchronous callers such as the
+    /// CLI and tests; never call it from inside an async task).
+    pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output> {
+        match &self.runtime {
+            Some(rt) => Ok(rt.block_on(future)),
+            None => Err(Error::Internal("query runtime stopped".into())),
+        }
+    }
+
+    fn handle(&self) -> Result<tokio::runtime::Handle> {
+        self.runtime
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| Error::Internal("query runtime stopped".into()))
+    }
+
+    /// A fresh session for one query: only our two tables, policy-bound; no information
+    /// schema, no URL tables, a memory pool of the policy's size and no spilling to disk.
+    fn session(&self, policy: &Arc<AccessPolicy>) -> Result<SessionContext> {
+        let internal = |e: datafusion::error::DataFusionError| Error::Internal(e.to_string());
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(policy.memory_max_bytes)))
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(internal)?;
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(self.config.target_partitions)
+            .with_batch_size(self.config.batch_rows)
+            .with_default_catalog_and_schema("bluewave", "public");
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let readings = ReadingsTable::new(self.engine.clone(), policy.clone(), self.scan.clone());
+        ctx.register_table(READINGS, Arc::new(readings)).map_err(internal)?;
+        let buoys = buoys_table(&self.engine.buoys(), policy).map_err(internal)?;
+        ctx.register_table(BUOYS, Arc::new(buoys)).map_err(internal)?;
+        let date_bin = datafusion::functions::datetime::date_bin();
+        ctx.register_udf(date_bin.as_ref().clone().with_aliases(["time_bucket"]));
+        Ok(ctx)
+    }
+
+    fn admit(&self, policy: &AccessPolicy) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        policy.validate()?;
+        self.running
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy { queries_max: self.config.queries_max })
+    }
+
+    /// Runs one read-only SQL statement under `policy`.
+    ///
+    /// Refused with [`Error::Refused`]: several statements, DDL, DML, `COPY`, `SET`, `CREATE
+    /// EXTERNAL TABLE`, and anything but `SELECT`/`WITH`/`VALUES` and `EXPLAIN [ANALYZE]` of
+    /// one. The returned stream ends with an error if a limit is hit midway.
+    pub async fn sql(&self, text: &str, policy: &AccessPolicy) -> Result<ResultStream> {
+        if text.len() > self.config.sql_bytes_max {
+            return Err(Error::Refused(format!(
+                "the SQL text is {} bytes, more than the {} allowed",
+                text.len(),
+                self.config.sql_bytes_max
+            )));
+        }
+        check_read_only(text)?;
+        let permit = self.admit(policy)?;
+        let policy = Arc::new(policy.clone());
+        let ctx = self.session(&policy)?;
+        let text = text.to_owned();
+        let memory = policy.memory_max_bytes;
+        self.start(policy, permit, None, async move {
+            let options = datafusion::execution::context::SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let frame =
+                ctx.sql_with_options(&text, options).await.map_err(|e| Error::from_planning(e, memory))?;
+            frame.execute_stream().await.map_err(|e| Error::from_planning(e, memory))
+        })
+        .await
+    }
+
+    /// A typed, paged read under `policy`: rows of `readings` in `(buoy_id, metric, ts)` order,
+    /// at most the filter's limit (default [`QueryConfig::read_limit_default`]). After the
+    /// stream ends, [`ResultStream::next_cursor`] gives the token of the next page, if any.
+    pub async fn read(&self, filter: &TelemetryFilter, policy: &AccessPolicy) -> Result<ResultStream> {
+        let limit = filter.page_limit(&self.config)?;
+        let predicate = filter.to_expr(policy)?;
+        let permit = self.admit(policy)?;
+        let policy = Arc::new(policy.clone());
+        let ctx = self.session(&policy)?;
+        let memory = policy.memory_max_bytes;
+        self.start(policy, permit, Some(limit), async move {
+            let map = |e| Error::from_planning(e, memory);
+            let mut frame = ctx.table(READINGS).await.map_err(map)?;
+            if let Some(p) = predicate {
+                frame = frame.filter(p).map_err(map)?;
+            }
+            use datafusion::prelude::col;
+            let frame = frame
+                .sort(vec![
+                    col("buoy_id").sort(true, false),
+                    col("metric").sort(true, false),
+                    col("ts").sort(true, false),
+                ])
+                .map_err(map)?
+                .limit(0, Some(limit))
+                .map_err(map)?;
+            frame.execute_stream().await.map_err(map)
+        })
+        .await
+    }
+
+    /// Plans on the query runtime, then pumps batches into a bounded queue under the limits.
+    async fn start<F>(
+        &self,
+        policy: Arc<AccessPolicy>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        page_limit: Option<usize>,
+        plan: F,
+    ) -> Result<ResultStream>
+    where
+        F: Future<Output = Result<SendableRecordBatchStream>> + Send + 'static,
+    {
+        let deadline = Instant::now() + policy.timeout;
+        let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef>>();
+        let (batch_tx, batch_rx) = mpsc::channel(self.config.result_queue_batches);
+        let (done_tx, done_rx) = oneshot::channel::<Result<()>>();
+        let handle = self.handle()?;
+        handle.spawn(async move {
+            let _permit = permit;
+            let planned = tokio::time::timeout_at(deadline, plan).await;
+            let mut stream = match planned {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    let _ = schema_tx.send(Err(e));
+                    return;
+                }
+                Err(_) => {
+                    let _ = schema_tx.send(Err(Error::Timeout { timeout_ms: policy.timeout_ms() }));
+                    return;
+                }
+            };
+            if schema_tx.send(Ok(stream.schema())).is_err() {
+                return;
+            }
+            let outcome = pump(&mut stream, &batch_tx, deadline, &policy).await;
+            drop(stream); // cancels the rest of the plan
+            drop(batch_tx);
+            let _ = done_tx.send(outcome);
+        });
+        let schema = match schema_rx.await {
+            Ok(result) => result?,
+            Err(_) => return Err(Error::Internal("query task ended before planning finished".into())),
+        };
+        Ok(ResultStream {
+            schema,
+            batches: batch_rx,
+            done: Some(done_rx),
+            page_limit,
+            rows: 0,
+            last_key: None,
+        })
+    }
+}
+
+impl Drop for QueryService {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another runtime's task panics; let it wind down aside.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Moves batches from the plan to the consumer, enforcing the deadline and the row cap.
+async fn pump(
+    stream: &mut SendableRecordBatchStream,
+    out: &mpsc::Sender<RecordBatch>,
+    deadline: Instant,
+    policy: &AccessPolicy,
+) -> Result<()> {
+    let timeout = || Error::Timeout { timeout_ms: policy.timeout_ms() };
+    let mut rows: u64 = 0;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await.map_err(|_| timeout())?;
+        let batch = match next {
+            None => return Ok(()),
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => return Err(Error::from_execution(e, policy.memory_max_bytes)),
+        };
+        rows = rows.saturating_add(batch.num_rows() as u64);
+        if rows > policy.rows_max {
+            return Err(Error::RowLimit { rows_max: policy.rows_max });
+        }
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        match tokio::time::timeout_at(deadline, out.send(batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ok(()), // the consumer went away: stop quietly
+            Err(_) => return Err(timeout()),
+        }
+    }
+}
+
+/// Refuses everything but one read-only query (or EXPLAIN of one).
+pub(crate) fn check_read_only(text: &str) -> Result<()> {
+    let statements = DFParser::parse_sql(text).map_err(|e| Error::InvalidSql(e.to_string()))?;
+    match statements.len() {
+        0 => return Err(Error::InvalidSql("no statement".into())),
+        1 => {}
+        n => return Err(Error::Refused(format!("{n} statements given; send one at a time"))),
+    }
+    let Some(statement) = statements.front() else {
+        return Err(Error::InvalidSql("no statement".into()));
+    };
+    check_statement(statement)
+}
+
+fn check_statement(statement: &DfStatement) -> Result<()> {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Query(_) => Ok(()),
+            SqlStatement::Explain { statement, .. } => match statement.as_ref() {
+                SqlStatement::Query(_) => Ok(()),
+                other => Err(Error::Refused(statement_kind(&other.to_string()))),
+            },
+            other => Err(Error::Refused(statement_kind(&other.to_string()))),
+        },
+        DfStatement::Explain(explain) => check_statement(&explain.statement),
+        DfStatement::CreateExternalTable(_) => Err(Error::Refused("CREATE EXTERNAL TABLE".into())),
+        DfStatement::CopyTo(_) => Err(Error::Refused("COPY".into())),
+        DfStatement::Reset(_) => Err(Error::Refused("RESET".into())),
+    }
+}
+
+/// The leading keywords of a statement, for refusal messages (never echoes data).
+fn statement_kind(text: &str) -> String {
+    let words: Vec<&str> =
+        text.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic())).take(3).collect();
+    if words.is_empty() { "this statement".into() } else { words.join(" ").to_uppercase() }
+}
+
+/// A running query's result: Arrow batches, pulled by the caller (back-pressure: at most
+/// [`QueryConfig::result_queue_batches`] wait in between). Ends with `Some(Err)` when a limit
+/// is hit or execution fails midway, so a truncated result is never mistaken for a whole one.
+/// Dropping it cancels the query.
+pub struct ResultStream {
+    schema: SchemaRef,
+    batches: mpsc::Receiver<RecordBatch>,
+    done: Option<oneshot::Receiver<Result<()>>>,
+    page_limit: Option<usize>,
+    rows: usize,
+    last_key: Option<(String, String, i64)>,
+}
+
+impl std::fmt::Debug for ResultStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultStream").field("schema", &self.schema).field("rows", &self.rows).finish()
+    }
+}
+
+impl ResultStream {
+    /// Schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Rows delivered so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// For a typed read whose stream has ended: the cursor of the next page when this page was
+    /// full (there may be more rows), `None` when the range is exhausted.
+    pub fn next_cursor(&self) -> Option<Cursor> {
+        let limit = self.page_limit?;
+        if self.done.is_some() || self.rows < limit {
+            return None;
+        }
+        self.last_key.as_ref().map(|(b, m, t)| Cursor::new(b, m, *t))
+    }
+
+    /// Collects every batch (for small results and tests).
+    pub async fn collect_batches(mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        while let Some(batch) = self.next().await {
+            out.push(batch?);
+        }
+        Ok(out)
+    }
+
+    fn remember_last_key(&mut self, batch: &RecordBatch) {
+        if self.page_limit.is_none() || batch.num_rows() == 0 || batch.num_columns() <= COL_TS {
+            return;
+        }
+        let last = batch.num_rows() - 1;
+        let (buoy, metric, ts) = (batch.column(COL_BUOY), batch.column(COL_METRIC), batch.column(COL_TS));
+        let (Some(buoy), Some(metric), Some(ts)) = (
+            buoy.as_string_opt::<i32>(),
+            metric.as_string_opt::<i32>(),
+            ts.as_primitive_opt::<TimestampNanosecondType>(),
+        ) else {
+            return;
+        };
+        if buoy.is_valid(last) && metric.is_valid(last) && ts.is_valid(last) {
+            self.last_key =
+                Some((buoy.value(last).to_owned(), metric.value(last).to_owned(), ts.value(last)));
+        }
+    }
+}
+
+impl Stream for ResultStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.batches.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(batch)) => {
+                self.rows += batch.num_rows();
+                self.remember_last_key(&batch);
+                return Poll::Ready(Some(Ok(batch)));
+            }
+            Poll::Ready(None) => {}
+        }
+        let Some(done) = self.done.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = match Pin::new(done).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(outcome)) => outcome,
+            Poll::Ready(Err(_)) => Err(Error::Internal("query task ended without an outcome".into())),
+        };
+        self.done = None;
+        match outcome {
+            Ok(()) => Poll::Ready(None),
+            Err(e) => {
+                // A truncated page has no next cursor.
+                self.page_limit = None;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The `readings` and `buoys` tables.
+//!
+//! `readings` is a [`TableProvider`] over one engine [`Snapshot`]: catalog file selection by
+//! time, buoy and metric before any file is opened; a Parquet scan (row-group and page-index
+//! pruning, projection) of the files that need no merging; and a merge of the files that do
+//! (time overlap with another file or the buffer, pending tombstones) with the live buffer,
+//! applying last-write-wins and tombstones. The caller's [`AccessPolicy`] narrows the catalog
+//! selection and is re-checked row by row inside the scan, so no SQL shape can read around it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bluewave_engine::{BuoyInfo, Engine, ReadFilter, SelectedFile};
+use datafusion::arrow::array::{Float64Builder, RecordBatch, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, col, lit};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExecBuilder;
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::union::UnionExec;
+
+use crate::policy::{AccessPolicy, BuoyScope};
+use crate::scan::{MergeExec, ReadingsScanExec, ScanSummary};
+
+/// Name of the readings table in SQL.
+pub const READINGS: &str = "readings";
+/// Name of the buoy registry table in SQL.
+pub const BUOYS: &str = "buoys";
+
+/// Column indexes of `readings`.
+pub(crate) const COL_BUOY: usize = 0;
+pub(crate) const COL_METRIC: usize = 1;
+pub(crate) const COL_TS: usize = 2;
+pub(crate) const COL_VALUE: usize = 3;
+pub(crate) const COL_QUALITY: usize = 4;
+
+/// The time zone of `ts`.
+pub(crate) const TS_TZ: &str = "UTC";
+
+/// `readings(buoy_id, metric, ts, value, quality)`: names as text, `ts` as UTC nanoseconds,
+/// `value` always `Float64` whatever a file's value encoding.
+pub fn readings_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("buoy_id", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some(TS_TZ.into())), false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("quality", DataType::UInt8, false),
+    ]))
+}
+
+/// `buoys(id, name, latitude, longitude, status)`.
+pub fn buoys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("latitude", DataType::Float64, true),
+        Field::new("longitude", DataType::Float64, true),
+        Field::new("status", DataType::Utf8, false),
+    ]))
+}
+
+/// The `buoys` table for one caller: only the buoys its policy grants.
+pub(crate) fn buoys_table(buoys: &[BuoyInfo], policy: &AccessPolicy) -> DfResult<MemTable> {
+    let visible: Vec<&BuoyInfo> = buoys.iter().filter(|b| policy.buoys.allows(&b.id)).collect();
+    let mut id = StringBuilder::new();
+    let mut name = StringBuilder::new();
+    let mut latitude = Float64Builder::new();
+    let mut longitude = Float64Builder::new();
+    let mut status = StringBuilder::new();
+    for b in &visible {
+        id.append_value(&*b.id);
+        name.append_value(&b.name);
+        latitude.append_option(b.latitude);
+        longitude.append_option(b.longitude);
+        status.append_value(&b.status);
+    }
+    let batch = RecordBatch::try_new(
+        buoys_schema(),
+        vec![
+            Arc::new(id.finish()),
+            Arc::new(name.finish()),
+            Arc::new(latitude.finish()),
+            Arc::new(longitude.finish()),
+            Arc::new(status.finish()),
+        ],
+    )?;
+    MemTable::try_new(buoys_schema(), vec![vec![batch]])
+}
+
+/// Scan settings shared by every query of a service.
+#[derive(Clone, Debug)]
+pub(crate) struct ScanOptions {
+    /// Data dir, absolute (Parquet files are opened through the local object store).
+    pub data_dir: PathBuf,
+    /// Rows per batch.
+    pub batch_rows: usize,
+    /// File groups a Parquet scan is split into.
+    pub target_partitions: usize,
+}
+
+/// `readings` as seen by one caller.
+#[derive(Debug)]
+pub(crate) struct ReadingsTable {
+    engine: Arc<Engine>,
+    policy: Arc<AccessPolicy>,
+    options: ScanOptions,
+}
+
+impl ReadingsTable {
+    pub(crate) fn new(engine: Arc<Engine>, policy: Arc<AccessPolicy>, options: ScanOptions) -> Self {
+        Self { engine, policy, options }
+    }
+}
+
+/// A string literal of a filter, after DataFusion's coercion.
+fn string_literal(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => Some(s.clone()),
+        Expr::Literal(ScalarValue::Utf8View(Some(s)), _) => Some(s.clone()),
+        Expr::Cast(c) => string_literal(&c.expr),
+        _ => None,
+    }
+}
+
+/// A timestamp literal of a filter, in ns (None when not a plain non-null timestamp).
+fn timestamp_literal(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::TimestampNanosecond(Some(t), _) => Some(*t),
+            ScalarValue::TimestampMicrosecond(Some(t), _) => t.checked_mul(1_000),
+            ScalarValue::TimestampMillisecond(Some(t), _) => t.checked_mul(1_000_000),
+            ScalarValue::TimestampSecond(Some(t), _) => t.checked_mul(1_000_000_000),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn column_name(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        _ => None,
+    }
+}
+
+/// What the pushed filters say about buoy, metric and time, for catalog selection. Filters
+/// that say something else are still applied row by row; this only narrows the file set.
+#[derive(Debug, Default)]
+struct Narrowing {
+    start: Option<i64>,
+    end: Option<i64>,
+    buoys: Option<BTreeSet<String>>,
+    metrics: Option<BTreeSet<String>>,
+}
+
+impl Narrowing {
+    fn restrict(set: &mut Option<BTreeSet<String>>, values: BTreeSet<String>) {
+        *set = Some(match set.take() {
+            None => values,
+            Some(old) => old.intersection(&values).cloned().collect(),
+        });
+    }
+
+    fn start_at(&mut self, t: i64) {
+        self.start = Some(self.start.map_or(t, |s| s.max(t)));
+    }
+
+    fn end_before(&mut self, t: i64) {
+        self.end = Some(self.end.map_or(t, |e| e.min(t)));
+    }
+
+    fn add(&mut self, e: &Expr) {
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+                self.add(left);
+                self.add(right);
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                // Normalise `literal op column` to `column op' literal`.
+                let (column, op, value) = match (column_name(left), column_name(right)) {
+                    (Some(c), None) => (c, *op, right.as_ref()),
+                    (None, Some(c)) => match op.swap() {
+                        Some(swapped) => (c, swapped, left.as_ref()),
+                        None => return,
+                    },
+                    _ => return,
+                };
+                match (column, op) {
+                    ("buoy_id", Operator::Eq) => {
+                        if let Some(s) = string_literal(value) {
+                            Self::restrict(&mut self.buoys, BTreeSet::from([s]));
+                        }
+                    }
+                    ("metric", Operator::Eq) => {
+                        if let Some(s) = string_literal(value) {
+                            Self::restrict(&mut self.metrics, BTreeSet::from([s]));
+                        }
+                    }
+                    ("ts", op) => {
+                        let Some(t) = timestamp_literal(value) else { return };
+                        match op {
+                            Operator::GtEq => self.start_at(t),
+                            Operator::Gt => self.start_at(t.saturating_add(1)),
+                            Operator::Lt => self.end_before(t),
+                            Operator::LtEq => self.end_before(t.saturating_add(1)),
+                            Operator::Eq => {
+                                self.start_at(t);
+                                self.end_before(t.saturating_add(1));
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Expr::InList(list) if !list.negated => {
+                let Some(column) = column_name(&list.expr) else { return };
+                let values: Option<BTreeSet<String>> = list.list.iter().map(string_literal).collect();
+                match (column, values) {
+                    ("buoy_id", Some(v)) => Self::restrict(&mut self.buoys, v),
+                    ("metric", Some(v)) => Self::restrict(&mut self.metrics, v),
+                    _ => {}
+                }
+            }
+            Expr::Between(b) if !b.negated && column_name(&b.expr) == Some("ts") => {
+                if let (Some(lo), Some(hi)) = (timestamp_literal(&b.low), timestamp_literal(&b.high)) {
+                    self.start_at(lo);
+                    self.end_before(hi.saturating_add(1));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds the policy; `None` when nothing can match.
+    fn with_policy(mut self, policy: &AccessPolicy) -> Option<ReadFilter> {
+        if let BuoyScope::Only(set) = &policy.buoys {
+            Self::restrict(&mut self.buoys, set.clone());
+        }
+        if let Some(earliest) = policy.earliest_ts {
+            self.start_at(earliest);
+        }
+        if self.buoys.as_ref().is_some_and(BTreeSet::is_empty)
+            || self.metrics.as_ref().is_some_and(BTreeSet::is_empty)
+            || matches!((self.start, self.end), (Some(s), Some(e)) if e <= s)
+        {
+            return None;
+        }
+        Some(ReadFilter {
+            start: self.start,
+            end: self.end,
+            buoys: self.buoys.map(|s| s.into_iter().collect()),
+            metrics: self.metrics.map(|s| s.into_iter().collect()),
+        })
+    }
+}
+
+/// The policy as a row predicate over `readings` (None when it restricts nothing).
+pub(crate) fn policy_predicate(policy: &AccessPolicy) -> Option<Expr> {
+    let mut terms = Vec::new();
+    if let BuoyScope::Only(set) = &policy.buoys {
+        terms.push(col("buoy_id").in_list(set.iter().map(|b| lit(b.as_str())).collect(), false));
+    }
+    if let Some(earliest) = policy.earliest_ts {
+        terms
+            .push(col("ts").gt_eq(lit(ScalarValue::TimestampNanosecond(Some(earliest), Some(TS_TZ.into())))));
+    }
+    conjunction(terms)
+}
+
+/// Drops table qualifiers so pushed filters resolve against the scan's own schema.
+fn unqualify(e: Expr) -> DfResult<Expr> {
+    Ok(e.transform_up(|e| match e {
+        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
+        other => Ok(Transformed::no(other)),
+    })?
+    .data)
+}
+
+/// Spreads files over `groups` groups of about equal bytes (largest first).
+fn file_groups(files: &[&SelectedFile], options: &ScanOptions, groups: usize) -> Vec<FileGroup> {
+    let mut sorted: Vec<&&SelectedFile> = files.iter().collect();
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.meta.bytes));
+    let mut out: Vec<(u64, Vec<PartitionedFile>)> = (0..groups.max(1)).map(|_| (0, Vec::new())).collect();
+    for f in sorted {
+        let path = options.data_dir.join(&f.meta.path);
+        let file = PartitionedFile::new(path.to_string_lossy().into_owned(), f.meta.bytes);
+        if let Some(smallest) = out.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            smallest.0 += f.meta.bytes;
+            smallest.1.push(file);
+        }
+    }
+    out.into_iter().filter(|(_, files)| !files.is_empty()).map(|(_, files)| FileGroup::new(files)).collect()
+}
+
+#[async_trait]
+impl TableProvider for ReadingsTable {
+    fn schema(&self) -> SchemaRef {
+        readings_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Every deterministic filter is applied exactly inside the scan (after catalog and
+        // Parquet pruning), so DataFusion need not re-check it and may push limits down.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if f.is_volatile() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Exact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = readings_schema();
+        let projection: Vec<usize> =
+            projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let output_schema = Arc::new(schema.project(&projection)?);
+        let snapshot = Arc::new(self.engine.snapshot());
+
+        let filters: Vec<Expr> = filters.iter().cloned().map(unqualify).collect::<DfResult<_>>()?;
+        let mut narrowing = Narrowing::default();
+        for f in &filters {
+            narrowing.add(f);
+        }
+        let policy = &self.policy;
+        let Some(read_filter) = narrowing.with_policy(policy) else {
+            let summary = ScanSummary::nothing_visible(policy);
+            return Ok(Arc::new(ReadingsScanExec::new(
+                Arc::new(EmptyExec::new(output_schema)),
+                snapshot,
+                summary,
+            )));
+        };
+
+        // Catalog selection, and what the policy alone would select (for EXPLAIN: the caller
+        // learns how much its filters pruned, never how many files lie outside its policy).
+        let selected = snapshot.select_files(&read_filter);
+        let policy_only =
+            Narrowing::default().with_policy(policy).map_or(0, |f| snapshot.select_files(&f).len());
+        let (plain, merged): (Vec<&SelectedFile>, Vec<&SelectedFile>) =
+            selected.iter().partition(|f| !f.overlaps && f.tombstones.is_empty());
+
+        // Columns the scan must produce: the projection, the filters' and the policy's.
+        let mut needed: BTreeSet<usize> = projection.iter().copied().collect();
+        needed.extend([COL_BUOY, COL_TS]);
+        for f in &filters {
+            for c in f.column_refs() {
+                needed.insert(schema.index_of(&c.name)?);
+            }
+        }
+        let scan_columns: Vec<usize> = needed.into_iter().collect();
+        let scan_schema = Arc::new(schema.project(&scan_columns)?);
+
+        let mut predicates = filters.clone();
+        predicates.extend(policy_predicate(policy));
+        let predicate = conjunction(predicates);
+
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !plain.is_empty() {
+            let mut source = ParquetSource::new(schema.clone())
+                .with_table_parquet_options(state.table_options().parquet.clone());
+            if let Some(p) = &predicate {
+                // Used for row-group and page-index pruning; rows are filtered below.
+                let full = DFSchema::try_from(schema.as_ref().clone())?;
+                source = source.with_predicate(state.create_physical_expr(p.clone(), &full)?);
+            }
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(file_groups(&plain, &self.options, self.options.target_partitions))
+                .with_projection_indices(Some(scan_columns.clone()))?
+                .with_batch_size(Some(self.options.batch_rows))
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        let buffered = snapshot.chunks.iter().filter(|c| {
+            read_filter.start.is_none_or(|s| c.ts_max >= s) && read_filter.end.is_none_or(|e| c.ts_min < e)
+        });
+        let chunks: Vec<_> = buffered.cloned().collect();
+        let summary = ScanSummary {
+            files_selected: selected.len(),
+            files_pruned: policy_only.saturating_sub(selected.len()),
+            files_merged: merged.len(),
+            buffer_chunks: chunks.len(),
+            policy: ScanSummary::describe_policy(policy),
+        };
+        if !merged.is_empty() || !chunks.is_empty() {
+            inputs.push(Arc::new(MergeExec::new(
+                self.engine.storage().clone(),
+                snapshot.clone(),
+                merged.into_iter().cloned().collect(),
+                chunks,
+                read_filter,
+                scan_schema.clone(),
+                scan_columns.clone(),
+                self.options.batch_rows,
+            )));
+        }
+        let mut plan: Arc<dyn ExecutionPlan> = match inputs.len() {
+            0 => Arc::new(EmptyExec::new(scan_schema.clone())),
+            _ => UnionExec::try_new(inputs)?,
+        };
+        // Row by row: the policy and every pushed filter, then the caller's projection.
+        let output_indices: Vec<usize> =
+            projection.iter().map(|i| scan_columns.iter().position(|c| c == i).unwrap_or_default()).collect();
+        let scan_df_schema = DFSchema::try_from(scan_schema.as_ref().clone())?;
+        let row_predicate = match predicate {
+            Some(p) => state.create_physical_expr(p, &scan_df_schema)?,
+            None => state.create_physical_expr(lit(true), &scan_df_schema)?,
+        };
+        plan = Arc::new(
+            FilterExecBuilder::new(row_predicate, plan).apply_projection(Some(output_indices))?.build()?,
+        );
+        if let Some(fetch) = limit {
+            plan = Arc::new(LocalLimitExec::new(plan, fetch));
+        }
+        Ok(Arc::new(ReadingsScanExec::new(plan, snapshot, summary)))
+    }
+}

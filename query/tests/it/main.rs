@@ -1,0 +1,10 @@
+//! Integration tests of `bluewave-query`: a real engine in a temp dir, real Parquet files, the
+//! real query service.
+
+mod common;
+mod encode;
+mod limits;
+mod model;
+mod paging;
+mod policy;
+mod refusals;
