@@ -23,7 +23,7 @@
 //! let addr = "127.0.0.1:8443".parse().expect("valid address");
 //! let server = HttpServer::bind(addr, identity, HttpConfig::default(), router, Registry::default()).await?;
 //! // Serves until the future completes (wire it to SIGTERM / Ctrl-C in the binary).
-server.serve(std::future::pending::<()>()).await;
+//! server.serve(std::future::pending::<()>()).await;
 //! # Ok(())
 //! # }
 //! ```

@@ -60,14 +60,22 @@ impl HttpMetrics {
             unmatched_route: Arc::new(UNMATCHED_ROUTE.to_owned()),
         };
         let http = registry.sub_registry_with_prefix("bluewave_http");
-        http.register("requests", "HTTP requests answered, by route, method and status", metrics.requests.clone());
+        http.register(
+            "requests",
+            "HTTP requests answered, by route, method and status",
+            metrics.requests.clone(),
+        );
         http.register(
             "request_duration_seconds",
             "Time from request head to response head, by route",
             metrics.latency.clone(),
         );
         http.register("connections_open", "TLS connections open now", metrics.connections_open.clone());
-        http.register("connections_accepted", "TCP connections accepted", metrics.connections_accepted.clone());
+        http.register(
+            "connections_accepted",
+            "TCP connections accepted",
+            metrics.connections_accepted.clone(),
+        );
         http.register(
             "connections_rejected",
             "TCP connections closed at once because connections_max was reached",

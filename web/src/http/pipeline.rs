@@ -17,7 +17,8 @@ use crate::http::server::{InFlight, Shared};
 
 /// Content-Security-Policy of every answer that does not set its own: nothing may load,
 /// nothing may frame it.
-pub(crate) const CSP_STRICT: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+pub(crate) const CSP_STRICT: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Longest path written to the access log; longer ones are cut (the header limit bounds them
 /// anyway, this keeps log lines short).
@@ -57,7 +58,11 @@ pub(crate) async fn handle<S: Send + Sync + 'static>(
     let metrics = &shared.metrics;
     metrics
         .requests
-        .get_or_create(&RequestLabels { route: Arc::clone(&route), method: method_label(&method), status: status.as_u16() })
+        .get_or_create(&RequestLabels {
+            route: Arc::clone(&route),
+            method: method_label(&method),
+            status: status.as_u16(),
+        })
         .inc();
     metrics.latency.get_or_create(&RouteLabels { route: Arc::clone(&route) }).observe(elapsed.as_secs_f64());
     response.body_mut().attach(metrics.response_body_bytes.clone(), in_flight);

@@ -112,10 +112,7 @@ impl<S> Request<S> {
         {
             return Err(ApiError::PayloadTooLarge { limit_bytes });
         }
-        let body = self
-            .body
-            .take()
-            .ok_or_else(|| ApiError::internal("the request body was read twice"))?;
+        let body = self.body.take().ok_or_else(|| ApiError::internal("the request body was read twice"))?;
         let limit = usize::try_from(limit_bytes).unwrap_or(usize::MAX);
         match Limited::new(body, limit).collect().await {
             Ok(collected) => {

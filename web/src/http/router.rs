@@ -118,7 +118,11 @@ impl<S: Send + Sync + 'static> Router<S> {
     }
 
     /// Like [`Router::route`] with per-route limits.
-    pub fn route_with<P>(mut self, options: RouteOptions, handler: impl Handler<S>) -> Result<Self, ServerError>
+    pub fn route_with<P>(
+        mut self,
+        options: RouteOptions,
+        handler: impl Handler<S>,
+    ) -> Result<Self, ServerError>
     where
         P: utoipa::Path + utoipa::__dev::SchemaReferences,
     {
@@ -219,10 +223,8 @@ impl<S: Send + Sync + 'static> Router<S> {
     /// methods) for a known path and another method.
     pub(crate) fn find(&self, method: &Method, path: &str) -> Result<Found<'_, S>, ApiError> {
         let matched = self.matcher.at(path).map_err(|_| ApiError::NotFound("no such route".to_owned()))?;
-        let routes = self
-            .paths
-            .get(*matched.value)
-            .ok_or_else(|| ApiError::internal("router index out of step"))?;
+        let routes =
+            self.paths.get(*matched.value).ok_or_else(|| ApiError::internal("router index out of step"))?;
         let endpoint = routes
             .endpoints
             .iter()

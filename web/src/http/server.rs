@@ -99,7 +99,8 @@ impl<S: Send + Sync + 'static> HttpServer<S> {
         let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
         let metrics = HttpMetrics::register(&mut registry);
-        let shared = Shared { router, config, metrics, registry, openapi_json, request_ids: RequestIds::new() };
+        let shared =
+            Shared { router, config, metrics, registry, openapi_json, request_ids: RequestIds::new() };
         Ok(Self { listener, local_addr, acceptor: TlsAcceptor::from(tls), shared: Arc::new(shared) })
     }
 
@@ -157,7 +158,8 @@ impl<S: Send + Sync + 'static> HttpServer<S> {
         // Every connection task watches this and starts its graceful shutdown.
         let _ = stop_sender.send(true);
         let drain = Duration::from_millis(config.shutdown_drain_timeout_ms);
-        let drained = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
+        let drained =
+            tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
         let aborted = if drained.is_ok() { 0 } else { connections.len() };
         connections.abort_all();
         while connections.join_next().await.is_some() {}
@@ -211,9 +213,7 @@ async fn serve_connection<S: Send + Sync + 'static>(
     let service = {
         let shared = Arc::clone(shared);
         let activity = Arc::clone(&activity);
-        service_fn(move |request| {
-            pipeline::handle(Arc::clone(&shared), activity.begin(), peer, request)
-        })
+        service_fn(move |request| pipeline::handle(Arc::clone(&shared), activity.begin(), peer, request))
     };
     let io = TokioIo::new(tls);
     // The protocol comes from ALPN, never from sniffing the first bytes, so a silent client
