@@ -60,14 +60,26 @@ impl Body {
         Self { kind, sent_bytes: None, in_flight: None }
     }
 
-    pub(crate) fn attach(&mut self, sent_bytes: Counter, in_flight: InFlight) {
+    pub(crate) fn attach(&mut self, sent_bytes: Counter, mut in_flight: InFlight) {
+        if !http_body::Body::is_end_stream(self) {
+            in_flight.start_body();
+        }
         self.sent_bytes = Some(sent_bytes);
         self.in_flight = Some(in_flight);
     }
 
-    fn count(&self, bytes: &Bytes) {
+    fn sent(&self, bytes: &Bytes) {
         if let Some(counter) = &self.sent_bytes {
             counter.inc_by(bytes.len() as u64);
+        }
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.progress();
+        }
+    }
+
+    fn finished(&mut self) {
+        if let Some(in_flight) = &mut self.in_flight {
+            in_flight.finish_body();
         }
     }
 }
@@ -88,14 +100,22 @@ impl http_body::Body for Body {
         };
         match polled {
             Poll::Ready(Some(Ok(bytes))) => {
-                this.count(&bytes);
+                this.sent(&bytes);
+                // hyper may never poll a body again once it reports its end.
+                if http_body::Body::is_end_stream(this) {
+                    this.finished();
+                }
                 Poll::Ready(Some(Ok(Frame::data(bytes))))
             }
             Poll::Ready(Some(Err(error))) => {
+                this.finished();
                 tracing::warn!(%error, "streamed response body failed; aborting the response");
                 Poll::Ready(Some(Err(error)))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.finished();
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -37,20 +37,30 @@ pub struct HttpConfig {
     ///
     /// [`RouteOptions::body_bytes_max`]: crate::http::RouteOptions::body_bytes_max
     pub body_bytes_max: u64,
-    /// HTTP/1.1: request header lines at most (more → 431). Default 64.
+    /// HTTP/1.1: request header lines at most (more → 431). Default 100, the size of hyper's
+    /// on-stack header array; any other value makes hyper allocate the array per request.
     pub headers_max: usize,
-    /// Bytes of a request head at most: request line + headers on HTTP/1.1 (more → 431),
-    /// the header list on HTTP/2. At least 8192 (hyper's smallest read buffer). Default 16 KiB.
+    /// Bytes of a request head at most: request line + headers on HTTP/1.1 (more → 431 and the
+    /// connection closes), the header list on HTTP/2. At least [`HEADER_BYTES_MIN`]. Default 16 KiB.
     pub header_bytes_max: usize,
     /// HTTP/2: concurrent streams (requests) per connection at most. Default 128.
     pub h2_streams_max: u32,
+    /// Once a response head is sent, time its body may go without handing a chunk to the
+    /// connection (the client stopped reading, or the producer is stuck); then the connection
+    /// is cut and `bluewave_http_responses_stalled_total` counts it. Without it a client that
+    /// never reads would hold its connection slot forever. Default 60 000 ms.
+    pub response_stall_timeout_ms: u64,
     /// On shutdown, time in-flight requests get to finish after the server stops accepting;
     /// connections still open after it are cut. Default 10 000 ms.
     pub shutdown_drain_timeout_ms: u64,
 }
 
-/// hyper refuses an HTTP/1.1 read buffer below this many bytes.
-pub const HEADER_BYTES_MIN: usize = 8192;
+/// Smallest accepted `header_bytes_max`: below it, ordinary requests (a bearer JWT, a few
+/// cookies) would be refused.
+pub const HEADER_BYTES_MIN: usize = 4096;
+
+/// Header lines hyper parses into an on-stack array (no allocation per request).
+pub(crate) const HYPER_HEADERS_ON_STACK: usize = 100;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -62,9 +72,10 @@ impl Default for HttpConfig {
             h2_keep_alive_interval_ms: 20_000,
             request_timeout_ms: 30_000,
             body_bytes_max: 1024 * 1024,
-            headers_max: 64,
+            headers_max: HYPER_HEADERS_ON_STACK,
             header_bytes_max: 16 * 1024,
             h2_streams_max: 128,
+            response_stall_timeout_ms: 60_000,
             shutdown_drain_timeout_ms: 10_000,
         }
     }
@@ -74,7 +85,7 @@ impl HttpConfig {
     /// Checks that no limit is zero (which would switch a protection off or make the server
     /// useless) and that hyper can honour every value.
     pub fn validate(&self) -> Result<(), ServerError> {
-        let checks: [(&'static str, bool); 11] = [
+        let checks: [(&'static str, bool); 12] = [
             ("connections_max", self.connections_max > 0),
             ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms > 0),
             ("header_read_timeout_ms", self.header_read_timeout_ms > 0),
@@ -85,6 +96,7 @@ impl HttpConfig {
             ("headers_max", self.headers_max > 0),
             ("header_bytes_max", self.header_bytes_max >= HEADER_BYTES_MIN),
             ("h2_streams_max", self.h2_streams_max > 0),
+            ("response_stall_timeout_ms", self.response_stall_timeout_ms > 0),
             ("shutdown_drain_timeout_ms", self.shutdown_drain_timeout_ms > 0),
         ];
         match checks.iter().find(|(_, ok)| !ok) {

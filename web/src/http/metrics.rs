@@ -42,6 +42,7 @@ pub(crate) struct HttpMetrics {
     pub(crate) tls_handshake_failures: Counter,
     pub(crate) request_body_bytes: Counter,
     pub(crate) response_body_bytes: Counter,
+    pub(crate) responses_stalled: Counter,
     pub(crate) unmatched_route: Arc<String>,
 }
 
@@ -57,6 +58,7 @@ impl HttpMetrics {
             tls_handshake_failures: Counter::default(),
             request_body_bytes: Counter::default(),
             response_body_bytes: Counter::default(),
+            responses_stalled: Counter::default(),
             unmatched_route: Arc::new(UNMATCHED_ROUTE.to_owned()),
         };
         let http = registry.sub_registry_with_prefix("bluewave_http");
@@ -95,6 +97,11 @@ impl HttpMetrics {
             "response_body_bytes",
             "Response body bytes handed to the connection",
             metrics.response_body_bytes.clone(),
+        );
+        http.register(
+            "responses_stalled",
+            "Connections cut because a response body made no progress for response_stall_timeout_ms",
+            metrics.responses_stalled.clone(),
         );
         metrics
     }

@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::http::config::HttpConfig;
+use crate::http::config::{HYPER_HEADERS_ON_STACK, HttpConfig};
 use crate::http::error::ServerError;
 use crate::http::metrics::HttpMetrics;
 use crate::http::pipeline;
@@ -227,17 +227,19 @@ async fn serve_connection<S: Send + Sync + 'static>(
             .keep_alive_interval(Duration::from_millis(config.h2_keep_alive_interval_ms))
             .keep_alive_timeout(Duration::from_millis(config.h2_keep_alive_interval_ms));
         let connection = builder.serve_connection(io, service);
-        drive(connection, |connection| connection.graceful_shutdown(), &activity, config, stop).await
+        drive(connection, |connection| connection.graceful_shutdown(), &activity, shared, stop).await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
-            .max_headers(config.headers_max)
-            .max_buf_size(config.header_bytes_max)
+            .max_header_size(config.header_bytes_max)
             .keep_alive(true);
+        if config.headers_max != HYPER_HEADERS_ON_STACK {
+            builder.max_headers(config.headers_max);
+        }
         let connection = builder.serve_connection(io, service);
-        drive(connection, |connection| connection.graceful_shutdown(), &activity, config, stop).await
+        drive(connection, |connection| connection.graceful_shutdown(), &activity, shared, stop).await
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
@@ -245,22 +247,27 @@ async fn serve_connection<S: Send + Sync + 'static>(
 }
 
 /// Runs a connection to its end; starts its graceful shutdown when the server stops or when
-/// it has had nothing in flight for `idle_timeout_ms`.
-async fn drive<C>(
+/// it has had nothing in flight for `idle_timeout_ms`, and cuts it when a response body makes
+/// no progress for `response_stall_timeout_ms`.
+async fn drive<C, S>(
     connection: C,
     graceful_shutdown: impl Fn(Pin<&mut C>),
     activity: &ConnectionActivity,
-    config: &HttpConfig,
+    shared: &Shared<S>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(connection);
+    let config = &shared.config;
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
-    let mut idle_check = tokio::time::interval((idle_timeout / 4).max(IDLE_CHECK_MIN));
-    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stall_timeout = Duration::from_millis(config.response_stall_timeout_ms);
+    let check_period = (idle_timeout.min(stall_timeout) / 4).max(ACTIVITY_CHECK_MIN);
+    let mut activity_check = tokio::time::interval(check_period);
+    activity_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
+    let mut idle_close_started: Option<Instant> = None;
     if *stop.borrow_and_update() {
         graceful_shutdown(connection.as_mut());
         closing = true;
@@ -273,41 +280,83 @@ where
                 graceful_shutdown(connection.as_mut());
                 closing = true;
             }
-            _ = idle_check.tick(), if !closing => {
+            _ = activity_check.tick() => {
+                if activity.is_stalled_for(stall_timeout) {
+                    // Dropping the connection closes the socket; the stuck body goes with it.
+                    shared.metrics.responses_stalled.inc();
+                    tracing::info!("response made no progress for response_stall_timeout_ms; cutting the connection");
+                    return Ok(());
+                }
                 if activity.is_idle_for(idle_timeout) {
-                    graceful_shutdown(connection.as_mut());
-                    closing = true;
+                    match idle_close_started {
+                        None => {
+                            graceful_shutdown(connection.as_mut());
+                            closing = true;
+                            idle_close_started = Some(Instant::now());
+                        }
+                        // A peer that never completes the close (e.g. an HTTP/2 client that
+                        // never sent its preface) gets one more idle period, then is dropped.
+                        Some(started) if started.elapsed() >= idle_timeout => return Ok(()),
+                        Some(_) => {}
+                    }
                 }
             }
         }
     }
 }
 
-/// Finest granularity of the idle timer.
-const IDLE_CHECK_MIN: Duration = Duration::from_millis(10);
+/// Finest granularity of the idle and stall checks.
+const ACTIVITY_CHECK_MIN: Duration = Duration::from_millis(10);
 
-/// In-flight requests of one connection and when that count last changed.
+/// In-flight requests of one connection, the responses sending their body, and when each last
+/// moved.
 pub(crate) struct ConnectionActivity {
     started: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds after `started` of the last request start or end.
     last_change_ms: AtomicU64,
+    /// Responses whose head is out and whose body is not finished.
+    sending: AtomicUsize,
+    /// Milliseconds after `started` of the last body chunk handed to the connection (or the
+    /// last response that started sending).
+    last_progress_ms: AtomicU64,
 }
 
 impl ConnectionActivity {
     fn new() -> Self {
-        Self { started: Instant::now(), in_flight: AtomicUsize::new(0), last_change_ms: AtomicU64::new(0) }
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_change_ms: AtomicU64::new(0),
+            sending: AtomicUsize::new(0),
+            last_progress_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn touch(&self) {
-        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_change_ms.store(elapsed_ms, Ordering::Relaxed);
+        self.last_change_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn progress(&self) {
+        self.last_progress_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
-        InFlight(Arc::clone(self))
+        InFlight { activity: Arc::clone(self), sending: false }
+    }
+
+    fn is_stalled_for(&self, stall_timeout: Duration) -> bool {
+        if self.sending.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let last_progress = Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last_progress) >= stall_timeout
     }
 
     fn is_idle_for(&self, idle_timeout: Duration) -> bool {
@@ -320,11 +369,40 @@ impl ConnectionActivity {
 }
 
 /// One request in flight on a connection, from its head until its response body is done.
-pub(crate) struct InFlight(Arc<ConnectionActivity>);
+pub(crate) struct InFlight {
+    activity: Arc<ConnectionActivity>,
+    /// Whether this response counts in `ConnectionActivity::sending`.
+    sending: bool,
+}
+
+impl InFlight {
+    /// The response head is out; its body starts moving.
+    pub(crate) fn start_body(&mut self) {
+        if !self.sending {
+            self.sending = true;
+            self.activity.sending.fetch_add(1, Ordering::AcqRel);
+            self.activity.progress();
+        }
+    }
+
+    /// A body chunk was handed to the connection.
+    pub(crate) fn progress(&self) {
+        self.activity.progress();
+    }
+
+    /// The body is complete (or failed): it can no longer stall.
+    pub(crate) fn finish_body(&mut self) {
+        if self.sending {
+            self.sending = false;
+            self.activity.sending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
+        self.finish_body();
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.activity.touch();
     }
 }

@@ -114,6 +114,14 @@ async fn stream(request: Request<TestApp>) -> Result<Reply, ApiError> {
     Ok(Reply::stream("text/plain", lines))
 }
 
+/// Streams 64 KiB chunks forever (for clients that stop reading).
+#[utoipa::path(get, path = "/api/endless", responses((status = 200, description = "Zeros, forever")))]
+async fn endless(_request: Request<TestApp>) -> Result<Reply, ApiError> {
+    let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+    let zeros = futures_util::stream::repeat_with(move || Ok::<_, Infallible>(chunk.clone()));
+    Ok(Reply::stream("application/octet-stream", zeros))
+}
+
 /// Says who the bearer token belongs to.
 #[utoipa::path(get, path = "/api/whoami", responses((status = 200, description = "The caller")),
     security(("bearer" = [])))]
@@ -148,6 +156,7 @@ fn router_signalling(slow_started: Arc<Semaphore>) -> Router<TestApp> {
         .and_then(|r| r.route_with::<__path_slow>(slow_route, slow))
         .and_then(|r| r.route::<__path_stream>(stream))
         .and_then(|r| r.route::<__path_whoami>(whoami))
+        .and_then(|r| r.route::<__path_endless>(endless))
         .and_then(|r| r.route::<__path_fail>(fail))
         .expect("routes are valid")
 }
@@ -675,6 +684,14 @@ async fn slowloris_client_that_never_finishes_its_headers_is_closed() {
     let read = tokio::time::timeout(SAFETY_TIMEOUT, tls.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the server closed the connection");
     assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "no answer to an unfinished request");
+    // HTTP/2: a client that completes TLS but never sends its preface is dropped once idle.
+    let config = HttpConfig { idle_timeout_ms: 200, ..test_config() };
+    let silent_server = TestServer::start(config).await;
+    let mut silent = silent_server.tls(b"h2").await.expect("tls");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(SAFETY_TIMEOUT, silent.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server closed the silent HTTP/2 connection");
+    silent_server.shutdown().await;
     // The server is still fine for everyone else.
     assert_eq!(server.client(Proto::H1).await.get("/healthz").await.status, StatusCode::OK);
     server.shutdown().await;
@@ -868,4 +885,151 @@ async fn invalid_configuration_is_refused_by_name() {
     }
     let conflict = router().route::<__path_echo>(echo).err().map(|e| e.to_string());
     assert_eq!(conflict.as_deref(), Some("invalid route `/api/echo`: POST registered twice"));
+}
+
+#[tokio::test]
+async fn oversized_request_heads_are_431() {
+    let server = TestServer::start(test_config()).await;
+    let long_header =
+        format!("GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-padding: {}\r\n\r\n", "a".repeat(20 * 1024));
+    let answer = server.raw(long_header.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    let many_headers: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: localhost\r\n{many_headers}\r\n");
+    let answer = server.raw(request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    // Just under both limits is fine.
+    let fine_headers: String = (0..90).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{fine_headers}\r\n");
+    assert!(server.raw(request.as_bytes()).await.starts_with("HTTP/1.1 200 "));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_a_response_are_cut() {
+    let server = TestServer::start(HttpConfig { response_stall_timeout_ms: 300, ..test_config() }).await;
+    let mut reader_that_stops = server.tls(b"http/1.1").await.expect("tls");
+    reader_that_stops
+        .write_all(b"GET /api/endless HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    // Never read: socket buffers fill, the body cannot move, the stall timer runs out.
+    let mut watcher = server.client(Proto::H2).await;
+    let series = "bluewave_http_responses_stalled_total 1\n";
+    let mut text = String::new();
+    for _ in 0..1000 {
+        text = watcher.get("/metrics").await.text();
+        if text.contains(series) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(text.contains(series), "{text}");
+    // The connection is gone: reading drains what was buffered, then ends.
+    let mut sink = Vec::new();
+    let drained = tokio::time::timeout(SAFETY_TIMEOUT, reader_that_stops.read_to_end(&mut sink)).await;
+    assert!(drained.is_ok(), "the stalled connection was closed");
+    assert!(
+        text.contains("bluewave_http_connections_open 2\n")
+            || text.contains("bluewave_http_connections_open 1\n")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_1_3_is_preferred_and_1_2_accepted() {
+    let server = TestServer::start(test_config()).await;
+    let tls = server.tls(b"h2").await.expect("tls");
+    assert_eq!(tls.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(tls);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.cert.clone()).expect("root");
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = TcpStream::connect(server.addr).await.expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("TLS 1.2 handshake");
+    assert_eq!(tls.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    // No ALPN from the client: HTTP/1.1.
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("h1");
+    tokio::spawn(connection);
+    let request =
+        hyper::Request::get("/healthz").header("host", "localhost").body(full(Bytes::new())).expect("req");
+    assert_eq!(sender.send_request(request).await.expect("answer").status(), StatusCode::OK);
+    server.shutdown().await;
+}
+
+/// Collects everything the tracing subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_name_the_request_but_never_credentials_cookies_queries_or_bodies() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Global, not thread-scoped: a scoped subscriber can miss events when other test threads
+    // register the same callsites concurrently (tracing's interest cache). Only this test sets
+    // it; lines are picked out by this test's request ids and secrets.
+    tracing::subscriber::set_global_default(subscriber).expect("no other test sets a subscriber");
+    let server = TestServer::start(test_config()).await;
+    let mut client = server.client(Proto::H1).await;
+    let answer = client
+        .request(
+            Method::POST,
+            "/api/echo?filter=query-secret",
+            &[
+                ("authorization", "Bearer token-secret"),
+                ("cookie", "session=cookie-secret"),
+                ("content-type", "application/json"),
+            ],
+            full(r#"{"name":"body-secret","count":1}"#),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let echo_id = answer.header("x-request-id").to_owned();
+    let failed = client.get("/api/fail").await;
+    let fail_id = failed.header("x-request-id").to_owned();
+    server.shutdown().await;
+
+    let text = String::from_utf8(logs.0.lock().expect("log lock").clone()).expect("utf-8 logs");
+    let access = text
+        .lines()
+        .find(|line| line.contains(&echo_id))
+        .unwrap_or_else(|| panic!("access log line in:\n{text}"));
+    for field in
+        ["method=\"POST\"", "path=\"/api/echo\"", "route=\"/api/echo\"", "status=200", "duration_us="]
+    {
+        assert!(access.contains(field), "{field} in {access}");
+    }
+    for secret in ["token-secret", "cookie-secret", "query-secret", "body-secret"] {
+        assert!(!text.contains(secret), "{secret} leaked into the logs:\n{text}");
+    }
+    // The internal detail the client never saw is in the log, under the request id it got.
+    assert!(
+        text.lines().any(|line| line.contains(&fail_id) && line.contains("secret database path")),
+        "{text}"
+    );
 }
