@@ -1,7 +1,8 @@
 //! Proves the HTTPS framework against a real server on loopback, with real TLS clients
 //! (tokio-rustls + hyper's client, HTTP/1.1 and HTTP/2 by ALPN, and raw HTTP/1.1 bytes where a
 //! well-behaved client cannot send the attack): health and metrics, 404/405/413/415/400
-//! answers, limits and timeouts (slowloris, connections, request deadline, idle), graceful
+//! answers, limits and timeouts (slowloris, connections, request deadline, idle, a client that
+//! stops reading a stream, oversized heads), TLS versions, graceful
 //! shutdown, streaming, security headers, the OpenAPI document against the router, the offline
 //! docs page, path traversal, the bearer-token hook and that 5xx answers leak nothing.
 
@@ -926,6 +927,13 @@ async fn clients_that_stop_reading_a_response_are_cut() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(text.contains(series), "{text}");
+    // Backpressure: the endless producer was only pulled as far as the connection could take;
+    // hyper's write buffer and the socket buffers hold a few MiB at most, never the 64 MiB bound.
+    let sent: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("bluewave_http_response_body_bytes_total ")?.parse().ok())
+        .expect("bytes metric");
+    assert!(sent < 64.0 * 1024.0 * 1024.0, "producer ran ahead of the client: {sent} bytes");
     // The connection is gone: reading drains what was buffered, then ends.
     let mut sink = Vec::new();
     let drained = tokio::time::timeout(SAFETY_TIMEOUT, reader_that_stops.read_to_end(&mut sink)).await;
