@@ -290,8 +290,10 @@ where
                 if activity.is_idle_for(idle_timeout) {
                     match idle_close_started {
                         None => {
-                            graceful_shutdown(connection.as_mut());
-                            closing = true;
+                            if !closing {
+                                graceful_shutdown(connection.as_mut());
+                                closing = true;
+                            }
                             idle_close_started = Some(Instant::now());
                         }
                         // A peer that never completes the close (e.g. an HTTP/2 client that

@@ -181,14 +181,16 @@ impl TestServer {
     }
 
     async fn start_with(config: HttpConfig, router: Router<TestApp>) -> Self {
+        Self::start_full(config, router, Registry::default()).await
+    }
+
+    async fn start_full(config: HttpConfig, router: Router<TestApp>, registry: Registry) -> Self {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("rcgen");
         let cert = certified.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
         let identity = TlsIdentity { cert_chain: vec![cert.clone()], key };
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let server = HttpServer::bind(addr, identity, config, router, Registry::default())
-            .await
-            .expect("server binds");
+        let server = HttpServer::bind(addr, identity, config, router, registry).await.expect("server binds");
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
@@ -387,7 +389,12 @@ async fn healthz_answers_over_http1_and_http2() {
 
 #[tokio::test]
 async fn metrics_text_parses_and_counts_requests() {
-    let server = TestServer::start(test_config()).await;
+    // The application registers its own collectors before the server starts.
+    let mut registry = Registry::default();
+    let readings = prometheus_client::metrics::counter::Counter::<u64>::default();
+    registry.register("bluewave_engine_readings", "Readings acked (test stand-in)", readings.clone());
+    readings.inc_by(42);
+    let server = TestServer::start_full(test_config(), router(), registry).await;
     let mut client = server.client(Proto::H2).await;
     for _ in 0..3 {
         assert_eq!(client.get("/healthz").await.status, StatusCode::OK);
@@ -402,8 +409,9 @@ async fn metrics_text_parses_and_counts_requests() {
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').expect("sample line");
         assert!(value.parse::<f64>().is_ok(), "value of {series}: {value}");
-        assert!(series.starts_with("bluewave_http_"), "{series}");
+        assert!(series.starts_with("bluewave_"), "{series}");
     }
+    assert!(text.contains("\nbluewave_engine_readings_total 42\n"), "{text}");
     let healthz = r#"bluewave_http_requests_total{route="/healthz",method="GET",status="200"}"#;
     assert_eq!(text.lines().find_map(|l| l.strip_prefix(healthz)), Some(" 3"), "{text}");
     let unmatched = r#"bluewave_http_requests_total{route="unmatched",method="GET",status="404"}"#;
