@@ -10,6 +10,16 @@
 //! - `metrics`: the HTTP series in the application's Prometheus registry.
 //! - `builtin`: `/healthz`, `/metrics`, `/api/openapi.json`, `/api/docs`.
 //! - `config`: [`HttpConfig`], every limit with its default.
+//!
+//! Adding an endpoint (what the telemetry, query, buoy and auth routes will look like):
+//! 1. write `async fn name(mut request: Request<App>) -> Result<Reply, ApiError>` with a
+//!    `#[utoipa::path(...)]` annotation (method, path, params, request body, responses,
+//!    `security(("bearer" = []))` when it needs a token);
+//! 2. inside: `request.caller()?` (the application's [`Authenticator`]), `request.param("id")?`,
+//!    `request.query::<Filters>()?`, `request.json::<Body>().await?`; answer with
+//!    `Reply::json(&value)`, or `Reply::stream(content_type, stream)` for large results;
+//! 3. register it: `router.route::<__path_name>(name)?`, or `route_with` and [`RouteOptions`]
+//!    for a larger body limit or a longer deadline. The OpenAPI document follows by itself.
 
 mod body;
 mod builtin;
