@@ -1,14 +1,20 @@
 //! `bluewave-web`: the hyper HTTPS front (REST API, auth, shop and subscription pages).
 //!
 //! Layout:
+//! - `http`: the HTTPS server framework — rustls listener (HTTP/1.1 + HTTP/2), `matchit`
+//!   router with typed handlers, [`ApiError`] → JSON answers in one place, body limits,
+//!   timeouts, graceful shutdown, `/healthz`, `/metrics`, `/api/openapi.json`, `/api/docs`.
 //! - `auth`: identity and tokens (argon2id accounts in `accounts.redb`, EdDSA JWT access and
 //!   device tokens, rotating refresh tokens, brute-force limits), roles and permissions, plans
 //!   ([`AuthService`] is the entry point).
 //! - `audit`: the append-only, hash-chained audit log in `<data-dir>/audit/` ([`AuditLog`]).
 //!
-//! The HTTP server is being built (issue 4); nothing of it is here yet.
+//! **Not implemented yet:** the API endpoints (auth, telemetry, query, buoys, RBAC) that join
+//! `auth` and the query layer to the router, and `bluewave serve`'s HTTPS side (issue 4).
 //!
-//! # Example
+//! # Examples
+//!
+//! Auth, as a library:
 //!
 //! ```no_run
 //! use bluewave_web::{AuthConfig, AuthService, Secret};
@@ -22,9 +28,31 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! An endpoint on the HTTPS framework:
+//!
+//! ```no_run
+//! use bluewave_web::{ApiError, HttpConfig, HttpServer, Registry, Reply, Request, Router, TlsIdentity};
+//!
+//! /// Greets the caller.
+//! #[utoipa::path(get, path = "/api/hello", responses((status = 200, description = "A greeting")))]
+//! async fn hello(_request: Request<()>) -> Result<Reply, ApiError> {
+//!     Reply::json(&"hello")
+//! }
+//!
+//! # async fn run(identity: TlsIdentity) -> Result<(), bluewave_web::ServerError> {
+//! let router = Router::new((), "BlueWave", "0.1.0")?.route::<__path_hello>(hello)?;
+//! let addr = "127.0.0.1:8443".parse().expect("valid address");
+//! let server = HttpServer::bind(addr, identity, HttpConfig::default(), router, Registry::default()).await?;
+//! // Serves until the future completes (wire it to SIGTERM / Ctrl-C in the binary).
+//! server.serve(std::future::pending::<()>()).await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod audit;
 mod auth;
+mod http;
 
 pub use audit::{
     AUDIT_DETAILS_BYTES_MAX, AUDIT_FIELD_BYTES_MAX, AUDIT_FILE_NAME, AUDIT_FORMAT_VERSION,
@@ -32,3 +60,15 @@ pub use audit::{
     AuditResult, OpenReport, VerifyReport, verify_file,
 };
 pub use auth::*;
+
+pub use crate::http::{
+    ApiError, Authenticator, Body, BoxError, ErrorBody, HEADER_BYTES_MIN, Handler, HandlerFuture, Health,
+    HttpConfig, HttpServer, Reply, Request, RouteInfo, RouteOptions, Router, ServerError, ShutdownSummary,
+    TlsIdentity,
+};
+/// Types of the `http` crate that appear in this API.
+pub use ::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+/// The Prometheus registry `/metrics` serves; register the application's collectors into it.
+pub use prometheus_client::registry::Registry;
+/// DER certificate and key types of [`TlsIdentity`].
+pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -1,5 +1,8 @@
 //! Integration tests of `bluewave-web` (one test binary, modules by concern):
 //!
+//! - `http`: the HTTPS framework against real servers on loopback — TLS, HTTP/1.1 and HTTP/2,
+//!   routing, error answers, limits, timeouts, graceful shutdown, streaming, security headers,
+//!   OpenAPI and the docs page;
 //! - `auth`: accounts, sessions, limits, RBAC, plans, device tokens through `AuthService`;
 //! - `forgery`: the token forgery suite, one exact refusal per attack;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
@@ -11,3 +14,4 @@ mod audit;
 mod auth;
 mod auth_fixtures;
 mod forgery;
+mod http;
