@@ -635,3 +635,19 @@ async fn address_validation_and_the_hard_connection_cap() {
     assert!(matches!(refused, Err(quinn::ConnectionError::ConnectionClosed(_))), "{refused:?}");
     assert_eq!(server.handle().metrics().incoming_refused, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_waiting_for_hello_count_against_the_hard_cap() {
+    let config = bluewave_wire::ServerConfig { connections_max: 1, incoming_max: 1, ..test_config() };
+    let server = TestServer::start_with(config).await;
+    let client = server.raw_client();
+    // Handshake done, no HELLO yet: the connection is pending and fills the cap.
+    let silent = client.connect().await;
+    let refused = client.try_connect().await;
+    assert!(matches!(refused, Err(quinn::ConnectionError::ConnectionClosed(_))), "{refused:?}");
+    // Once the HELLO deadline closes it, the slot is free again.
+    assert_eq!(closed_with(&silent).await, Some(ConnectionCloseCode::HelloTimeout as u64));
+    let token = server.add_device("buoy-1");
+    client.session(&token, NAMES).await;
+    assert_eq!(server.handle().metrics().incoming_refused, 1);
+}
