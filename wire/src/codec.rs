@@ -643,14 +643,47 @@ pub fn decode_batch(frame: &[u8], dictionary: &MetricDictionary) -> Result<Decod
     let mut timestamps: Vec<TimestampNs> = Vec::with_capacity(count);
     timestamps.push(base_ts);
     let mut previous = base_ts;
-    for index in 1..count {
-        let delta = unzigzag(r.varint(index)?);
-        let ts = previous.wrapping_add(delta);
-        if !(TIMESTAMP_MIN..=TIMESTAMP_MAX).contains(&ts) {
-            return Err(Error::TimestampOverflow { index, ts });
+    // Hot loop: one-byte varints (equal or nearby timestamps) take the inline path on the
+    // remaining slice; longer ones go through the checked reader.
+    let mut index = 1;
+    while index < count {
+        let rest = r.rest();
+        let mut used = 0;
+        let run_start = index;
+        // The range is checked once per run (min/max), not once per reading; a run that left
+        // it is scanned for its first offender, so the error is the same as a per-reading check.
+        let (mut low, mut high) = (previous, previous);
+        while index < count {
+            let Some(&byte) = rest.get(used) else { break };
+            if byte >= 0x80 {
+                break;
+            }
+            used += 1;
+            let ts = previous.wrapping_add(unzigzag(u64::from(byte)));
+            low = low.min(ts);
+            high = high.max(ts);
+            timestamps.push(ts);
+            previous = ts;
+            index += 1;
         }
-        timestamps.push(ts);
-        previous = ts;
+        if low < TIMESTAMP_MIN || high > TIMESTAMP_MAX {
+            let run = timestamps.get(run_start..).unwrap_or_default();
+            if let Some(offset) = run.iter().position(|ts| !(TIMESTAMP_MIN..=TIMESTAMP_MAX).contains(ts)) {
+                let ts = run.get(offset).copied().unwrap_or_default();
+                return Err(Error::TimestampOverflow { index: run_start + offset, ts });
+            }
+        }
+        r.advance(used);
+        if index < count {
+            let delta = unzigzag(r.varint(index)?);
+            let ts = previous.wrapping_add(delta);
+            if !(TIMESTAMP_MIN..=TIMESTAMP_MAX).contains(&ts) {
+                return Err(Error::TimestampOverflow { index, ts });
+            }
+            timestamps.push(ts);
+            previous = ts;
+            index += 1;
+        }
     }
     let ids = r.take(count)?;
     let dictionary_len = dictionary.len();
@@ -660,14 +693,10 @@ pub fn decode_batch(frame: &[u8], dictionary: &MetricDictionary) -> Result<Decod
     }
     let metric_ids: Vec<u16> = ids.iter().map(|&id| u16::from(id)).collect();
     let value_bytes = r.take(count * 8)?;
-    let values: Vec<f64> = value_bytes
-        .chunks_exact(8)
-        .map(|chunk| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            f64::from_le_bytes(word)
-        })
-        .collect();
+    // Whole 8-byte words (`take` returned exactly 8 × count bytes), so the copy is a plain load
+    // per value that the compiler vectorizes.
+    let (words, _) = value_bytes.as_chunks::<8>();
+    let values: Vec<f64> = words.iter().map(|word| f64::from_le_bytes(*word)).collect();
     r.finish()?;
     let batch = ReadingBatch::new(dictionary.names().to_vec(), timestamps, metric_ids, values)?;
     Ok(DecodedBatch { batch_seq, batch })
@@ -734,6 +763,16 @@ impl<'a> Reader<'a> {
         self.bytes.len().saturating_sub(self.position)
     }
 
+    /// The bytes not read yet.
+    fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.position..).unwrap_or_default()
+    }
+
+    /// Skips `n` bytes of [`Reader::rest`] (callers pass at most its length).
+    fn advance(&mut self, n: usize) {
+        self.position = self.position.saturating_add(n).min(self.bytes.len());
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.position.checked_add(n);
         match end.and_then(|end| self.bytes.get(self.position..end)) {
@@ -779,7 +818,10 @@ impl<'a> Reader<'a> {
     fn varint(&mut self, index: usize) -> Result<u64> {
         let mut value = 0u64;
         for i in 0..VARINT_BYTES_MAX {
-            let byte = self.u8()?;
+            let Some(&byte) = self.bytes.get(self.position) else {
+                return Err(Error::Truncated { needed: self.position + 1, available: self.bytes.len() });
+            };
+            self.position += 1;
             let shift = 7 * i;
             if i == VARINT_BYTES_MAX - 1 && byte > 0x01 {
                 return Err(Error::VarintOverflow { index });

@@ -5,7 +5,7 @@
 //!
 //! - one accept task: takes each `Incoming`, refuses it outright above `incoming_max`, asks
 //!   unvalidated addresses for a QUIC Retry while more than `retry_handshakes_threshold`
-//!   handshakes are in progress, and spawns a connection task;
+//!   connections are pending (handshake or HELLO), and spawns a connection task;
 //! - one task per connection: handshake (bounded by `handshake_timeout_ms`), HELLO (bounded by
 //!   `hello_deadline_ms`), then the batch loop, which accepts streams up to QUIC's
 //!   `MAX_STREAMS` (`streams_per_connection_max`) and spawns one task per batch stream;
@@ -63,11 +63,12 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Connections past ACCEPTED; a HELLO beyond it is REFUSED `SERVER_BUSY`. Default 10,000.
     pub connections_max: usize,
-    /// Hard cap on handshakes in progress plus open connections: beyond it a new connection
+    /// Hard cap on pending connections (in their handshake or HELLO phase) plus open
+    /// connections: beyond it a new connection
     /// attempt is refused before the handshake (QUIC `CONNECTION_REFUSED`), and quinn keeps at
     /// most this many un-handled attempts. Default 12,000.
     pub incoming_max: usize,
-    /// While more handshakes than this are in progress, a connection attempt from an
+    /// While more connections than this are pending (handshake or HELLO), an attempt from an
     /// address not yet validated is answered with a QUIC Retry (address validation), so a
     /// flood of spoofed Initial packets costs one stateless packet each. Default 256.
     pub retry_handshakes_threshold: usize,
@@ -191,7 +192,7 @@ pub struct ShutdownReport {
 struct Control {
     config: ServerConfig,
     metrics: Metrics,
-    /// Handshakes in progress (for Retry and the hard cap).
+    /// Connections in their handshake or HELLO phase (for Retry and the hard cap).
     handshakes: AtomicUsize,
     /// Connections past ACCEPTED (for `connections_max` and the drain).
     sessions: AtomicUsize,
@@ -378,7 +379,7 @@ fn close(control: &Control, connection: &Connection, code: ConnectionCloseCode, 
     connection.close(code.into(), reason.as_bytes());
 }
 
-/// Counts a task as a handshake in progress while alive.
+/// Counts a connection as pending (handshake or HELLO) while alive.
 struct HandshakeGuard<'a>(&'a AtomicUsize);
 
 impl Drop for HandshakeGuard<'_> {
@@ -434,8 +435,10 @@ async fn accept_loop(core: Arc<Core>, endpoint: quinn::Endpoint) -> usize {
 /// One connection, from handshake to close.
 async fn serve_connection(core: Arc<Core>, incoming: Incoming) {
     let control = &core.control;
+    // Counted as pending from the first packet until ACCEPTED or refusal, so connections that
+    // finish the handshake but never send HELLO count against `incoming_max` too.
+    let pending = HandshakeGuard(&control.handshakes);
     let connection = {
-        let _guard = HandshakeGuard(&control.handshakes);
         let connecting = match incoming.accept() {
             Ok(connecting) => connecting,
             Err(e) => {
@@ -458,7 +461,9 @@ async fn serve_connection(core: Arc<Core>, incoming: Incoming) {
             }
         }
     };
-    let Some(session) = hello(&core, &connection).await else { return };
+    let session = hello(&core, &connection).await;
+    drop(pending);
+    let Some(session) = session else { return };
     let session = Arc::new(session);
     let id = connection.stable_id();
     serve_batches(&core, &connection, &session).await;

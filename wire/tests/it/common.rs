@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bluewave_engine::{BuoyId, BuoyInfo, Engine, EngineConfig, MetricName, ReadFilter, Row};
+use bluewave_engine::{
+    BuoyId, BuoyInfo, Engine, EngineConfig, FsStorage, MetricName, ReadFilter, Row, Storage,
+};
 use bluewave_wire::{
     ALPN, Accepted, Ack, FrameType, HEADER_BYTES, Hello, MetricDictionary, PresharedTokens, ReadFrameError,
     Refused, ServerConfig, ServerHandle, ServerIdentity, ShutdownReport, read_frame,
@@ -53,6 +55,7 @@ pub struct TestServer {
     engine: Option<Engine>,
     handle: Option<ServerHandle>,
     engine_tweak: EngineTweak,
+    storage: Arc<dyn Storage>,
 }
 
 /// Changes applied to the engine's config at every (re)start.
@@ -74,6 +77,16 @@ impl TestServer {
         config: ServerConfig,
         tweak: impl Fn(&mut EngineConfig) + Send + Sync + 'static,
     ) -> Self {
+        Self::start_with_storage(config, tweak, Arc::new(FsStorage)).await
+    }
+
+    /// Starts with `config`, a tweaked engine config and the engine on `storage` (a
+    /// fault-injecting file system for tests of engine faults).
+    pub async fn start_with_storage(
+        config: ServerConfig,
+        tweak: impl Fn(&mut EngineConfig) + Send + Sync + 'static,
+        storage: Arc<dyn Storage>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let identity = ServerIdentity::generate().unwrap();
         let cert_der = identity.end_entity().unwrap().clone();
@@ -89,6 +102,7 @@ impl TestServer {
             engine: None,
             handle: None,
             engine_tweak: Arc::new(tweak),
+            storage,
         };
         server.launch().await;
         server
@@ -97,7 +111,7 @@ impl TestServer {
     async fn launch(&mut self) {
         let mut engine_config = EngineConfig::new(self.data_dir());
         (self.engine_tweak)(&mut engine_config);
-        let engine = Engine::open(engine_config).unwrap();
+        let engine = Engine::open_with_storage(engine_config, self.storage.clone()).unwrap();
         let mut config = self.config.clone();
         config.listen = self.addr;
         // A restart rebinds the same port; the previous socket may take a moment to close.

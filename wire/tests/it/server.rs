@@ -635,3 +635,96 @@ async fn address_validation_and_the_hard_connection_cap() {
     assert!(matches!(refused, Err(quinn::ConnectionError::ConnectionClosed(_))), "{refused:?}");
     assert_eq!(server.handle().metrics().incoming_refused, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_waiting_for_hello_count_against_the_hard_cap() {
+    let config = bluewave_wire::ServerConfig { connections_max: 1, incoming_max: 1, ..test_config() };
+    let server = TestServer::start_with(config).await;
+    let client = server.raw_client();
+    // Handshake done, no HELLO yet: the connection is pending and fills the cap.
+    let silent = client.connect().await;
+    let refused = client.try_connect().await;
+    assert!(matches!(refused, Err(quinn::ConnectionError::ConnectionClosed(_))), "{refused:?}");
+    // Once the HELLO deadline closes it, the slot is free again.
+    assert_eq!(closed_with(&silent).await, Some(ConnectionCloseCode::HelloTimeout as u64));
+    let token = server.add_device("buoy-1");
+    client.session(&token, NAMES).await;
+    assert_eq!(server.handle().metrics().incoming_refused, 1);
+}
+
+/// The real file system, except that `sync_data` fails once `fail_syncs` is set: the WAL
+/// writer then stops (an fsync error is never retried and acknowledged).
+#[derive(Debug, Default)]
+struct FailingSyncs {
+    fail_syncs: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct FailingFile {
+    inner: Box<dyn bluewave_engine::StorageFile>,
+    fail_syncs: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl bluewave_engine::StorageFile for FailingFile {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(buf)
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        if self.fail_syncs.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
+        self.inner.sync_data()
+    }
+}
+
+impl bluewave_engine::Storage for FailingSyncs {
+    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        bluewave_engine::FsStorage.create_dir_all(path)
+    }
+    fn list_dir(&self, path: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        bluewave_engine::FsStorage.list_dir(path)
+    }
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        bluewave_engine::FsStorage.read(path)
+    }
+    fn create(&self, path: &std::path::Path) -> std::io::Result<Box<dyn bluewave_engine::StorageFile>> {
+        let inner = bluewave_engine::FsStorage.create(path)?;
+        Ok(Box::new(FailingFile { inner, fail_syncs: self.fail_syncs.clone() }))
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        bluewave_engine::FsStorage.rename(from, to)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        bluewave_engine::FsStorage.remove_file(path)
+    }
+    fn remove_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
+        bluewave_engine::FsStorage.remove_dir(path)
+    }
+    fn sync_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
+        bluewave_engine::FsStorage.sync_dir(path)
+    }
+    fn exists(&self, path: &std::path::Path) -> bool {
+        bluewave_engine::FsStorage.exists(path)
+    }
+    fn is_dir(&self, path: &std::path::Path) -> bool {
+        bluewave_engine::FsStorage.is_dir(path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_fault_resets_cancelled_and_closes_internal_error() {
+    let storage = FailingSyncs::default();
+    let fail_syncs = storage.fail_syncs.clone();
+    let server = TestServer::start_with_storage(test_config(), |_| {}, std::sync::Arc::new(storage)).await;
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+    assert_eq!(send_raw(&connection, &batch_frame(1, 3)).await, ack(1, AckStatus::Stored));
+    fail_syncs.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The batch is not acknowledged: its stream is reset CANCELLED (resend later) and the
+    // connection closed INTERNAL_ERROR; either may reach the client first.
+    let end = send_raw(&connection, &batch_frame(2, 3)).await;
+    let internal = StreamEnd::Closed(Some(ConnectionCloseCode::InternalError as u64));
+    assert!(end == reset(StreamErrorCode::Cancelled) || end == internal, "{end:?}");
+    assert_eq!(closed_with(&connection).await, Some(ConnectionCloseCode::InternalError as u64));
+    assert_eq!(server.handle().metrics().closed_internal_error, 1);
+    assert_eq!(server.handle().metrics().acks_stored, 1);
+}
