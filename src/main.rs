@@ -10,10 +10,10 @@ use bluewave_engine::workload::{Workload, WorkloadConfig};
 use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, IngestOutcome, IngestTicket};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit_cmd;
 mod buoy;
 mod devices;
 mod serve;
-mod audit_cmd;
 mod sql;
 
 /// BlueWave: a time-series engine for ocean buoy fleets.
