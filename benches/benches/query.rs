@@ -149,6 +149,8 @@ fn query(c: &mut Criterion) {
     ));
     let mut group = c.benchmark_group(format!("query_{buoys}b_{hours}h"));
     group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(4));
     for (name, sql) in queries(&buoy) {
         group.bench_function(format!("{name}/bluewave"), |b| {
             b.iter(|| {
