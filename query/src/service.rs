@@ -315,7 +315,7 @@ fn check_statement(statement: &DfStatement) -> Result<()> {
 /// The leading keywords of a statement, for refusal messages (never echoes data).
 fn statement_kind(text: &str) -> String {
     let words: Vec<&str> =
-        text.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic())).take(3).collect();
+        text.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic())).take(2).collect();
     if words.is_empty() { "this statement".into() } else { words.join(" ").to_uppercase() }
 }
 
