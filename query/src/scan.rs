@@ -21,7 +21,8 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::coop::make_cooperative;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -80,12 +81,15 @@ pub(crate) struct ReadingsScanExec {
 impl ReadingsScanExec {
     pub(crate) fn new(inner: Arc<dyn ExecutionPlan>, snapshot: Arc<Snapshot>, summary: ScanSummary) -> Self {
         let partitions = inner.properties().output_partitioning().partition_count();
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(inner.schema()),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let properties = Arc::new(
+            PlanProperties::new(
+                EquivalenceProperties::new(inner.schema()),
+                Partitioning::UnknownPartitioning(partitions),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )
+            .with_scheduling_type(SchedulingType::Cooperative),
+        );
         Self { inner, snapshot, summary, properties }
     }
 }
@@ -146,7 +150,9 @@ impl ExecutionPlan for ReadingsScanExec {
             let _ = &snapshot;
             batch
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, held)))
+        // Cooperative: the stream spends tokio's task budget, so CPU-bound plans above it still
+        // yield and a query's timeout fires promptly.
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(schema, held))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

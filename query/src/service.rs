@@ -1,7 +1,6 @@
 //! [`QueryService`]: one per process. Plans and runs SQL and typed reads on its own bounded
 //! runtime, under each caller's [`AccessPolicy`], and streams results as Arrow batches.
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -37,6 +36,7 @@ pub struct QueryService {
     scan: ScanOptions,
     runtime: Option<tokio::runtime::Runtime>,
     running: Arc<Semaphore>,
+    watchdog: Watchdog,
 }
 
 impl std::fmt::Debug for QueryService {
@@ -63,11 +63,12 @@ impl QueryService {
             .map_err(|e| Error::Internal(format!("query runtime: {e}")))?;
         Ok(Self {
             scan: ScanOptions {
-                data_dir: PathBuf::from(data_dir),
+                data_dir,
                 batch_rows: config.batch_rows,
                 target_partitions: config.target_partitions,
             },
             running: Arc::new(Semaphore::new(config.queries_max)),
+            watchdog: Watchdog::start(config.queries_max)?,
             engine,
             config,
             runtime: Some(runtime),
@@ -201,10 +202,16 @@ impl QueryService {
         F: Future<Output = Result<SendableRecordBatchStream>> + Send + 'static,
     {
         let deadline = Instant::now() + policy.timeout;
+        let policy_timeout_ms = policy.timeout_ms();
         let (schema_tx, schema_rx) = oneshot::channel::<Result<SchemaRef>>();
         let (batch_tx, batch_rx) = mpsc::channel(self.config.result_queue_batches);
         let (done_tx, done_rx) = oneshot::channel::<Result<()>>();
         let handle = self.handle()?;
+        // The watchdog thread fires at the deadline even when every query worker is busy in
+        // a plan that does not yield (nested-loop joins): the caller gets `Timeout` on time and
+        // the plan stops at its next yield point.
+        let (expired_tx, expired_rx) = oneshot::channel::<()>();
+        self.watchdog.arm(deadline.into_std(), expired_tx);
         handle.spawn(async move {
             let _permit = permit;
             let planned = tokio::time::timeout_at(deadline, plan).await;
@@ -227,14 +234,22 @@ impl QueryService {
             drop(batch_tx);
             let _ = done_tx.send(outcome);
         });
-        let schema = match schema_rx.await {
-            Ok(result) => result?,
-            Err(_) => return Err(Error::Internal("query task ended before planning finished".into())),
+        let mut expired_rx = expired_rx;
+        let schema = match futures::future::select(schema_rx, &mut expired_rx).await {
+            futures::future::Either::Left((Ok(result), _)) => result?,
+            futures::future::Either::Left((Err(_), _)) => {
+                return Err(Error::Internal("query task ended before planning finished".into()));
+            }
+            futures::future::Either::Right(_) => {
+                return Err(Error::Timeout { timeout_ms: policy_timeout_ms });
+            }
         };
         Ok(ResultStream {
             schema,
             batches: batch_rx,
             done: Some(done_rx),
+            expired: Some(expired_rx),
+            timeout_ms: policy_timeout_ms,
             page_limit,
             rows: 0,
             last_key: None,
@@ -247,6 +262,56 @@ impl Drop for QueryService {
         // Dropping a runtime inside another runtime's task panics; let it wind down aside.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// Longest sleep of the watchdog thread between checks for abandoned deadlines.
+pub const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+type Deadline = (std::time::Instant, oneshot::Sender<()>);
+
+/// One thread that fires query deadlines, independent of the query runtime's workers. It holds
+/// at most one entry per running query (admission caps them at `queries_max`).
+struct Watchdog {
+    deadlines: std::sync::mpsc::SyncSender<Deadline>,
+}
+
+impl Watchdog {
+    fn start(queries_max: usize) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Deadline>(queries_max);
+        std::thread::Builder::new()
+            .name("bw-query-watchdog".into())
+            .spawn(move || Self::run(&rx))
+            .map_err(|e| Error::Internal(format!("query watchdog thread: {e}")))?;
+        Ok(Self { deadlines: tx })
+    }
+
+    /// Fires `expired` at `deadline` (dropped quietly if the queue is full: the query task's
+    /// own timeout still applies).
+    fn arm(&self, deadline: std::time::Instant, expired: oneshot::Sender<()>) {
+        let _ = self.deadlines.try_send((deadline, expired));
+    }
+
+    fn run(rx: &std::sync::mpsc::Receiver<Deadline>) {
+        let mut pending: Vec<Deadline> = Vec::new();
+        loop {
+            let now = std::time::Instant::now();
+            // Drop finished queries (their stream was dropped), fire the due ones.
+            pending.retain(|(_, s)| !s.is_closed());
+            let (due, waiting): (Vec<Deadline>, Vec<Deadline>) =
+                pending.drain(..).partition(|(d, _)| *d <= now);
+            pending = waiting;
+            for (_, sender) in due {
+                let _ = sender.send(());
+            }
+            let wait =
+                pending.iter().map(|(d, _)| d.saturating_duration_since(now)).min().unwrap_or(WATCHDOG_TICK);
+            match rx.recv_timeout(wait.min(WATCHDOG_TICK)) {
+                Ok(entry) => pending.push(entry),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 }
@@ -316,7 +381,7 @@ fn check_statement(statement: &DfStatement) -> Result<()> {
 /// The leading keywords of a statement, for refusal messages (never echoes data).
 fn statement_kind(text: &str) -> String {
     let words: Vec<&str> =
-        text.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic())).take(3).collect();
+        text.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic())).take(2).collect();
     if words.is_empty() { "this statement".into() } else { words.join(" ").to_uppercase() }
 }
 
@@ -328,6 +393,9 @@ pub struct ResultStream {
     schema: SchemaRef,
     batches: mpsc::Receiver<RecordBatch>,
     done: Option<oneshot::Receiver<Result<()>>>,
+    /// Fires at the deadline (see the watchdog in `QueryService::start`).
+    expired: Option<oneshot::Receiver<()>>,
+    timeout_ms: u64,
     page_limit: Option<usize>,
     rows: usize,
     last_key: Option<(String, String, i64)>,
@@ -389,12 +457,38 @@ impl ResultStream {
     }
 }
 
+impl ResultStream {
+    /// `Timeout` once the watchdog fired; the stream ends after it.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<RecordBatch>>> {
+        let Some(expired) = self.expired.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(expired).poll(cx) {
+            Poll::Ready(Ok(())) => {
+                self.expired = None;
+                self.done = None;
+                self.page_limit = None;
+                Poll::Ready(Some(Err(Error::Timeout { timeout_ms: self.timeout_ms })))
+            }
+            // The watchdog is gone (runtime shutting down): rely on the query task alone.
+            Poll::Ready(Err(_)) => {
+                self.expired = None;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl Stream for ResultStream {
     type Item = Result<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done.is_none() {
+            return Poll::Ready(None);
+        }
         match self.batches.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => return self.poll_expired(cx),
             Poll::Ready(Some(batch)) => {
                 self.rows += batch.num_rows();
                 self.remember_last_key(&batch);
@@ -406,7 +500,7 @@ impl Stream for ResultStream {
             return Poll::Ready(None);
         };
         let outcome = match Pin::new(done).poll(cx) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => return self.poll_expired(cx),
             Poll::Ready(Ok(outcome)) => outcome,
             Poll::Ready(Err(_)) => Err(Error::Internal("query task ended without an outcome".into())),
         };
