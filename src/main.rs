@@ -10,10 +10,12 @@ use bluewave_engine::workload::{Workload, WorkloadConfig};
 use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, IngestOutcome, IngestTicket};
 use clap::{Parser, Subcommand, ValueEnum};
 
-mod buoy;
-mod devices;
-mod serve;
 mod audit_cmd;
+mod buoy;
+mod device_auth;
+mod devices;
+mod metrics;
+mod serve;
 mod sql;
 
 /// BlueWave: a time-series engine for ocean buoy fleets.
@@ -34,7 +36,7 @@ enum Command {
     IngestDemo(DemoArgs),
     /// List partitions, files, tombstones and what recovery found.
     Inspect,
-    /// Run the QUIC ingest server until SIGINT/SIGTERM, then stop gracefully.
+    /// Run QUIC ingest and the HTTPS API until SIGINT/SIGTERM, then stop gracefully.
     Serve(serve::ServeArgs),
     /// Manage buoys and their device tokens.
     #[command(subcommand)]

@@ -1,7 +1,6 @@
 //! [`QueryService`]: one per process. Plans and runs SQL and typed reads on its own bounded
 //! runtime, under each caller's [`AccessPolicy`], and streams results as Arrow batches.
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -63,7 +62,7 @@ impl QueryService {
             .map_err(|e| Error::Internal(format!("query runtime: {e}")))?;
         Ok(Self {
             scan: ScanOptions {
-                data_dir: PathBuf::from(data_dir),
+                data_dir,
                 batch_rows: config.batch_rows,
                 target_partitions: config.target_partitions,
             },

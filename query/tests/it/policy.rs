@@ -90,7 +90,7 @@ fn explain_shows_only_policy_restricted_scans() {
     let (f, p) = setup();
     let plan =
         strings(&f.sql("EXPLAIN SELECT * FROM readings WHERE buoy_id = 'buoy-b'", &p).unwrap()).join("\n");
-    let plan_text = format!("{plan}");
+    let plan_text = plan.to_string();
     let _ = plan_text;
     let batches = f.sql("EXPLAIN SELECT * FROM readings", &p).unwrap();
     let text = format!(
