@@ -22,11 +22,10 @@ const BATCH_READINGS: usize = 1_000;
 fn codec(c: &mut Criterion) {
     let workload = Workload::new(WorkloadConfig { buoys: 1, ..WorkloadConfig::default() })
         .unwrap_or_else(|e| panic!("workload: {e}"));
-    let batch = workload
-        .batch_of_readings(0, 0, BATCH_READINGS)
-        .unwrap_or_else(|e| panic!("batch: {e}"));
+    let batch = workload.batch_of_readings(0, 0, BATCH_READINGS).unwrap_or_else(|e| panic!("batch: {e}"));
     assert_eq!(batch.len(), BATCH_READINGS);
-    let dictionary = MetricDictionary::new(workload.metric_names().to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    let dictionary =
+        MetricDictionary::new(workload.metric_names().to_vec()).unwrap_or_else(|e| panic!("{e}"));
     let mut frame = Vec::new();
     encode_batch(1, &batch, &dictionary, &mut frame).unwrap_or_else(|e| panic!("encode: {e}"));
     println!(
@@ -43,13 +42,15 @@ fn codec(c: &mut Criterion) {
     group.bench_function("encode", |b| {
         b.iter(|| {
             out.clear();
-            encode_batch(1, black_box(&batch), &dictionary, &mut out).unwrap_or_else(|e| panic!("encode: {e}"));
+            encode_batch(1, black_box(&batch), &dictionary, &mut out)
+                .unwrap_or_else(|e| panic!("encode: {e}"));
             black_box(out.len())
         })
     });
     group.bench_function("decode", |b| {
         b.iter(|| {
-            let decoded = decode_batch(black_box(&frame), &dictionary).unwrap_or_else(|e| panic!("decode: {e}"));
+            let decoded =
+                decode_batch(black_box(&frame), &dictionary).unwrap_or_else(|e| panic!("decode: {e}"));
             black_box(decoded)
         })
     });

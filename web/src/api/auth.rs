@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::StatusCode;
 use crate::api::{ApiState, blocking};
 use crate::auth::{Secret, TokenPair};
-use crate::StatusCode;
 use crate::http::{ApiError, Reply, Request};
 
 /// Credentials of `POST /api/auth/token`.

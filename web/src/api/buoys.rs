@@ -7,10 +7,10 @@ use std::sync::Arc;
 use bluewave_engine::{BuoyId, BuoyInfo};
 use serde::{Deserialize, Serialize};
 
+use crate::StatusCode;
 use crate::api::{ApiState, blocking};
 use crate::audit::AuditEvent;
 use crate::auth::{Caller, DeviceTokenInfo, Permission};
-use crate::StatusCode;
 use crate::http::{ApiError, Reply, Request};
 
 /// Longest buoy name, bytes.
