@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod audit_cmd;
 mod buoy;
+mod device_auth;
 mod devices;
+mod metrics;
 mod serve;
 mod sql;
 
@@ -34,7 +36,7 @@ enum Command {
     IngestDemo(DemoArgs),
     /// List partitions, files, tombstones and what recovery found.
     Inspect,
-    /// Run the QUIC ingest server until SIGINT/SIGTERM, then stop gracefully.
+    /// Run QUIC ingest and the HTTPS API until SIGINT/SIGTERM, then stop gracefully.
     Serve(serve::ServeArgs),
     /// Manage buoys and their device tokens.
     #[command(subcommand)]

@@ -1,19 +1,34 @@
-//! `bluewave serve`: runs the ingest endpoint over the engine until SIGINT/SIGTERM, then stops
-//! gracefully (server drain, then engine flush and shutdown). For now QUIC only; the HTTPS front
-//! (issue 4) will extend [`ServeArgs`] and share the TLS identity loaded here.
+//! `bluewave serve`: QUIC ingest and the HTTPS API in one process, over one engine, until
+//! SIGINT/SIGTERM; then HTTPS drains, QUIC shuts down gracefully, and the engine flushes and
+//! shuts down.
+//!
+//! Embedded defaults make a fresh machine work with no flags: data in `./bluewave-data`, one
+//! self-signed TLS identity in `<data-dir>/tls/` used by both listeners, signing keys generated
+//! by the auth module, and a first admin whose password comes from `BLUEWAVE_ADMIN_PASSWORD` or
+//! is generated and printed once to stdout (never logged).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bluewave_engine::{Durability, Engine, EngineConfig};
-use bluewave_wire::{PresharedTokens, ServerConfig, ServerIdentity};
+use bluewave_query::{QueryConfig, QueryService};
+use bluewave_web::{
+    ApiState, AuthConfig, AuthService, FirstAdmin, HttpConfig, HttpServer, Registry, Secret, TlsIdentity,
+    api_router,
+};
+use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity};
 
 use crate::DurabilityArg;
+use crate::device_auth::JwtDevices;
+use crate::metrics::FleetCollector;
 
-/// File name of the pre-shared device tokens inside the data dir (the default of
-/// `--device-tokens`).
+/// File name of the pre-shared device tokens inside the data dir (where `bluewave devices add`
+/// writes by default; pass it to `serve --device-tokens` to use it).
 pub const DEVICE_TOKENS_FILE: &str = "device-tokens.txt";
+
+/// Environment variable holding the first admin's password (read once, on first run).
+pub const ADMIN_PASSWORD_ENV: &str = "BLUEWAVE_ADMIN_PASSWORD";
 
 /// Options of `bluewave serve`.
 #[derive(clap::Args, Debug)]
@@ -22,17 +37,24 @@ pub struct ServeArgs {
     /// the fleet means choosing the interface, e.g. `0.0.0.0:4433`.
     #[arg(long, default_value = "127.0.0.1:4433")]
     pub quic_listen: SocketAddr,
-    /// Server certificate chain (PEM). Without it a self-signed identity is generated on first
-    /// run in `<data-dir>/tls/` and its SHA-256 pin printed for the clients.
+    /// TCP address of the HTTPS API (loopback by default, like `--quic-listen`).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub https_listen: SocketAddr,
+    /// Server certificate chain (PEM), for both QUIC and HTTPS. Without it a self-signed
+    /// identity is generated on first run in `<data-dir>/tls/` and its SHA-256 pin printed.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key of `--tls-cert` (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Pre-shared device tokens, one `<buoy_id> <token>` per line. Default
-    /// `<data-dir>/device-tokens.txt`. Re-read on SIGHUP.
+    /// Authenticate buoys with this pre-shared tokens file (`<buoy_id> <token>` per line, as
+    /// `bluewave devices add` writes `<data-dir>/device-tokens.txt`; re-read on SIGHUP) instead
+    /// of the device JWTs issued through the API (the default).
     #[arg(long)]
     pub device_tokens: Option<PathBuf>,
+    /// Email of the first admin account, created on first run.
+    #[arg(long, default_value = "admin@localhost")]
+    pub admin_email: String,
     /// Open buoy connections; beyond it HELLO is refused SERVER_BUSY.
     #[arg(long, default_value_t = ServerConfig::default().connections_max)]
     pub connections_max: usize,
@@ -50,6 +72,15 @@ pub enum ServeError {
     /// The QUIC server could not start.
     #[error(transparent)]
     Server(#[from] bluewave_wire::ServerError),
+    /// The HTTPS server could not start.
+    #[error("HTTPS server: {0}")]
+    Http(#[from] bluewave_web::ServerError),
+    /// The auth store, keys or first admin could not be set up.
+    #[error("auth: {0}")]
+    Auth(#[from] bluewave_web::AuthError),
+    /// The query service could not start.
+    #[error("query service: {0}")]
+    Query(#[from] bluewave_query::Error),
     /// The TLS identity could not be loaded or generated.
     #[error(transparent)]
     Tls(#[from] bluewave_wire::TlsError),
@@ -83,19 +114,59 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
             identity
         }
     };
-    let tokens_file = tokens_path(data_dir, args.device_tokens.as_deref());
-    let tokens = Arc::new(PresharedTokens::load(&tokens_file)?);
     let config = ServerConfig {
         listen: args.quic_listen,
         connections_max: args.connections_max,
         ..ServerConfig::default()
     };
     config.validate()?;
+
+    let auth = Arc::new(AuthService::open(data_dir, AuthConfig::default())?);
+    let password = std::env::var(ADMIN_PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Secret::new);
+    match auth.ensure_first_admin(&args.admin_email, password)? {
+        FirstAdmin::AlreadyPresent => {}
+        FirstAdmin::Created { email, generated_password: Some(password), .. } => {
+            // stdout only, once: the operator's copy. Never through tracing.
+            println!("first admin: {email} password: {}", password.expose());
+        }
+        FirstAdmin::Created { email, generated_password: None, .. } => {
+            println!("first admin: {email} (password from {ADMIN_PASSWORD_ENV})");
+        }
+    }
+    let preshared = match &args.device_tokens {
+        Some(path) => Some((Arc::new(PresharedTokens::load(path)?), path.clone())),
+        None => None,
+    };
+    let devices: Arc<dyn DeviceAuthenticator> = match &preshared {
+        Some((tokens, _)) => tokens.clone(),
+        None => Arc::new(JwtDevices::new(Arc::clone(&auth))),
+    };
+
     let engine = Engine::open(engine_config)?;
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bluewave-net").build()?;
-    let served = runtime.block_on(serve(engine.clone(), identity, tokens, &tokens_file, config));
-    // The server is stopped (or never started): make everything acknowledged durable in files.
+    // The query service has its own runtime (DataFusion cannot starve ingest); it is dropped
+    // here, outside the network runtime, after everything that uses it has stopped.
+    let query = match QueryService::new(Arc::new(engine.clone()), QueryConfig::default()) {
+        Ok(query) => Arc::new(query),
+        Err(error) => {
+            engine.shutdown()?;
+            return Err(error.into());
+        }
+    };
+    let state = ApiState {
+        auth,
+        query: Arc::clone(&query),
+        engine: Arc::new(engine.clone()),
+        on_device_revoked: None,
+    };
+    let parts = Parts { identity, quic: config, https_listen: args.https_listen, devices, preshared };
+    let served = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bluewave-net")
+        .build()
+        .map_err(ServeError::from)
+        .and_then(|runtime| runtime.block_on(serve(engine.clone(), state, parts)));
+    drop(query);
+    // The servers are stopped (or never started): make everything acknowledged durable in files.
     let flushed =
         engine.flush().map(|report| println!("flushed {} files, {} rows", report.files, report.rows));
     let shut = engine.shutdown();
@@ -105,24 +176,66 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
-async fn serve(
-    engine: Engine,
+/// What `serve` starts, prepared by `run`.
+struct Parts {
     identity: ServerIdentity,
-    tokens: Arc<PresharedTokens>,
-    tokens_file: &Path,
-    config: ServerConfig,
-) -> Result<(), ServeError> {
-    let pin = identity.pin_sha256();
-    let handle = bluewave_wire::start(config, &identity, engine, tokens.clone()).await?;
-    println!("QUIC ingest listening on {} (ALPN bluewave/1)", handle.local_addr());
+    quic: ServerConfig,
+    https_listen: SocketAddr,
+    devices: Arc<dyn DeviceAuthenticator>,
+    preshared: Option<(Arc<PresharedTokens>, PathBuf)>,
+}
+
+async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), ServeError> {
+    let pin = parts.identity.pin_sha256();
+    let quic = bluewave_wire::start(parts.quic, &parts.identity, engine.clone(), parts.devices).await?;
+    let disconnect = quic.clone();
+    state.on_device_revoked = Some(Arc::new(move |buoy: &str| match bluewave_engine::BuoyId::new(buoy) {
+        Ok(buoy) => disconnect.disconnect_buoy(&buoy),
+        Err(_) => 0,
+    }));
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(FleetCollector::new(engine, quic.clone())));
+    let tls =
+        TlsIdentity { cert_chain: parts.identity.cert_chain.clone(), key: parts.identity.key.clone_key() };
+    let https = match api_router(state) {
+        Ok(router) => {
+            HttpServer::bind(parts.https_listen, tls, HttpConfig::default(), router, registry).await
+        }
+        Err(error) => Err(error),
+    };
+    let https = match https {
+        Ok(https) => https,
+        Err(error) => {
+            quic.shutdown().await;
+            return Err(error.into());
+        }
+    };
+    println!("HTTPS API listening on https://{} (docs at /api/docs)", https.local_addr());
+    println!("QUIC ingest listening on {} (ALPN bluewave/1)", quic.local_addr());
     println!("certificate SHA-256 pin: {pin}");
-    println!("device tokens: {} ({} tokens)", tokens_file.display(), tokens.len());
-    wait_for_stop(&tokens).await?;
-    println!("stopping: draining in-flight batches");
-    let report = handle.shutdown().await;
-    let metrics = handle.metrics();
+    match &parts.preshared {
+        Some((tokens, path)) => println!("device tokens: {} ({} tokens)", path.display(), tokens.len()),
+        None => println!("device tokens: JWTs issued through POST /api/buoys/{{id}}/device-tokens"),
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let https_task = tokio::spawn(https.serve(async move {
+        // A dropped sender (serve returning early) also stops the server.
+        let _ = stop_rx.await;
+    }));
+    let waited = wait_for_stop(parts.preshared.as_ref().map(|(tokens, _)| tokens.as_ref())).await;
+    println!("stopping: draining HTTPS requests, then in-flight batches");
+    let _ = stop_tx.send(());
+    let drained = https_task.await.map_err(std::io::Error::other);
+    let report = quic.shutdown().await;
+    let metrics = quic.metrics();
+    if let Ok(summary) = &drained {
+        println!(
+            "HTTPS stopped: {} connections drained, {} cut",
+            summary.connections_drained, summary.connections_aborted
+        );
+    }
     println!(
-        "server stopped (drained: {}); {} connections served, {} batches, {} readings, {} stored, {} duplicate, {} rejected, {} busy",
+        "QUIC stopped (drained: {}); {} connections served, {} batches, {} readings, {} stored, {} duplicate, {} rejected, {} busy",
         report.drained,
         metrics.connections_accepted,
         metrics.batches_received,
@@ -132,12 +245,14 @@ async fn serve(
         metrics.acks_rejected,
         metrics.acks_busy
     );
+    waited?;
+    drained?;
     Ok(())
 }
 
-/// Returns on SIGINT or SIGTERM; reloads the device tokens on SIGHUP.
+/// Returns on SIGINT or SIGTERM; reloads the pre-shared device tokens (if used) on SIGHUP.
 #[cfg(unix)]
-async fn wait_for_stop(tokens: &PresharedTokens) -> Result<(), ServeError> {
+async fn wait_for_stop(tokens: Option<&PresharedTokens>) -> Result<(), ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -146,10 +261,11 @@ async fn wait_for_stop(tokens: &PresharedTokens) -> Result<(), ServeError> {
         tokio::select! {
             _ = terminate.recv() => return Ok(()),
             _ = interrupt.recv() => return Ok(()),
-            _ = hangup.recv() => match tokens.reload() {
-                Ok(count) => println!("device tokens reloaded: {count} tokens"),
+            _ = hangup.recv() => match tokens.map(PresharedTokens::reload) {
+                None => println!("SIGHUP: nothing to reload (device JWTs are checked live)"),
+                Some(Ok(count)) => println!("device tokens reloaded: {count} tokens"),
                 // A bad edit keeps the previous table; the operator fixes the named line.
-                Err(e) => eprintln!("device tokens not reloaded: {e}"),
+                Some(Err(e)) => eprintln!("device tokens not reloaded: {e}"),
             },
         }
     }
@@ -157,7 +273,7 @@ async fn wait_for_stop(tokens: &PresharedTokens) -> Result<(), ServeError> {
 
 /// Returns on Ctrl-C.
 #[cfg(not(unix))]
-async fn wait_for_stop(_tokens: &PresharedTokens) -> Result<(), ServeError> {
+async fn wait_for_stop(_tokens: Option<&PresharedTokens>) -> Result<(), ServeError> {
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -9,8 +9,12 @@
 //!   ([`AuthService`] is the entry point).
 //! - `audit`: the append-only, hash-chained audit log in `<data-dir>/audit/` ([`AuditLog`]).
 //!
-//! **Not implemented yet:** the API endpoints (auth, telemetry, query, buoys, RBAC) that join
-//! `auth` and the query layer to the router, and `bluewave serve`'s HTTPS side (issue 4).
+//! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
+//!   ([`api_router`] over an [`ApiState`]): `/api/auth/*`, `/api/telemetry`, `/api/query`,
+//!   `/api/buoys`, device tokens.
+//!
+//! **Not implemented yet:** `GET|PUT|DELETE /api/telemetry/{id}`, `PUT|DELETE /api/buoys/{id}`,
+//! `/api/rbac/*` (issue 4).
 //!
 //! # Examples
 //!
@@ -50,10 +54,14 @@
 //! # }
 //! ```
 
+mod api;
 mod audit;
 mod auth;
 mod http;
 
+pub use api::{
+    ApiState, BUOY_NAME_BYTES_MAX, BUOY_STATUSES, DeviceRevoked, TELEMETRY_BODY_BYTES_MAX, api_router,
+};
 pub use audit::{
     AUDIT_DETAILS_BYTES_MAX, AUDIT_FIELD_BYTES_MAX, AUDIT_FILE_NAME, AUDIT_FORMAT_VERSION,
     AUDIT_LINE_BYTES_MAX, AUDIT_PAGE_ENTRIES_MAX, AuditEntry, AuditError, AuditEvent, AuditLog, AuditPage,

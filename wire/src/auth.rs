@@ -37,6 +37,10 @@ pub enum Refusal {
     /// The device was revoked by an operator.
     #[error("device {0} was revoked")]
     DeviceRevoked(String),
+    /// The token could not be checked now (the authenticator's store failed); refused
+    /// `SERVER_BUSY` so the buoy retries later. Fails closed.
+    #[error("device token could not be checked now; retry later")]
+    Unavailable,
 }
 
 impl Refusal {
@@ -49,6 +53,7 @@ impl Refusal {
             Self::TokenExpired => RefuseReason::TokenExpired,
             Self::TokenWrongType => RefuseReason::TokenWrongType,
             Self::DeviceRevoked(_) => RefuseReason::DeviceRevoked,
+            Self::Unavailable => RefuseReason::ServerBusy,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Integration tests of `bluewave-query`: a real engine in a temp dir, real Parquet files, the
 //! real query service.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns are test code too
 
 mod common;
 mod encode;

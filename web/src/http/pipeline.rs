@@ -38,7 +38,7 @@ pub(crate) async fn handle<S: Send + Sync + 'static>(
     let is_api = path == "/api" || path.starts_with("/api/");
     let logged_path = path.get(..LOGGED_PATH_BYTES_MAX).unwrap_or(path).to_owned();
 
-    let (route, outcome) = dispatch(&shared, request, &request_id).await;
+    let (route, outcome) = dispatch(&shared, request, &request_id, peer).await;
     let mut response = match outcome {
         Ok(reply) => reply.response,
         Err(error) => {
@@ -88,6 +88,7 @@ async fn dispatch<S: Send + Sync + 'static>(
     shared: &Arc<Shared<S>>,
     request: hyper::Request<Incoming>,
     request_id: &Arc<str>,
+    peer: SocketAddr,
 ) -> (Arc<String>, Result<crate::http::Reply, ApiError>) {
     let unmatched = || Arc::clone(&shared.metrics.unmatched_route);
     let path = request.uri().path();
@@ -114,6 +115,7 @@ async fn dispatch<S: Send + Sync + 'static>(
         param_values: found.param_values,
         body_bytes_max: options.body_bytes_max.unwrap_or(shared.config.body_bytes_max),
         request_id: Arc::clone(request_id),
+        peer,
     };
     let future = found.endpoint.handler.call(handler_request);
     let outcome = match tokio::time::timeout(Duration::from_millis(timeout_ms), future).await {

@@ -37,6 +37,8 @@ pub struct Request<S> {
     pub(crate) param_values: Vec<String>,
     pub(crate) body_bytes_max: u64,
     pub(crate) request_id: Arc<str>,
+    /// The TCP peer of the connection (the client, or the proxy in front of it).
+    pub(crate) peer: std::net::SocketAddr,
 }
 
 impl<S> Request<S> {
@@ -58,6 +60,11 @@ impl<S> Request<S> {
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
         &self.head.headers
+    }
+
+    /// The address of the connection's peer (for per-IP limits such as the login limiter).
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.peer
     }
 
     /// The id of this request, also sent back as `X-Request-Id` and written in every log line.

@@ -3,6 +3,7 @@
 //! - `http`: the HTTPS framework against real servers on loopback — TLS, HTTP/1.1 and HTTP/2,
 //!   routing, error answers, limits, timeouts, graceful shutdown, streaming, security headers,
 //!   OpenAPI and the docs page;
+//! - `api`: the REST endpoints over real HTTPS with real auth, query service and engine;
 //! - `auth`: accounts, sessions, limits, RBAC, plans, device tokens through `AuthService`;
 //! - `forgery`: the token forgery suite, one exact refusal per attack;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
@@ -10,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
 
+mod api;
 mod audit;
 mod auth;
 mod auth_fixtures;

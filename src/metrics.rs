@@ -1,0 +1,101 @@
+//! `/metrics` series of the engine and the QUIC server: read from their snapshots at each
+//! scrape (a [`Collector`]), so the hot paths keep their own plain atomics.
+
+use bluewave_engine::Engine;
+use bluewave_wire::ServerHandle;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+/// Engine and ingest-server counters for the Prometheus registry `/metrics` serves.
+pub struct FleetCollector {
+    engine: Engine,
+    quic: ServerHandle,
+}
+
+impl std::fmt::Debug for FleetCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetCollector").finish_non_exhaustive()
+    }
+}
+
+impl FleetCollector {
+    /// Collects from `engine` and the QUIC server `quic`.
+    pub fn new(engine: Engine, quic: ServerHandle) -> Self {
+        Self { engine, quic }
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for FleetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = self.engine.metrics();
+        let enc = &mut encoder;
+        counter(
+            enc,
+            "bluewave_engine_readings_ingested",
+            "Readings stored (duplicates excluded)",
+            e.readings_ingested,
+        )?;
+        counter(enc, "bluewave_engine_batches_ingested", "Batches stored", e.batches_ingested)?;
+        counter(
+            enc,
+            "bluewave_engine_batches_duplicate",
+            "Batches acknowledged as duplicates",
+            e.batches_duplicate,
+        )?;
+        counter(enc, "bluewave_engine_batches_refused_busy", "Batches refused busy", e.batches_refused_busy)?;
+        counter(
+            enc,
+            "bluewave_engine_readings_out_of_range",
+            "Readings flagged out of range",
+            e.readings_out_of_range,
+        )?;
+        counter(enc, "bluewave_engine_wal_records", "WAL group commits written", e.wal_records)?;
+        counter(enc, "bluewave_engine_wal_bytes", "WAL bytes written", e.wal_bytes)?;
+        counter(enc, "bluewave_engine_flushes", "Flushes committed", e.flushes)?;
+        counter(enc, "bluewave_engine_flush_rows", "Rows written by flushes", e.flush_rows)?;
+        counter(enc, "bluewave_engine_flush_bytes", "Parquet bytes written by flushes", e.flush_bytes)?;
+        gauge(enc, "bluewave_engine_buffer_bytes", "Bytes in the in-memory buffer", e.buffer_bytes)?;
+        gauge(enc, "bluewave_engine_queue_depth", "Batches waiting in lane queues", e.queue_depth)?;
+        let w = self.quic.metrics();
+        gauge(enc, "bluewave_quic_connections_open", "Open buoy connections", w.connections_open)?;
+        counter(
+            enc,
+            "bluewave_quic_connections_accepted",
+            "Buoy connections accepted",
+            w.connections_accepted,
+        )?;
+        counter(enc, "bluewave_quic_handshakes_failed", "QUIC/TLS handshakes failed", w.handshakes_failed)?;
+        counter(enc, "bluewave_quic_batches_received", "Batches received", w.batches_received)?;
+        counter(enc, "bluewave_quic_readings_received", "Readings received", w.readings_received)?;
+        counter(enc, "bluewave_quic_acks_stored", "Batches acknowledged stored", w.acks_stored)?;
+        counter(enc, "bluewave_quic_acks_duplicate", "Batches acknowledged duplicate", w.acks_duplicate)?;
+        counter(enc, "bluewave_quic_acks_rejected", "Batches rejected", w.acks_rejected)?;
+        counter(enc, "bluewave_quic_acks_busy", "Batches answered busy", w.acks_busy)?;
+        counter(
+            enc,
+            "bluewave_quic_closed_device_revoked",
+            "Connections closed after a revocation",
+            w.closed_device_revoked,
+        )?;
+        counter(enc, "bluewave_quic_bytes_in", "Bytes received", w.bytes_in)?;
+        counter(enc, "bluewave_quic_bytes_out", "Bytes sent", w.bytes_out)?;
+        Ok(())
+    }
+}

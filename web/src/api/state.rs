@@ -1,0 +1,68 @@
+//! What every API handler shares, and how a bearer token becomes a [`Caller`].
+
+use std::sync::Arc;
+
+use bluewave_engine::Engine;
+use bluewave_query::{AccessPolicy, QueryService};
+
+use crate::auth::{AuthService, BuoyScope, Caller};
+use crate::http::{ApiError, Authenticator};
+
+/// Called after a device token is revoked, with the buoy it belonged to, so the binary can
+/// close the buoy's open QUIC connections (web knows nothing of `wire`). Returns how many
+/// connections were closed.
+pub type DeviceRevoked = Arc<dyn Fn(&str) -> usize + Send + Sync>;
+
+/// The application state of the API router.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Accounts, tokens, RBAC, plans, audit.
+    pub auth: Arc<AuthService>,
+    /// SQL and typed reads (on its own runtime).
+    pub query: Arc<QueryService>,
+    /// The storage engine (JSON ingest, buoy registry).
+    pub engine: Arc<Engine>,
+    /// Hook run after a device token is revoked; `None` when no ingest server runs.
+    pub on_device_revoked: Option<DeviceRevoked>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").field("auth", &self.auth).finish_non_exhaustive()
+    }
+}
+
+impl Authenticator for ApiState {
+    type Caller = Caller;
+
+    /// An access-token check: one signature verification and one read of the account record
+    /// (role, status, `valid_after`), cheap enough for the request's task.
+    fn authenticate(&self, bearer: &str) -> Result<Caller, ApiError> {
+        Ok(self.auth.verify_access_token(bearer)?)
+    }
+}
+
+impl ApiState {
+    /// The caller's query policy, from their role and plan (`AuthService::policy_grant`).
+    pub(crate) async fn policy(&self, caller: &Caller) -> Result<AccessPolicy, ApiError> {
+        let auth = Arc::clone(&self.auth);
+        let caller = caller.clone();
+        let grant = super::blocking(move || Ok(auth.policy_grant(&caller)?)).await?;
+        let mut policy = match grant.buoys {
+            BuoyScope::All => AccessPolicy::unrestricted(),
+            BuoyScope::List(ids) => AccessPolicy::restricted(ids, None),
+        };
+        policy.earliest_ts = grant.earliest_ts_ns;
+        if let Some(rows_max) = grant.max_rows {
+            policy.rows_max = rows_max;
+        }
+        Ok(policy)
+    }
+
+    /// Counts one query against the caller's daily quota (429 when used up).
+    pub(crate) async fn count_query(&self, caller: &Caller) -> Result<(), ApiError> {
+        let auth = Arc::clone(&self.auth);
+        let caller = caller.clone();
+        super::blocking(move || Ok(auth.record_query(&caller)?)).await
+    }
+}

@@ -1,0 +1,605 @@
+//! Proves the REST endpoints over real HTTPS against a real `AuthService`, `QueryService` and
+//! `Engine` in a tempdir: login → refresh (rotation, reuse detection) → logout and logout-all;
+//! JSON ingest answered after durable; plan-scoped reads (a buoy outside the plan is 404, never
+//! data) through `/api/telemetry`, `/api/buoys` and `/api/query` in every `Accept` format;
+//! device tokens issued, listed and revoked (the revocation hook fires); function-level
+//! authorization per role; token misuse (none, garbage, refresh token as access token); the
+//! login limiter's 429 with `Retry-After`; and that the OpenAPI document lists every endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bluewave_engine::{Engine, EngineConfig};
+use bluewave_query::{QueryConfig, QueryService};
+use bluewave_web::{
+    ApiState, AuthConfig, AuthService, BuoyScope, CertificateDer, HttpConfig, HttpServer, LoginLimits,
+    Method, NewUser, PasswordParams, PlanSpec, PrivateKeyDer, PrivatePkcs8KeyDer, Registry, Role, Secret,
+    StatusCode, TlsIdentity, api_router,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const ADMIN: &str = "admin@example.org";
+const PASSWORD: &str = "a-long-enough-password";
+/// 2026-01-01T00:00:00Z in ns.
+const T0: i64 = 1_767_225_600_000_000_000;
+
+struct Api {
+    _dir: TempDir,
+    addr: SocketAddr,
+    cert: CertificateDer<'static>,
+    auth: Arc<AuthService>,
+    revoked: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {:?}", self.body))
+    }
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+fn fast_config(per_ip_per_minute: u32) -> AuthConfig {
+    AuthConfig {
+        // Cheap hashes: these tests are about the API, not argon2's cost.
+        password_params: PasswordParams { memory_kib: 1_024, iterations: 1, parallelism: 1 },
+        login_limits: LoginLimits { per_ip_per_minute, ..LoginLimits::default() },
+        ..AuthConfig::default()
+    }
+}
+
+impl Api {
+    async fn start() -> Self {
+        Self::start_with(fast_config(10_000)).await
+    }
+
+    /// A server with an admin, an operator, an analyst whose plan covers `buoy-a` only, and a
+    /// customer without a plan.
+    async fn start_with(config: AuthConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Arc::new(AuthService::open(dir.path(), config).unwrap());
+        auth.ensure_first_admin(ADMIN, Some(Secret::new(PASSWORD))).unwrap();
+        let admin_pair = auth.login(ADMIN, &Secret::new(PASSWORD), [10, 9, 9, 9].into()).unwrap();
+        let admin = auth.verify_access_token(admin_pair.access_token.expose()).unwrap();
+        let plan = auth
+            .create_plan(
+                &admin,
+                PlanSpec {
+                    name: "buoy-a only".into(),
+                    buoys: BuoyScope::List(vec!["buoy-a".into()]),
+                    history_days: None,
+                    daily_query_quota: None,
+                    row_limit: None,
+                },
+            )
+            .unwrap();
+        for (email, role, plan_id) in [
+            ("operator@example.org", Role::Operator, None),
+            ("analyst@example.org", Role::Analyst, Some(plan.id.clone())),
+            ("customer@example.org", Role::Customer, None),
+        ] {
+            let new = NewUser { email: email.into(), password: Secret::new(PASSWORD), role, plan_id };
+            auth.create_user(&admin, new).unwrap();
+        }
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        let query = Arc::new(QueryService::new(Arc::new(engine.clone()), QueryConfig::default()).unwrap());
+        let revoked = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&revoked);
+        let state = ApiState {
+            auth: Arc::clone(&auth),
+            query,
+            engine: Arc::new(engine),
+            on_device_revoked: Some(Arc::new(move |buoy: &str| {
+                assert_eq!(buoy, "buoy-a");
+                counter.fetch_add(1, Ordering::SeqCst);
+                0
+            })),
+        };
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+        let identity = TlsIdentity { cert_chain: vec![cert.clone()], key };
+        let server = HttpServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            identity,
+            HttpConfig::default(),
+            api_router(state).unwrap(),
+            Registry::default(),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        Self { _dir: dir, addr, cert, auth, revoked, stop: Some(stop) }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).unwrap();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        let mut builder = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let bytes = match body {
+            Some(json) => {
+                builder = builder.header("content-type", "application/json");
+                Bytes::from(json.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let response = sender.send_request(builder.body(Full::new(bytes)).unwrap()).await.unwrap();
+        let (head, body) = response.into_parts();
+        Answer { status: head.status, headers: head.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Answer {
+        self.request(Method::GET, path, Some(token), &[], None).await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+        self.request(Method::POST, path, token, &[], Some(body)).await
+    }
+
+    async fn login(&self, email: &str) -> Value {
+        let answer =
+            self.post("/api/auth/token", None, json!({ "email": email, "password": PASSWORD })).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        answer.json()
+    }
+
+    async fn token(&self, email: &str) -> String {
+        self.login(email).await["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers buoy-a and buoy-b and stores two readings of each (as the operator).
+    async fn seed(&self) {
+        let admin = self.token(ADMIN).await;
+        for id in ["buoy-a", "buoy-b"] {
+            let answer = self
+                .post(
+                    "/api/buoys",
+                    Some(&admin),
+                    json!({ "id": id, "name": id, "lat": 1.5, "lng": -2.5, "status": "active" }),
+                )
+                .await;
+            assert_eq!(answer.status, StatusCode::CREATED);
+        }
+        let operator = self.token("operator@example.org").await;
+        for (seq, id) in ["buoy-a", "buoy-b"].into_iter().enumerate() {
+            let body = json!({ "buoy_id": id, "batch_seq": seq, "readings": [
+                { "metric": "salinity_psu", "ts": T0, "value": 35.0 },
+                { "metric": "salinity_psu", "ts": T0 + 1_000_000_000, "value": 35.5 },
+            ]});
+            let answer = self.post("/api/telemetry", Some(&operator), body).await;
+            assert_eq!(answer.json(), json!({ "outcome": "stored", "readings": 2 }));
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn assert_error(answer: &Answer, status: StatusCode, code: &str, message: &str) {
+    assert_eq!(answer.status, status, "body: {:?}", answer.body);
+    assert_eq!(answer.json(), json!({ "error": code, "message": message }));
+}
+
+#[tokio::test]
+async fn login_refresh_rotation_reuse_logout_and_logout_all() {
+    let api = Api::start().await;
+    let wrong =
+        api.post("/api/auth/token", None, json!({ "email": ADMIN, "password": "wrong-password-123" })).await;
+    assert_error(&wrong, StatusCode::UNAUTHORIZED, "unauthorized", "invalid email or password");
+    let unknown = api
+        .post("/api/auth/token", None, json!({ "email": "nobody@example.org", "password": PASSWORD }))
+        .await;
+    assert_error(&unknown, StatusCode::UNAUTHORIZED, "unauthorized", "invalid email or password");
+
+    let first = api.login(ADMIN).await;
+    assert_eq!(first["token_type"], "Bearer");
+    assert_eq!(first["expires_in"], 900);
+    assert_eq!(first["refresh_expires_in"], 604_800);
+    let access = first["access_token"].as_str().unwrap();
+    assert_eq!(api.get("/api/buoys", access).await.json(), json!([]));
+
+    let refreshed =
+        api.post("/api/auth/refresh", None, json!({ "refresh_token": first["refresh_token"] })).await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    let second = refreshed.json();
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    // The spent token again: reuse detection revokes the whole session, the new token too.
+    let reused =
+        api.post("/api/auth/refresh", None, json!({ "refresh_token": first["refresh_token"] })).await;
+    assert_error(&reused, StatusCode::UNAUTHORIZED, "unauthorized", "refresh token reused; session revoked");
+    let after_reuse =
+        api.post("/api/auth/refresh", None, json!({ "refresh_token": second["refresh_token"] })).await;
+    assert_error(&after_reuse, StatusCode::UNAUTHORIZED, "unauthorized", "refresh token invalid");
+
+    let third = api.login(ADMIN).await;
+    let logout = api.post("/api/auth/logout", None, json!({ "refresh_token": third["refresh_token"] })).await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    assert!(logout.body.is_empty());
+    let after_logout =
+        api.post("/api/auth/refresh", None, json!({ "refresh_token": third["refresh_token"] })).await;
+    assert_error(&after_logout, StatusCode::UNAUTHORIZED, "unauthorized", "refresh token invalid");
+
+    // logout-all: every access token issued before it stops working at once.
+    let fourth = api.login(ADMIN).await;
+    let access = fourth["access_token"].as_str().unwrap();
+    let all = api.request(Method::POST, "/api/auth/logout-all", Some(access), &[], None).await;
+    assert_eq!(all.status, StatusCode::NO_CONTENT);
+    assert_error(
+        &api.get("/api/buoys", access).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "token refused: token revoked",
+    );
+    let stale =
+        api.post("/api/auth/refresh", None, json!({ "refresh_token": fourth["refresh_token"] })).await;
+    assert_error(&stale, StatusCode::UNAUTHORIZED, "unauthorized", "refresh token invalid");
+}
+
+#[tokio::test]
+async fn json_ingest_is_idempotent_and_reads_follow_the_plan() {
+    let api = Api::start().await;
+    api.seed().await;
+    let operator = api.token("operator@example.org").await;
+    let replay = json!({ "buoy_id": "buoy-a", "batch_seq": 0, "readings": [
+        { "metric": "salinity_psu", "ts": T0, "value": 35.0 },
+        { "metric": "salinity_psu", "ts": T0 + 1_000_000_000, "value": 35.5 },
+    ]});
+    assert_eq!(
+        api.post("/api/telemetry", Some(&operator), replay).await.json(),
+        json!({ "outcome": "duplicate", "readings": 2 })
+    );
+    let unknown = json!({ "buoy_id": "buoy-z", "batch_seq": 0, "readings": [{ "metric": "ph", "ts": T0, "value": 8.1 }] });
+    assert_error(
+        &api.post("/api/telemetry", Some(&operator), unknown).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "buoy \"buoy-z\" is not registered",
+    );
+
+    let analyst = api.token("analyst@example.org").await;
+    let own = api.get("/api/telemetry?buoy_id=buoy-a", &analyst).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(
+        own.json(),
+        json!({ "rows": [
+            { "buoy_id": "buoy-a", "metric": "salinity_psu", "ts": T0, "value": 35.0, "quality": 0 },
+            { "buoy_id": "buoy-a", "metric": "salinity_psu", "ts": T0 + 1_000_000_000, "value": 35.5, "quality": 0 },
+        ], "next_cursor": null })
+    );
+    // Another customer's buoy: 404, the same answer as a buoy that does not exist.
+    assert_error(
+        &api.get("/api/telemetry?buoy_id=buoy-b", &analyst).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such buoy",
+    );
+    // No buoy filter: only the plan's rows.
+    let all = api.get("/api/telemetry", &analyst).await.json();
+    assert_eq!(all["rows"].as_array().unwrap().len(), 2);
+    assert!(all["rows"].as_array().unwrap().iter().all(|row| row["buoy_id"] == "buoy-a"));
+    // Paging: one row per page, the cursor leads to the second.
+    let page = api.get("/api/telemetry?buoy_id=buoy-a&limit=1", &analyst).await.json();
+    assert_eq!(page["rows"][0]["ts"], T0);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next =
+        api.get(&format!("/api/telemetry?buoy_id=buoy-a&limit=1&cursor={cursor}"), &analyst).await.json();
+    assert_eq!(next["rows"][0]["ts"], T0 + 1_000_000_000);
+    let bad = api.get("/api/telemetry?quality=excellent", &analyst).await;
+    assert_error(
+        &bad,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "unknown quality \"excellent\"; expected good, out_of_range or suspect",
+    );
+
+    // Staff see everything.
+    let everything = api.get("/api/telemetry", &operator).await.json();
+    assert_eq!(everything["rows"].as_array().unwrap().len(), 4);
+
+    // Buoys: the analyst sees only buoy-a; buoy-b is 404 like an unknown id.
+    assert_eq!(
+        api.get("/api/buoys", &analyst).await.json(),
+        json!([{ "id": "buoy-a", "name": "buoy-a", "lat": 1.5, "lng": -2.5, "status": "active" }])
+    );
+    assert_error(
+        &api.get("/api/buoys/buoy-b", &analyst).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such buoy",
+    );
+    assert_eq!(api.get("/api/buoys/buoy-b", &operator).await.json()["id"], "buoy-b");
+    let twice = api
+        .post(
+            "/api/buoys",
+            Some(&operator),
+            json!({ "id": "buoy-a", "name": "again", "lat": null, "lng": null, "status": "active" }),
+        )
+        .await;
+    assert_error(&twice, StatusCode::CONFLICT, "conflict", "buoy buoy-a is already registered");
+    let bad_status = api
+        .post(
+            "/api/buoys",
+            Some(&operator),
+            json!({ "id": "buoy-c", "name": "c", "lat": null, "lng": null, "status": "sunk" }),
+        )
+        .await;
+    assert_error(
+        &bad_status,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "status: active, maintenance or retired",
+    );
+}
+
+#[tokio::test]
+async fn sql_answers_in_every_accept_format_under_the_plan() {
+    let api = Api::start().await;
+    api.seed().await;
+    let analyst = api.token("analyst@example.org").await;
+    let sql = json!({ "sql": "SELECT buoy_id, value FROM readings ORDER BY buoy_id, ts" });
+    let as_json = api.request(Method::POST, "/api/query", Some(&analyst), &[], Some(sql.clone())).await;
+    assert_eq!(as_json.status, StatusCode::OK);
+    assert_eq!(as_json.header("content-type"), "application/json");
+    assert_eq!(
+        as_json.json(),
+        json!([{ "buoy_id": "buoy-a", "value": 35.0 }, { "buoy_id": "buoy-a", "value": 35.5 }])
+    );
+
+    let csv = api
+        .request(Method::POST, "/api/query", Some(&analyst), &[("accept", "text/csv")], Some(sql.clone()))
+        .await;
+    assert_eq!(csv.header("content-type"), "text/csv; charset=utf-8");
+    assert_eq!(String::from_utf8_lossy(&csv.body), "buoy_id,value\nbuoy-a,35.0\nbuoy-a,35.5\n");
+
+    let arrow = api
+        .request(
+            Method::POST,
+            "/api/query",
+            Some(&analyst),
+            &[("accept", "application/vnd.apache.arrow.stream")],
+            Some(sql.clone()),
+        )
+        .await;
+    assert_eq!(arrow.header("content-type"), "application/vnd.apache.arrow.stream");
+    assert_eq!(arrow.body.get(..4), Some(&[0xff, 0xff, 0xff, 0xff][..]), "IPC continuation marker");
+
+    let parquet = api
+        .request(
+            Method::POST,
+            "/api/query",
+            Some(&analyst),
+            &[("accept", "application/vnd.apache.parquet")],
+            Some(sql.clone()),
+        )
+        .await;
+    assert_eq!(parquet.header("content-type"), "application/vnd.apache.parquet");
+    assert_eq!(parquet.body.get(..4), Some(&b"PAR1"[..]));
+
+    let png = api
+        .request(Method::POST, "/api/query", Some(&analyst), &[("accept", "image/png")], Some(sql.clone()))
+        .await;
+    assert_eq!(png.status, StatusCode::NOT_ACCEPTABLE);
+
+    let ddl = api.post("/api/query", Some(&analyst), json!({ "sql": "DROP TABLE readings" })).await;
+    assert_eq!(ddl.status, StatusCode::BAD_REQUEST);
+    assert_eq!(ddl.json()["error"], "invalid_input");
+    // Counting another plan's rows through SQL sees nothing of them.
+    let count = api
+        .post(
+            "/api/query",
+            Some(&analyst),
+            json!({ "sql": "SELECT count(*) AS n FROM readings WHERE buoy_id = 'buoy-b'" }),
+        )
+        .await;
+    assert_eq!(count.json(), json!([{ "n": 0 }]));
+}
+
+#[tokio::test]
+async fn device_tokens_are_issued_listed_and_revoked_with_the_hook() {
+    let api = Api::start().await;
+    api.seed().await;
+    let operator = api.token("operator@example.org").await;
+    let issued = api.post("/api/buoys/buoy-a/device-tokens", Some(&operator), json!({})).await;
+    assert_eq!(issued.status, StatusCode::CREATED);
+    let issued = issued.json();
+    let token = issued["token"].as_str().unwrap();
+    let jti = issued["jti"].as_str().unwrap();
+    assert_eq!(issued["buoy_id"], "buoy-a");
+    assert_eq!(api.auth.verify_device_token(token), Ok("buoy-a".to_owned()));
+
+    let listed = api.get("/api/buoys/buoy-a/device-tokens", &operator).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["jti"], jti);
+    assert_eq!(listed[0]["revoked_ms"], Value::Null);
+    assert!(listed[0].get("token").is_none(), "the token itself is never listed");
+
+    let unknown = api.post("/api/buoys/buoy-z/device-tokens", Some(&operator), json!({})).await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "not_found", "no such buoy");
+
+    let revoked =
+        api.request(Method::DELETE, &format!("/api/device-tokens/{jti}"), Some(&operator), &[], None).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.revoked.load(Ordering::SeqCst), 1);
+    assert_eq!(api.auth.verify_device_token(token), Err(bluewave_web::DeviceRefusal::DeviceRevoked));
+    assert!(api.get("/api/buoys/buoy-a/device-tokens", &operator).await.json()[0]["revoked_ms"].is_u64());
+    let gone = api
+        .request(
+            Method::DELETE,
+            "/api/device-tokens/0123456789abcdef0123456789abcdef",
+            Some(&operator),
+            &[],
+            None,
+        )
+        .await;
+    assert_error(&gone, StatusCode::NOT_FOUND, "not_found", "no such device token");
+}
+
+#[tokio::test]
+async fn every_endpoint_checks_the_callers_permission() {
+    let api = Api::start().await;
+    api.seed().await;
+    let analyst = api.token("analyst@example.org").await;
+    let customer = api.token("customer@example.org").await;
+    let batch = json!({ "buoy_id": "buoy-a", "batch_seq": 9, "readings": [] });
+    let buoy = json!({ "id": "buoy-x", "name": "x", "lat": null, "lng": null, "status": "active" });
+    for (who, token) in [("analyst", &analyst), ("customer", &customer)] {
+        for (method, path, body, permission) in [
+            (Method::POST, "/api/telemetry", Some(batch.clone()), "telemetry:write"),
+            (Method::POST, "/api/buoys", Some(buoy.clone()), "buoys:manage"),
+            (Method::POST, "/api/buoys/buoy-a/device-tokens", Some(json!({})), "devices:manage"),
+            (Method::GET, "/api/buoys/buoy-a/device-tokens", None, "devices:manage"),
+            (Method::DELETE, "/api/device-tokens/0123456789abcdef0123456789abcdef", None, "devices:manage"),
+        ] {
+            let answer = api.request(method.clone(), path, Some(token), &[], body).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{who} {method} {path}");
+            assert_eq!(
+                answer.json(),
+                json!({ "error": "forbidden", "message": format!("permission {permission} required") })
+            );
+        }
+    }
+    // Customers may not run SQL; without a plan they see no buoy and no reading.
+    let sql = api.post("/api/query", Some(&customer), json!({ "sql": "SELECT 1" })).await;
+    assert_error(&sql, StatusCode::FORBIDDEN, "forbidden", "permission query:sql required");
+    assert_eq!(api.get("/api/buoys", &customer).await.json(), json!([]));
+    assert_eq!(api.get("/api/telemetry", &customer).await.json(), json!({ "rows": [], "next_cursor": null }));
+}
+
+#[tokio::test]
+async fn bad_credentials_on_api_routes_are_401() {
+    let api = Api::start().await;
+    let pair = api.login(ADMIN).await;
+    let none = api.request(Method::GET, "/api/buoys", None, &[], None).await;
+    assert_error(&none, StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token");
+    assert_eq!(none.header("www-authenticate"), "Bearer");
+    assert_error(
+        &api.get("/api/buoys", "garbage").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "token refused: token malformed",
+    );
+    // A refresh token is opaque, not a JWT: refused as malformed wherever an access token goes.
+    let refresh = pair["refresh_token"].as_str().unwrap();
+    assert_error(
+        &api.get("/api/telemetry", refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "token refused: token malformed",
+    );
+    // A device token is a valid JWT of the wrong type and audience.
+    let admin = api.auth.verify_access_token(pair["access_token"].as_str().unwrap()).unwrap();
+    let engine_buoy = "buoy-a";
+    let device = api.auth.issue_device_token(&admin, engine_buoy, None).unwrap();
+    let answer = api.get("/api/buoys", device.token.expose()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.json()["error"], "unauthorized");
+    // Malformed JSON and unknown fields are 400 before any work.
+    let bad = api
+        .request(Method::POST, "/api/auth/token", None, &[("content-type", "application/json")], None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let extra = api
+        .post("/api/auth/token", None, json!({ "email": ADMIN, "password": PASSWORD, "role": "admin" }))
+        .await;
+    assert_eq!(extra.status, StatusCode::BAD_REQUEST);
+    assert_eq!(extra.json()["error"], "invalid_json");
+}
+
+#[tokio::test]
+async fn login_limiter_answers_429_with_retry_after() {
+    let api = Api::start_with(fast_config(3)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let answer = api
+            .post("/api/auth/token", None, json!({ "email": ADMIN, "password": "wrong-password-123" }))
+            .await;
+        statuses.push(answer.status);
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(answer.header("retry-after").parse::<u64>().unwrap() >= 1);
+            assert_eq!(answer.json()["error"], "rate_limited");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
+
+#[tokio::test]
+async fn openapi_lists_every_api_endpoint() {
+    let api = Api::start().await;
+    let answer = api.request(Method::GET, "/api/openapi.json", None, &[], None).await;
+    let doc = answer.json();
+    for (path, method) in [
+        ("/api/auth/token", "post"),
+        ("/api/auth/refresh", "post"),
+        ("/api/auth/logout", "post"),
+        ("/api/auth/logout-all", "post"),
+        ("/api/telemetry", "get"),
+        ("/api/telemetry", "post"),
+        ("/api/query", "post"),
+        ("/api/buoys", "get"),
+        ("/api/buoys", "post"),
+        ("/api/buoys/{id}", "get"),
+        ("/api/buoys/{id}/device-tokens", "post"),
+        ("/api/buoys/{id}/device-tokens", "get"),
+        ("/api/device-tokens/{jti}", "delete"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    }
+}
