@@ -213,15 +213,20 @@ impl QueryService {
         let (expired_tx, expired_rx) = oneshot::channel::<()>();
         self.watchdog.arm(deadline.into_std(), expired_tx);
         handle.spawn(async move {
-            let _permit = permit;
+            // The slot is given back before the caller can see the query's end (its error, or
+            // the closed batch queue), so a caller that starts its next query at once is never
+            // refused `Busy` by its own finished query.
+            let permit = permit;
             let planned = tokio::time::timeout_at(deadline, plan).await;
             let mut stream = match planned {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
+                    drop(permit);
                     let _ = schema_tx.send(Err(e));
                     return;
                 }
                 Err(_) => {
+                    drop(permit);
                     let _ = schema_tx.send(Err(Error::Timeout { timeout_ms: policy.timeout_ms() }));
                     return;
                 }
@@ -231,6 +236,7 @@ impl QueryService {
             }
             let outcome = pump(&mut stream, &batch_tx, deadline, &policy).await;
             drop(stream); // cancels the rest of the plan
+            drop(permit);
             drop(batch_tx);
             let _ = done_tx.send(outcome);
         });
