@@ -119,3 +119,28 @@ fn marine_batches_take_at_most_eleven_bytes_a_reading() {
     println!("{bytes_per_reading} bytes per marine reading");
     assert!(bytes_per_reading <= 11.0, "{bytes_per_reading} bytes per reading");
 }
+
+/// PROTOCOL.md §3.5: decoders accept over-long varints (up to 10 bytes). A delta written in
+/// two bytes instead of one decodes to the same batch; re-encoding gives the shortest form.
+/// (Found by the `frames` fuzz target, whose oracle assumed byte identity.)
+#[test]
+fn an_over_long_varint_decodes_to_the_same_batch() {
+    let dictionary = MetricDictionary::new(names(&["ph"])).unwrap();
+    let batch = ReadingBatch::new(names(&["ph"]), vec![1_000, 1_001], vec![0, 0], vec![8.1, 8.2]).unwrap();
+    let mut frame = Vec::new();
+    encode_batch(7, &batch, &dictionary, &mut frame).unwrap();
+    // The first (only) delta sits right after the header and the 20 fixed bytes: +1 ns,
+    // zigzag 2, one byte 0x02. Rewrite it as 0x82 0x00 and grow the payload length by one.
+    let at = HEADER_BYTES + 20;
+    assert_eq!(frame[at], 0x02);
+    let mut long = frame[..at].to_vec();
+    long.extend_from_slice(&[0x82, 0x00]);
+    long.extend_from_slice(&frame[at + 1..]);
+    let payload = u32::from_le_bytes(long[8..12].try_into().unwrap()) + 1;
+    long[8..12].copy_from_slice(&payload.to_le_bytes());
+    let decoded = decode_batch(&long, &dictionary).unwrap();
+    assert_eq!((decoded.batch_seq, &decoded.batch), (7, &batch));
+    let mut again = Vec::new();
+    encode_batch(7, &decoded.batch, &dictionary, &mut again).unwrap();
+    assert_eq!(again, frame);
+}
