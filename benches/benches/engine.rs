@@ -194,6 +194,7 @@ fn catalog(c: &mut Criterion) {
                 buoys,
                 metrics: metrics.clone(),
                 applied_tombstones: Vec::new(),
+                buoy_ranges: Vec::new(),
             }));
         }
     }

@@ -42,6 +42,10 @@ pub struct Chunk {
     pub ts_min: TimestampNs,
     /// Largest timestamp.
     pub ts_max: TimestampNs,
+    /// Per buoy (aligned with `buoy_names`): smallest and largest timestamp. Readers decide
+    /// overlap per buoy, so a chunk of in-order data overlaps no file even when the fleet's
+    /// clocks are skewed.
+    pub buoy_ranges: Vec<(TimestampNs, TimestampNs)>,
     /// Generation of the flush that sealed it; 0 while unsealed.
     sealed_gen: AtomicU64,
 }
@@ -70,6 +74,12 @@ impl Chunk {
         self.sealed_gen.load(Ordering::Acquire)
     }
 
+    /// Smallest and largest timestamp of `buoy`'s rows here; `None` when it has none.
+    pub fn buoy_range(&self, buoy: &str) -> Option<(TimestampNs, TimestampNs)> {
+        let i = self.buoy_names.iter().position(|b| &**b == buoy)?;
+        Some(self.buoy_ranges.get(i).copied().unwrap_or((self.ts_min, self.ts_max)))
+    }
+
     pub(crate) fn seal(&self, generation: u64) {
         self.sealed_gen.store(generation, Ordering::Release);
     }
@@ -88,6 +98,7 @@ pub struct ChunkBuilder {
     seqs: Vec<u64>,
     ts_min: TimestampNs,
     ts_max: TimestampNs,
+    buoy_ranges: Vec<(TimestampNs, TimestampNs)>,
     metric_map: Vec<u32>,
 }
 
@@ -140,9 +151,20 @@ impl ChunkBuilder {
         self.values.extend_from_slice(values);
         self.quality.extend_from_slice(quality);
         self.seqs.extend(std::iter::repeat_n(seq, rows));
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
         for &t in timestamps {
-            self.ts_min = self.ts_min.min(t);
-            self.ts_max = self.ts_max.max(t);
+            lo = lo.min(t);
+            hi = hi.max(t);
+        }
+        self.ts_min = self.ts_min.min(lo);
+        self.ts_max = self.ts_max.max(hi);
+        let key = buoy_key as usize;
+        if self.buoy_ranges.len() <= key {
+            self.buoy_ranges.resize(key + 1, (i64::MAX, i64::MIN));
+        }
+        if let Some(range) = self.buoy_ranges.get_mut(key) {
+            range.0 = range.0.min(lo);
+            range.1 = range.1.max(hi);
         }
     }
 
@@ -170,6 +192,7 @@ impl ChunkBuilder {
             seqs: taken.seqs,
             ts_min: taken.ts_min,
             ts_max: taken.ts_max,
+            buoy_ranges: taken.buoy_ranges,
             sealed_gen: AtomicU64::new(0),
         }
     }

@@ -62,12 +62,29 @@ pub struct FileMeta {
     /// Sequences of tombstones compaction already applied to the rows of this file (sorted):
     /// they no longer apply to it, so they can be collected.
     pub applied_tombstones: Vec<u64>,
+    /// Per buoy (aligned with `buoys`): smallest and largest timestamp of its rows. Readers
+    /// decide overlap per buoy: a fleet whose clocks are skewed by minutes still writes files
+    /// that share no key, and those are read as they are. Empty for entries written before
+    /// catalog entry version 3: the file-wide `ts_min..=ts_max` then stands for every buoy.
+    pub buoy_ranges: Vec<(TimestampNs, TimestampNs)>,
 }
 
 impl FileMeta {
     /// True when the file may hold rows for `buoy` (binary search on the sorted list).
     pub fn has_buoy(&self, buoy: &str) -> bool {
         self.buoys.binary_search_by(|b| (**b).cmp(buoy)).is_ok()
+    }
+
+    /// Smallest and largest timestamp of the `i`-th buoy of `buoys` (the file-wide range when
+    /// the entry predates per-buoy ranges).
+    pub fn buoy_range_at(&self, i: usize) -> (TimestampNs, TimestampNs) {
+        self.buoy_ranges.get(i).copied().unwrap_or((self.ts_min, self.ts_max))
+    }
+
+    /// Smallest and largest timestamp of `buoy`'s rows; `None` when the file has none.
+    pub fn buoy_range(&self, buoy: &str) -> Option<(TimestampNs, TimestampNs)> {
+        let i = self.buoys.binary_search_by(|b| (**b).cmp(buoy)).ok()?;
+        Some(self.buoy_range_at(i))
     }
 
     /// True when the file may hold rows for `metric`.
@@ -78,10 +95,11 @@ impl FileMeta {
     /// Layout: `version u8 | id u64 | partition_start i64 | partition_end i64 | path (u16 len) |
     /// rows u64 | bytes u64 | ts_min i64 | ts_max i64 | generation u64 | seq_min u64 | seq_max u64
     /// | buoys (u32 count, (u8 len, bytes)*) | metrics (same) | applied tombstones (u32 count,
-    /// u64*)`. Version 1 entries (no tombstone list) are still read.
+    /// u64*) | buoy ranges (u32 count, (i64 min, i64 max)*)`. Version 1 entries (no tombstone
+    /// list) and version 2 entries (no buoy ranges) are still read.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96 + self.path.len() + self.buoys.len() * 12);
-        out.push(2);
+        let mut out = Vec::with_capacity(96 + self.path.len() + self.buoys.len() * 28);
+        out.push(3);
         for v in [self.id, self.partition_start as u64, self.partition_end as u64] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -109,6 +127,11 @@ impl FileMeta {
         for seq in &self.applied_tombstones {
             out.extend_from_slice(&seq.to_le_bytes());
         }
+        out.extend_from_slice(&(self.buoy_ranges.len() as u32).to_le_bytes());
+        for (lo, hi) in &self.buoy_ranges {
+            out.extend_from_slice(&lo.to_le_bytes());
+            out.extend_from_slice(&hi.to_le_bytes());
+        }
         out
     }
 
@@ -116,7 +139,7 @@ impl FileMeta {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader { bytes, pos: 0 };
         let version = r.u8()?;
-        if version != 1 && version != 2 {
+        if !(1..=3).contains(&version) {
             return None;
         }
         let id = r.u64()?;
@@ -141,6 +164,18 @@ impl FileMeta {
                 applied_tombstones.push(r.u64()?);
             }
         }
+        let mut buoy_ranges = Vec::new();
+        if version >= 3 {
+            let count = r.u32()? as usize;
+            // Either one range per buoy or none; anything else is not an entry we wrote.
+            if count != 0 && count != buoys.len() {
+                return None;
+            }
+            buoy_ranges.reserve(count.min(bytes.len() / 16));
+            for _ in 0..count {
+                buoy_ranges.push((r.u64()? as i64, r.u64()? as i64));
+            }
+        }
         (r.pos == bytes.len()).then_some(Self {
             id,
             partition_start,
@@ -156,6 +191,7 @@ impl FileMeta {
             buoys,
             metrics,
             applied_tombstones,
+            buoy_ranges,
         })
     }
 }
@@ -547,6 +583,7 @@ mod tests {
             buoys: vec![Arc::from("a"), Arc::from("b")],
             metrics: vec![Arc::from("ph")],
             applied_tombstones: vec![4, 12],
+            buoy_ranges: vec![(5, 20), (7, 50)],
         }
     }
 
@@ -580,5 +617,24 @@ mod tests {
         assert_eq!((state.flushed_gen, state.next_file_id), (3, 3));
         assert_eq!(FileMeta::decode(&meta(5).encode()), Some(meta(5)));
         assert_eq!(FileMeta::decode(&meta(5).encode()[1..]), None);
+    }
+
+    #[test]
+    fn entries_of_older_versions_are_read_with_file_wide_buoy_ranges() {
+        let mut v2 = meta(6);
+        v2.buoy_ranges.clear();
+        let mut bytes = v2.encode();
+        bytes[0] = 2;
+        // A version 2 entry ends after the tombstone list: drop the (empty) range count.
+        bytes.truncate(bytes.len() - 4);
+        let decoded = FileMeta::decode(&bytes).unwrap();
+        assert_eq!(decoded, v2);
+        assert_eq!(decoded.buoy_range("b"), Some((5, 50)));
+        assert_eq!(meta(6).buoy_range("b"), Some((7, 50)));
+        assert_eq!(meta(6).buoy_range("c"), None);
+        // A range list that does not match the buoy list is refused, not misread.
+        let mut wrong = meta(6);
+        wrong.buoy_ranges.pop();
+        assert_eq!(FileMeta::decode(&wrong.encode()), None);
     }
 }

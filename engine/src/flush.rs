@@ -401,12 +401,20 @@ impl Flusher {
         storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
         storage.sync_dir(&dir).map_err(|e| Error::io("fsync partition directory", &dir, e))?;
         let (mut ts_min, mut ts_max) = (i64::MAX, i64::MIN);
-        for &t in &rows.timestamps {
+        let mut ranges_by_key = vec![(i64::MAX, i64::MIN); rows.buoy_names.len()];
+        for (&t, &key) in rows.timestamps.iter().zip(&rows.buoy_keys) {
             ts_min = ts_min.min(t);
             ts_max = ts_max.max(t);
+            if let Some(range) = ranges_by_key.get_mut(key as usize) {
+                range.0 = range.0.min(t);
+                range.1 = range.1.max(t);
+            }
         }
-        let mut buoys = rows.buoy_names.clone();
-        buoys.sort();
+        let mut by_name: Vec<(Arc<str>, (TimestampNs, TimestampNs))> =
+            rows.buoy_names.iter().cloned().zip(ranges_by_key).collect();
+        by_name.sort_by(|a, b| a.0.cmp(&b.0));
+        let (buoys, buoy_ranges): (Vec<Arc<str>>, Vec<(TimestampNs, TimestampNs)>) =
+            by_name.into_iter().unzip();
         let mut metrics = rows.metric_names.clone();
         metrics.sort();
         Ok(FileMeta {
@@ -424,6 +432,7 @@ impl Flusher {
             buoys,
             metrics,
             applied_tombstones: Vec::new(),
+            buoy_ranges,
         })
     }
 
@@ -893,6 +902,7 @@ mod tests {
             buoys: vec![Arc::from("b")],
             metrics: vec![Arc::from("ph")],
             applied_tombstones: Vec::new(),
+            buoy_ranges: Vec::new(),
         })
     }
 

@@ -2,7 +2,7 @@
 //! [`Snapshot`]s of view + buffer, catalog file selection, and a reference reader that merges
 //! everything with the last-write-wins and tombstone rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -79,10 +79,13 @@ impl ReadFilter {
 pub struct SelectedFile {
     /// The file.
     pub meta: Arc<FileMeta>,
-    /// True when another selected file or a buffered chunk overlaps it in time within its
-    /// partition, so its keys may be rewritten elsewhere and need last-write-wins merging.
-    /// False for the common in-order case, which can be read as is.
+    /// True when some of its rows need last-write-wins merging: `merge_buoys` is not empty.
     pub overlaps: bool,
+    /// Buoys (sorted, within the filter) whose rows in this file may have another version in
+    /// another selected file or a buffered chunk (their time ranges for that buoy overlap), or
+    /// are hidden by a tombstone. Only these need merging; the file's other buoys can be read
+    /// as they are, which is the common in-order case even when the fleet's clocks are skewed.
+    pub merge_buoys: Vec<Arc<str>>,
     /// Tombstones that hide rows of this file.
     pub tombstones: Vec<Arc<Tombstone>>,
 }
@@ -146,6 +149,14 @@ impl Snapshot {
     pub fn select_files(&self, filter: &ReadFilter) -> Vec<SelectedFile> {
         let lo = filter.start.map_or(i64::MIN, |s| s);
         let mut out: Vec<SelectedFile> = Vec::new();
+        // Buffered rows per buoy: the ranges of every chunk that holds the buoy.
+        let mut chunk_ranges: HashMap<&str, Vec<(TimestampNs, TimestampNs)>> = HashMap::new();
+        for c in self.chunks.iter().filter(|c| filter.time_overlaps(c.ts_min, c.ts_max)) {
+            for (i, buoy) in c.buoy_names.iter().enumerate() {
+                let range = c.buoy_ranges.get(i).copied().unwrap_or((c.ts_min, c.ts_max));
+                chunk_ranges.entry(&**buoy).or_default().push(range);
+            }
+        }
         // Partitions are keyed by start; a partition starting before `lo` may still reach it,
         // so begin one partition earlier than the first start >= lo.
         let first = self.view.partitions.range(..=lo).next_back().map_or(i64::MIN, |(k, _)| *k);
@@ -172,25 +183,71 @@ impl Snapshot {
                 }
                 let tombstones =
                     self.view.tombstones.iter().filter(|t| t.applies_to_file(f)).cloned().collect();
-                out.push(SelectedFile { meta: f.clone(), overlaps: false, tombstones });
-            }
-            // Mark overlaps among this partition's selected files and with buffered chunks.
-            let selected = &mut out[start_index..];
-            for i in 0..selected.len() {
-                let (a_lo, a_hi) = (selected[i].meta.ts_min, selected[i].meta.ts_max);
-                let a = &selected[i].meta;
-                let with_files = selected.iter().enumerate().any(|(j, b)| {
-                    j != i
-                        && b.meta.ts_min <= a_hi
-                        && a_lo <= b.meta.ts_max
-                        && sorted_lists_intersect(&a.metrics, &b.meta.metrics)
-                        && sorted_lists_intersect(&a.buoys, &b.meta.buoys)
+                out.push(SelectedFile {
+                    meta: f.clone(),
+                    overlaps: false,
+                    merge_buoys: Vec::new(),
+                    tombstones,
                 });
-                let with_chunks = self.chunks.iter().any(|c| c.ts_min <= a_hi && a_lo <= c.ts_max);
-                selected[i].overlaps = with_files || with_chunks;
             }
+            self.mark_merge_buoys(filter, &chunk_ranges, &mut out[start_index..]);
         }
         out
+    }
+
+    /// Marks, among one partition's selected files, the buoys whose rows need merging: two
+    /// files (sharing a metric) or a file and a buffered chunk whose time ranges *for that
+    /// buoy* overlap, or a tombstone that reaches the buoy's rows. Buoys outside the filter or
+    /// whose rows lie outside its time window are ignored: no key of theirs can be read.
+    fn mark_merge_buoys(
+        &self,
+        filter: &ReadFilter,
+        chunk_ranges: &HashMap<&str, Vec<(TimestampNs, TimestampNs)>>,
+        selected: &mut [SelectedFile],
+    ) {
+        let wanted = |b: &str| filter.buoys.as_ref().is_none_or(|list| list.iter().any(|x| x == b));
+        // Buoy -> (file index, range) for every selected file holding it within the window.
+        let mut by_buoy: HashMap<Arc<str>, Vec<(usize, TimestampNs, TimestampNs)>> = HashMap::new();
+        for (i, f) in selected.iter().enumerate() {
+            for (k, buoy) in f.meta.buoys.iter().enumerate() {
+                let (lo, hi) = f.meta.buoy_range_at(k);
+                if lo <= hi && filter.time_overlaps(lo, hi) && wanted(buoy) {
+                    by_buoy.entry(buoy.clone()).or_default().push((i, lo, hi));
+                }
+            }
+        }
+        let mut marked: Vec<Vec<Arc<str>>> = vec![Vec::new(); selected.len()];
+        for (buoy, entries) in &by_buoy {
+            let mut dirty = vec![false; entries.len()];
+            for (x, &(i, lo, hi)) in entries.iter().enumerate() {
+                for (y, &(j, lo2, hi2)) in entries.iter().enumerate().skip(x + 1) {
+                    if lo <= hi2
+                        && lo2 <= hi
+                        && sorted_lists_intersect(&selected[i].meta.metrics, &selected[j].meta.metrics)
+                    {
+                        dirty[x] = true;
+                        dirty[y] = true;
+                    }
+                }
+                if chunk_ranges
+                    .get(&**buoy)
+                    .is_some_and(|r| r.iter().any(|&(c_lo, c_hi)| c_lo <= hi && lo <= c_hi))
+                    || selected[i].tombstones.iter().any(|t| *t.buoy == **buoy && t.start <= hi && lo < t.end)
+                {
+                    dirty[x] = true;
+                }
+            }
+            for (x, &(i, _, _)) in entries.iter().enumerate() {
+                if dirty[x] {
+                    marked[i].push(buoy.clone());
+                }
+            }
+        }
+        for (file, mut buoys) in selected.iter_mut().zip(marked) {
+            buoys.sort();
+            file.overlaps = !buoys.is_empty();
+            file.merge_buoys = buoys;
+        }
     }
 
     /// Every reading that matches `filter`, one per key (last write wins), tombstones applied,

@@ -38,8 +38,11 @@ pub(crate) struct ScanSummary {
     pub files_selected: usize,
     /// Files the policy allows that the query's filters pruned.
     pub files_pruned: usize,
-    /// Selected files that are merged (overlap or pending tombstones) rather than scanned as is.
+    /// Selected files some of whose rows are merged (overlap or pending tombstones) rather
+    /// than scanned as is.
     pub files_merged: usize,
+    /// Buoys whose rows are merged.
+    pub buoys_merged: usize,
     /// Buffered chunks merged in.
     pub buffer_chunks: usize,
     /// The policy, summarised.
@@ -52,6 +55,7 @@ impl ScanSummary {
             files_selected: 0,
             files_pruned: 0,
             files_merged: 0,
+            buoys_merged: 0,
             buffer_chunks: 0,
             policy: Self::describe_policy(policy),
         }
@@ -99,11 +103,12 @@ impl DisplayAs for ReadingsScanExec {
         let s = &self.summary;
         write!(
             f,
-            "ReadingsScanExec: policy=[{}], files_selected={}, files_pruned={}, files_merged={}, buffer_chunks={}, partitions={}",
+            "ReadingsScanExec: policy=[{}], files_selected={}, files_pruned={}, files_merged={}, buoys_merged={}, buffer_chunks={}, partitions={}",
             s.policy,
             s.files_selected,
             s.files_pruned,
             s.files_merged,
+            s.buoys_merged,
             s.buffer_chunks,
             self.properties.output_partitioning().partition_count()
         )
@@ -166,6 +171,7 @@ pub(crate) struct MergeExec {
     storage: Arc<dyn Storage>,
     snapshot: Arc<Snapshot>,
     files: Vec<SelectedFile>,
+    file_buoys: Arc<[Arc<str>]>,
     chunks: Vec<Arc<Chunk>>,
     filter: ReadFilter,
     schema: SchemaRef,
@@ -180,25 +186,33 @@ impl MergeExec {
         storage: Arc<dyn Storage>,
         snapshot: Arc<Snapshot>,
         files: Vec<SelectedFile>,
+        file_buoys: Vec<Arc<str>>,
         chunks: Vec<Arc<Chunk>>,
         filter: ReadFilter,
         schema: SchemaRef,
         columns: Vec<usize>,
         batch_rows: usize,
     ) -> Self {
+        let file_buoys = file_buoys.into();
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { storage, snapshot, files, chunks, filter, schema, columns, batch_rows, properties }
+        Self { storage, snapshot, files, file_buoys, chunks, filter, schema, columns, batch_rows, properties }
     }
 }
 
 impl DisplayAs for MergeExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MergeExec: files={}, buffer_chunks={}", self.files.len(), self.chunks.len())
+        write!(
+            f,
+            "MergeExec: files={}, file_buoys={}, buffer_chunks={}",
+            self.files.len(),
+            self.file_buoys.len(),
+            self.chunks.len()
+        )
     }
 }
 
@@ -242,6 +256,7 @@ impl ExecutionPlan for MergeExec {
             storage: self.storage.clone(),
             snapshot: self.snapshot.clone(),
             files: self.files.clone(),
+            file_buoys: self.file_buoys.clone(),
             chunks: self.chunks.clone(),
             filter: self.filter.clone(),
             schema: self.schema.clone(),
@@ -285,6 +300,8 @@ struct MergeJob {
     storage: Arc<dyn Storage>,
     snapshot: Arc<Snapshot>,
     files: Vec<SelectedFile>,
+    /// Sorted: the buoys whose file rows are merged (the plain scan reads the others).
+    file_buoys: Arc<[Arc<str>]>,
     chunks: Vec<Arc<Chunk>>,
     filter: ReadFilter,
     schema: SchemaRef,
@@ -322,6 +339,7 @@ impl MergeJob {
                 };
                 let ts = file.timestamps[i];
                 if !self.keeps(buoy, metric, ts)
+                    || self.file_buoys.binary_search(buoy).is_err()
                     || selected.tombstones.iter().any(|t| t.covers(buoy, metric, ts))
                 {
                     continue;

@@ -366,8 +366,15 @@ impl TableProvider for ReadingsTable {
         let selected = snapshot.select_files(&read_filter);
         let policy_only =
             Narrowing::default().with_policy(policy).map_or(0, |f| snapshot.select_files(&f).len());
-        let (plain, merged): (Vec<&SelectedFile>, Vec<&SelectedFile>) =
-            selected.iter().partition(|f| !f.overlaps && f.tombstones.is_empty());
+        // Buoys whose rows need the last-write-wins merge somewhere (overlap per buoy, or a
+        // tombstone): their rows are merged from every file holding them and left out of the
+        // plain scan; every other row is read by the Parquet scan as it is.
+        let merge_buoys: BTreeSet<Arc<str>> =
+            selected.iter().flat_map(|f| f.merge_buoys.iter().cloned()).collect();
+        let holds_merge_buoy = |f: &SelectedFile| merge_buoys.iter().any(|b| f.meta.has_buoy(b));
+        let plain: Vec<&SelectedFile> =
+            selected.iter().filter(|f| f.meta.buoys.iter().any(|b| !merge_buoys.contains(b))).collect();
+        let merged: Vec<&SelectedFile> = selected.iter().filter(|f| holds_merge_buoy(f)).collect();
 
         // Columns the scan must produce: the projection, the filters' and the policy's.
         let mut needed: BTreeSet<usize> = projection.iter().copied().collect();
@@ -398,7 +405,17 @@ impl TableProvider for ReadingsTable {
                 .with_projection_indices(Some(scan_columns.clone()))?
                 .with_batch_size(Some(self.options.batch_rows))
                 .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            let mut scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+            if !merge_buoys.is_empty() {
+                let list = merge_buoys.iter().map(|b| lit(&**b)).collect();
+                let excluded = col("buoy_id").in_list(list, true);
+                let scan_df_schema = DFSchema::try_from(scan_schema.as_ref().clone())?;
+                scan = Arc::new(
+                    FilterExecBuilder::new(state.create_physical_expr(excluded, &scan_df_schema)?, scan)
+                        .build()?,
+                );
+            }
+            inputs.push(scan);
         }
         let buffered = snapshot.chunks.iter().filter(|c| {
             read_filter.start.is_none_or(|s| c.ts_max >= s) && read_filter.end.is_none_or(|e| c.ts_min < e)
@@ -408,6 +425,7 @@ impl TableProvider for ReadingsTable {
             files_selected: selected.len(),
             files_pruned: policy_only.saturating_sub(selected.len()),
             files_merged: merged.len(),
+            buoys_merged: merge_buoys.len(),
             buffer_chunks: chunks.len(),
             policy: ScanSummary::describe_policy(policy),
         };
@@ -416,6 +434,7 @@ impl TableProvider for ReadingsTable {
                 self.engine.storage().clone(),
                 snapshot.clone(),
                 merged.into_iter().cloned().collect(),
+                merge_buoys.into_iter().collect(),
                 chunks,
                 read_filter,
                 scan_schema.clone(),

@@ -9,4 +9,5 @@ mod limits;
 mod model;
 mod paging;
 mod policy;
+mod pruning;
 mod refusals;

@@ -92,7 +92,10 @@ fn explain_shows_only_policy_restricted_scans() {
     let batches = f.sql("EXPLAIN SELECT * FROM readings WHERE buoy_id = 'buoy-b'", &p).unwrap();
     let text =
         bluewave_query::datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-    assert!(text.contains("files_selected=0, files_pruned=0, files_merged=0, buffer_chunks=0"), "{text}");
+    assert!(
+        text.contains("files_selected=0, files_pruned=0, files_merged=0, buoys_merged=0, buffer_chunks=0"),
+        "{text}"
+    );
     let batches = f.sql("EXPLAIN SELECT * FROM readings", &p).unwrap();
     let text = format!(
         "{}",
