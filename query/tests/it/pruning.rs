@@ -41,8 +41,8 @@ fn skewed_in_order_flushes_are_read_without_merging() {
     // overlap in time as a whole, but never for one buoy.
     let skew = [0, 25 * SEC, 40 * SEC];
     for round in 0..3u64 {
-        for b in 0..3 {
-            write(&f, b, round + 1, T0 + skew[b] + round as i64 * 10 * SEC);
+        for (b, clock) in skew.iter().enumerate() {
+            write(&f, b, round + 1, T0 + clock + round as i64 * 10 * SEC);
         }
         f.engine.flush().unwrap();
     }
@@ -65,8 +65,8 @@ fn skewed_in_order_flushes_are_read_without_merging() {
 
     // The live buffer continues each buoy in order: still nothing merged from files. (One
     // chunk per batch: each waited for its ack, so each was its own group commit.)
-    for b in 0..3 {
-        write(&f, b, 4, T0 + skew[b] + 30 * SEC);
+    for (b, clock) in skew.iter().enumerate() {
+        write(&f, b, 4, T0 + clock + 30 * SEC);
     }
     assert_eq!(
         scan_line(&f, "SELECT * FROM readings"),
@@ -81,8 +81,8 @@ fn only_buoys_with_rewrites_or_deletes_are_merged() {
     let f = fixture(&BUOYS);
     let skew = [0, 25 * SEC, 40 * SEC];
     for round in 0..2u64 {
-        for b in 0..3 {
-            write(&f, b, round + 1, T0 + skew[b] + round as i64 * 10 * SEC);
+        for (b, clock) in skew.iter().enumerate() {
+            write(&f, b, round + 1, T0 + clock + round as i64 * 10 * SEC);
         }
         f.engine.flush().unwrap();
     }
