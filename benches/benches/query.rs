@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bluewave_engine::workload::{DEFAULT_START_TS, Workload, WorkloadConfig};
-use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error};
+use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig, Error, ValueEncoding, partition_schema};
 use bluewave_query::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use bluewave_query::{AccessPolicy, QueryConfig, QueryService};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -142,10 +142,13 @@ fn query(c: &mut Criterion) {
     // Plain DataFusion over the same files: the baseline without catalog or buffer.
     let listing = SessionContext::new();
     let parquet_dir = dir.join("parquet").join("readings");
+    // Files carry `value` as DECIMAL at their own scale (or DOUBLE); one table schema with
+    // DOUBLE lets DataFusion's schema adapter cast each file, as BlueWave's own scan does.
+    let table_schema = partition_schema(ValueEncoding::Float64);
     let registered = service.block_on(listing.register_parquet(
         "readings",
         format!("{}/", parquet_dir.display()),
-        ParquetReadOptions::default(),
+        ParquetReadOptions::default().schema(&table_schema),
     ));
     let mut group = c.benchmark_group(format!("query_{buoys}b_{hours}h"));
     group.sample_size(10);

@@ -7,6 +7,11 @@
 
 /// How many sequences below the highest one a buoy may still deliver late.
 pub const DEDUP_WINDOW: u64 = 4096;
+
+/// The batch sequence of writes that bypass the window (operator corrections through
+/// `Engine::write_unsequenced`): never deduplicated and never recorded, so they cannot move a
+/// buoy's window. Devices cannot use it: `Engine::ingest` refuses it.
+pub const UNSEQUENCED: u64 = u64::MAX;
 const WORDS: usize = (DEDUP_WINDOW / 64) as usize;
 const _: () = assert!(DEDUP_WINDOW.is_multiple_of(64));
 

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use crate::buffer::{ChunkBuilder, LaneBuffer};
 use crate::catalog::{BuoyInfo, Catalog, FileMeta, Tombstone};
 use crate::config::{Durability, EngineConfig};
-use crate::dedup::DedupWindow;
+use crate::dedup::{DedupWindow, UNSEQUENCED};
 use crate::error::{BusyReason, Error, InputError, Result};
 use crate::flush::{FlushReport, Flusher, FlusherMsg, Recovery};
 use crate::metrics::{EngineMetrics, MetricsSnapshot};
@@ -279,7 +279,9 @@ impl Engine {
                 Entry::Batch(b) => {
                     let lane = lane_of(&b.buoy, lanes);
                     let buoy: Arc<str> = Arc::from(b.buoy.as_str());
-                    lane_dedup[lane].entry(buoy.clone()).or_default().record(b.batch_seq);
+                    if b.batch_seq != UNSEQUENCED {
+                        lane_dedup[lane].entry(buoy.clone()).or_default().record(b.batch_seq);
+                    }
                     replayed_buoys.insert(buoy.clone());
                     let metric_names = b
                         .metric_names
@@ -435,6 +437,21 @@ impl Engine {
     /// (`Stored`), at once for a known retry (`Duplicate`, after the original is durable), or
     /// with an error. Never blocks: a full queue or buffer answers [`Error::Busy`].
     pub fn ingest(&self, buoy: &BuoyId, batch_seq: u64, batch: ReadingBatch) -> Result<IngestTicket> {
+        if batch_seq == UNSEQUENCED {
+            return Err(InputError::ReservedSequence(batch_seq).into());
+        }
+        self.submit(buoy, batch_seq, batch)
+    }
+
+    /// Writes a batch outside the buoy's sequence (an operator's correction of stored values):
+    /// durable and last-write-wins like [`Self::ingest`], but never deduplicated, so a retry
+    /// writes the same values again, which is harmless for a correction. Never touches the
+    /// buoy's deduplication window, so the device's own numbering is unaffected.
+    pub fn write_unsequenced(&self, buoy: &BuoyId, batch: ReadingBatch) -> Result<IngestTicket> {
+        self.submit(buoy, UNSEQUENCED, batch)
+    }
+
+    fn submit(&self, buoy: &BuoyId, batch_seq: u64, batch: ReadingBatch) -> Result<IngestTicket> {
         let shared = &self.inner.shared;
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);

@@ -82,6 +82,10 @@ pub enum InputError {
         /// Size of the deduplication window.
         window: u64,
     },
+    /// A device batch used the sequence number reserved for unsequenced writes
+    /// ([`crate::UNSEQUENCED`]).
+    #[error("batch sequence {0} is reserved for unsequenced writes (operator corrections)")]
+    ReservedSequence(u64),
     /// A time range whose end is before its start.
     #[error("time range ends ({end}) before it starts ({start})")]
     InvalidTimeRange {

@@ -54,7 +54,7 @@ pub mod workload;
 pub use buffer::Chunk;
 pub use catalog::{BuoyInfo, FileMeta, Tombstone};
 pub use config::{Durability, EngineConfig, PartitionDuration};
-pub use dedup::DEDUP_WINDOW;
+pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
 pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, RecoveryReport, lane_for_buoy};
 pub use error::{BusyReason, Error, InputError, Result};
 pub use flush::{FlushReport, READINGS_TABLE};

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::buffer::{Chunk, ChunkBuilder};
 use crate::catalog::Tombstone;
-use crate::dedup::{DEDUP_WINDOW, DedupWindow, Seen};
+use crate::dedup::{DEDUP_WINDOW, DedupWindow, Seen, UNSEQUENCED};
 use crate::engine::Shared;
 use crate::error::{Error, InputError, Result};
 use crate::types::{BuoyId, ReadingBatch};
@@ -167,9 +167,10 @@ impl LaneWriter {
             let _ = req.ack.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
             return;
         }
+        let sequenced = req.batch_seq != UNSEQUENCED;
         let seen = match self.dedup.get(req.buoy.shared()) {
-            Some(window) => window.check(req.batch_seq),
-            None => Seen::New,
+            Some(window) if sequenced => window.check(req.batch_seq),
+            _ => Seen::New,
         };
         // Windows only learn a sequence once its record is durable (see `commit_group`); a
         // retry inside the same group is caught by the group's own set.
@@ -192,7 +193,9 @@ impl LaneWriter {
             }
             Seen::New => {}
         }
-        self.group_batches.insert(key);
+        if sequenced {
+            self.group_batches.insert(key);
+        }
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
         first_seq.get_or_insert(seq);
         wal::patch_sequence(&mut req.entry, seq);

@@ -3,7 +3,7 @@
 //! once and compaction removes it, quality flags are kept, bad input is refused alone.
 
 use bluewave_engine::{
-    DeleteRange, Engine, Error, IngestOutcome, InputError, MetricName, ReadFilter, ReadingBatch,
+    DeleteRange, Engine, Error, IngestOutcome, InputError, MetricName, ReadFilter, ReadingBatch, UNSEQUENCED,
 };
 
 use crate::common::{batch, buoy, config, read_all, register, rows};
@@ -252,4 +252,52 @@ fn a_data_dir_refuses_another_partition_length() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
     assert!(Engine::open(config(dir.path())).is_ok());
+}
+
+#[test]
+fn unsequenced_corrections_win_and_leave_the_device_window_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = buoy("b");
+    {
+        let engine = Engine::open(config(dir.path())).unwrap();
+        register(&engine, &["b"]);
+        // The reserved sequence is refused to devices, alone.
+        match engine.ingest(&b, UNSEQUENCED, batch(&[("ph", 1, 1.0)])) {
+            Err(Error::Input(InputError::ReservedSequence(s))) => assert_eq!(s, UNSEQUENCED),
+            other => panic!("expected ReservedSequence, got {other:?}"),
+        }
+        engine.ingest(&b, 5, batch(&[("ph", 1, 8.0), ("ph", 2, 8.2)])).unwrap().wait().unwrap();
+        // Two corrections of one reading: both stored (never deduplicated), the later wins.
+        for v in [8.05, 8.06] {
+            let out = engine.write_unsequenced(&b, batch(&[("ph", 1, v)])).unwrap().wait().unwrap();
+            assert!(matches!(out, IngestOutcome::Stored { .. }), "{out:?}");
+        }
+        // The device's window saw 5 only: a retry of 5 is a duplicate, 6 is new.
+        assert_eq!(
+            engine.ingest(&b, 5, batch(&[("ph", 1, 0.0)])).unwrap().wait().unwrap(),
+            IngestOutcome::Duplicate
+        );
+        let six = engine.ingest(&b, 6, batch(&[("ph", 3, 8.3)])).unwrap().wait().unwrap();
+        assert!(matches!(six, IngestOutcome::Stored { .. }));
+        // Not flushed: after a restart the WAL replay rebuilds the same window and values.
+    }
+    let expected = vec![
+        ("b".to_string(), "ph".to_string(), 1, 8.06, 0),
+        ("b".to_string(), "ph".to_string(), 2, 8.2, 0),
+        ("b".to_string(), "ph".to_string(), 3, 8.3, 0),
+    ];
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.recovery_report().entries_replayed, 4);
+    assert_eq!(read_all(&engine), expected);
+    assert_eq!(
+        engine.ingest(&b, 6, batch(&[("ph", 3, 0.0)])).unwrap().wait().unwrap(),
+        IngestOutcome::Duplicate
+    );
+    assert_eq!(
+        engine.ingest(&b, 5, batch(&[("ph", 1, 0.0)])).unwrap().wait().unwrap(),
+        IngestOutcome::Duplicate
+    );
+    engine.flush().unwrap();
+    assert_eq!(read_all(&engine), expected);
+    engine.shutdown().unwrap();
 }
