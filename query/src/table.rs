@@ -376,19 +376,26 @@ impl TableProvider for ReadingsTable {
             selected.iter().filter(|f| f.meta.buoys.iter().any(|b| !merge_buoys.contains(b))).collect();
         let merged: Vec<&SelectedFile> = selected.iter().filter(|f| holds_merge_buoy(f)).collect();
 
-        // Columns the scan must produce: the projection, the filters' and the policy's.
+        let mut predicates = filters.clone();
+        predicates.extend(policy_predicate(policy));
+        // Columns the scan must produce: the projection, the filters' and the policy's, and
+        // `buoy_id` when some buoys are merged (the plain scan leaves them out by it). Nothing
+        // more: decoding a column nobody reads is most of a wide aggregate's cost.
         let mut needed: BTreeSet<usize> = projection.iter().copied().collect();
-        needed.extend([COL_BUOY, COL_TS]);
-        for f in &filters {
-            for c in f.column_refs() {
+        if !merge_buoys.is_empty() {
+            needed.insert(COL_BUOY);
+        }
+        for p in &predicates {
+            for c in p.column_refs() {
                 needed.insert(schema.index_of(&c.name)?);
             }
         }
+        if needed.is_empty() {
+            // `count(*)` projects nothing; a scan still needs one column to count rows by.
+            needed.insert(COL_QUALITY);
+        }
         let scan_columns: Vec<usize> = needed.into_iter().collect();
         let scan_schema = Arc::new(schema.project(&scan_columns)?);
-
-        let mut predicates = filters.clone();
-        predicates.extend(policy_predicate(policy));
         let predicate = conjunction(predicates);
 
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
