@@ -109,6 +109,10 @@ impl QueryService {
             .with_information_schema(false)
             .with_target_partitions(self.config.target_partitions)
             .with_batch_size(self.config.batch_rows)
+            // Late materialisation: decode the filter columns first and the others only for
+            // rows that pass (a `metric = …` filter keeps one row in eight of a fleet scan).
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true)
             .with_default_catalog_and_schema("bluewave", "public");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let readings = ReadingsTable::new(self.engine.clone(), policy.clone(), self.scan.clone());
