@@ -147,11 +147,20 @@ impl Snapshot {
 
     /// Chooses files for a filter from catalog metadata alone (no file is opened).
     pub fn select_files(&self, filter: &ReadFilter) -> Vec<SelectedFile> {
+        self.select(filter, true)
+    }
+
+    /// How many files [`Self::select_files`] would choose, without deciding what to merge.
+    pub fn count_files(&self, filter: &ReadFilter) -> usize {
+        self.select(filter, false).len()
+    }
+
+    fn select(&self, filter: &ReadFilter, mark: bool) -> Vec<SelectedFile> {
         let lo = filter.start.map_or(i64::MIN, |s| s);
         let mut out: Vec<SelectedFile> = Vec::new();
         // Buffered rows per buoy: the ranges of every chunk that holds the buoy.
         let mut chunk_ranges: HashMap<&str, Vec<(TimestampNs, TimestampNs)>> = HashMap::new();
-        for c in self.chunks.iter().filter(|c| filter.time_overlaps(c.ts_min, c.ts_max)) {
+        for c in self.chunks.iter().filter(|c| mark && filter.time_overlaps(c.ts_min, c.ts_max)) {
             for (i, buoy) in c.buoy_names.iter().enumerate() {
                 let range = c.buoy_ranges.get(i).copied().unwrap_or((c.ts_min, c.ts_max));
                 chunk_ranges.entry(&**buoy).or_default().push(range);
@@ -190,7 +199,9 @@ impl Snapshot {
                     tombstones,
                 });
             }
-            self.mark_merge_buoys(filter, &chunk_ranges, &mut out[start_index..]);
+            if mark {
+                self.mark_merge_buoys(filter, &chunk_ranges, &mut out[start_index..]);
+            }
         }
         out
     }
@@ -205,15 +216,22 @@ impl Snapshot {
         chunk_ranges: &HashMap<&str, Vec<(TimestampNs, TimestampNs)>>,
         selected: &mut [SelectedFile],
     ) {
-        let wanted = |b: &str| filter.buoys.as_ref().is_none_or(|list| list.iter().any(|x| x == b));
         // Buoy -> (file index, range) for every selected file holding it within the window.
         let mut by_buoy: HashMap<Arc<str>, Vec<(usize, TimestampNs, TimestampNs)>> = HashMap::new();
         for (i, f) in selected.iter().enumerate() {
-            for (k, buoy) in f.meta.buoys.iter().enumerate() {
+            let mut add = |k: usize| {
                 let (lo, hi) = f.meta.buoy_range_at(k);
-                if lo <= hi && filter.time_overlaps(lo, hi) && wanted(buoy) {
-                    by_buoy.entry(buoy.clone()).or_default().push((i, lo, hi));
+                if lo <= hi && filter.time_overlaps(lo, hi) {
+                    by_buoy.entry(f.meta.buoys[k].clone()).or_default().push((i, lo, hi));
                 }
+            };
+            match &filter.buoys {
+                // A few buoys asked for: look them up in the file's sorted list.
+                Some(list) => list
+                    .iter()
+                    .filter_map(|b| f.meta.buoys.binary_search_by(|x| (**x).cmp(b)).ok())
+                    .for_each(&mut add),
+                None => (0..f.meta.buoys.len()).for_each(&mut add),
             }
         }
         let mut marked: Vec<Vec<Arc<str>>> = vec![Vec::new(); selected.len()];

@@ -59,7 +59,9 @@ pub use policy::{
     READ_LIMIT_DEFAULT, READ_LIMIT_MAX, RESULT_QUEUE_BATCHES_DEFAULT, SQL_BYTES_MAX_DEFAULT,
     UNRESTRICTED_MEMORY_MAX_BYTES, UNRESTRICTED_ROWS_MAX, UNRESTRICTED_TIMEOUT, WORKER_THREADS_DEFAULT,
 };
-pub use service::{BLOCKING_THREADS_MAX, QueryService, ResultStream, WATCHDOG_TICK};
+pub use service::{
+    BLOCKING_THREADS_MAX, FILE_METADATA_CACHE_BYTES, QueryService, ResultStream, WATCHDOG_TICK,
+};
 pub use table::{BUOYS, READINGS, buoys_schema, readings_schema};
 
 /// DataFusion and Arrow as this crate uses them, so callers share one version.

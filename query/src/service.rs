@@ -9,6 +9,8 @@ use bluewave_engine::Engine;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -37,6 +39,10 @@ pub struct QueryService {
     runtime: Option<tokio::runtime::Runtime>,
     running: Arc<Semaphore>,
     watchdog: Watchdog,
+    /// Parquet footers and page indexes, shared by every query (partition files never change
+    /// once written, and a replaced file is never read again), bounded by
+    /// [`FILE_METADATA_CACHE_BYTES`].
+    metadata_cache: Arc<FileMetadataCache>,
 }
 
 impl std::fmt::Debug for QueryService {
@@ -47,6 +53,11 @@ impl std::fmt::Debug for QueryService {
 
 /// Blocking threads of the query runtime (file decoding of merges).
 pub const BLOCKING_THREADS_MAX: usize = 4;
+
+/// Memory for cached Parquet footers and page indexes, shared by all queries. A footer with
+/// its page index is tens of kilobytes for an hourly partition file of the marine fleet, so
+/// this holds thousands of files; least recently used entries leave first.
+pub const FILE_METADATA_CACHE_BYTES: usize = 64 << 20;
 
 impl QueryService {
     /// Starts the query runtime for `engine`.
@@ -67,6 +78,9 @@ impl QueryService {
                 batch_rows: config.batch_rows,
                 target_partitions: config.target_partitions,
             },
+            metadata_cache: Arc::new(
+                DefaultCache::new(FILE_METADATA_CACHE_BYTES).with_name("BlueWaveFileMetadataCache"),
+            ),
             running: Arc::new(Semaphore::new(config.queries_max)),
             watchdog: Watchdog::start(config.queries_max)?,
             engine,
@@ -103,6 +117,11 @@ impl QueryService {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(policy.memory_max_bytes)))
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(self.metadata_cache.clone()))
+                    .with_metadata_cache_limit(FILE_METADATA_CACHE_BYTES),
+            )
             .build_arc()
             .map_err(internal)?;
         let config = SessionConfig::new()

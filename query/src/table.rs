@@ -21,6 +21,7 @@ use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result as DfResult;
@@ -364,8 +365,7 @@ impl TableProvider for ReadingsTable {
         // Catalog selection, and what the policy alone would select (for EXPLAIN: the caller
         // learns how much its filters pruned, never how many files lie outside its policy).
         let selected = snapshot.select_files(&read_filter);
-        let policy_only =
-            Narrowing::default().with_policy(policy).map_or(0, |f| snapshot.select_files(&f).len());
+        let policy_only = Narrowing::default().with_policy(policy).map_or(0, |f| snapshot.count_files(&f));
         // Buoys whose rows need the last-write-wins merge somewhere (overlap per buoy, or a
         // tombstone): their rows are merged from every file holding them and left out of the
         // plain scan; every other row is read by the Parquet scan as it is.
@@ -400,8 +400,15 @@ impl TableProvider for ReadingsTable {
 
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plain.is_empty() {
+            // Footers and page indexes come from the service's shared cache: a one-buoy query
+            // touches a dozen files, and parsing their metadata again each time was most of it.
+            let runtime = state.runtime_env();
+            let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+            let readers =
+                CachedParquetFileReaderFactory::new(store, runtime.cache_manager.get_file_metadata_cache());
             let mut source = ParquetSource::new(schema.clone())
-                .with_table_parquet_options(state.table_options().parquet.clone());
+                .with_table_parquet_options(state.table_options().parquet.clone())
+                .with_parquet_file_reader_factory(Arc::new(readers));
             if let Some(p) = &predicate {
                 // Used for row-group and page-index pruning; rows are filtered below.
                 let full = DFSchema::try_from(schema.as_ref().clone())?;
