@@ -5,8 +5,8 @@
 //! through the API; the buoy streams over real QUIC with the wire client SDK (acks `Stored`); an
 //! analyst whose plan covers that buoy reads exactly those readings back through
 //! `GET /api/telemetry` and `POST /api/query` and never sees another buoy; revoking the device
-//! token through the API closes the buoy's open connection and refuses its next HELLO; SIGTERM
-//! stops everything cleanly and flushes.
+//! token through the API closes the buoy's open connection and refuses its next HELLO; `/metrics`
+//! counts the engine, QUIC and query work; SIGTERM stops everything cleanly and flushes.
 //!
 //! The server is a child process: every wait has a deadline ([`STEP_TIMEOUT`]) and the child is
 //! killed when [`Server`] drops, so a fault is a failure with a message, never a hang.
@@ -452,6 +452,19 @@ fn buoy_streams_over_quic_with_an_api_issued_token_and_an_analyst_reads_it_back(
     };
     assert_eq!(sample("bluewave_quic_closed_device_revoked_total"), Some(1.0), "{metrics_text}");
     assert_eq!(sample("bluewave_engine_readings_ingested_total"), Some(5.0), "{metrics_text}");
+    // The analyst's read and two SQL queries ran; the read of buoy-2 was refused (outside the
+    // plan); rows: 4 readings + 1 CSV group + 4 values.
+    for (name, value) in [
+        ("bluewave_query_started_total", 3.0),
+        ("bluewave_query_completed_total", 3.0),
+        ("bluewave_query_refused_total", 1.0),
+        ("bluewave_query_failed_total", 0.0),
+        ("bluewave_query_timed_out_total", 0.0),
+        ("bluewave_query_rows_total", 9.0),
+        ("bluewave_query_duration_seconds_count", 3.0),
+    ] {
+        assert_eq!(sample(name), Some(value), "{name}: {metrics_text}");
+    }
     let printed = server.stop();
     assert!(printed.iter().any(|line| line.starts_with("flushed ")), "{printed:?}");
 }

@@ -24,6 +24,7 @@ mod state;
 mod telemetry;
 mod time;
 
+pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
 pub use buoys::{BUOY_NAME_BYTES_MAX, BUOY_STATUSES};
 pub use rbac::RBAC_PAGE_DEFAULT;
 pub use state::{ApiState, DeviceRevoked};
