@@ -2,7 +2,7 @@
 //! `AuthService`, `QueryService` and `Engine`) on loopback, in this process, with one buoy-hour
 //! of flushed marine data (1 buoy × 8 metrics × 3,600 s = 28,800 readings).
 //!
-//! - `api_telemetry/c{1,4,16}`: `GET /api/telemetry` of that buoy-hour (one page of 28,800
+//! - `api_telemetry/c{1,4,8}`: `GET /api/telemetry` of that buoy-hour (one page of 28,800
 //!   rows) by an analyst whose plan covers the buoy, from `c` keep-alive HTTP/1.1 connections
 //!   at once; criterion reports requests/s (one element = one request); p50/p99 from an
 //!   HdrHistogram of every request are printed after each case.
@@ -300,7 +300,7 @@ fn api(c: &mut Criterion) {
     };
     eprintln!("api bench: {} readings flushed; GET {}", fx.rows, fx.telemetry_path);
     let telemetry = Call::Telemetry { path: fx.telemetry_path.clone(), token: fx.analyst_token.clone() };
-    bench_calls(c, &fx, "api_telemetry", &telemetry, &[1, 4, 16], false);
+    bench_calls(c, &fx, "api_telemetry", &telemetry, &[1, 4, 8], false);
     bench_calls(c, &fx, "api_login", &Call::Login, &[1, 4], false);
     bench_calls(c, &fx, "api_telemetry_under_login_flood", &telemetry, &[4], true);
     drop(fx.client);
