@@ -1,17 +1,39 @@
-//! `/metrics` series of the engine and the QUIC server: read from their snapshots at each
-//! scrape (a [`Collector`]), so the hot paths keep their own plain atomics.
+//! `/metrics` series of the engine, the QUIC server and the query service: read from their
+//! snapshots at each scrape (a [`Collector`]), so the hot paths keep their own plain atomics.
+
+use std::sync::Arc;
 
 use bluewave_engine::Engine;
+use bluewave_query::{QUERY_LATENCY_BUCKETS_MS, QueryService};
 use bluewave_wire::ServerHandle;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-/// Engine and ingest-server counters for the Prometheus registry `/metrics` serves.
+/// Engine, ingest-server and query counters for the Prometheus registry `/metrics` serves.
 pub struct FleetCollector {
     engine: Engine,
     quic: ServerHandle,
+    query: Arc<QueryService>,
+}
+
+/// A histogram from a snapshot: per-bucket counts (not cumulative), their sum and count.
+struct SnapshotHistogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for SnapshotHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 impl std::fmt::Debug for FleetCollector {
@@ -21,9 +43,9 @@ impl std::fmt::Debug for FleetCollector {
 }
 
 impl FleetCollector {
-    /// Collects from `engine` and the QUIC server `quic`.
-    pub fn new(engine: Engine, quic: ServerHandle) -> Self {
-        Self { engine, quic }
+    /// Collects from `engine`, the QUIC server `quic` and the query service `query`.
+    pub fn new(engine: Engine, quic: ServerHandle, query: Arc<QueryService>) -> Self {
+        Self { engine, quic, query }
     }
 }
 
@@ -96,6 +118,26 @@ impl Collector for FleetCollector {
         )?;
         counter(enc, "bluewave_quic_bytes_in", "Bytes received", w.bytes_in)?;
         counter(enc, "bluewave_quic_bytes_out", "Bytes sent", w.bytes_out)?;
+        let q = self.query.metrics();
+        counter(enc, "bluewave_query_started", "Queries admitted (SQL and typed reads)", q.started)?;
+        counter(enc, "bluewave_query_refused", "Queries refused (not read-only, invalid, busy)", q.refused)?;
+        counter(enc, "bluewave_query_refused_busy", "Queries refused because all slots ran", q.refused_busy)?;
+        counter(enc, "bluewave_query_failed", "Queries failed while running", q.failed)?;
+        counter(enc, "bluewave_query_timed_out", "Queries stopped at their deadline", q.timed_out)?;
+        counter(enc, "bluewave_query_completed", "Queries that delivered their result", q.completed)?;
+        counter(enc, "bluewave_query_rows", "Rows delivered by queries", q.rows)?;
+        let bounds = QUERY_LATENCY_BUCKETS_MS.iter().map(|&ms| ms as f64 / 1_000.0).chain([f64::INFINITY]);
+        let latency = SnapshotHistogram {
+            sum: q.latency_sum_us as f64 / 1_000_000.0,
+            count: q.latency_buckets.iter().sum(),
+            buckets: bounds.zip(q.latency_buckets.iter().copied()).collect(),
+        };
+        latency.encode(enc.encode_descriptor(
+            "bluewave_query_duration_seconds",
+            "Query latency, admission to the end of the result",
+            None,
+            latency.metric_type(),
+        )?)?;
         Ok(())
     }
 }

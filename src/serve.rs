@@ -194,7 +194,8 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
         Err(_) => 0,
     }));
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(FleetCollector::new(engine, quic.clone())));
+    let query = Arc::clone(&state.query);
+    registry.register_collector(Box::new(FleetCollector::new(engine, quic.clone(), query)));
     let tls =
         TlsIdentity { cert_chain: parts.identity.cert_chain.clone(), key: parts.identity.key.clone_key() };
     let https = match api_router(state) {

@@ -16,6 +16,7 @@
 //!   [`ResultStream`].
 //! - `filter`: [`TelemetryFilter`] and the paging [`Cursor`] of REST reads.
 //! - `encode`: [`encode`] into JSON, CSV, Arrow IPC or Parquet, batch by batch.
+//! - `metrics`: [`QueryMetrics`], the service's counters and latency histogram.
 //! - `error`: [`Error`], user errors apart from internal ones.
 //!
 //! ```no_run
@@ -46,6 +47,7 @@
 mod encode;
 mod error;
 mod filter;
+mod metrics;
 mod policy;
 mod scan;
 mod service;
@@ -54,6 +56,7 @@ mod table;
 pub use encode::{ByteStream, Format, PARQUET_ROW_GROUP_BYTES_MAX, PARQUET_ROW_GROUP_ROWS_MAX, encode};
 pub use error::{Error, Result};
 pub use filter::{CURSOR_CHARS_MAX, Cursor, TelemetryFilter};
+pub use metrics::{QUERY_LATENCY_BUCKETS_MS, QueryMetrics};
 pub use policy::{
     AccessPolicy, BATCH_ROWS_DEFAULT, BuoyScope, MEMORY_MIN_BYTES, QUERIES_MAX_DEFAULT, QueryConfig,
     READ_LIMIT_DEFAULT, READ_LIMIT_MAX, RESULT_QUEUE_BATCHES_DEFAULT, SQL_BYTES_MAX_DEFAULT,

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::filter::{Cursor, TelemetryFilter};
+use crate::metrics::{Counters, QueryMetrics};
 use crate::policy::{AccessPolicy, QueryConfig};
 use crate::table::{BUOYS, COL_BUOY, COL_METRIC, COL_TS, READINGS, ReadingsTable, ScanOptions, buoys_table};
 
@@ -43,6 +44,7 @@ pub struct QueryService {
     /// once written, and a replaced file is never read again), bounded by
     /// [`FILE_METADATA_CACHE_BYTES`].
     metadata_cache: Arc<FileMetadataCache>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for QueryService {
@@ -83,6 +85,7 @@ impl QueryService {
             ),
             running: Arc::new(Semaphore::new(config.queries_max)),
             watchdog: Watchdog::start(config.queries_max)?,
+            counters: Arc::new(Counters::default()),
             engine,
             config,
             runtime: Some(runtime),
@@ -92,6 +95,19 @@ impl QueryService {
     /// The service settings.
     pub fn config(&self) -> &QueryConfig {
         &self.config
+    }
+
+    /// The service's counters since start (for `/metrics`).
+    pub fn metrics(&self) -> QueryMetrics {
+        self.counters.snapshot()
+    }
+
+    /// `admitted`'s permit, or its error counted as a refusal.
+    fn count_refusal<T>(&self, admitted: Result<T>) -> Result<T> {
+        if let Err(error) = &admitted {
+            self.counters.refused(error);
+        }
+        admitted
     }
 
     /// Runs `future` to completion on the calling thread (for synchronous callers such as the
@@ -157,15 +173,16 @@ impl QueryService {
     /// EXTERNAL TABLE`, and anything but `SELECT`/`WITH`/`VALUES` and `EXPLAIN [ANALYZE]` of
     /// one. The returned stream ends with an error if a limit is hit midway.
     pub async fn sql(&self, text: &str, policy: &AccessPolicy) -> Result<ResultStream> {
-        if text.len() > self.config.sql_bytes_max {
-            return Err(Error::Refused(format!(
+        let admitted = if text.len() > self.config.sql_bytes_max {
+            Err(Error::Refused(format!(
                 "the SQL text is {} bytes, more than the {} allowed",
                 text.len(),
                 self.config.sql_bytes_max
-            )));
-        }
-        check_read_only(text)?;
-        let permit = self.admit(policy)?;
+            )))
+        } else {
+            check_read_only(text).and_then(|()| self.admit(policy))
+        };
+        let permit = self.count_refusal(admitted)?;
         let policy = Arc::new(policy.clone());
         let ctx = self.session(&policy)?;
         let text = text.to_owned();
@@ -186,9 +203,11 @@ impl QueryService {
     /// at most the filter's limit (default [`QueryConfig::read_limit_default`]). After the
     /// stream ends, [`ResultStream::next_cursor`] gives the token of the next page, if any.
     pub async fn read(&self, filter: &TelemetryFilter, policy: &AccessPolicy) -> Result<ResultStream> {
-        let limit = filter.page_limit(&self.config)?;
-        let predicate = filter.to_expr(policy)?;
-        let permit = self.admit(policy)?;
+        let admitted = filter.page_limit(&self.config).and_then(|limit| {
+            let predicate = filter.to_expr(policy)?;
+            Ok((limit, predicate, self.admit(policy)?))
+        });
+        let (limit, predicate, permit) = self.count_refusal(admitted)?;
         let policy = Arc::new(policy.clone());
         let ctx = self.session(&policy)?;
         let memory = policy.memory_max_bytes;
@@ -235,6 +254,9 @@ impl QueryService {
         // the plan stops at its next yield point.
         let (expired_tx, expired_rx) = oneshot::channel::<()>();
         self.watchdog.arm(deadline.into_std(), expired_tx);
+        let counters = Arc::clone(&self.counters);
+        counters.started();
+        let started = Instant::now();
         handle.spawn(async move {
             // The slot is given back before the caller can see the query's end (its error, or
             // the closed batch queue), so a caller that starts its next query at once is never
@@ -245,21 +267,28 @@ impl QueryService {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     drop(permit);
+                    counters.ended(Err(&e), 0, started.elapsed());
                     let _ = schema_tx.send(Err(e));
                     return;
                 }
                 Err(_) => {
                     drop(permit);
-                    let _ = schema_tx.send(Err(Error::Timeout { timeout_ms: policy.timeout_ms() }));
+                    let e = Error::Timeout { timeout_ms: policy.timeout_ms() };
+                    counters.ended(Err(&e), 0, started.elapsed());
+                    let _ = schema_tx.send(Err(e));
                     return;
                 }
             };
             if schema_tx.send(Ok(stream.schema())).is_err() {
+                // The caller is gone before the first row: counted as complete (nothing owed).
+                counters.ended(Ok(()), 0, started.elapsed());
                 return;
             }
-            let outcome = pump(&mut stream, &batch_tx, deadline, &policy).await;
+            let mut rows_sent = 0;
+            let outcome = pump(&mut stream, &batch_tx, deadline, &policy, &mut rows_sent).await;
             drop(stream); // cancels the rest of the plan
             drop(permit);
+            counters.ended(outcome.as_ref().map(|_| ()), rows_sent, started.elapsed());
             drop(batch_tx);
             let _ = done_tx.send(outcome);
         });
@@ -351,6 +380,7 @@ async fn pump(
     out: &mpsc::Sender<RecordBatch>,
     deadline: Instant,
     policy: &AccessPolicy,
+    rows_sent: &mut u64,
 ) -> Result<()> {
     let timeout = || Error::Timeout { timeout_ms: policy.timeout_ms() };
     let mut rows: u64 = 0;
@@ -368,8 +398,9 @@ async fn pump(
         if batch.num_rows() == 0 {
             continue;
         }
+        let batch_rows = batch.num_rows() as u64;
         match tokio::time::timeout_at(deadline, out.send(batch)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => *rows_sent += batch_rows,
             Ok(Err(_)) => return Ok(()), // the consumer went away: stop quietly
             Err(_) => return Err(timeout()),
         }

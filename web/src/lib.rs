@@ -10,11 +10,11 @@
 //! - `audit`: the append-only, hash-chained audit log in `<data-dir>/audit/` ([`AuditLog`]).
 //!
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
-//!   ([`api_router`] over an [`ApiState`]): `/api/auth/*`, `/api/telemetry`, `/api/query`,
-//!   `/api/buoys`, device tokens.
+//!   ([`api_router`] over an [`ApiState`]): `/api/auth/*`, `/api/telemetry` (and by reading
+//!   id, range deletes), `/api/query`, `/api/buoys`, device tokens, `/api/rbac/*`.
 //!
-//! **Not implemented yet:** `GET|PUT|DELETE /api/telemetry/{id}`, `PUT|DELETE /api/buoys/{id}`,
-//! `/api/rbac/*` (issue 4).
+//! **Not implemented:** `PUT /api/telemetry/{id}` (value corrections: the engine's ingest path
+//! has no safe `batch_seq` for a server-made write; see the `api::telemetry` module).
 //!
 //! # Examples
 //!
@@ -60,7 +60,9 @@ mod auth;
 mod http;
 
 pub use api::{
-    ApiState, BUOY_NAME_BYTES_MAX, BUOY_STATUSES, DeviceRevoked, TELEMETRY_BODY_BYTES_MAX, api_router,
+    ApiState, BUOY_NAME_BYTES_MAX, BUOY_STATUSES, DeviceRevoked, LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX,
+    RBAC_PAGE_DEFAULT, READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX, TIME_TEXT_BYTES_MAX, api_router,
+    password_checks_max,
 };
 pub use audit::{
     AUDIT_DETAILS_BYTES_MAX, AUDIT_FIELD_BYTES_MAX, AUDIT_FILE_NAME, AUDIT_FORMAT_VERSION,

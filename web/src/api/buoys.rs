@@ -1,6 +1,12 @@
 //! The buoy registry (`/api/buoys`) and device tokens (`/api/buoys/{id}/device-tokens`,
 //! `/api/device-tokens/{jti}`). Readers see only the buoys of their plan: any other id answers
 //! 404, exactly like an unregistered one.
+//!
+//! The engine's catalog cannot remove a buoy (its readings and dedup state stay keyed by it),
+//! so `DELETE /api/buoys/{id}` retires it: status `retired`, every device token of it revoked
+//! (open QUIC connections closed, next HELLO refused), JSON ingest and new device tokens for it
+//! refused with 409. Its readings stay readable; a retired buoy can be set `active` again with
+//! `PUT`, which needs new device tokens.
 
 use std::sync::Arc;
 
@@ -145,6 +151,138 @@ pub(crate) async fn get(request: Request<ApiState>) -> Result<Reply, ApiError> {
     Reply::json(&Buoy::from(buoy))
 }
 
+/// The editable fields of a buoy (`PUT /api/buoys/{id}`; the id is the path's).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuoyUpdate {
+    /// Human name, 1-128 bytes.
+    name: String,
+    /// Latitude, degrees (-90..=90).
+    lat: Option<f64>,
+    /// Longitude, degrees (-180..=180).
+    lng: Option<f64>,
+    /// `active`, `maintenance` or `retired` (retiring revokes the buoy's device tokens).
+    status: String,
+}
+
+/// Revokes every live device token of `buoy` and closes its open ingest connections; returns
+/// how many tokens were revoked.
+async fn revoke_buoy_tokens(state: &ApiState, caller: &Caller, buoy: &str) -> Result<usize, ApiError> {
+    let auth = Arc::clone(&state.auth);
+    let (caller, owned) = (caller.clone(), buoy.to_owned());
+    let revoked = blocking(move || {
+        let live: Vec<String> = auth
+            .list_device_tokens(&caller, Some(&owned))?
+            .into_iter()
+            .filter(|token| token.revoked_ms.is_none())
+            .map(|token| token.jti)
+            .collect();
+        for jti in &live {
+            auth.revoke_device_token(&caller, jti)?;
+        }
+        Ok(live.len())
+    })
+    .await?;
+    if let Some(hook) = &state.on_device_revoked {
+        let closed = hook(buoy);
+        tracing::info!(buoy, revoked, closed, "buoy retired: device tokens revoked, connections closed");
+    }
+    Ok(revoked)
+}
+
+/// Stores `info` in the engine's registry.
+async fn set_info(state: &ApiState, info: BuoyInfo) -> Result<(), ApiError> {
+    let engine = Arc::clone(&state.engine);
+    blocking(move || Ok(engine.register_buoy(info)?)).await
+}
+
+/// Stores `after` in the engine's registry and audits the change from `before`.
+async fn store_update(
+    state: &ApiState,
+    caller: &Caller,
+    action: &'static str,
+    before: BuoyInfo,
+    after: BuoyInfo,
+    tokens_revoked: usize,
+) -> Result<(), ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let auth = Arc::clone(&state.auth);
+    let actor = format!("user:{}", caller.user_id());
+    blocking(move || {
+        let target = format!("buoy:{}", after.id);
+        let details = serde_json::json!({
+            "before": { "name": before.name, "lat": before.latitude, "lng": before.longitude,
+                "status": before.status },
+            "after": { "name": after.name, "lat": after.latitude, "lng": after.longitude,
+                "status": after.status },
+            "device_tokens_revoked": tokens_revoked,
+        });
+        engine.register_buoy(after)?;
+        auth.audit_log()
+            .append(AuditEvent::new(actor, action, target, "ok").with_details(details))
+            .map(drop)
+            .map_err(ApiError::internal)
+    })
+    .await
+}
+
+/// Updates a buoy's name, location and status.
+#[utoipa::path(put, path = "/api/buoys/{id}", request_body = BuoyUpdate, tag = "buoys",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Buoy id")),
+    responses((status = 200, description = "The updated buoy", body = Buoy),
+        (status = 400, description = "Invalid field"),
+        (status = 403, description = "Missing buoys:manage"),
+        (status = 404, description = "No such buoy")))]
+pub(crate) async fn update(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
+    let caller = request.caller()?;
+    let state = request.state().clone();
+    state.auth.authorize(&caller, Permission::BuoysManage)?;
+    let before = visible_buoy(&state, &caller, request.param("id")?).await?;
+    let body: BuoyUpdate = request.json().await?;
+    let after = Buoy {
+        id: before.id.to_string(),
+        name: body.name,
+        lat: body.lat,
+        lng: body.lng,
+        status: body.status,
+    }
+    .into_info()?;
+    let revoked = if after.status == "retired" && before.status != "retired" {
+        // Retired first, so no token can be issued between the revocation and the status.
+        set_info(&state, after.clone()).await?;
+        revoke_buoy_tokens(&state, &caller, &after.id).await?
+    } else {
+        0
+    };
+    let answer = Buoy::from(after.clone());
+    store_update(&state, &caller, "buoys.update", before, after, revoked).await?;
+    Reply::json(&answer)
+}
+
+/// Retires a buoy (the engine keeps every buoy it has seen): status `retired`, its device
+/// tokens revoked and its open ingest connections closed. Its readings stay.
+#[utoipa::path(delete, path = "/api/buoys/{id}", tag = "buoys", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Buoy id")),
+    responses((status = 204, description = "Retired (or already retired)"),
+        (status = 403, description = "Missing buoys:manage"),
+        (status = 404, description = "No such buoy")))]
+pub(crate) async fn retire(request: Request<ApiState>) -> Result<Reply, ApiError> {
+    let caller = request.caller()?;
+    let state = request.state().clone();
+    state.auth.authorize(&caller, Permission::BuoysManage)?;
+    let before = visible_buoy(&state, &caller, request.param("id")?).await?;
+    let mut after = before.clone();
+    after.status = "retired".to_owned();
+    // Retired first, so no token can be issued between the revocation and the status.
+    set_info(&state, after.clone()).await?;
+    let revoked = revoke_buoy_tokens(&state, &caller, &before.id).await?;
+    if before.status != "retired" || revoked > 0 {
+        store_update(&state, &caller, "buoys.retire", before, after, revoked).await?;
+    }
+    Ok(Reply::empty().status(StatusCode::NO_CONTENT))
+}
+
 /// Options of a new device token.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -198,12 +336,16 @@ pub(crate) struct IssuedAnswer {
     params(("id" = String, Path, description = "Buoy id")), request_body = IssueBody,
     responses((status = 201, description = "Issued", body = IssuedAnswer),
         (status = 403, description = "Missing devices:manage"),
-        (status = 404, description = "No such buoy")))]
+        (status = 404, description = "No such buoy"),
+        (status = 409, description = "The buoy is retired")))]
 pub(crate) async fn issue_token(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
     let caller = request.caller()?;
     let state = request.state().clone();
     state.auth.authorize(&caller, Permission::DevicesManage)?;
     let buoy = visible_buoy(&state, &caller, request.param("id")?).await?;
+    if buoy.status == "retired" {
+        return Err(ApiError::Conflict(format!("buoy {} is retired", buoy.id)));
+    }
     let body: IssueBody = request.json().await?;
     let auth = Arc::clone(&state.auth);
     let issued = blocking(move || Ok(auth.issue_device_token(&caller, &buoy.id, body.ttl_s)?)).await?;

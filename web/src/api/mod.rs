@@ -5,23 +5,31 @@
 //! - `errors`: `From` impls turning auth, query and engine errors into [`ApiError`] — the one
 //!   place where those errors become statuses.
 //! - `auth`: `/api/auth/token`, `/refresh`, `/logout`, `/logout-all`.
-//! - `telemetry`: `GET|POST /api/telemetry`.
+//! - `telemetry`: `GET|POST /api/telemetry`, `GET|DELETE /api/telemetry/{id}`,
+//!   `POST /api/telemetry/delete` (range delete).
 //! - `query`: `POST /api/query` (SQL, answer format from `Accept`, streamed).
-//! - `buoys`: `/api/buoys`, `/api/buoys/{id}`, device tokens.
+//! - `buoys`: `/api/buoys`, `GET|PUT|DELETE /api/buoys/{id}` (delete = retire), device tokens.
+//! - `rbac`: `/api/rbac/roles`, `/users`, `/plans`, `/audit-log`; `/api/auth/sessions`.
+//! - `time`: integer-ns or RFC 3339 times at the edge.
 //!
-//! Not implemented yet: `GET|PUT|DELETE /api/telemetry/{id}`, `PUT|DELETE /api/buoys/{id}`,
-//! `/api/rbac/*` (issue 4).
+//! Not implemented: `PUT /api/telemetry/{id}` (value corrections; see the `telemetry` module
+//! for why the engine's ingest path cannot carry them safely yet).
 
 mod auth;
 mod buoys;
 mod errors;
 mod query;
+mod rbac;
 mod state;
 mod telemetry;
+mod time;
 
+pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
 pub use buoys::{BUOY_NAME_BYTES_MAX, BUOY_STATUSES};
+pub use rbac::RBAC_PAGE_DEFAULT;
 pub use state::{ApiState, DeviceRevoked};
-pub use telemetry::TELEMETRY_BODY_BYTES_MAX;
+pub use telemetry::{READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX};
+pub use time::TIME_TEXT_BYTES_MAX;
 
 use crate::http::{ApiError, RouteOptions, Router, ServerError};
 
@@ -37,13 +45,30 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
             RouteOptions { body_bytes_max: Some(TELEMETRY_BODY_BYTES_MAX), request_timeout_ms: None },
             telemetry::ingest,
         )?
+        .route::<telemetry::__path_get_one>(telemetry::get_one)?
+        .route::<telemetry::__path_delete_one>(telemetry::delete_one)?
+        .route::<telemetry::__path_delete_range>(telemetry::delete_range)?
         .route::<query::__path_sql>(query::sql)?
         .route::<buoys::__path_list>(buoys::list)?
         .route::<buoys::__path_register>(buoys::register)?
         .route::<buoys::__path_get>(buoys::get)?
+        .route::<buoys::__path_update>(buoys::update)?
+        .route::<buoys::__path_retire>(buoys::retire)?
         .route::<buoys::__path_issue_token>(buoys::issue_token)?
         .route::<buoys::__path_list_tokens>(buoys::list_tokens)?
-        .route::<buoys::__path_revoke_token>(buoys::revoke_token)
+        .route::<buoys::__path_revoke_token>(buoys::revoke_token)?
+        .route::<rbac::__path_sessions>(rbac::sessions)?
+        .route::<rbac::__path_revoke_session>(rbac::revoke_session)?
+        .route::<rbac::__path_roles>(rbac::roles)?
+        .route::<rbac::__path_list_users>(rbac::list_users)?
+        .route::<rbac::__path_create_user>(rbac::create_user)?
+        .route::<rbac::__path_get_user>(rbac::get_user)?
+        .route::<rbac::__path_set_role>(rbac::set_role)?
+        .route::<rbac::__path_set_status>(rbac::set_status)?
+        .route::<rbac::__path_assign_plan>(rbac::assign_plan)?
+        .route::<rbac::__path_list_plans>(rbac::list_plans)?
+        .route::<rbac::__path_create_plan>(rbac::create_plan)?
+        .route::<rbac::__path_audit_log>(rbac::audit_log)
 }
 
 /// Runs a blocking `AuthService` call (redb commits, argon2) off the network threads.

@@ -280,7 +280,7 @@ fn device_token_refusals_carry_protocol_codes() {
 }
 
 /// HMAC-SHA256 from `sha2`, enough to build the alg-confusion token.
-mod hmac_sha256 {
+pub(crate) mod hmac_sha256 {
     use sha2::{Digest, Sha256};
 
     pub fn sign_hs256(key: &[u8], message: &[u8]) -> Vec<u8> {

@@ -6,6 +6,9 @@
 //! - `api`: the REST endpoints over real HTTPS with real auth, query service and engine;
 //! - `auth`: accounts, sessions, limits, RBAC, plans, device tokens through `AuthService`;
 //! - `forgery`: the token forgery suite, one exact refusal per attack;
+//! - `security`: the security suite over real HTTPS, by attack vector (forgery, refresh reuse
+//!   and races, brute force, function- and object-level authorization, SQL abuse, malformed
+//!   requests);
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
@@ -17,3 +20,4 @@ mod auth;
 mod auth_fixtures;
 mod forgery;
 mod http;
+mod security;

@@ -1,0 +1,10 @@
+//! End-to-end tests of the `bluewave` binary (one test binary, modules by concern):
+//!
+//! - `serve`: `bluewave serve` started as a child process on loopback ports 0 with a tempdir
+//!   data dir — first-run defaults, the HTTPS API and QUIC ingest together, device tokens from
+//!   the API, revocation, shutdown. Every wait is bounded and the child is killed on drop, so a
+//!   fault fails the test instead of hanging it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
+
+mod serve;
