@@ -476,8 +476,7 @@ pub async fn run_ingest(
         run.server = Some(ServerFigures {
             cpu_percent,
             peak_rss_bytes: sample.peak_rss_bytes,
-            connections: None,
-            rss_bytes_per_connection: None,
+            ..ServerFigures::default()
         });
     }
     // Every buoy is done: close the clients together (each close also closes its endpoint).

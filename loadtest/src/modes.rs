@@ -267,12 +267,7 @@ pub async fn connections(
     {
         server.rss_bytes_per_connection = Some(after.saturating_sub(before) as f64 / connected as f64);
     }
-    if let Some(connected_rss) = rss_connected {
-        report
-            .errors
-            .entry("info: server rss with fleet connected, MiB".into())
-            .or_insert(connected_rss >> 20);
-    }
+    server.rss_connected_bytes = rss_connected;
     Ok(report)
 }
 

@@ -124,6 +124,9 @@ pub struct ServerFigures {
     pub connections: Option<u64>,
     /// `(rss at the end - rss before connecting) / connections`, when measured.
     pub rss_bytes_per_connection: Option<f64>,
+    /// RSS once every connection was up, before the first batch, when measured.
+    #[serde(default)]
+    pub rss_connected_bytes: Option<u64>,
 }
 
 impl Report {
@@ -208,6 +211,9 @@ impl Report {
         if let Some(s) = &self.server {
             let _ =
                 write!(out, "server      cpu {:.0}%, peak rss {} MiB", s.cpu_percent, s.peak_rss_bytes >> 20);
+            if let Some(rss) = s.rss_connected_bytes {
+                let _ = write!(out, ", rss {} MiB with the fleet connected", rss >> 20);
+            }
             if let (Some(c), Some(per)) = (s.connections, s.rss_bytes_per_connection) {
                 let _ = write!(out, ", {c} connections, {:.1} KiB/connection", per / 1024.0);
             }
