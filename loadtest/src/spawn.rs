@@ -21,8 +21,9 @@ use crate::error::{Error, Result};
 pub const READY_TIMEOUT_MS_DEFAULT: u64 = 120_000;
 /// How long `stop` waits after SIGTERM before SIGKILL, ms (the server flushes on the way out).
 pub const STOP_TIMEOUT_MS_DEFAULT: u64 = 60_000;
-/// How long `bluewave devices add` may take, ms.
-pub const DEVICES_ADD_TIMEOUT_MS: u64 = 120_000;
+/// How long `bluewave devices add` may take, ms (one catalog commit per buoy: 10,000 buoys
+/// take over two minutes with a debug build on a loaded 2-core machine).
+pub const DEVICES_ADD_TIMEOUT_MS: u64 = 900_000;
 /// Most lines of the child's log quoted in an error.
 const LOG_TAIL_LINES: usize = 20;
 /// Email of the first admin of a spawned server.
