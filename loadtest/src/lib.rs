@@ -1,16 +1,25 @@
-//! `bluewave-loadtest`: the fleet simulator and query load generator's measuring parts.
+//! `bluewave-loadtest`: the fleet simulator, query load generator and kill -9 durability
+//! checker of BlueWave, and the parts that measure and report.
 //!
-//! The load generator (issue "Load generator and throughput baseline") drives a BlueWave
-//! server over QUIC and HTTPS and reports what it sustained. This library holds the parts that
-//! do not depend on the network: how latency is recorded and summarised, how a run is paced,
-//! how throughput and latency evolve over time, what the server process costs, and how the
-//! report is written (JSON, a table, an SVG chart).
-//!
-//! **Not implemented yet:** the `ingest`, `query`, `mixed`, `durability` and `connections`
-//! drivers; they need the buoy client SDK and the HTTPS API, which land with their issues.
+//! It drives a BlueWave server over QUIC (the buoy SDK, `bluewave_wire::Client`) and HTTPS
+//! (the REST API) and reports what it sustained, like wrk2 or TSBS do for theirs: open-loop
+//! pacing measured from due times, HDR percentiles, a timeline, the server's CPU and RSS from
+//! `/proc`, a JSON report, a table and an SVG chart. Every run is bounded by count and time,
+//! stops by itself, and talks only to the address it is given (a spawned server listens on
+//! loopback).
 //!
 //! # Layout
 //!
+//! - [`modes`] — the five runs: `ingest`, `durability`, `connections`, `query`, `mixed`.
+//! - [`target`] — the server of a run: `--spawn`ed child or a running one; devices from a
+//!   tokens file or registered through the API.
+//! - [`spawn`] — the `bluewave serve` child: readiness from its stdout, SIGKILL, restart on the
+//!   same data dir and ports, SIGTERM-then-SIGKILL stop, always in `Drop`.
+//! - [`ingest`] — the fleet driver over the SDK (pacing, acks, warm-up, drain).
+//! - [`analysts`] — concurrent analysts over HTTPS running a weighted query mix.
+//! - [`https`] — a small hyper/rustls client of the API, trusting the server by pin or CA.
+//! - [`ledger`] — acknowledged reading ranges and the lost / duplicated / altered check.
+//! - [`mix`] — the query kinds and their weights; [`rng`] — the seeded generator.
 //! - [`latency`] — HDR histograms in µs, mergeable, summarised as p50/p90/p99/p99.9/max.
 //! - [`pacer`] — open-loop schedules; latency is measured from the due time (no coordinated
 //!   omission).
@@ -19,6 +28,8 @@
 //! - [`machine`] — the machine a run was made on.
 //! - [`report`] — the run's figures: JSON and a human table.
 //! - [`chart`] — an offline SVG chart of the timeline.
+//! - [`progress`] — the live progress bar.
+//! - `error` — the crate's [`Error`].
 //!
 //! # Example
 //!
@@ -37,10 +48,23 @@
 //! assert_eq!(latency.summary().count, 3);
 //! ```
 
+pub mod analysts;
 pub mod chart;
+mod error;
+pub mod https;
+pub mod ingest;
 pub mod latency;
+pub mod ledger;
 pub mod machine;
+pub mod mix;
+pub mod modes;
 pub mod pacer;
 pub mod procstat;
+pub mod progress;
 pub mod report;
+pub mod rng;
+pub mod spawn;
+pub mod target;
 pub mod timeline;
+
+pub use error::{Error, Result};

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::latency::LatencySummary;
+use crate::ledger::DurabilityCheck;
 use crate::machine::Machine;
 use crate::timeline::TimelinePoint;
 
@@ -34,6 +35,26 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Throughput and latency over time.
     pub timeline: Vec<TimelinePoint>,
+    /// `mixed` runs: the same ingest alone, before the queries start (what queries cost).
+    #[serde(default)]
+    pub baseline_ingest: Option<IngestFigures>,
+    /// `durability` runs: kills and the acked-versus-stored check.
+    #[serde(default)]
+    pub durability: Option<DurabilityFigures>,
+}
+
+/// The kill -9 run's outcome.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DurabilityFigures {
+    /// SIGKILLs sent to the server.
+    pub kills: u32,
+    /// Seed of the kill moments.
+    pub seed: u64,
+    /// Milliseconds after the fleet connected at which each kill during ingest was sent (the
+    /// last kill, after every ack was in, is not listed).
+    pub kill_at_ms: Vec<u64>,
+    /// The comparison of acknowledged and stored readings.
+    pub check: DurabilityCheck,
 }
 
 /// Ingest side of a run.
@@ -103,6 +124,9 @@ pub struct ServerFigures {
     pub connections: Option<u64>,
     /// `(rss at the end - rss before connecting) / connections`, when measured.
     pub rss_bytes_per_connection: Option<f64>,
+    /// RSS once every connection was up, before the first batch, when measured.
+    #[serde(default)]
+    pub rss_connected_bytes: Option<u64>,
 }
 
 impl Report {
@@ -140,6 +164,32 @@ impl Report {
                 let _ = writeln!(out, "  disk       {b:.3} bytes/reading");
             }
         }
+        if let Some(b) = &self.baseline_ingest {
+            let _ = writeln!(
+                out,
+                "  without queries: {:.0} readings/s, ack ms {}",
+                b.readings_per_s,
+                latency_row(&b.ack_latency)
+            );
+        }
+        if let Some(d) = &self.durability {
+            let c = &d.check;
+            let _ = writeln!(out, "durability  {} kills (seed {})", d.kills, d.seed);
+            let _ = writeln!(
+                out,
+                "  acked {}  stored rows {}  lost {}  duplicated {}  altered {}  unexpected {}  -> {}",
+                c.acked,
+                c.stored_rows,
+                c.lost,
+                c.duplicated,
+                c.altered,
+                c.unexpected,
+                if c.passed() { "PASS" } else { "FAIL" }
+            );
+            for key in c.lost_examples.iter().chain(&c.duplicated_examples).chain(&c.altered_examples) {
+                let _ = writeln!(out, "  bad key   {key}");
+            }
+        }
         if !self.queries.is_empty() {
             let _ = writeln!(
                 out,
@@ -161,6 +211,9 @@ impl Report {
         if let Some(s) = &self.server {
             let _ =
                 write!(out, "server      cpu {:.0}%, peak rss {} MiB", s.cpu_percent, s.peak_rss_bytes >> 20);
+            if let Some(rss) = s.rss_connected_bytes {
+                let _ = write!(out, ", rss {} MiB with the fleet connected", rss >> 20);
+            }
             if let (Some(c), Some(per)) = (s.connections, s.rss_bytes_per_connection) {
                 let _ = write!(out, ", {c} connections, {:.1} KiB/connection", per / 1024.0);
             }

@@ -1,0 +1,448 @@
+//! A small HTTPS client of BlueWave's API (hyper 1, HTTP/1.1 over rustls): login, buoy
+//! registration, device tokens, `GET /api/telemetry` pages and `POST /api/query`. One
+//! [`ApiClient`] is one keep-alive connection with its own access token, which is what one
+//! analyst is. The server's certificate is trusted by its SHA-256 pin (what `serve` prints) or
+//! through a CA file.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::ledger::StoredRow;
+
+/// Largest response body read, bytes (a telemetry page of [`TELEMETRY_PAGE_ROWS`] rows is
+/// about 10 MB of JSON).
+pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
+/// Rows asked per `GET /api/telemetry` page.
+pub const TELEMETRY_PAGE_ROWS: usize = 100_000;
+/// Most pages read for one buoy (bounds a check to 100 M rows per buoy).
+pub const TELEMETRY_PAGES_MAX: usize = 1_000;
+/// Deadline of one request (connect, send, whole answer), ms.
+pub const REQUEST_TIMEOUT_MS: u64 = 120_000;
+/// Most waits on a `429 Too Many Requests` login before giving up.
+pub const LOGIN_RETRIES_MAX: u32 = 10;
+/// Longest `Retry-After` honoured, s.
+const RETRY_AFTER_S_MAX: u64 = 60;
+
+/// Where the API is and how its certificate is trusted.
+#[derive(Clone)]
+pub struct ApiTarget {
+    addr: SocketAddr,
+    server_name: ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for ApiTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiTarget").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl ApiTarget {
+    /// The API at `addr`, whose certificate must hash to `pin`.
+    pub fn pinned(addr: SocketAddr, pin: [u8; 32]) -> Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = PinVerifier { pin, algorithms: provider.signature_verification_algorithms };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        Self::with_config(addr, "localhost", config)
+    }
+
+    /// The API at `addr` whose certificate for `server_name` chains to a CA in `ca_file` (PEM).
+    pub fn ca_file(addr: SocketAddr, server_name: &str, ca_file: &Path) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| Error::Config(format!("CA file {}: {e}", ca_file.display())))?;
+        for cert in certs.take(bluewave_wire::CA_CERTIFICATES_MAX) {
+            let cert = cert.map_err(|e| Error::Config(format!("CA file {}: {e}", ca_file.display())))?;
+            roots.add(cert).map_err(|e| Error::Config(format!("CA file {}: {e}", ca_file.display())))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self::with_config(addr, server_name, config)
+    }
+
+    fn with_config(addr: SocketAddr, server_name: &str, mut config: rustls::ClientConfig) -> Result<Self> {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| Error::Config(format!("server name {server_name:?}: {e}")))?;
+        Ok(Self { addr, server_name, tls: Arc::new(config) })
+    }
+
+    /// The API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Accepts exactly the pinned certificate, and still checks the handshake signature (the
+/// server holds its key).
+#[derive(Debug)]
+struct PinVerifier {
+    pin: [u8; 32],
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if bluewave_wire::certificate_sha256(end_entity.as_ref()) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// One keep-alive HTTPS connection to the API with (after [`ApiClient::login`]) an access token.
+pub struct ApiClient {
+    target: ApiTarget,
+    source_ip: Option<IpAddr>,
+    sender: Option<SendRequest<Full<Bytes>>>,
+    credentials: Option<(String, String)>,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+struct IssuedAnswer {
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    rows: Vec<PageRow>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PageRow {
+    metric: String,
+    ts: i64,
+    value: f64,
+}
+
+/// A response: status, `Retry-After` (s) and body.
+#[derive(Debug)]
+pub struct ApiAnswer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `Retry-After`, when sent.
+    pub retry_after_s: Option<u64>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl ApiClient {
+    /// A client of `target`; `source_ip` binds the local end (a distinct loopback address per
+    /// analyst keeps the server's per-IP login limit per analyst).
+    pub fn new(target: ApiTarget, source_ip: Option<IpAddr>) -> Self {
+        Self { target, source_ip, sender: None, credentials: None, token: None }
+    }
+
+    async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
+        let connect = async {
+            let socket = if self.target.addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(|e| Error::api("connect", e))?;
+            if let Some(ip) = self.source_ip {
+                socket.bind(SocketAddr::new(ip, 0)).map_err(|e| Error::api("bind source address", e))?;
+            }
+            let tcp = socket.connect(self.target.addr).await.map_err(|e| Error::api("connect", e))?;
+            let _ = tcp.set_nodelay(true);
+            let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.target.tls))
+                .connect(self.target.server_name.clone(), tcp)
+                .await
+                .map_err(|e| Error::api("TLS handshake", e))?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| Error::api("HTTP handshake", e))?;
+            tokio::spawn(async move {
+                // Ends when the server closes the connection or the sender is dropped.
+                let _ = connection.await;
+            });
+            Ok::<_, Error>(sender)
+        };
+        let sender = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), connect)
+            .await
+            .map_err(|_| Error::api("connect", "timed out"))??;
+        Ok(self.sender.insert(sender))
+    }
+
+    /// Sends one request (reconnecting once if the kept-alive connection was closed) and reads
+    /// the whole answer.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<String>,
+        accept: Option<&str>,
+    ) -> Result<ApiAnswer> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path_and_query)
+                .header(hyper::header::HOST, "localhost");
+            if let Some(token) = &self.token {
+                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            if let Some(accept) = accept {
+                request = request.header(hyper::header::ACCEPT, accept);
+            }
+            if json_body.is_some() {
+                request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+            }
+            let request = request
+                .body(Full::new(Bytes::from(json_body.clone().unwrap_or_default())))
+                .map_err(|e| Error::api(path_and_query, e))?;
+            let sender = match self.sender.as_mut() {
+                Some(s) if !s.is_closed() => s,
+                _ => self.connect().await?,
+            };
+            let exchange = async {
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                Ok::<_, hyper::Error>(response)
+            };
+            let response =
+                match tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange).await {
+                    Err(_) => {
+                        self.sender = None;
+                        return Err(Error::api(path_and_query, "timed out"));
+                    }
+                    Ok(Err(e)) if attempt == 1 => {
+                        // A kept-alive connection the server closed: one fresh try.
+                        let _ = e;
+                        self.sender = None;
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        self.sender = None;
+                        return Err(Error::api(path_and_query, e));
+                    }
+                    Ok(Ok(response)) => response,
+                };
+            let status = response.status();
+            let retry_after_s = response
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            let body = tokio::time::timeout(
+                Duration::from_millis(REQUEST_TIMEOUT_MS),
+                Limited::new(response.into_body(), RESPONSE_BYTES_MAX).collect(),
+            )
+            .await
+            .map_err(|_| Error::api(path_and_query, "answer timed out"))?
+            .map_err(|e| Error::api(path_and_query, e))?
+            .to_bytes();
+            return Ok(ApiAnswer { status, retry_after_s, body });
+        }
+    }
+
+    /// Like [`ApiClient::call`], but logs in again once on `401` (an expired access token) and
+    /// fails on any status but `expected`.
+    async fn call_expecting(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        accept: Option<&str>,
+        expected: &[StatusCode],
+    ) -> Result<ApiAnswer> {
+        let mut answer = self.call(method.clone(), path, body.clone(), accept).await?;
+        if answer.status == StatusCode::UNAUTHORIZED && self.credentials.is_some() {
+            self.relogin().await?;
+            answer = self.call(method, path, body, accept).await?;
+        }
+        if expected.contains(&answer.status) {
+            Ok(answer)
+        } else {
+            Err(Error::api(path.to_owned(), status_text(&answer)))
+        }
+    }
+
+    /// Logs in with email and password (waiting out `429` answers, at most
+    /// [`LOGIN_RETRIES_MAX`] times) and keeps the access token for later calls.
+    pub async fn login(&mut self, email: &str, password: &str) -> Result<()> {
+        self.credentials = Some((email.to_owned(), password.to_owned()));
+        self.relogin().await
+    }
+
+    async fn relogin(&mut self) -> Result<()> {
+        let Some((email, password)) = self.credentials.clone() else {
+            return Err(Error::Internal("relogin without credentials".into()));
+        };
+        let body = serde_json::json!({ "email": email, "password": password }).to_string();
+        self.token = None;
+        for _ in 0..=LOGIN_RETRIES_MAX {
+            let answer = self.call(Method::POST, "/api/auth/token", Some(body.clone()), None).await?;
+            match answer.status {
+                StatusCode::OK => {
+                    let token: TokenAnswer =
+                        serde_json::from_slice(&answer.body).map_err(|e| Error::api("login answer", e))?;
+                    self.token = Some(token.access_token);
+                    return Ok(());
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let wait = answer.retry_after_s.unwrap_or(1).clamp(1, RETRY_AFTER_S_MAX);
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                _ => return Err(Error::api("login", status_text(&answer))),
+            }
+        }
+        Err(Error::api("login", "still rate limited after the allowed retries"))
+    }
+
+    /// Registers buoy `id` (an already registered one is fine).
+    pub async fn register_buoy(&mut self, id: &str) -> Result<()> {
+        let body = serde_json::json!({ "id": id, "name": id, "lat": null, "lng": null, "status": "active" });
+        self.call_expecting(
+            Method::POST,
+            "/api/buoys",
+            Some(body.to_string()),
+            None,
+            &[StatusCode::CREATED, StatusCode::CONFLICT],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Issues a device token for buoy `id` (the server's default lifetime).
+    pub async fn issue_device_token(&mut self, id: &str) -> Result<String> {
+        let path = format!("/api/buoys/{id}/device-tokens");
+        let answer =
+            self.call_expecting(Method::POST, &path, Some("{}".into()), None, &[StatusCode::CREATED]).await?;
+        let issued: IssuedAnswer =
+            serde_json::from_slice(&answer.body).map_err(|e| Error::api("device token answer", e))?;
+        Ok(issued.token)
+    }
+
+    /// Every reading of `buoy_id`, page by page through `GET /api/telemetry`.
+    pub async fn telemetry_rows(&mut self, buoy_id: &str) -> Result<Vec<StoredRow>> {
+        let mut rows = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..TELEMETRY_PAGES_MAX {
+            let mut path = format!("/api/telemetry?buoy_id={buoy_id}&limit={TELEMETRY_PAGE_ROWS}");
+            if let Some(cursor) = &cursor {
+                path.push_str("&cursor=");
+                path.push_str(&percent_encode(cursor));
+            }
+            let answer = self.call_expecting(Method::GET, &path, None, None, &[StatusCode::OK]).await?;
+            let page: Page =
+                serde_json::from_slice(&answer.body).map_err(|e| Error::api("telemetry page", e))?;
+            rows.extend(page.rows.into_iter().map(|r| StoredRow {
+                metric: r.metric,
+                ts: r.ts,
+                value: r.value,
+            }));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(rows),
+            }
+        }
+        Err(Error::api("telemetry", format!("more than {TELEMETRY_PAGES_MAX} pages for {buoy_id}")))
+    }
+
+    /// Runs one SQL statement (`POST /api/query`, JSON answer) and returns the answer's body.
+    pub async fn sql(&mut self, sql: &str) -> Result<Bytes> {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        let answer = self
+            .call_expecting(
+                Method::POST,
+                "/api/query",
+                Some(body),
+                Some("application/json"),
+                &[StatusCode::OK],
+            )
+            .await?;
+        Ok(answer.body)
+    }
+
+    /// A raw `GET` under the access token, answer 200 expected.
+    pub async fn get(&mut self, path: &str) -> Result<Bytes> {
+        Ok(self.call_expecting(Method::GET, path, None, None, &[StatusCode::OK]).await?.body)
+    }
+}
+
+fn status_text(answer: &ApiAnswer) -> String {
+    let body = String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)]).into_owned();
+    format!("{} {}", answer.status, body)
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
