@@ -47,6 +47,7 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
         )?
         .route::<telemetry::__path_get_one>(telemetry::get_one)?
         .route::<telemetry::__path_delete_one>(telemetry::delete_one)?
+        .route::<telemetry::__path_correct_one>(telemetry::correct_one)?
         .route::<telemetry::__path_delete_range>(telemetry::delete_range)?
         .route::<query::__path_sql>(query::sql)?
         .route::<buoys::__path_list>(buoys::list)?

@@ -8,11 +8,11 @@
 //! a caller whose plan does not cover the buoy gets 404 for any id of it, exactly as for a
 //! reading that does not exist.
 //!
-//! **Not implemented:** `PUT /api/telemetry/{id}` (correcting a value). A correction is a new
-//! write of the same key through `Engine::ingest`, which needs a `batch_seq`; the engine's
-//! per-buoy anti-replay window makes every server-chosen number unsafe (one above the buoy's
-//! own makes its next batches `StaleSequence`, one inside its window can swallow a late buoy
-//! batch as a duplicate). It needs an engine write path outside the dedup window.
+//! `PUT /api/telemetry/{id}` corrects a value: a new write of the same key through
+//! `Engine::write_unsequenced`, outside the buoy's batch numbering (so it neither moves the
+//! device's anti-replay window nor can be swallowed as a duplicate); last write wins, the engine
+//! flags its quality again against the metric's physical range, and the audit entry keeps the
+//! old and the new value.
 
 use std::sync::Arc;
 
@@ -355,6 +355,53 @@ pub(crate) async fn delete_one(request: Request<ApiState>) -> Result<Reply, ApiE
         "old_value": old.value, "old_quality": old.quality });
     audit(&state, &caller, "telemetry.delete", format!("reading:{id}"), details).await?;
     Ok(Reply::empty().status(StatusCode::NO_CONTENT))
+}
+
+/// A correction of one reading's value.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CorrectionBody {
+    /// The corrected value (finite).
+    value: f64,
+}
+
+/// Corrects one reading's value (durable when answered; audited with the old and new value).
+#[utoipa::path(put, path = "/api/telemetry/{id}", request_body = CorrectionBody, tag = "telemetry",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Reading id")),
+    responses((status = 200, description = "The corrected reading", body = ReadingRow),
+        (status = 400, description = "Not a reading id, or a value that is not finite"),
+        (status = 401, description = "No valid access token"),
+        (status = 403, description = "Missing telemetry:delete (corrections are operators' work)"),
+        (status = 404, description = "No such reading"),
+        (status = 409, description = "The buoy is retired"),
+        (status = 503, description = "Engine busy; see Retry-After")))]
+pub(crate) async fn correct_one(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
+    let caller = request.caller()?;
+    let state = request.state().clone();
+    // Rewriting history is the same privilege as removing it.
+    state.auth.authorize(&caller, Permission::TelemetryDelete)?;
+    let id = request.param("id")?.to_owned();
+    let key = decode_reading_id(&id)?;
+    let body: CorrectionBody = request.json().await?;
+    let policy = state.policy(&caller).await?;
+    let old = find_reading(&state, &policy, &key).await?.ok_or_else(no_such_reading)?;
+    let (buoy, metric, ts) = key.clone();
+    if state.engine.buoys().iter().any(|info| &*info.id == buoy.as_str() && info.status == "retired") {
+        return Err(ApiError::Conflict(format!("buoy {buoy} is retired")));
+    }
+    let mut builder = ReadingBatchBuilder::with_capacity(1);
+    builder.push(&metric, ts, body.value).map_err(|error| ApiError::InvalidInput(error.to_string()))?;
+    let batch = builder.finish().map_err(|error| ApiError::InvalidInput(error.to_string()))?;
+    state.engine.write_unsequenced(&buoy, batch)?.await?;
+    let new = find_reading(&state, &policy, &key).await?.ok_or_else(|| {
+        ApiError::internal(format!("reading {id} missing right after its correction was stored"))
+    })?;
+    let details = serde_json::json!({ "buoy": buoy.as_str(), "metric": metric.as_str(), "ts": ts,
+        "old_value": old.value, "old_quality": old.quality, "new_value": new.value,
+        "new_quality": new.quality });
+    audit(&state, &caller, "telemetry.correct", format!("reading:{id}"), details).await?;
+    Reply::json(&new)
 }
 
 /// A range delete: every reading of one buoy (of one metric, when given) in `[start, end)`.

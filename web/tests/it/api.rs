@@ -648,6 +648,9 @@ async fn openapi_lists_every_api_endpoint() {
         ("/api/buoys/{id}/device-tokens", "post"),
         ("/api/buoys/{id}/device-tokens", "get"),
         ("/api/device-tokens/{jti}", "delete"),
+        ("/api/telemetry/{id}", "get"),
+        ("/api/telemetry/{id}", "put"),
+        ("/api/telemetry/{id}", "delete"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
     }
@@ -861,4 +864,71 @@ async fn rbac_endpoints_manage_users_plans_and_read_the_audit_log() {
         "invalid_input",
         "limit: 1-1000",
     );
+}
+
+#[tokio::test]
+async fn corrections_rewrite_one_value_and_leave_the_buoys_numbering_alone() {
+    let api = Api::start().await;
+    api.seed().await;
+    let operator = api.token("operator@example.org").await;
+    let admin = api.token(ADMIN).await;
+    let rows = api.get("/api/telemetry?buoy_id=buoy-a", &operator).await.json()["rows"].clone();
+    let id = rows[1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(rows[1]["value"], 35.5);
+
+    let put = |value: Value| {
+        let (api, operator, id) = (&api, &operator, &id);
+        async move {
+            api.request(Method::PUT, &format!("/api/telemetry/{id}"), Some(operator), &[], Some(value)).await
+        }
+    };
+    // The corrected reading is answered, read back, and audited with both values.
+    let corrected = put(json!({ "value": 35.25 })).await;
+    assert_eq!(corrected.status, StatusCode::OK);
+    let mut expected = rows[1].clone();
+    expected["value"] = json!(35.25);
+    assert_eq!(corrected.json(), expected);
+    assert_eq!(api.get(&format!("/api/telemetry/{id}"), &operator).await.json(), expected);
+    let log = api.get("/api/rbac/audit-log?limit=1", &admin).await.json();
+    assert_eq!(log["entries"][0]["action"], "telemetry.correct");
+    assert_eq!(log["entries"][0]["details"]["old_value"], 35.5);
+    assert_eq!(log["entries"][0]["details"]["new_value"], 35.25);
+
+    // A second correction of the same reading is not mistaken for a retry.
+    assert_eq!(put(json!({ "value": 35.75 })).await.json()["value"], 35.75);
+    // The buoy's own numbering is untouched: its seq 0 is still a duplicate, seq 1 is new.
+    for (seq, outcome) in [(0, "duplicate"), (1, "stored")] {
+        let batch = json!({ "buoy_id": "buoy-a", "batch_seq": seq, "readings": [
+            { "metric": "ph", "ts": T0, "value": 8.0 }] });
+        assert_eq!(api.post("/api/telemetry", Some(&operator), batch).await.json()["outcome"], outcome);
+    }
+    // Bad input: a value that is not a number, an unknown field, a reading that is not there.
+    assert_eq!(put(json!({ "value": "high" })).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(put(json!({ "value": 1.0, "quality": 0 })).await.status, StatusCode::BAD_REQUEST);
+    use base64::Engine as _;
+    let nothing_there =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("buoy-a/salinity_psu/{}", T0 + 7));
+    let missing = api
+        .request(
+            Method::PUT,
+            &format!("/api/telemetry/{nothing_there}"),
+            Some(&operator),
+            &[],
+            Some(json!({ "value": 1.0 })),
+        )
+        .await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "not_found", "no such reading");
+    // Analysts read, they do not rewrite.
+    let analyst = api.token("analyst@example.org").await;
+    let refused = api
+        .request(
+            Method::PUT,
+            &format!("/api/telemetry/{id}"),
+            Some(&analyst),
+            &[],
+            Some(json!({ "value": 1.0 })),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(api.get(&format!("/api/telemetry/{id}"), &operator).await.json()["value"], 35.75);
 }

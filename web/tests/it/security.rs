@@ -433,6 +433,13 @@ async fn function_level_every_endpoint_times_every_role() {
             [404, 404, 403, 403, 401, 401],
         ),
         row(
+            M::PUT,
+            "/api/telemetry/{id}",
+            format!("/api/telemetry/{missing_reading}"),
+            Some(json!({ "value": 1.5 })),
+            [404, 404, 403, 403, 401, 401],
+        ),
+        row(
             M::POST,
             "/api/telemetry/delete",
             "/api/telemetry/delete",
