@@ -495,6 +495,10 @@ impl Shared {
 pub struct Client {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
+    /// True when the client made its endpoint ([`Client::connect`]) and so closes it; an
+    /// endpoint handed in ([`Client::connect_on`]) is shared with other clients and stays open:
+    /// only this client's connection closes (dropping its last handle closes it).
+    owns_endpoint: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -509,7 +513,9 @@ impl Drop for Client {
     /// futures fail with [`ClientError::Closed`] (spooled batches stay on disk).
     fn drop(&mut self) {
         self.task.abort();
-        self.endpoint.close(VarInt::from_u32(ConnectionCloseCode::NoError as u32), b"client dropped");
+        if self.owns_endpoint {
+            self.endpoint.close(VarInt::from_u32(ConnectionCloseCode::NoError as u32), b"client dropped");
+        }
     }
 }
 
@@ -524,11 +530,14 @@ impl Client {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
         let endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Endpoint(Arc::new(e)))?;
-        Self::connect_on(endpoint, config).await
+        let mut client = Self::connect_on(endpoint, config).await?;
+        client.owns_endpoint = true;
+        Ok(client)
     }
 
     /// Like [`Client::connect`] on an existing endpoint, so many clients (a simulated fleet)
-    /// can share one UDP socket.
+    /// can share one UDP socket. Closing or dropping this client closes its own connection
+    /// only; the endpoint stays open for the others.
     pub async fn connect_on(endpoint: quinn::Endpoint, config: ClientConfig) -> ClientResult<Self> {
         config.validate()?;
         let dictionary = MetricDictionary::new(config.metrics.clone())?;
@@ -570,7 +579,7 @@ impl Client {
         }
         let shared = Arc::new(shared);
         let task = tokio::spawn(drive(shared.clone(), endpoint.clone(), quic_config));
-        Ok(Self { shared, endpoint, task })
+        Ok(Self { shared, endpoint, owns_endpoint: false, task })
     }
 
     /// Waits until the server accepted HELLO (returns its limits) or the client failed for good.
@@ -651,7 +660,9 @@ impl Client {
         let all_room = u32::try_from(self.shared.config.buffer_batches_max).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(timeout, self.shared.batch_room.acquire_many(all_room)).await;
         self.shared.status.send_replace(Status::Closed);
-        self.endpoint.close(VarInt::from_u32(ConnectionCloseCode::NoError as u32), b"client closed");
+        if self.owns_endpoint {
+            self.endpoint.close(VarInt::from_u32(ConnectionCloseCode::NoError as u32), b"client closed");
+        }
         left
     }
 

@@ -448,3 +448,34 @@ async fn a_busy_answer_is_resent_with_the_same_seq_until_stored() {
     assert_eq!(simple(&server.readings("buoy-b")), expected_rows("buoy-b", 2, 6));
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_one_client_of_a_shared_endpoint_leaves_the_others_connected() {
+    let server = TestServer::start().await;
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (first_token, second_token) = (server.add_device("buoy-s1"), server.add_device("buoy-s2"));
+    let first = Client::connect_on(endpoint.clone(), client_config(&server, &first_token)).await.unwrap();
+    let second = Client::connect_on(endpoint.clone(), client_config(&server, &second_token)).await.unwrap();
+    first.wait_connected().await.unwrap();
+    second.wait_connected().await.unwrap();
+    assert_eq!(first.send(&batch(0, 10)).await.unwrap().await.unwrap().outcome, AckOutcome::Stored);
+    assert_eq!(first.close().await, 0);
+    // The second client's connection and the shared socket are still up: its batch is stored
+    // on the same connection, without reconnecting.
+    let ack = second.send(&batch(1, 10)).await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(20), ack)
+        .await
+        .expect("the second client was cut off with the first")
+        .unwrap();
+    assert_eq!(report.outcome, AckOutcome::Stored);
+    assert_eq!(second.stats().connections, 1);
+    let batch_one: Vec<_> =
+        expected_rows("buoy-s2", 2, 10).into_iter().filter(|r| r.2 >= BASE_TS + 10 * SECOND_NS).collect();
+    assert_eq!(batch_one.len(), 10);
+    assert_eq!(simple(&server.readings("buoy-s2")), batch_one);
+    drop(second);
+    // A third client can still use the endpoint after another was dropped.
+    let third = Client::connect_on(endpoint, client_config(&server, &first_token)).await.unwrap();
+    third.wait_connected().await.unwrap();
+    assert_eq!(third.close().await, 0);
+}
