@@ -148,6 +148,8 @@ impl QueryService {
             // rows that pass (a `metric = …` filter keeps one row in eight of a fleet scan).
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true)
+            // Partition files carry no bloom filters (PARTITION.md): do not look for them.
+            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", false)
             .with_default_catalog_and_schema("bluewave", "public");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let readings = ReadingsTable::new(self.engine.clone(), policy.clone(), self.scan.clone());
