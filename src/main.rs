@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod audit_cmd;
 mod buoy;
+mod config_file;
 mod device_auth;
 mod devices;
 mod metrics;

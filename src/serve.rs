@@ -19,6 +19,8 @@ use bluewave_web::{
 };
 use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity};
 
+use crate::config_file::{ConfigFile, ConfigFileError};
+
 use crate::DurabilityArg;
 use crate::device_auth::JwtDevices;
 use crate::metrics::FleetCollector;
@@ -61,6 +63,10 @@ pub struct ServeArgs {
     /// fsync policy of the engine; `relaxed` is for benchmarks only.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Strict)]
     pub durability: DurabilityArg,
+    /// TOML file with every other limit and setting, by component (`[engine]`, `[quic]`,
+    /// `[https]`, `[query]`, `[auth]`; see README "Configuration file"). Unknown keys are errors.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Why `serve` failed.
@@ -90,6 +96,9 @@ pub enum ServeError {
     /// The async runtime or the signal handlers could not be set up.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// The `--config` file is unreadable, too large, not TOML or names an unknown key.
+    #[error(transparent)]
+    Config(#[from] ConfigFileError),
 }
 
 /// The tokens file `--device-tokens` names, or the default in the data dir.
@@ -99,7 +108,12 @@ pub fn tokens_path(data_dir: &Path, flag: Option<&Path>) -> PathBuf {
 
 /// Runs `bluewave serve` to completion.
 pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
     let mut engine_config = EngineConfig::new(data_dir);
+    file.apply_engine(&mut engine_config);
     engine_config.durability = match args.durability {
         DurabilityArg::Strict => Durability::Strict,
         DurabilityArg::Relaxed => Durability::Relaxed,
@@ -114,14 +128,19 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
             identity
         }
     };
-    let config = ServerConfig {
-        listen: args.quic_listen,
-        connections_max: args.connections_max,
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig::default();
+    file.apply_quic(&mut config);
+    config.listen = args.quic_listen;
+    config.connections_max = args.connections_max;
     config.validate()?;
+    let mut http_config = HttpConfig::default();
+    file.apply_https(&mut http_config);
+    let mut query_config = QueryConfig::default();
+    file.apply_query(&mut query_config);
+    let mut auth_config = AuthConfig::default();
+    file.apply_auth(&mut auth_config);
 
-    let auth = Arc::new(AuthService::open(data_dir, AuthConfig::default())?);
+    let auth = Arc::new(AuthService::open(data_dir, auth_config)?);
     let password = std::env::var(ADMIN_PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Secret::new);
     match auth.ensure_first_admin(&args.admin_email, password)? {
         FirstAdmin::AlreadyPresent => {}
@@ -145,7 +164,7 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     let engine = Engine::open(engine_config)?;
     // The query service has its own runtime (DataFusion cannot starve ingest); it is dropped
     // here, outside the network runtime, after everything that uses it has stopped.
-    let query = match QueryService::new(Arc::new(engine.clone()), QueryConfig::default()) {
+    let query = match QueryService::new(Arc::new(engine.clone()), query_config) {
         Ok(query) => Arc::new(query),
         Err(error) => {
             engine.shutdown()?;
@@ -158,7 +177,14 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
         engine: Arc::new(engine.clone()),
         on_device_revoked: None,
     };
-    let parts = Parts { identity, quic: config, https_listen: args.https_listen, devices, preshared };
+    let parts = Parts {
+        identity,
+        quic: config,
+        https_listen: args.https_listen,
+        http: http_config,
+        devices,
+        preshared,
+    };
     let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bluewave-net")
@@ -181,6 +207,7 @@ struct Parts {
     identity: ServerIdentity,
     quic: ServerConfig,
     https_listen: SocketAddr,
+    http: HttpConfig,
     devices: Arc<dyn DeviceAuthenticator>,
     preshared: Option<(Arc<PresharedTokens>, PathBuf)>,
 }
@@ -199,9 +226,7 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
     let tls =
         TlsIdentity { cert_chain: parts.identity.cert_chain.clone(), key: parts.identity.key.clone_key() };
     let https = match api_router(state) {
-        Ok(router) => {
-            HttpServer::bind(parts.https_listen, tls, HttpConfig::default(), router, registry).await
-        }
+        Ok(router) => HttpServer::bind(parts.https_listen, tls, parts.http, router, registry).await,
         Err(error) => Err(error),
     };
     let https = match https {

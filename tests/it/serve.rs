@@ -69,11 +69,17 @@ impl Drop for Server {
 
 impl Server {
     fn start(data_dir: &Path, admin_password: Option<&str>) -> Self {
+        Self::start_with(data_dir, admin_password, &[])
+    }
+
+    /// [`Self::start`] with more `serve` arguments.
+    fn start_with(data_dir: &Path, admin_password: Option<&str>, extra: &[&std::ffi::OsStr]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bluewave"));
         command
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--quic-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0"])
+            .args(extra)
             .env_remove("BLUEWAVE_ADMIN_PASSWORD")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -467,4 +473,50 @@ fn buoy_streams_over_quic_with_an_api_issued_token_and_an_analyst_reads_it_back(
     }
     let printed = server.stop();
     assert!(printed.iter().any(|line| line.starts_with("flushed ")), "{printed:?}");
+}
+
+#[test]
+fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bluewave.toml");
+    std::fs::write(&config, "[https]\nbody_bytes_max = 2048\n\n[auth]\naccess_ttl_s = 600\n").unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        Some("config-file-admin-pw"),
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    let (identity, _) = ServerIdentity::load_or_generate(&dir.path().join("tls")).unwrap();
+    runtime().block_on(async {
+        let https = Https::new(server.https, &identity);
+        // [auth] access_ttl_s: the access token lives 600 s, not the default 900.
+        let pair = https.login(ADMIN, "config-file-admin-pw").await;
+        assert_eq!(pair["expires_in"], 600);
+        let token = pair["access_token"].as_str().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600);
+        // [https] body_bytes_max: a 4 KiB body is refused 413, a small one is not.
+        let big = json!({ "email": "x".repeat(4096), "password": "p" });
+        let refused = https.request("POST", "/api/auth/token", None, None, Some(big)).await;
+        assert_eq!(refused.status, 413);
+        assert_eq!(refused.json()["error"], "payload_too_large");
+    });
+    server.stop();
+
+    std::fs::write(&config, "[https]\nbody_bytes_maxx = 2048\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_bluewave"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--quic-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("body_bytes_maxx"), "{stderr}");
 }

@@ -1,0 +1,332 @@
+//! `bluewave serve --config FILE`: a TOML file for every limit and setting that has no flag.
+//!
+//! Flags name what an operator changes per run (addresses, certificate, durability, first
+//! admin); the file holds the rest, by component: `[engine]`, `[quic]`, `[https]`, `[query]`,
+//! `[auth]`. Every key is optional (absent = the documented default) and an unknown key or
+//! section is an error that names it, so a typo never silently falls back to a default. Each
+//! component still validates its own settings when it starts. Example:
+//!
+//! ```toml
+//! [engine]
+//! buffer_bytes_max = 536870912
+//! flush_interval_ms = 30000
+//!
+//! [https]
+//! body_bytes_max = 1048576
+//!
+//! [query]
+//! queries_max = 8
+//!
+//! [auth]
+//! access_ttl_s = 600
+//! ```
+
+use std::path::Path;
+
+use bluewave_engine::EngineConfig;
+use bluewave_query::QueryConfig;
+use bluewave_web::{AuthConfig, HttpConfig};
+use bluewave_wire::ServerConfig;
+use serde::Deserialize;
+
+/// Largest config file read (it is a few hundred bytes in practice).
+pub const CONFIG_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+/// Why the config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is above [`CONFIG_FILE_BYTES_MAX`].
+    #[error("config file {path} is {bytes} bytes, above the limit of {CONFIG_FILE_BYTES_MAX}")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Its size.
+        bytes: u64,
+    },
+    /// Not TOML, or a key that does not exist, or a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+}
+
+macro_rules! section {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: Option<$ty>,)*
+        }
+    };
+}
+
+/// Copies every key that is present onto the component's config.
+macro_rules! apply {
+    ($section:expr, $target:expr, [$($field:ident),* $(,)?]) => {
+        $(if let Some(value) = $section.$field.clone() {
+            $target.$field = value;
+        })*
+    };
+}
+
+section!(
+    /// `[engine]`: see `EngineConfig` (engine/src/config.rs) for each key's meaning and default.
+    EngineSection {
+        lanes: usize,
+        queue_depth: usize,
+        queue_bytes_max: usize,
+        group_bytes_max: usize,
+        wal_segment_bytes: u64,
+        flush_buffer_bytes: usize,
+        buffer_bytes_max: usize,
+        flush_interval_ms: u64,
+        compaction_files_min: usize,
+        compaction_rows_max: usize,
+    }
+);
+
+section!(
+    /// `[quic]`: see `ServerConfig` (wire/src/server.rs and wire/PROTOCOL.md).
+    QuicSection {
+        handshake_timeout_ms: u64,
+        hello_deadline_ms: u64,
+        stream_deadline_ms: u64,
+        idle_timeout_ms: u64,
+        incoming_max: usize,
+        retry_handshakes_threshold: usize,
+        streams_per_connection_max: u32,
+        stream_receive_window_bytes: u32,
+        connection_receive_window_bytes: u32,
+        frame_bytes_max: u32,
+        batch_readings_max: u32,
+        violations_max: u32,
+        busy_retry_after_ms: u32,
+        shutdown_retry_after_ms: u32,
+        drain_deadline_ms: u64,
+    }
+);
+
+section!(
+    /// `[https]`: see `HttpConfig` (web/src/http/config.rs).
+    HttpsSection {
+        connections_max: usize,
+        tls_handshake_timeout_ms: u64,
+        header_read_timeout_ms: u64,
+        idle_timeout_ms: u64,
+        h2_keep_alive_interval_ms: u64,
+        request_timeout_ms: u64,
+        body_bytes_max: u64,
+        headers_max: usize,
+        header_bytes_max: usize,
+        h2_streams_max: u32,
+    }
+);
+
+section!(
+    /// `[query]`: see `QueryConfig` (query/README.md, limits table).
+    QuerySection {
+        worker_threads: usize,
+        queries_max: usize,
+        batch_rows: usize,
+        target_partitions: usize,
+        result_queue_batches: usize,
+        sql_bytes_max: usize,
+        read_limit_default: usize,
+        read_limit_max: usize,
+    }
+);
+
+section!(
+    /// `[auth]`: see `AuthConfig` (web/src/auth/service.rs); lifetimes are capped there.
+    AuthSection {
+        issuer: String,
+        access_ttl_s: u64,
+        refresh_ttl_s: u64,
+        device_ttl_s: u64,
+    }
+);
+
+/// The parsed file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[engine]`.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// `[quic]`.
+    #[serde(default)]
+    pub quic: QuicSection,
+    /// `[https]`.
+    #[serde(default)]
+    pub https: HttpsSection,
+    /// `[query]`.
+    #[serde(default)]
+    pub query: QuerySection,
+    /// `[auth]`.
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path` (bounded by [`CONFIG_FILE_BYTES_MAX`]).
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let shown = path.display().to_string();
+        let read = |source| ConfigFileError::Read { path: shown.clone(), source };
+        let bytes = std::fs::metadata(path).map_err(read)?.len();
+        if bytes > CONFIG_FILE_BYTES_MAX {
+            return Err(ConfigFileError::TooLarge { path: shown, bytes });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Self::parse(&text).map_err(|message| ConfigFileError::Invalid { path: shown, message })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Sets the `[engine]` keys that are present.
+    pub fn apply_engine(&self, c: &mut EngineConfig) {
+        apply!(
+            self.engine,
+            c,
+            [
+                lanes,
+                queue_depth,
+                queue_bytes_max,
+                group_bytes_max,
+                wal_segment_bytes,
+                flush_buffer_bytes,
+                buffer_bytes_max,
+                flush_interval_ms,
+                compaction_files_min,
+                compaction_rows_max,
+            ]
+        );
+    }
+
+    /// Sets the `[quic]` keys that are present.
+    pub fn apply_quic(&self, c: &mut ServerConfig) {
+        apply!(
+            self.quic,
+            c,
+            [
+                handshake_timeout_ms,
+                hello_deadline_ms,
+                stream_deadline_ms,
+                idle_timeout_ms,
+                incoming_max,
+                retry_handshakes_threshold,
+                streams_per_connection_max,
+                stream_receive_window_bytes,
+                connection_receive_window_bytes,
+                frame_bytes_max,
+                batch_readings_max,
+                violations_max,
+                busy_retry_after_ms,
+                shutdown_retry_after_ms,
+                drain_deadline_ms,
+            ]
+        );
+    }
+
+    /// Sets the `[https]` keys that are present.
+    pub fn apply_https(&self, c: &mut HttpConfig) {
+        apply!(
+            self.https,
+            c,
+            [
+                connections_max,
+                tls_handshake_timeout_ms,
+                header_read_timeout_ms,
+                idle_timeout_ms,
+                h2_keep_alive_interval_ms,
+                request_timeout_ms,
+                body_bytes_max,
+                headers_max,
+                header_bytes_max,
+                h2_streams_max,
+            ]
+        );
+    }
+
+    /// Sets the `[query]` keys that are present.
+    pub fn apply_query(&self, c: &mut QueryConfig) {
+        apply!(
+            self.query,
+            c,
+            [
+                worker_threads,
+                queries_max,
+                batch_rows,
+                target_partitions,
+                result_queue_batches,
+                sql_bytes_max,
+                read_limit_default,
+                read_limit_max,
+            ]
+        );
+    }
+
+    /// Sets the `[auth]` keys that are present.
+    pub fn apply_auth(&self, c: &mut AuthConfig) {
+        apply!(self.auth, c, [issuer, access_ttl_s, refresh_ttl_s, device_ttl_s]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_are_present_override_defaults_and_the_rest_stay() {
+        let file = ConfigFile::parse(
+            "[engine]\nflush_interval_ms = 30000\n[https]\nbody_bytes_max = 1024\n\
+             [query]\nqueries_max = 3\n[auth]\naccess_ttl_s = 600\n[quic]\nhello_deadline_ms = 1500\n",
+        )
+        .unwrap();
+        let mut engine = EngineConfig::new("d");
+        file.apply_engine(&mut engine);
+        assert_eq!(engine.flush_interval_ms, 30_000);
+        assert_eq!(engine.buffer_bytes_max, EngineConfig::new("d").buffer_bytes_max);
+        let mut http = HttpConfig::default();
+        file.apply_https(&mut http);
+        assert_eq!(http.body_bytes_max, 1024);
+        assert_eq!(http.headers_max, HttpConfig::default().headers_max);
+        let mut query = QueryConfig::default();
+        file.apply_query(&mut query);
+        assert_eq!(query.queries_max, 3);
+        let mut auth = AuthConfig::default();
+        file.apply_auth(&mut auth);
+        assert_eq!(auth.access_ttl_s, 600);
+        assert_eq!(auth.refresh_ttl_s, AuthConfig::default().refresh_ttl_s);
+        let mut quic = ServerConfig::default();
+        file.apply_quic(&mut quic);
+        assert_eq!(quic.hello_deadline_ms, 1_500);
+    }
+
+    #[test]
+    fn typos_and_wrong_types_are_errors_that_name_the_key() {
+        let typo = ConfigFile::parse("[engine]\nflush_intervall_ms = 5\n").unwrap_err();
+        assert!(typo.contains("flush_intervall_ms"), "{typo}");
+        let section = ConfigFile::parse("[engin]\nlanes = 2\n").unwrap_err();
+        assert!(section.contains("engin"), "{section}");
+        let wrong = ConfigFile::parse("[query]\nqueries_max = \"many\"\n").unwrap_err();
+        assert!(wrong.contains("queries_max") || wrong.contains("invalid type"), "{wrong}");
+        let negative = ConfigFile::parse("[https]\nbody_bytes_max = -1\n").unwrap_err();
+        assert!(negative.contains("body_bytes_max") || negative.contains("invalid value"), "{negative}");
+        assert!(ConfigFile::parse("").is_ok());
+    }
+}
