@@ -9,14 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bluewave_wire::Trust;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -53,33 +52,19 @@ impl std::fmt::Debug for ApiTarget {
 impl ApiTarget {
     /// The API at `addr`, whose certificate must hash to `pin`.
     pub fn pinned(addr: SocketAddr, pin: [u8; 32]) -> Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = PinVerifier { pin, algorithms: provider.signature_verification_algorithms };
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        Self::with_config(addr, "localhost", config)
+        Self::with_trust(addr, "localhost", &Trust::Pinned(vec![pin]))
     }
 
     /// The API at `addr` whose certificate for `server_name` chains to a CA in `ca_file` (PEM).
     pub fn ca_file(addr: SocketAddr, server_name: &str, ca_file: &Path) -> Result<Self> {
-        use rustls::pki_types::pem::PemObject as _;
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca_file)
-            .map_err(|e| Error::Config(format!("CA file {}: {e}", ca_file.display())))?;
-        for cert in certs.take(bluewave_wire::CA_CERTIFICATES_MAX) {
-            let cert = cert.map_err(|e| Error::Config(format!("CA file {}: {e}", ca_file.display())))?;
-            roots.add(cert).map_err(|e| Error::Config(format!("CA file {}: {e}", ca_file.display())))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        Self::with_trust(addr, server_name, &Trust::CaFile(ca_file.to_path_buf()))
+    }
+
+    /// The same trust rules as the buoy SDK (`bluewave_wire::rustls_config`: a pinned
+    /// certificate whose handshake signature is still checked, or a bounded CA file), with the
+    /// HTTP ALPN instead of `bluewave/1`.
+    fn with_trust(addr: SocketAddr, server_name: &str, trust: &Trust) -> Result<Self> {
+        let config = bluewave_wire::rustls_config(trust).map_err(|e| Error::Config(e.to_string()))?;
         Self::with_config(addr, server_name, config)
     }
 
@@ -93,53 +78,6 @@ impl ApiTarget {
     /// The API's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-}
-
-/// Accepts exactly the pinned certificate, and still checks the handshake signature (the
-/// server holds its key).
-#[derive(Debug)]
-struct PinVerifier {
-    pin: [u8; 32],
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if bluewave_wire::certificate_sha256(end_entity.as_ref()) == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

@@ -75,7 +75,7 @@ pub use client::{
     BUFFER_BATCHES_DEFAULT, BUFFER_BATCHES_MAX, BUFFER_BYTES_DEFAULT, CA_CERTIFICATES_MAX,
     CLOSE_TIMEOUT_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT, Client, ClientConfig, ClientError, ClientResult,
     ClientStats, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_INTERVAL_MS_DEFAULT, PINS_MAX, ServerLimits, Trust,
-    WINDOW_DEFAULT, certificate_sha256, parse_pin,
+    WINDOW_DEFAULT, certificate_sha256, parse_pin, rustls_config,
 };
 pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
 pub use metrics::ServerMetrics;

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use quinn::{ConnectionError, VarInt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-pub use trust::{CA_CERTIFICATES_MAX, PINS_MAX, Trust, certificate_sha256, parse_pin};
+pub use trust::{CA_CERTIFICATES_MAX, PINS_MAX, Trust, certificate_sha256, parse_pin, rustls_config};
 
 use crate::codec::{
     ACK_PAYLOAD_BYTES, Accepted, Ack, AckStatus, BATCH_READINGS_MAX_WIRE, FRAME_BYTES_MAX, FrameHeader,

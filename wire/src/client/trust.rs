@@ -56,8 +56,9 @@ pub fn parse_pin(text: &str) -> Result<[u8; 32], ClientError> {
 }
 
 /// The rustls client configuration for `trust`: ring provider, TLS 1.3 only, ALPN `bluewave/1`,
-/// no client certificate, early data (0-RTT) off.
-pub(crate) fn rustls_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
+/// no client certificate, early data (0-RTT) off. Public so other clients of the same server
+/// (e.g. an HTTPS client of its API, which sets its own ALPN) trust it the same way.
+pub fn rustls_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
