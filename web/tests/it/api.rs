@@ -139,6 +139,38 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> Answer {
+        let (content_type, bytes) = match body {
+            Some(json) => (Some("application/json"), Bytes::from(json.to_string())),
+            None => (None, Bytes::new()),
+        };
+        let (head, body) = self.send(method, path, token, headers, content_type, bytes).await;
+        Answer { status: head.status, headers: head.headers, body: body.unwrap() }
+    }
+
+    /// A request with a raw body (oversized, malformed, any content type). The server may close
+    /// the connection while answering such a body: an unreadable answer body is then empty.
+    pub(crate) async fn request_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
+        let (head, body) = self.send(method, path, token, &[], Some(content_type), Bytes::from(body)).await;
+        Answer { status: head.status, headers: head.headers, body: body.unwrap_or_default() }
+    }
+
+    /// One request on a fresh TLS connection that trusts only the server's certificate.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> (hyper::http::response::Parts, Result<Bytes, hyper::Error>) {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone()).unwrap();
         let mut config =
@@ -155,61 +187,18 @@ impl Api {
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(connection);
         let mut builder = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
+        if let Some(content_type) = content_type {
+            builder = builder.header("content-type", content_type);
+        }
         if let Some(token) = token {
             builder = builder.header("authorization", format!("Bearer {token}"));
         }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let bytes = match body {
-            Some(json) => {
-                builder = builder.header("content-type", "application/json");
-                Bytes::from(json.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let response = sender.send_request(builder.body(Full::new(bytes)).unwrap()).await.unwrap();
+        let response = sender.send_request(builder.body(Full::new(body)).unwrap()).await.unwrap();
         let (head, body) = response.into_parts();
-        Answer { status: head.status, headers: head.headers, body: body.collect().await.unwrap().to_bytes() }
-    }
-
-    /// A request with a raw body (oversized, malformed, any content type).
-    pub(crate) async fn request_bytes(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Answer {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.clone()).unwrap();
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(connection);
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("content-type", content_type);
-        if let Some(token) = token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
-        }
-        let response =
-            sender.send_request(builder.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
-        let (head, body) = response.into_parts();
-        let body = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
-        Answer { status: head.status, headers: head.headers, body }
+        (head, body.collect().await.map(|collected| collected.to_bytes()))
     }
 
     pub(crate) async fn get(&self, path: &str, token: &str) -> Answer {
