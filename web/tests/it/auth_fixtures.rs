@@ -107,3 +107,35 @@ pub fn parts(token: &str) -> (serde_json::Value, serde_json::Value) {
     let payload = URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap();
     (serde_json::from_slice(&header).unwrap(), serde_json::from_slice(&payload).unwrap())
 }
+
+/// A genuine token, its decoded parts and the server key that signed it: forged variants
+/// differ from it in exactly one claim or header field.
+pub struct GenuineToken {
+    pub header: serde_json::Value,
+    pub payload: serde_json::Value,
+    pub key: SigningKey,
+    pub genuine: String,
+}
+
+impl GenuineToken {
+    /// Decodes `genuine` and loads its signing key from `keys_dir` (by its `kid`).
+    pub fn new(genuine: String, keys_dir: &Path) -> Self {
+        let (header, payload) = parts(&genuine);
+        let key = server_key(keys_dir, header["kid"].as_str().unwrap());
+        Self { header, payload, key, genuine }
+    }
+
+    /// Re-signs the genuine token with one payload field changed.
+    pub fn with_claim(&self, name: &str, value: serde_json::Value) -> String {
+        let mut payload = self.payload.clone();
+        payload[name] = value;
+        sign_raw(&self.key, &self.header, &payload)
+    }
+
+    /// Re-signs the genuine token with one header field changed.
+    pub fn with_header(&self, name: &str, value: serde_json::Value) -> String {
+        let mut header = self.header.clone();
+        header[name] = value;
+        sign_raw(&self.key, &header, &self.payload)
+    }
+}

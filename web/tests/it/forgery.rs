@@ -8,37 +8,27 @@ use bluewave_web::{AuthError, DeviceRefusal, Role, TOKEN_BYTES_MAX, TokenRefusal
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 
-use crate::auth_fixtures::{ADMIN_EMAIL, ADMIN_PASSWORD, Fixture, b64, now_s, parts, server_key, sign_raw};
+use crate::auth_fixtures::{ADMIN_EMAIL, ADMIN_PASSWORD, Fixture, GenuineToken, b64, now_s, parts, sign_raw};
 
 struct Forge {
     fx: Fixture,
-    header: Value,
-    payload: Value,
-    key: SigningKey,
-    genuine: String,
+    token: GenuineToken,
+}
+
+impl std::ops::Deref for Forge {
+    type Target = GenuineToken;
+
+    fn deref(&self) -> &GenuineToken {
+        &self.token
+    }
 }
 
 impl Forge {
     fn new() -> Self {
         let fx = Fixture::new();
         let pair = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
-        let genuine = pair.access_token.expose().to_owned();
-        let (header, payload) = parts(&genuine);
-        let key = server_key(fx.auth.keys_dir(), header["kid"].as_str().unwrap());
-        Self { fx, header, payload, key, genuine }
-    }
-
-    /// Re-signs the genuine token with one payload field changed.
-    fn with_claim(&self, name: &str, value: Value) -> String {
-        let mut payload = self.payload.clone();
-        payload[name] = value;
-        sign_raw(&self.key, &self.header, &payload)
-    }
-
-    fn with_header(&self, name: &str, value: Value) -> String {
-        let mut header = self.header.clone();
-        header[name] = value;
-        sign_raw(&self.key, &header, &self.payload)
+        let token = GenuineToken::new(pair.access_token.expose().to_owned(), fx.auth.keys_dir());
+        Self { fx, token }
     }
 
     fn refusal(&self, token: &str) -> TokenRefusal {

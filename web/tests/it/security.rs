@@ -29,7 +29,7 @@ use bluewave_web::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::api::{ADMIN, Answer, Api, PASSWORD, T0, fast_config};
-use crate::auth_fixtures::{b64, now_s, parts, server_key, sign_raw};
+use crate::auth_fixtures::{GenuineToken, b64, now_s, parts, sign_raw};
 use crate::forgery::hmac_sha256::sign_hs256;
 
 /// Checks made by the whole suite so far (each test also prints its own count).
@@ -89,40 +89,16 @@ fn code_of(status: StatusCode) -> Option<&'static str> {
 
 // ----- token forgery ------------------------------------------------------------------------
 
-/// A genuine admin token, its decoded parts and the server key that signed it.
-struct Forge {
-    header: Value,
-    payload: Value,
-    key: ed25519_dalek::SigningKey,
-    genuine: String,
-}
-
-impl Forge {
-    async fn new(api: &Api) -> Self {
-        let genuine = api.token(ADMIN).await;
-        let (header, payload) = parts(&genuine);
-        let key = server_key(api.auth.keys_dir(), header["kid"].as_str().unwrap());
-        Self { header, payload, key, genuine }
-    }
-
-    fn with_claim(&self, name: &str, value: Value) -> String {
-        let mut payload = self.payload.clone();
-        payload[name] = value;
-        sign_raw(&self.key, &self.header, &payload)
-    }
-
-    fn with_header(&self, name: &str, value: Value) -> String {
-        let mut header = self.header.clone();
-        header[name] = value;
-        sign_raw(&self.key, &header, &self.payload)
-    }
+/// A genuine admin token of `api`, ready to be forged.
+async fn forge(api: &Api) -> GenuineToken {
+    GenuineToken::new(api.token(ADMIN).await, api.auth.keys_dir())
 }
 
 #[tokio::test]
 async fn token_forgery_every_variant_is_refused_with_its_reason() {
     let mut checks = Checks::new("token_forgery");
     let api = Api::start().await;
-    let forge = Forge::new(&api).await;
+    let forge = forge(&api).await;
     // Control: the genuine token and a faithful re-signing of it are accepted, so every refusal
     // below is due to the one thing changed.
     checks.status("genuine", &api.get("/api/buoys", &forge.genuine).await, StatusCode::OK, None);
