@@ -74,12 +74,6 @@ impl Chunk {
         self.sealed_gen.load(Ordering::Acquire)
     }
 
-    /// Smallest and largest timestamp of `buoy`'s rows here; `None` when it has none.
-    pub fn buoy_range(&self, buoy: &str) -> Option<(TimestampNs, TimestampNs)> {
-        let i = self.buoy_names.iter().position(|b| &**b == buoy)?;
-        Some(self.buoy_ranges.get(i).copied().unwrap_or((self.ts_min, self.ts_max)))
-    }
-
     pub(crate) fn seal(&self, generation: u64) {
         self.sealed_gen.store(generation, Ordering::Release);
     }
