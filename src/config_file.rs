@@ -92,6 +92,7 @@ section!(
         flush_buffer_bytes: usize,
         buffer_bytes_max: usize,
         flush_interval_ms: u64,
+        flush_threads: usize,
         compaction_files_min: usize,
         compaction_rows_max: usize,
     }
@@ -113,6 +114,8 @@ section!(
         batch_readings_max: u32,
         violations_max: u32,
         busy_retry_after_ms: u32,
+        busy_wait_ms: u64,
+        busy_wait_bytes_max: usize,
         shutdown_retry_after_ms: u32,
         drain_deadline_ms: u64,
     }
@@ -211,6 +214,7 @@ impl ConfigFile {
                 flush_buffer_bytes,
                 buffer_bytes_max,
                 flush_interval_ms,
+                flush_threads,
                 compaction_files_min,
                 compaction_rows_max,
             ]
@@ -236,6 +240,8 @@ impl ConfigFile {
                 batch_readings_max,
                 violations_max,
                 busy_retry_after_ms,
+                busy_wait_ms,
+                busy_wait_bytes_max,
                 shutdown_retry_after_ms,
                 drain_deadline_ms,
             ]

@@ -19,6 +19,11 @@ mod metrics;
 mod serve;
 mod sql;
 
+/// mimalloc instead of glibc malloc: fewer page faults in the flusher's large sort and encode
+/// buffers and no arena lock contention between threads (BENCHMARKS.md, "allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
 #[command(name = "bluewave", version, about)]

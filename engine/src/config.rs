@@ -77,6 +77,9 @@ pub struct EngineConfig {
     pub buffer_bytes_max: usize,
     /// Oldest buffered data is flushed after this long. Default 60 s.
     pub flush_interval_ms: u64,
+    /// Threads a flush or compaction sorts and encodes on (the flusher's own thread is one of
+    /// them): partitions are merged and files encoded in parallel. Default: the number of cores.
+    pub flush_threads: usize,
     /// Time partition length. Default one hour.
     pub partition_duration: PartitionDuration,
     /// A partition with at least this many files is compacted after a flush. Default 4.
@@ -106,6 +109,7 @@ impl EngineConfig {
             flush_buffer_bytes: 128 << 20,
             buffer_bytes_max: 256 << 20,
             flush_interval_ms: 60_000,
+            flush_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             partition_duration: PartitionDuration::HOUR,
             compaction_files_min: 4,
             compaction_rows_max: 2_000_000,
@@ -123,6 +127,12 @@ impl EngineConfig {
         const LANES_MAX: usize = 64;
         if self.lanes == 0 || self.lanes > LANES_MAX {
             return Err(Error::Config(format!("lanes must be 1..={LANES_MAX}, got {}", self.lanes)));
+        }
+        if self.flush_threads == 0 || self.flush_threads > LANES_MAX {
+            return Err(Error::Config(format!(
+                "flush_threads must be 1..={LANES_MAX}, got {}",
+                self.flush_threads
+            )));
         }
         if self.queue_depth == 0 {
             return Err(Error::Config("queue_depth must be at least 1".into()));

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub next_seq: AtomicU64,
     pub next_chunk_id: AtomicU64,
     pub buffer_bytes: AtomicUsize,
+    /// Woken by the flusher whenever a flush frees buffer memory (see [`Engine::buffer_space`]).
+    pub buffer_freed: tokio::sync::Notify,
     /// Bytes of requests sitting in lane queues (counted by `ingest`, released by the writer).
     pub queued_bytes: AtomicUsize,
     pub view: ArcSwap<ReadView>,
@@ -329,6 +331,7 @@ impl Engine {
             next_seq: AtomicU64::new(seq_max + 1),
             next_chunk_id: AtomicU64::new(1),
             buffer_bytes: AtomicUsize::new(0),
+            buffer_freed: tokio::sync::Notify::new(),
             queued_bytes: AtomicUsize::new(0),
             view: ArcSwap::from_pointee(view),
             lanes: (0..lanes).map(|_| LaneBuffer::default()).collect(),
@@ -593,6 +596,32 @@ impl Engine {
             .send(FlusherMsg::DropBefore { cutoff, reply: tx })
             .map_err(|_| Error::ShuttingDown)?;
         rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// True while ingest answers `Busy(BufferFull)`: the buffer holds `buffer_bytes_max` and
+    /// waits for a flush.
+    pub fn buffer_full(&self) -> bool {
+        let shared = &self.inner.shared;
+        shared.buffer_bytes.load(Ordering::Relaxed) >= shared.config.buffer_bytes_max
+    }
+
+    /// Completes once the buffer is below `buffer_bytes_max` (at once when it is). A network
+    /// server awaits this, under its own deadline, before handing a batch over while the buffer
+    /// is full: the sender waits for its ack, so its in-flight window throttles it, instead of
+    /// resending a refused batch every `retry_after_ms`. It never completes while the engine
+    /// is shut down with a full buffer, so always bound the wait.
+    pub async fn buffer_space(&self) {
+        let shared = &self.inner.shared;
+        loop {
+            let freed = shared.buffer_freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before the check, so a flush in between is not missed.
+            freed.as_mut().enable();
+            if !self.buffer_full() {
+                return;
+            }
+            freed.await;
+        }
     }
 
     /// Counters, with the current buffer bytes and queue depth.

@@ -276,6 +276,7 @@ impl Flusher {
             freed += lane.remove_sealed(generation);
         }
         self.shared.buffer_bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.shared.buffer_freed.notify_waiters();
         report.files = written.len();
         report.rows = written.iter().map(|f| f.rows).sum();
         report.bytes = written.iter().map(|f| f.bytes).sum();
@@ -329,60 +330,40 @@ impl Flusher {
                 }
             }
         }
-        for (partition_start, rows) in by_partition {
-            let merged = merge_buffer_rows(chunks, &rows, &view.tombstones);
-            if merged.is_empty() {
-                continue;
+        let threads = self.shared.config.flush_threads;
+        // Partitions are sorted and merged in parallel, then their files encoded in parallel.
+        let merged = parallel_map(by_partition.into_iter().collect(), threads, |(partition_start, rows)| {
+            let merged = merge_buffer_rows(chunks, &rows, partition_start, &view.tombstones);
+            drop(rows);
+            let mut jobs = Vec::new();
+            if !merged.is_empty() {
+                split_by_encoding(partition_start, merged.rows, merged.seq_min, merged.seq_max, &mut jobs);
             }
-            self.write_split(
-                partition_start,
-                &merged.rows,
-                generation,
-                merged.seq_min,
-                merged.seq_max,
-                written,
-            )?;
+            jobs
+        });
+        self.write_jobs(merged.into_iter().flatten().collect(), generation, written)
+    }
+
+    /// Encodes the files of `jobs` in parallel (`flush_threads`), then writes each durably under
+    /// its final name and pushes its metadata (not yet committed) to `written`, in job order, so
+    /// a failure can remove what was written.
+    fn write_jobs(&mut self, jobs: Vec<FileJob>, generation: u64, written: &mut Vec<FileMeta>) -> Result<()> {
+        let options = &self.shared.config.partition_write;
+        let encoded = parallel_map(jobs, self.shared.config.flush_threads, |job| {
+            let encoded = partition::encode_partition_as(&job.rows, job.encoding, options);
+            (job, encoded)
+        });
+        for (job, encoded) in encoded {
+            let meta = self.write_file(&job, &encoded?.bytes, generation)?;
+            written.push(meta);
         }
         Ok(())
     }
 
-    /// Writes a partition's rows as one file per value encoding: a Parquet DECIMAL column has
-    /// one scale, so metrics measured at different precisions (salinity at 0.001, temperature at
-    /// 0.01) are stored apart, each at its own scale (0.64 instead of 0.80 bytes per reading on
-    /// the marine workload, see `engine/PARTITION.md`). Files are pushed to `written` as they
-    /// are made durable, so a failure can remove them.
-    fn write_split(
-        &mut self,
-        partition_start: TimestampNs,
-        rows: &PartitionRows,
-        generation: u64,
-        seq_min: u64,
-        seq_max: u64,
-        written: &mut Vec<FileMeta>,
-    ) -> Result<()> {
-        let groups = value_encoding_groups(rows);
-        if groups.len() <= 1 {
-            written.push(self.write_file(partition_start, rows, generation, seq_min, seq_max)?);
-            return Ok(());
-        }
-        // One group in memory at a time: the copy is dropped once its file is written.
-        for keep in groups {
-            let group = subset_by_metric(rows, &keep);
-            written.push(self.write_file(partition_start, &group, generation, seq_min, seq_max)?);
-        }
-        Ok(())
-    }
-
-    /// Writes one partition file durably under its final name and returns its metadata (not yet
-    /// committed).
-    fn write_file(
-        &mut self,
-        partition_start: TimestampNs,
-        rows: &PartitionRows,
-        generation: u64,
-        seq_min: u64,
-        seq_max: u64,
-    ) -> Result<FileMeta> {
+    /// Writes one encoded partition file durably under its final name and returns its metadata
+    /// (not yet committed).
+    fn write_file(&mut self, job: &FileJob, bytes: &[u8], generation: u64) -> Result<FileMeta> {
+        let FileJob { partition_start, ref rows, seq_min, seq_max, .. } = *job;
         let storage = &self.shared.storage;
         let id = self.next_file_id;
         self.next_file_id += 1;
@@ -391,11 +372,10 @@ impl Flusher {
         let dir = self.shared.config.data_dir.join(&dir_rel);
         let path = self.shared.config.data_dir.join(&rel);
         let tmp = path.with_extension("parquet.tmp");
-        let encoded = partition::encode_partition(rows, &self.shared.config.partition_write)?;
         create_dir_durable(storage.as_ref(), &dir)
             .map_err(|e| Error::io("create partition directory", &dir, e))?;
         let mut file = storage.create(&tmp).map_err(|e| Error::io("create partition file", &tmp, e))?;
-        file.write_all(&encoded.bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
+        file.write_all(bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
         file.sync_data().map_err(|e| Error::io("fsync partition file", &tmp, e))?;
         drop(file);
         storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
@@ -423,7 +403,7 @@ impl Flusher {
             partition_end: partition_start + self.shared.config.partition_duration.as_nanos(),
             path: rel,
             rows: rows.len() as u64,
-            bytes: encoded.bytes.len() as u64,
+            bytes: bytes.len() as u64,
             ts_min,
             ts_max,
             generation,
@@ -532,15 +512,15 @@ impl Flusher {
                 view.tombstones.iter().filter(|t| t.applies_to_file(f)).cloned().collect();
             inputs.push((f.clone(), rows, tombstones));
         }
-        let merged = merge_file_rows(&inputs);
+        let merged = merge_file_rows(&inputs, partition_start);
         let generation = files.iter().map(|f| f.generation).max().unwrap_or(0);
         let mut written = Vec::new();
         if !merged.is_empty() {
             let seq_min = files.iter().map(|f| f.seq_min).min().unwrap_or(0);
             let seq_max = files.iter().map(|f| f.seq_max).max().unwrap_or(0);
-            if let Err(e) =
-                self.write_split(partition_start, &merged, generation, seq_min, seq_max, &mut written)
-            {
+            let mut jobs = Vec::new();
+            split_by_encoding(partition_start, merged, seq_min, seq_max, &mut jobs);
+            if let Err(e) = self.write_jobs(jobs, generation, &mut written) {
                 self.remove_written(&written);
                 return Err(e);
             }
@@ -639,76 +619,166 @@ fn rank_dictionary<'a>(
     (all, maps)
 }
 
-/// A row to merge: `(buoy rank, metric rank, ts, precedence, source, row)`. Sorting puts a
-/// key's rows together, highest precedence (sequence or generation) last.
-type KeyedRow = (u32, u32, i64, u64, u32, u32);
+/// Rows to merge, column by column: key `(buoy rank, metric rank, ts)`, precedence (sequence or
+/// generation; the highest wins a key) and where the row came from `(source, row)`.
+#[derive(Default)]
+struct MergeRows {
+    buoy: Vec<u32>,
+    metric: Vec<u32>,
+    ts: Vec<i64>,
+    precedence: Vec<u64>,
+    source: Vec<u32>,
+    row: Vec<u32>,
+}
 
-/// Sorts `keyed` and keeps, of each key, the row of highest precedence, if `keep` accepts it
-/// (`keep` sees the dictionaries and the row). `value_of(source, row)` gives value and quality.
+impl MergeRows {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            buoy: Vec::with_capacity(n),
+            metric: Vec::with_capacity(n),
+            ts: Vec::with_capacity(n),
+            precedence: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            row: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, buoy: u32, metric: u32, ts: i64, precedence: u64, source: u32, row: u32) {
+        self.buoy.push(buoy);
+        self.metric.push(metric);
+        self.ts.push(ts);
+        self.precedence.push(precedence);
+        self.source.push(source);
+        self.row.push(row);
+    }
+
+    fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    fn key(&self, i: usize) -> (u32, u32, i64) {
+        (self.buoy[i], self.metric[i], self.ts[i])
+    }
+
+    /// Positions in `(buoy, metric, ts, position)` order.
+    ///
+    /// The common case packs each row into one `u128` (buoy rank 32 bits, metric rank 16, ts
+    /// relative to `base` 48, position 32) and sorts those: one integer comparison per step and
+    /// half the bytes moved of a tuple sort (`sort_order` in BENCHMARKS.md). Rows that do not
+    /// fit (over 65,536 metrics, a ts outside `base .. base + 2^48` ns, over 2^32 rows) take a
+    /// comparison sort of positions with the same order.
+    fn sort_order(&self, base: i64) -> Vec<u32> {
+        const TS_BITS: u32 = 48;
+        let n = self.len();
+        let fits = u32::try_from(n).is_ok()
+            && self.metric.iter().all(|&m| m <= u32::from(u16::MAX))
+            && self
+                .ts
+                .iter()
+                .all(|&t| t.checked_sub(base).is_some_and(|d| (0..1i64 << TS_BITS).contains(&d)));
+        if fits {
+            let mut keys: Vec<u128> = (0..n)
+                .map(|i| {
+                    (u128::from(self.buoy[i]) << 96)
+                        | (u128::from(self.metric[i]) << 80)
+                        | (((self.ts[i] - base) as u128) << 32)
+                        | i as u128
+                })
+                .collect();
+            keys.sort_unstable();
+            return keys.into_iter().map(|k| k as u32).collect();
+        }
+        let mut order: Vec<u32> = (0..n).map(|i| i as u32).collect();
+        order.sort_unstable_by_key(|&i| (self.key(i as usize), i));
+        order
+    }
+}
+
+/// Sorts `rows` and keeps, of each key, the row of highest precedence (the latest position among
+/// equals), if `keep` accepts it (`keep` sees the dictionaries, the key and the precedence).
+/// `value_of(source, row)` gives value and quality. `base` is the partition start.
 fn last_write_wins(
-    mut keyed: Vec<KeyedRow>,
+    rows: &MergeRows,
+    base: i64,
     buoy_names: Vec<Arc<str>>,
     metric_names: Vec<Arc<str>>,
-    mut keep: impl FnMut(&[Arc<str>], &[Arc<str>], &KeyedRow) -> bool,
+    mut keep: impl FnMut(&[Arc<str>], &[Arc<str>], (u32, u32, i64), u64) -> bool,
     value_of: impl Fn(u32, u32) -> (f64, u8),
 ) -> PartitionRows {
-    keyed.sort_unstable();
+    let order = rows.sort_order(base);
     let mut out = PartitionRows {
-        buoy_keys: Vec::with_capacity(keyed.len()),
-        metric_keys: Vec::with_capacity(keyed.len()),
-        timestamps: Vec::with_capacity(keyed.len()),
-        values: Vec::with_capacity(keyed.len()),
-        quality: Vec::with_capacity(keyed.len()),
+        buoy_keys: Vec::with_capacity(order.len()),
+        metric_keys: Vec::with_capacity(order.len()),
+        timestamps: Vec::with_capacity(order.len()),
+        values: Vec::with_capacity(order.len()),
+        quality: Vec::with_capacity(order.len()),
         buoy_names,
         metric_names,
     };
-    for (i, row) in keyed.iter().enumerate() {
-        let &(b, m, ts, _, source, r) = row;
-        if let Some(next) = keyed.get(i + 1)
-            && (next.0, next.1, next.2) == (b, m, ts)
-        {
+    let mut i = 0;
+    while i < order.len() {
+        let first = order[i] as usize;
+        let key = rows.key(first);
+        let mut winner = first;
+        i += 1;
+        // Rewrites of one key are adjacent; the common case has none.
+        while let Some(&next) = order.get(i) {
+            let next = next as usize;
+            if rows.key(next) != key {
+                break;
+            }
+            if rows.precedence[next] >= rows.precedence[winner] {
+                winner = next;
+            }
+            i += 1;
+        }
+        if !keep(&out.buoy_names, &out.metric_names, key, rows.precedence[winner]) {
             continue;
         }
-        if !keep(&out.buoy_names, &out.metric_names, row) {
-            continue;
-        }
-        let (value, quality) = value_of(source, r);
-        out.buoy_keys.push(b);
-        out.metric_keys.push(m);
-        out.timestamps.push(ts);
+        let (value, quality) = value_of(rows.source[winner], rows.row[winner]);
+        out.buoy_keys.push(key.0);
+        out.metric_keys.push(key.1);
+        out.timestamps.push(key.2);
         out.values.push(value);
         out.quality.push(quality);
     }
     out
 }
 
-/// Sort, last-write-wins (highest sequence) and tombstones over buffered rows of one partition.
-fn merge_buffer_rows(chunks: &[Arc<Chunk>], rows: &[(u32, u32)], tombstones: &[Arc<Tombstone>]) -> Merged {
+/// Sort, last-write-wins (highest sequence) and tombstones over buffered rows of one partition
+/// starting at `base`.
+fn merge_buffer_rows(
+    chunks: &[Arc<Chunk>],
+    rows: &[(u32, u32)],
+    base: i64,
+    tombstones: &[Arc<Tombstone>],
+) -> Merged {
     let (buoys, buoy_maps) = rank_dictionary(chunks.iter().map(|c| c.buoy_names.as_slice()));
     let (metrics, metric_maps) = rank_dictionary(chunks.iter().map(|c| c.metric_names.as_slice()));
-    let keyed: Vec<KeyedRow> = rows
-        .iter()
-        .map(|&(ci, r)| {
-            let (c, r_us) = (&chunks[ci as usize], r as usize);
-            (
-                buoy_maps[ci as usize][c.buoy_keys[r_us] as usize],
-                metric_maps[ci as usize][c.metric_keys[r_us] as usize],
-                c.timestamps[r_us],
-                c.seqs[r_us],
-                ci,
-                r,
-            )
-        })
-        .collect();
+    let mut keyed = MergeRows::with_capacity(rows.len());
+    for &(ci, r) in rows {
+        let (c, r_us) = (&chunks[ci as usize], r as usize);
+        keyed.push(
+            buoy_maps[ci as usize][c.buoy_keys[r_us] as usize],
+            metric_maps[ci as usize][c.metric_keys[r_us] as usize],
+            c.timestamps[r_us],
+            c.seqs[r_us],
+            ci,
+            r,
+        );
+    }
     let (mut seq_min, mut seq_max) = (u64::MAX, 0);
     let rows = last_write_wins(
-        keyed,
+        &keyed,
+        base,
         buoys,
         metrics,
-        |buoy_names, metric_names, &(b, m, ts, seq, _, _)| {
-            let (buoy, metric) = (&buoy_names[b as usize], &metric_names[m as usize]);
-            if tombstones.iter().any(|t| t.seq > seq && t.covers(buoy, metric, ts)) {
-                return false;
+        |buoy_names, metric_names, (b, m, ts), seq| {
+            if !tombstones.is_empty() {
+                let (buoy, metric) = (&buoy_names[b as usize], &metric_names[m as usize]);
+                if tombstones.iter().any(|t| t.seq > seq && t.covers(buoy, metric, ts)) {
+                    return false;
+                }
             }
             seq_min = seq_min.min(seq);
             seq_max = seq_max.max(seq);
@@ -722,12 +792,12 @@ fn merge_buffer_rows(chunks: &[Arc<Chunk>], rows: &[(u32, u32)], tombstones: &[A
 /// A decoded file with the tombstones that apply to it.
 type CompactionInput = (Arc<FileMeta>, PartitionRows, Vec<Arc<Tombstone>>);
 
-/// Merges decoded files of one partition: the higher generation wins a key; rows hidden by a
-/// tombstone that applies to their file are dropped.
-fn merge_file_rows(inputs: &[CompactionInput]) -> PartitionRows {
+/// Merges decoded files of the partition starting at `base`: the higher generation wins a key;
+/// rows hidden by a tombstone that applies to their file are dropped.
+fn merge_file_rows(inputs: &[CompactionInput], base: i64) -> PartitionRows {
     let (buoys, buoy_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.buoy_names.as_slice()));
     let (metrics, metric_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.metric_names.as_slice()));
-    let mut keyed: Vec<KeyedRow> = Vec::new();
+    let mut keyed = MergeRows::with_capacity(inputs.iter().map(|(_, r, _)| r.len()).sum());
     for (fi, (meta, rows, tombstones)) in inputs.iter().enumerate() {
         for r in 0..rows.len() {
             let (bk, mk) = (rows.buoy_keys[r] as usize, rows.metric_keys[r] as usize);
@@ -735,14 +805,15 @@ fn merge_file_rows(inputs: &[CompactionInput]) -> PartitionRows {
             if tombstones.iter().any(|t| t.covers(&rows.buoy_names[bk], &rows.metric_names[mk], ts)) {
                 continue;
             }
-            keyed.push((buoy_maps[fi][bk], metric_maps[fi][mk], ts, meta.generation, fi as u32, r as u32));
+            keyed.push(buoy_maps[fi][bk], metric_maps[fi][mk], ts, meta.generation, fi as u32, r as u32);
         }
     }
     last_write_wins(
-        keyed,
+        &keyed,
+        base,
         buoys,
         metrics,
-        |_, _, _| true,
+        |_, _, _, _| true,
         |fi, r| (inputs[fi as usize].1.values[r as usize], inputs[fi as usize].1.quality[r as usize]),
     )
 }
@@ -798,9 +869,73 @@ fn generations(files: &[Arc<FileMeta>]) -> usize {
     gens.len()
 }
 
-/// Groups the metrics of sorted rows by the value encoding their values choose: one mask over
-/// the metric dictionary per group. A single group means the rows are written as they are.
-fn value_encoding_groups(rows: &PartitionRows) -> Vec<Vec<bool>> {
+/// One file to write: sorted rows of one partition, all fitting one value encoding.
+struct FileJob {
+    partition_start: TimestampNs,
+    rows: PartitionRows,
+    encoding: ValueEncoding,
+    seq_min: u64,
+    seq_max: u64,
+}
+
+/// Splits a partition's sorted rows into one file per value encoding: a Parquet DECIMAL column
+/// has one scale, so metrics measured at different precisions (salinity at 0.001, temperature
+/// at 0.01) are stored apart, each at its own scale (0.64 instead of 0.80 bytes per reading on
+/// the marine workload, see `engine/PARTITION.md`). A single encoding keeps the rows as they are.
+fn split_by_encoding(
+    partition_start: TimestampNs,
+    rows: PartitionRows,
+    seq_min: u64,
+    seq_max: u64,
+    jobs: &mut Vec<FileJob>,
+) {
+    let groups = value_encoding_groups(&rows);
+    if let [(encoding, _)] = groups.as_slice() {
+        jobs.push(FileJob { partition_start, rows, encoding: *encoding, seq_min, seq_max });
+        return;
+    }
+    for (encoding, keep) in groups {
+        let rows = subset_by_metric(&rows, &keep);
+        jobs.push(FileJob { partition_start, rows, encoding, seq_min, seq_max });
+    }
+}
+
+/// `f` over `items` on up to `threads` scoped threads (the caller's thread is one of them);
+/// results in item order. Items are taken one at a time, so uneven items balance.
+fn parallel_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let count = items.len();
+    let (work_tx, work_rx) = crossbeam_channel::bounded(count);
+    for item in items.into_iter().enumerate() {
+        // Cannot fail: the channel holds every item and its receiver lives below.
+        let _ = work_tx.send(item);
+    }
+    drop(work_tx);
+    let (done_tx, done_rx) = crossbeam_channel::bounded(count);
+    let work = || {
+        while let Ok((i, item)) = work_rx.recv() {
+            let _ = done_tx.send((i, f(item)));
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        work();
+    });
+    drop(done_tx);
+    let mut results: Vec<(usize, R)> = done_rx.into_iter().collect();
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Groups the metrics of sorted rows by the value encoding their values choose: the encoding and
+/// one mask over the metric dictionary per group. A single group means the rows are written as
+/// they are.
+fn value_encoding_groups(rows: &PartitionRows) -> Vec<(ValueEncoding, Vec<bool>)> {
     let metric_count = rows.metric_names.len();
     let mut values_by_metric: Vec<Vec<f64>> = vec![Vec::new(); metric_count];
     for (i, &m) in rows.metric_keys.iter().enumerate() {
@@ -816,7 +951,10 @@ fn value_encoding_groups(rows: &PartitionRows) -> Vec<Vec<bool>> {
             distinct.push(*e);
         }
     }
-    distinct.into_iter().map(|encoding| encodings.iter().map(|e| *e == Some(encoding)).collect()).collect()
+    distinct
+        .into_iter()
+        .map(|encoding| (encoding, encodings.iter().map(|e| *e == Some(encoding)).collect()))
+        .collect()
 }
 
 /// The rows whose metric is kept, with dictionaries reduced to the names still used.
@@ -922,6 +1060,45 @@ mod tests {
             end: 5,
         });
         assert_eq!(ids(compaction_run(&files[4..], &[tombstone], 2_000)), Some(vec![5]));
+    }
+
+    proptest::proptest! {
+        /// Both sort paths give `(buoy, metric, ts, position)` order, and last-write-wins keeps
+        /// exactly the highest precedence (latest position among equals) of every key.
+        #[test]
+        fn merge_order_and_last_write_wins_match_a_model(
+            rows in proptest::collection::vec((0u32..4, 0u32..3, 0i64..6, 0u64..4), 0..200),
+            wide_metric in proptest::bool::ANY,
+            far_ts in proptest::bool::ANY,
+        ) {
+            let mut keyed = MergeRows::default();
+            for (i, &(b, m, ts, p)) in rows.iter().enumerate() {
+                // A metric rank over 16 bits or a ts outside the 48-bit window takes the
+                // comparison path.
+                let m = if wide_metric { m << 17 } else { m };
+                let ts = if far_ts { ts << 50 } else { ts };
+                keyed.push(b, m, ts, p, 0, i as u32);
+            }
+            let mut model: Vec<u32> = (0..keyed.len() as u32).collect();
+            model.sort_by_key(|&i| (keyed.key(i as usize), i));
+            proptest::prop_assert_eq!(keyed.sort_order(0), model);
+
+            let mut expected: BTreeMap<(u32, u32, i64), (u64, u32)> = BTreeMap::new();
+            for i in 0..keyed.len() {
+                let candidate = (keyed.precedence[i], i as u32);
+                let best = expected.entry(keyed.key(i)).or_insert(candidate);
+                if candidate.0 >= best.0 {
+                    *best = candidate;
+                }
+            }
+            let names = |n: usize| (0..n).map(|i| Arc::from(format!("n{i}"))).collect::<Vec<Arc<str>>>();
+            let out = last_write_wins(&keyed, 0, names(4), names(3), |_, _, _, _| true, |_, r| (f64::from(r), 0));
+            let got: Vec<((u32, u32, i64), u32)> = (0..out.len())
+                .map(|i| ((out.buoy_keys[i], out.metric_keys[i], out.timestamps[i]), out.values[i] as u32))
+                .collect();
+            let want: Vec<((u32, u32, i64), u32)> = expected.into_iter().map(|(k, (_, r))| (k, r)).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

@@ -369,9 +369,19 @@ pub struct EncodedPartition {
 /// Fails with [`Error::Config`] for invalid `options` and [`Error::Parquet`] when `rows` breaks
 /// the [`PartitionRows`] invariants (a bug of the caller) or the writer fails.
 pub fn encode_partition(rows: &PartitionRows, options: &PartitionWriteOptions) -> Result<EncodedPartition> {
+    encode_partition_as(rows, ValueEncoding::choose(&rows.values), options)
+}
+
+/// [`encode_partition`] with the value encoding already chosen (the flush chooses it per
+/// metric): saves a pass over the values. Fails with [`Error::Parquet`] when a value does not
+/// fit `value_encoding`.
+pub fn encode_partition_as(
+    rows: &PartitionRows,
+    value_encoding: ValueEncoding,
+    options: &PartitionWriteOptions,
+) -> Result<EncodedPartition> {
     options.validate()?;
     check_rows(rows).map_err(|reason| Error::Parquet(format!("cannot encode partition: {reason}")))?;
-    let value_encoding = ValueEncoding::choose(&rows.values);
     let properties = writer_properties(options, value_encoding, &rows.values)?.build();
     let encoded = write_file(rows, value_encoding, properties)?;
     tracing::debug!(

@@ -235,6 +235,8 @@ pub struct IngestRun {
     pub buoy_ids: Vec<String>,
     /// The server process, when its pid was given.
     pub server: Option<ServerFigures>,
+    /// This process's CPU use during the measured period, percent of one core.
+    pub client_cpu_percent: Option<f64>,
     /// Server RSS when the whole fleet was connected, before the first batch, bytes.
     pub server_rss_connected_bytes: Option<u64>,
     /// Server RSS at the last sample of the run, bytes.
@@ -410,6 +412,24 @@ pub async fn run_ingest(
         })
     });
 
+    // And this process over the same period (up to the send deadline, or the fleet's end if
+    // that comes first, as in a durability run): the client's side of the CPU split.
+    let (fleet_done_tx, mut fleet_done) = tokio::sync::oneshot::channel::<()>();
+    let client_task = tokio::spawn(async move {
+        let mut monitor = ProcessMonitor::new(std::process::id());
+        tokio::select! {
+            _ = tokio::time::sleep_until(clock.measure_start.into()) => {}
+            _ = &mut fleet_done => return None,
+        }
+        monitor.sample().ok()?;
+        tokio::select! {
+            _ = tokio::time::sleep_until(clock.send_deadline.into()) => {}
+            _ = fleet_done => {}
+        }
+        // One decimal: exact through the JSON report and back.
+        monitor.sample().ok().map(|sample| (monitor.cpu_percent_since_start(&sample) * 10.0).round() / 10.0)
+    });
+
     let mut run = IngestRun {
         figures: IngestFigures {
             buoys: config.buoys as u64,
@@ -424,6 +444,7 @@ pub async fn run_ingest(
         ledger: AckLedger::new(),
         buoy_ids: target.devices.iter().take(config.buoys).map(|d| d.buoy_id.clone()).collect(),
         server: None,
+        client_cpu_percent: None,
         server_rss_connected_bytes: rss_connected,
         server_rss_end_bytes: None,
         next_reading: config.first_reading,
@@ -479,6 +500,8 @@ pub async fn run_ingest(
             ..ServerFigures::default()
         });
     }
+    let _ = fleet_done_tx.send(());
+    run.client_cpu_percent = client_task.await.ok().flatten();
     // Every buoy is done: close the clients together (each close also closes its endpoint).
     let mut closing = tokio::task::JoinSet::new();
     for client in finished_clients {

@@ -15,6 +15,10 @@ use bluewave_loadtest::report::Report;
 use bluewave_loadtest::target::TargetOptions;
 use bluewave_loadtest::{Error, chart};
 
+/// mimalloc, as the server: the fleet's many small per-batch allocations across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(clap::Parser, Debug)]
 #[command(name = "bluewave-loadtest", version, about = "Load generator and durability checker for BlueWave")]
 struct Cli {

@@ -87,6 +87,7 @@ fn fill_ingest(report: &mut Report, run: IngestRun) {
     report.timeline = run.timeline.points();
     report.errors = run.errors;
     report.server = run.server;
+    report.client_cpu_percent = run.client_cpu_percent;
     report.ingest = Some(run.figures);
 }
 

@@ -31,6 +31,10 @@ pub struct Report {
     pub queries: Vec<QueryFigures>,
     /// What the server process cost, when it was observed.
     pub server: Option<ServerFigures>,
+    /// CPU use of the load generator itself during the measured period, percent of one core
+    /// (with the server on the same machine: the client's share of the CPU split).
+    #[serde(default)]
+    pub client_cpu_percent: Option<f64>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
     /// Throughput and latency over time.
@@ -218,6 +222,9 @@ impl Report {
                 let _ = write!(out, ", {c} connections, {:.1} KiB/connection", per / 1024.0);
             }
             out.push('\n');
+        }
+        if let Some(cpu) = self.client_cpu_percent {
+            let _ = writeln!(out, "client      cpu {cpu:.0}% (this load generator)");
         }
         if self.errors.is_empty() {
             let _ = writeln!(out, "errors      none");

@@ -89,6 +89,15 @@ pub struct ServerConfig {
     pub violations_max: u32,
     /// `retry_after_ms` of a REFUSED `SERVER_BUSY`. Default 1,000.
     pub busy_retry_after_ms: u32,
+    /// While the engine's buffer is full, how long a received batch waits for a flush to free
+    /// room before it is answered `busy`: the client's in-flight window then throttles it
+    /// (backpressure) instead of a resend every `retry_after_ms`, which costs both sides a
+    /// transfer and a decode per refusal. 0 answers `busy` at once. Default 2,000.
+    pub busy_wait_ms: u64,
+    /// Frame bytes of batches waiting that way, over all connections (a batch waits before it
+    /// is decoded); past it a batch is answered `busy` at once, so waiting never holds more
+    /// memory than this. Default 128 MiB.
+    pub busy_wait_bytes_max: usize,
     /// `retry_after_ms` of a REFUSED `SHUTTING_DOWN`. Default 5,000.
     pub shutdown_retry_after_ms: u32,
     /// On shutdown, how long in-flight batches may take to be read, stored and answered before
@@ -114,6 +123,8 @@ impl Default for ServerConfig {
             batch_readings_max: BATCH_READINGS_MAX_WIRE as u32,
             violations_max: 3,
             busy_retry_after_ms: 1_000,
+            busy_wait_ms: 2_000,
+            busy_wait_bytes_max: 128 << 20,
             shutdown_retry_after_ms: 5_000,
             drain_deadline_ms: 10_000,
         }
@@ -197,6 +208,8 @@ struct Control {
     /// Connections past ACCEPTED (for `connections_max` and the drain).
     sessions: AtomicUsize,
     sessions_changed: Notify,
+    /// Bytes of batches waiting for engine buffer room (bounded by `busy_wait_bytes_max`).
+    busy_waiting_bytes: AtomicUsize,
     shutting_down: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     /// Open connections by buoy, for `disconnect_buoy`. Touched at ACCEPTED and at close only.
@@ -256,6 +269,7 @@ pub async fn start(
         handshakes: AtomicUsize::new(0),
         sessions: AtomicUsize::new(0),
         sessions_changed: Notify::new(),
+        busy_waiting_bytes: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
         shutdown_tx,
         registry: Mutex::new(HashMap::new()),
@@ -735,6 +749,18 @@ async fn serve_batch(
 /// Decodes a whole BATCH frame, stores it and says how to answer.
 async fn ingest(core: &Core, session: &Session, frame: &[u8]) -> Answer {
     let control = &core.control;
+    let busy_wait = control.config.busy_wait_ms;
+    if busy_wait > 0 && core.engine.buffer_full() {
+        // Waits before decoding, so a waiting batch holds its frame bytes only.
+        let waiting = &control.busy_waiting_bytes;
+        if waiting.fetch_add(frame.len(), Ordering::AcqRel) + frame.len()
+            <= control.config.busy_wait_bytes_max
+        {
+            // Either way the batch is tried next: it may find room, or be answered busy.
+            let _ = tokio::time::timeout(Duration::from_millis(busy_wait), core.engine.buffer_space()).await;
+        }
+        waiting.fetch_sub(frame.len(), Ordering::AcqRel);
+    }
     let decoded = match decode_batch(frame, &session.dictionary) {
         Ok(decoded) => decoded,
         Err(e) => {

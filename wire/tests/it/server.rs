@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bluewave_wire::{
     Ack, AckStatus, ConnectionCloseCode, HEADER_BYTES, MAGIC, PresharedTokens, RefuseReason, RejectReason,
-    ServerIdentity, StreamErrorCode, TokenFileError, VERSION, encode_batch,
+    ServerConfig, ServerIdentity, StreamErrorCode, TokenFileError, VERSION, encode_batch,
 };
 
 use crate::common::{
@@ -240,8 +240,9 @@ async fn bad_content_is_rejected_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_busy_is_answered_busy_with_retry_after() {
     // A buffer bound far below one batch: once the first batch sits in the buffer, the next
-    // ingest is refused Busy until a flush (never, within this test) frees it.
-    let server = TestServer::start_with_engine(test_config(), |engine| {
+    // ingest is refused Busy until a flush frees it (`busy_wait_ms` 0: no waiting for one).
+    let config = ServerConfig { busy_wait_ms: 0, ..test_config() };
+    let server = TestServer::start_with_engine(config, |engine| {
         engine.flush_buffer_bytes = 1;
         engine.buffer_bytes_max = 2;
         engine.flush_interval_ms = 3_600_000;
@@ -256,6 +257,27 @@ async fn engine_busy_is_answered_busy_with_retry_after() {
     };
     assert!(retry_after_ms > 0);
     assert_eq!(server.handle().metrics().acks_busy, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_finds_the_buffer_full_waits_for_a_flush_instead_of_busy() {
+    let config = ServerConfig { busy_wait_ms: 60_000, ..test_config() };
+    let server = TestServer::start_with_engine(config, |engine| {
+        engine.flush_buffer_bytes = 1;
+        engine.buffer_bytes_max = 2;
+        engine.flush_interval_ms = 3_600_000;
+    })
+    .await;
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+    assert_eq!(send_raw(&connection, &batch_frame_at(1, 3)).await, ack(1, AckStatus::Stored));
+    // The buffer is full until the flusher's next tick flushes it (up to 100 ms); the second
+    // batch waits for that flush and is stored, where `busy_wait_ms` 0 answers busy (above).
+    assert!(server.engine().buffer_full());
+    assert_eq!(send_raw(&connection, &batch_frame_at(2, 3)).await, ack(2, AckStatus::Stored));
+    assert!(server.engine().metrics().flushes >= 1);
+    assert_eq!(stored_rows(&server, "buoy-1"), expected_rows(&[batch_at(1, 3), batch_at(2, 3)]));
+    let metrics = server.handle().metrics();
+    assert_eq!((metrics.acks_stored, metrics.acks_busy), (2, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
