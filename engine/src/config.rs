@@ -82,7 +82,9 @@ pub struct EngineConfig {
     pub flush_threads: usize,
     /// Time partition length. Default one hour.
     pub partition_duration: PartitionDuration,
-    /// A partition with at least this many files is compacted after a flush. Default 4.
+    /// A partition with at least this many flush generations is compacted after a flush, or,
+    /// while the buffer holds over a quarter of `flush_buffer_bytes`, at the flusher's next
+    /// quiet tick. Default 4.
     pub compaction_files_min: usize,
     /// Most rows one compaction reads: it holds them in memory (about 150 bytes a row at peak),
     /// so this bounds compaction memory. Default 2,000,000.

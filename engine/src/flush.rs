@@ -79,6 +79,8 @@ pub(crate) struct Flusher {
     persisted_tombstones: std::collections::HashSet<u64>,
     /// Files removed from the catalog, deleted from disk once no snapshot holds them.
     unlinked: Vec<Arc<FileMeta>>,
+    /// Partitions whose compaction a flush under ingest pressure put off to a quiet tick.
+    compaction_due: std::collections::BTreeSet<TimestampNs>,
 }
 
 impl Flusher {
@@ -101,6 +103,7 @@ impl Flusher {
             pending_dedup: BTreeMap::new(),
             persisted_tombstones,
             unlinked: Vec::new(),
+            compaction_due: std::collections::BTreeSet::new(),
         }
     }
 
@@ -162,6 +165,13 @@ impl Flusher {
                                 // Back off so a full disk is not hammered.
                                 std::thread::sleep(FLUSHER_TICK * failures.min(50));
                             }
+                        }
+                    } else if !self.ingest_pressure()
+                        && let Some(partition_start) = self.compaction_due.pop_first()
+                    {
+                        // One deferred compaction per quiet tick.
+                        if let Err(e) = self.compact_if_due(partition_start) {
+                            tracing::error!(error = %e, "deferred compaction failed");
                         }
                     }
                     if let Some(retention) = self.shared.config.retention {
@@ -294,18 +304,32 @@ impl Flusher {
         }
         self.trim_wal(&watermarks);
         self.collect_tombstones()?;
+        // Compaction runs on this thread: under ingest pressure it waits for a quiet tick, so it
+        // never holds up the flush that frees ingest.
+        let pressure = self.ingest_pressure();
         let mut touched = touched;
         touched.dedup();
         for partition_start in touched {
-            let flushes =
-                self.shared.view.load().partitions.get(&partition_start).map_or(0, |f| generations(f));
-            if flushes >= self.shared.config.compaction_files_min
-                && self.compact_partition(partition_start)?
-            {
+            if pressure {
+                self.compaction_due.insert(partition_start);
+            } else if self.compact_if_due(partition_start)? {
                 report.compactions += 1;
             }
         }
         Ok(report)
+    }
+
+    /// True while the buffer holds over a quarter of `flush_buffer_bytes`: ingest is running
+    /// fast enough that a compaction (seconds for a large run) would let the buffer reach
+    /// `buffer_bytes_max` before the next flush, stalling ingest.
+    fn ingest_pressure(&self) -> bool {
+        self.shared.buffer_bytes.load(Ordering::Relaxed) > self.shared.config.flush_buffer_bytes / 4
+    }
+
+    /// Compacts the partition if it holds `compaction_files_min` flush generations.
+    fn compact_if_due(&mut self, partition_start: TimestampNs) -> Result<bool> {
+        let flushes = self.shared.view.load().partitions.get(&partition_start).map_or(0, |f| generations(f));
+        Ok(flushes >= self.shared.config.compaction_files_min && self.compact_partition(partition_start)?)
     }
 
     fn write_partitions(
