@@ -237,11 +237,11 @@ async fn bad_content_is_rejected_with_its_reason() {
     assert_eq!(metrics.resets_by_code, [0; 6]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn engine_busy_is_answered_busy_with_retry_after() {
-    // A buffer bound far below one batch: once the first batch sits in the buffer, the next
-    // ingest is refused Busy until a flush frees it (`busy_wait_ms` 0: no waiting for one).
-    let config = ServerConfig { busy_wait_ms: 0, ..test_config() };
+/// A server whose engine buffer bound is far below one batch, and a session whose first batch
+/// is stored and fills it: the next ingest finds the buffer full until a flush (the flusher's
+/// next tick, within 100 ms) frees it.
+async fn session_with_a_full_buffer(busy_wait_ms: u64) -> (TestServer, quinn::Connection) {
+    let config = ServerConfig { busy_wait_ms, ..test_config() };
     let server = TestServer::start_with_engine(config, |engine| {
         engine.flush_buffer_bytes = 1;
         engine.buffer_bytes_max = 2;
@@ -249,9 +249,17 @@ async fn engine_busy_is_answered_busy_with_retry_after() {
     })
     .await;
     let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
-    assert_eq!(send_raw(&connection, &batch_frame(1, 3)).await, ack(1, AckStatus::Stored));
+    assert_eq!(send_raw(&connection, &batch_frame_at(1, 3)).await, ack(1, AckStatus::Stored));
+    assert!(server.engine().buffer_full());
+    (server, connection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_busy_is_answered_busy_with_retry_after() {
+    // `busy_wait_ms` 0: no waiting for the flush.
+    let (server, connection) = session_with_a_full_buffer(0).await;
     let StreamEnd::Ack(Ack { batch_seq: 2, status: AckStatus::Busy { retry_after_ms } }) =
-        send_raw(&connection, &batch_frame(2, 3)).await
+        send_raw(&connection, &batch_frame_at(2, 3)).await
     else {
         panic!("expected busy");
     };
@@ -261,18 +269,8 @@ async fn engine_busy_is_answered_busy_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_finds_the_buffer_full_waits_for_a_flush_instead_of_busy() {
-    let config = ServerConfig { busy_wait_ms: 60_000, ..test_config() };
-    let server = TestServer::start_with_engine(config, |engine| {
-        engine.flush_buffer_bytes = 1;
-        engine.buffer_bytes_max = 2;
-        engine.flush_interval_ms = 3_600_000;
-    })
-    .await;
-    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
-    assert_eq!(send_raw(&connection, &batch_frame_at(1, 3)).await, ack(1, AckStatus::Stored));
-    // The buffer is full until the flusher's next tick flushes it (up to 100 ms); the second
-    // batch waits for that flush and is stored, where `busy_wait_ms` 0 answers busy (above).
-    assert!(server.engine().buffer_full());
+    let (server, connection) = session_with_a_full_buffer(60_000).await;
+    // The second batch waits for the flush and is stored, where `busy_wait_ms` 0 answers busy.
     assert_eq!(send_raw(&connection, &batch_frame_at(2, 3)).await, ack(2, AckStatus::Stored));
     assert!(server.engine().metrics().flushes >= 1);
     assert_eq!(stored_rows(&server, "buoy-1"), expected_rows(&[batch_at(1, 3), batch_at(2, 3)]));
