@@ -78,7 +78,8 @@ pub struct EngineConfig {
     /// Oldest buffered data is flushed after this long. Default 60 s.
     pub flush_interval_ms: u64,
     /// Threads a flush or compaction sorts and encodes on (the flusher's own thread is one of
-    /// them): partitions are merged and files encoded in parallel. Default: the number of cores.
+    /// them): partitions are merged and files encoded in parallel. 1..=64; default: the number of
+    /// cores.
     pub flush_threads: usize,
     /// Time partition length. Default one hour.
     pub partition_duration: PartitionDuration,
@@ -97,12 +98,15 @@ pub struct EngineConfig {
     pub partition_write: PartitionWriteOptions,
 }
 
+/// Most WAL lanes, and most flush threads.
+const LANES_MAX: usize = 64;
+
 impl EngineConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            lanes: std::thread::available_parallelism().map_or(2, |n| n.get()).min(LANES_MAX),
             queue_depth: 1_024,
             queue_bytes_max: 64 << 20,
             durability: Durability::Strict,
@@ -111,7 +115,7 @@ impl EngineConfig {
             flush_buffer_bytes: 128 << 20,
             buffer_bytes_max: 256 << 20,
             flush_interval_ms: 60_000,
-            flush_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            flush_threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(LANES_MAX),
             partition_duration: PartitionDuration::HOUR,
             compaction_files_min: 4,
             compaction_rows_max: 2_000_000,
@@ -126,7 +130,6 @@ impl EngineConfig {
 
     /// Checks the relations between fields.
     pub fn validate(&self) -> Result<()> {
-        const LANES_MAX: usize = 64;
         if self.lanes == 0 || self.lanes > LANES_MAX {
             return Err(Error::Config(format!("lanes must be 1..={LANES_MAX}, got {}", self.lanes)));
         }

@@ -45,7 +45,8 @@ pub struct FlushReport {
     pub bytes: u64,
     /// Rows read from the buffer.
     pub rows_buffered: u64,
-    /// Partitions compacted afterwards.
+    /// Partitions compacted afterwards. Under ingest pressure compactions are put off to the
+    /// flusher's quiet ticks and not counted here.
     pub compactions: usize,
 }
 
@@ -105,6 +106,20 @@ impl Flusher {
             unlinked: Vec::new(),
             compaction_due: std::collections::BTreeSet::new(),
         }
+        .with_due_compactions()
+    }
+
+    /// Queues the partitions that a compaction put off before the last stop (or a crash) left
+    /// with `compaction_files_min` generations: no flush may ever touch them again.
+    fn with_due_compactions(mut self) -> Self {
+        let view = self.shared.view.load_full();
+        self.compaction_due = view
+            .partitions
+            .iter()
+            .filter(|(_, files)| generations(files) >= self.shared.config.compaction_files_min)
+            .map(|(&start, _)| start)
+            .collect();
+        self
     }
 
     /// Deletes files no longer in the catalog once no snapshot references them (the list here
@@ -310,13 +325,21 @@ impl Flusher {
         let mut touched = touched;
         touched.dedup();
         for partition_start in touched {
-            if pressure {
+            // Put off, but not without bound: at twice `compaction_files_min` generations the
+            // partition is compacted even under pressure.
+            let overdue = self.generations_of(partition_start) >= 2 * self.shared.config.compaction_files_min;
+            if pressure && !overdue {
                 self.compaction_due.insert(partition_start);
             } else if self.compact_if_due(partition_start)? {
                 report.compactions += 1;
             }
         }
         Ok(report)
+    }
+
+    /// Flush generations of a partition's files.
+    fn generations_of(&self, partition_start: TimestampNs) -> usize {
+        self.shared.view.load().partitions.get(&partition_start).map_or(0, |f| generations(f))
     }
 
     /// True while the buffer holds over a quarter of `flush_buffer_bytes`: ingest is running
@@ -328,8 +351,8 @@ impl Flusher {
 
     /// Compacts the partition if it holds `compaction_files_min` flush generations.
     fn compact_if_due(&mut self, partition_start: TimestampNs) -> Result<bool> {
-        let flushes = self.shared.view.load().partitions.get(&partition_start).map_or(0, |f| generations(f));
-        Ok(flushes >= self.shared.config.compaction_files_min && self.compact_partition(partition_start)?)
+        Ok(self.generations_of(partition_start) >= self.shared.config.compaction_files_min
+            && self.compact_partition(partition_start)?)
     }
 
     fn write_partitions(
@@ -689,8 +712,9 @@ impl MergeRows {
     /// The common case packs each row into one `u128` (buoy rank 32 bits, metric rank 16, ts
     /// relative to `base` 48, position 32) and sorts those: one integer comparison per step and
     /// half the bytes moved of a tuple sort (`sort_order` in BENCHMARKS.md). Rows that do not
-    /// fit (over 65,536 metrics, a ts outside `base .. base + 2^48` ns, over 2^32 rows) take a
-    /// comparison sort of positions with the same order.
+    /// fit (over 65,536 metrics, a ts outside `base .. base + 2^48` ns) take a comparison sort
+    /// of positions with the same order. Positions are `u32`: a flush or compaction handles
+    /// fewer rows than that (sources index rows as `u32` too).
     fn sort_order(&self, base: i64) -> Vec<u32> {
         const TS_BITS: u32 = 48;
         let n = self.len();
@@ -946,7 +970,9 @@ fn parallel_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -
     };
     std::thread::scope(|scope| {
         for _ in 1..threads {
-            scope.spawn(work);
+            // A thread the OS refuses is no error: the caller's thread takes its share.
+            let _ =
+                std::thread::Builder::new().name("bluewave-flush-worker".into()).spawn_scoped(scope, work);
         }
         work();
     });

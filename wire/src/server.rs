@@ -92,7 +92,8 @@ pub struct ServerConfig {
     /// While the engine's buffer is full, how long a received batch waits for a flush to free
     /// room before it is answered `busy`: the client's in-flight window then throttles it
     /// (backpressure) instead of a resend every `retry_after_ms`, which costs both sides a
-    /// transfer and a decode per refusal. 0 answers `busy` at once. Default 2,000.
+    /// transfer and a decode per refusal. 0 answers `busy` at once; at most 60,000. Default
+    /// 2,000.
     pub busy_wait_ms: u64,
     /// Frame bytes of batches waiting that way, over all connections (a batch waits before it
     /// is decoded); past it a batch is answered `busy` at once, so waiting never holds more
@@ -164,6 +165,9 @@ impl ServerConfig {
         ];
         if times.iter().any(|&t| t == 0 || t > 24 * 3_600_000) {
             return bad("every timeout must be within 1 ms..=24 h");
+        }
+        if self.busy_wait_ms > 60_000 {
+            return bad("busy_wait_ms must be within 0..=60000");
         }
         Ok(())
     }
@@ -746,20 +750,39 @@ async fn serve_batch(
     }
 }
 
+/// Bytes counted in a shared total for as long as the guard lives.
+struct WaitingBytes<'a> {
+    counter: &'a AtomicUsize,
+    bytes: usize,
+    /// The total with these bytes, when they were added.
+    total: usize,
+}
+
+impl<'a> WaitingBytes<'a> {
+    fn add(counter: &'a AtomicUsize, bytes: usize) -> Self {
+        let total = counter.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        Self { counter, bytes, total }
+    }
+}
+
+impl Drop for WaitingBytes<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Decodes a whole BATCH frame, stores it and says how to answer.
 async fn ingest(core: &Core, session: &Session, frame: &[u8]) -> Answer {
     let control = &core.control;
     let busy_wait = control.config.busy_wait_ms;
     if busy_wait > 0 && core.engine.buffer_full() {
-        // Waits before decoding, so a waiting batch holds its frame bytes only.
-        let waiting = &control.busy_waiting_bytes;
-        if waiting.fetch_add(frame.len(), Ordering::AcqRel) + frame.len()
-            <= control.config.busy_wait_bytes_max
-        {
+        // Waits before decoding, so a waiting batch holds its frame bytes only. The guard gives
+        // them back also when the task is aborted mid-wait (connection lost, drain deadline).
+        let held = WaitingBytes::add(&control.busy_waiting_bytes, frame.len());
+        if held.total <= control.config.busy_wait_bytes_max {
             // Either way the batch is tried next: it may find room, or be answered busy.
             let _ = tokio::time::timeout(Duration::from_millis(busy_wait), core.engine.buffer_space()).await;
         }
-        waiting.fetch_sub(frame.len(), Ordering::AcqRel);
     }
     let decoded = match decode_batch(frame, &session.dictionary) {
         Ok(decoded) => decoded,

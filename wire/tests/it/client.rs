@@ -16,7 +16,7 @@ use std::time::Duration;
 use bluewave_engine::{BuoyId, Engine, EngineConfig, MetricName, ReadingBatch, Row};
 use bluewave_wire::{
     AckOutcome, Client, ClientConfig, ClientError, ConnectionCloseCode, PresharedTokens, RefuseReason,
-    RejectReason, ServerIdentity, Trust, parse_pin,
+    RejectReason, ServerConfig, ServerIdentity, Trust, parse_pin,
 };
 
 use crate::common::{TestServer, test_config};
@@ -420,9 +420,10 @@ async fn a_batch_over_the_servers_limits_is_refused_before_sending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_answer_is_resent_with_the_same_seq_until_stored() {
-    // An engine buffer bound far below one batch: the second batch is answered busy until a
-    // flush frees the buffer.
-    let server = TestServer::start_with_engine(test_config(), |engine| {
+    // An engine buffer bound far below one batch: the second batch is answered busy (the
+    // server does not wait for room: `busy_wait_ms` 0) until a flush frees the buffer.
+    let config = ServerConfig { busy_wait_ms: 0, ..test_config() };
+    let server = TestServer::start_with_engine(config, |engine| {
         engine.flush_buffer_bytes = 1;
         engine.buffer_bytes_max = 2;
         engine.flush_interval_ms = 3_600_000;
