@@ -85,7 +85,7 @@ pub struct EngineConfig {
     pub partition_duration: PartitionDuration,
     /// A partition with at least this many flush generations is compacted after a flush, or,
     /// while the buffer holds over a quarter of `flush_buffer_bytes`, at the flusher's next
-    /// quiet tick. Default 4.
+    /// quiet tick (but at twice this many, after the flush regardless). Default 4.
     pub compaction_files_min: usize,
     /// Most rows one compaction reads: it holds them in memory (about 150 bytes a row at peak),
     /// so this bounds compaction memory. Default 2,000,000.
