@@ -49,6 +49,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The buffer holds `buffer_bytes_max`: ingest answers `Busy(BufferFull)`.
+    pub(crate) fn buffer_full(&self) -> bool {
+        self.buffer_bytes.load(Ordering::Relaxed) >= self.config.buffer_bytes_max
+    }
+
     /// Makes a logged delete visible to readers at once.
     pub(crate) fn publish_tombstone(&self, tombstone: Tombstone) {
         let tombstone = Arc::new(tombstone);
@@ -462,7 +467,7 @@ impl Engine {
         if !shared.buoys.load().contains_key(buoy.as_str()) {
             return Err(InputError::UnknownBuoy(buoy.to_string()).into());
         }
-        if shared.buffer_bytes.load(Ordering::Relaxed) >= shared.config.buffer_bytes_max {
+        if shared.buffer_full() {
             let _ = self.inner.flusher_tx.try_send(FlusherMsg::Wake);
             shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Busy { reason: BusyReason::BufferFull, retry_after_ms: BUSY_RETRY_AFTER_MS });
@@ -601,8 +606,7 @@ impl Engine {
     /// True while ingest answers `Busy(BufferFull)`: the buffer holds `buffer_bytes_max` and
     /// waits for a flush.
     pub fn buffer_full(&self) -> bool {
-        let shared = &self.inner.shared;
-        shared.buffer_bytes.load(Ordering::Relaxed) >= shared.config.buffer_bytes_max
+        self.inner.shared.buffer_full()
     }
 
     /// Completes once the buffer is below `buffer_bytes_max` (at once when it is). A network
@@ -617,7 +621,7 @@ impl Engine {
             let mut freed = std::pin::pin!(freed);
             // Registered before the check, so a flush in between is not missed.
             freed.as_mut().enable();
-            if !self.buffer_full() {
+            if !shared.buffer_full() {
                 return;
             }
             freed.await;

@@ -270,6 +270,25 @@ struct BuoyOutcome {
     stats: ClientStats,
 }
 
+impl BuoyOutcome {
+    /// Nothing measured yet, over `timeline`.
+    fn empty(timeline: Timeline) -> Self {
+        Self {
+            latency: LatencyRecorder::new(),
+            timeline,
+            ledger: AckLedger::new(),
+            readings_measured: 0,
+            batches_measured: 0,
+            duplicates: 0,
+            rejected: 0,
+            readings_total: 0,
+            unacked: 0,
+            errors: BTreeMap::new(),
+            stats: ClientStats::default(),
+        }
+    }
+}
+
 /// A batch on its way: what the collector needs when its ack comes.
 struct Pending {
     ack: AckFuture,
@@ -426,7 +445,7 @@ pub async fn run_ingest(
             _ = tokio::time::sleep_until(clock.send_deadline.into()) => {}
             _ = fleet_done => {}
         }
-        // One decimal: exact through the JSON report and back.
+        // One decimal, as the table shows it.
         monitor.sample().ok().map(|sample| (monitor.cpu_percent_since_start(&sample) * 10.0).round() / 10.0)
     });
 
@@ -608,17 +627,8 @@ async fn run_buoy(
     let mut outcome = match collector.await {
         Ok(outcome) => outcome,
         Err(e) => BuoyOutcome {
-            latency: LatencyRecorder::new(),
-            timeline: Timeline::new(clock.start, plan.timeline_interval),
-            ledger: AckLedger::new(),
-            readings_measured: 0,
-            batches_measured: 0,
-            duplicates: 0,
-            rejected: 0,
-            readings_total: 0,
-            unacked: 0,
             errors: BTreeMap::from([(format!("collector: {e}"), 1)]),
-            stats: ClientStats::default(),
+            ..BuoyOutcome::empty(Timeline::new(clock.start, plan.timeline_interval))
         },
     };
     for (kind, n) in send_errors {
@@ -679,19 +689,7 @@ async fn collect(
     timeline: Timeline,
     live: Arc<LiveCounters>,
 ) -> BuoyOutcome {
-    let mut out = BuoyOutcome {
-        latency: LatencyRecorder::new(),
-        timeline,
-        ledger: AckLedger::new(),
-        readings_measured: 0,
-        batches_measured: 0,
-        duplicates: 0,
-        rejected: 0,
-        readings_total: 0,
-        unacked: 0,
-        errors: BTreeMap::new(),
-        stats: ClientStats::default(),
-    };
+    let mut out = BuoyOutcome::empty(timeline);
     while let Some(pending) = rx.recv().await {
         let answer = ack_within(pending.ack, &drain_deadline, &clock).await;
         let report = match answer {
