@@ -236,6 +236,13 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
             return Err(error.into());
         }
     };
+    let signals = match StopSignals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            quic.shutdown().await;
+            return Err(error);
+        }
+    };
     println!("HTTPS API listening on https://{} (docs at /api/docs)", https.local_addr());
     println!("QUIC ingest listening on {} (ALPN bluewave/1)", quic.local_addr());
     println!("certificate SHA-256 pin: {pin}");
@@ -248,7 +255,7 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
         // A dropped sender (serve returning early) also stops the server.
         let _ = stop_rx.await;
     }));
-    let waited = wait_for_stop(parts.preshared.as_ref().map(|(tokens, _)| tokens.as_ref())).await;
+    let waited = signals.wait(parts.preshared.as_ref().map(|(tokens, _)| tokens.as_ref())).await;
     println!("stopping: draining HTTPS requests, then in-flight batches");
     let _ = stop_tx.send(());
     let drained = https_task.await.map_err(std::io::Error::other);
@@ -276,30 +283,57 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
     Ok(())
 }
 
-/// Returns on SIGINT or SIGTERM; reloads the pre-shared device tokens (if used) on SIGHUP.
+/// The stop and reload signals, installed before `serve` announces its listeners: a SIGTERM
+/// that arrives right after the "listening" lines must take the graceful path, never the
+/// default action (which would end the process before the flush).
 #[cfg(unix)]
-async fn wait_for_stop(tokens: Option<&PresharedTokens>) -> Result<(), ServeError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
-            _ = hangup.recv() => match tokens.map(PresharedTokens::reload) {
-                None => println!("SIGHUP: nothing to reload (device JWTs are checked live)"),
-                Some(Ok(count)) => println!("device tokens reloaded: {count} tokens"),
-                // A bad edit keeps the previous table; the operator fixes the named line.
-                Some(Err(e)) => eprintln!("device tokens not reloaded: {e}"),
-            },
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    fn install() -> Result<Self, ServeError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Returns on SIGINT or SIGTERM; reloads the pre-shared device tokens (if used) on SIGHUP.
+    async fn wait(mut self, tokens: Option<&PresharedTokens>) -> Result<(), ServeError> {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => return Ok(()),
+                _ = self.interrupt.recv() => return Ok(()),
+                _ = self.hangup.recv() => match tokens.map(PresharedTokens::reload) {
+                    None => println!("SIGHUP: nothing to reload (device JWTs are checked live)"),
+                    Some(Ok(count)) => println!("device tokens reloaded: {count} tokens"),
+                    // A bad edit keeps the previous table; the operator fixes the named line.
+                    Some(Err(e)) => eprintln!("device tokens not reloaded: {e}"),
+                },
+            }
         }
     }
 }
 
-/// Returns on Ctrl-C.
+/// Ctrl-C only, off Unix.
 #[cfg(not(unix))]
-async fn wait_for_stop(_tokens: Option<&PresharedTokens>) -> Result<(), ServeError> {
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+struct StopSignals;
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn install() -> Result<Self, ServeError> {
+        Ok(Self)
+    }
+
+    /// Returns on Ctrl-C.
+    async fn wait(self, _tokens: Option<&PresharedTokens>) -> Result<(), ServeError> {
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
 }

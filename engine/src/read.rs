@@ -268,6 +268,69 @@ impl Snapshot {
         }
     }
 
+    /// Calls `each(buoy, buoy_lo, buoy_hi, metrics)` for every committed file and buffered chunk
+    /// that may hold rows within `filter`, once per buoy of it that the filter allows, with that
+    /// buoy's time range in the source clamped to the filter's window (skipped when empty) and
+    /// the source's metric list (a superset of the buoy's metrics there). Catalog metadata only.
+    pub fn for_each_buoy_source(
+        &self,
+        filter: &ReadFilter,
+        mut each: impl FnMut(&Arc<str>, TimestampNs, TimestampNs, &[Arc<str>]),
+    ) {
+        let start = filter.start.unwrap_or(TimestampNs::MIN);
+        let last = filter.end.map_or(TimestampNs::MAX, |e| e.saturating_sub(1));
+        let allowed = |buoy: &str| filter.buoys.as_ref().is_none_or(|b| b.iter().any(|x| x == buoy));
+        let has_metric = |metrics: &[Arc<str>]| {
+            filter.metrics.as_ref().is_none_or(|want| want.iter().any(|m| metrics.iter().any(|x| **x == **m)))
+        };
+        let mut visit = |buoy: &Arc<str>, (lo, hi): (TimestampNs, TimestampNs), metrics: &[Arc<str>]| {
+            let (lo, hi) = (lo.max(start), hi.min(last));
+            if lo <= hi && allowed(buoy) {
+                each(buoy, lo, hi, metrics);
+            }
+        };
+        for f in self.view.files() {
+            if !filter.time_overlaps(f.ts_min, f.ts_max) || !has_metric(&f.metrics) {
+                continue;
+            }
+            for (k, buoy) in f.buoys.iter().enumerate() {
+                visit(buoy, f.buoy_range_at(k), &f.metrics);
+            }
+        }
+        for c in &self.chunks {
+            if !filter.time_overlaps(c.ts_min, c.ts_max) || !has_metric(&c.metric_names) {
+                continue;
+            }
+            for (k, buoy) in c.buoy_names.iter().enumerate() {
+                visit(buoy, c.buoy_ranges.get(k).copied().unwrap_or((c.ts_min, c.ts_max)), &c.metric_names);
+            }
+        }
+    }
+
+    /// Where a "latest row per buoy" reader should start: for each buoy within `filter`, take
+    /// the start of its range in the source (file or chunk) that reaches furthest in time for
+    /// it; the median of those starts. Every buoy whose newest source reaches this point has
+    /// rows at or after it; the others (buoys that went silent, clocks far behind) are few and
+    /// are looked up further back on their own. The median keeps one silent buoy from
+    /// widening the window to its whole history, and one clock far ahead from narrowing it
+    /// to nothing. `None` when nothing within the filter exists.
+    pub fn newest_start(&self, filter: &ReadFilter) -> Option<TimestampNs> {
+        // Buoy -> (highest end, start of that source).
+        let mut newest: HashMap<Arc<str>, (TimestampNs, TimestampNs)> = HashMap::new();
+        self.for_each_buoy_source(filter, |buoy, lo, hi, _| {
+            let entry = newest.entry(buoy.clone()).or_insert((hi, lo));
+            if hi > entry.0 || (hi == entry.0 && lo < entry.1) {
+                *entry = (hi, lo);
+            }
+        });
+        let mut starts: Vec<TimestampNs> = newest.values().map(|&(_, lo)| lo).collect();
+        if starts.is_empty() {
+            return None;
+        }
+        let middle = (starts.len() - 1) / 2;
+        Some(*starts.select_nth_unstable(middle).1)
+    }
+
     /// Every reading that matches `filter`, one per key (last write wins), tombstones applied,
     /// sorted by `(buoy, metric, ts)`. Reads whole files: the reference against which the query
     /// layer's pruned scans are checked, and the engine of small tools (`bluewave inspect`).

@@ -10,6 +10,8 @@
 //! - `policy`: [`AccessPolicy`], [`BuoyScope`], [`QueryConfig`] and their limits.
 //! - `table`: the `readings` provider (filter → catalog selection, Parquet scan, policy) and
 //!   the `buoys` table.
+//! - `newest`: latest-row aggregates (`last_value(… ORDER BY ts)` per buoy or metric) run
+//!   over each buoy's newest data first, older data only for the groups not found there.
 //! - `scan`: execution plans of the scan: snapshot-holding leaf, last-write-wins merge of
 //!   overlapping files and the buffer.
 //! - `service`: [`QueryService`] (runtime, sessions, read-only check, limits) and
@@ -48,6 +50,7 @@ mod encode;
 mod error;
 mod filter;
 mod metrics;
+mod newest;
 mod policy;
 mod scan;
 mod service;

@@ -14,6 +14,7 @@ use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::filter::{Cursor, TelemetryFilter};
 use crate::metrics::{Counters, QueryMetrics};
+use crate::newest::{BlueWavePlanner, NewestFirstRule};
 use crate::policy::{AccessPolicy, QueryConfig};
 use crate::table::{BUOYS, COL_BUOY, COL_METRIC, COL_TS, READINGS, ReadingsTable, ScanOptions, buoys_table};
 
@@ -151,7 +153,15 @@ impl QueryService {
             // Partition files carry no bloom filters (PARTITION.md): do not look for them.
             .set_bool("datafusion.execution.parquet.bloom_filter_on_read", false)
             .with_default_catalog_and_schema("bluewave", "public");
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // DataFusion's defaults, plus latest-row aggregates planned newest data first.
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_optimizer_rule(Arc::new(NewestFirstRule))
+            .with_query_planner(Arc::new(BlueWavePlanner))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let readings = ReadingsTable::new(self.engine.clone(), policy.clone(), self.scan.clone());
         ctx.register_table(READINGS, Arc::new(readings)).map_err(internal)?;
         let buoys = buoys_table(&self.engine.buoys(), policy).map_err(internal)?;

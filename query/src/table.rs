@@ -9,10 +9,10 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use bluewave_engine::{BuoyInfo, Engine, ReadFilter, SelectedFile};
+use bluewave_engine::{BuoyInfo, Engine, ReadFilter, SelectedFile, Snapshot};
 use datafusion::arrow::array::{Float64Builder, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
@@ -114,17 +114,35 @@ pub(crate) struct ScanOptions {
     pub target_partitions: usize,
 }
 
-/// `readings` as seen by one caller.
+/// `readings` as seen by one caller, for one query.
 #[derive(Debug)]
 pub(crate) struct ReadingsTable {
     engine: Arc<Engine>,
     policy: Arc<AccessPolicy>,
     options: ScanOptions,
+    /// The query's snapshot, taken at its first scan: every scan of one query (self-joins,
+    /// subqueries, the rounds of a newest-first aggregate) reads the same state.
+    snapshot: OnceLock<Arc<Snapshot>>,
 }
 
 impl ReadingsTable {
     pub(crate) fn new(engine: Arc<Engine>, policy: Arc<AccessPolicy>, options: ScanOptions) -> Self {
-        Self { engine, policy, options }
+        Self { engine, policy, options, snapshot: OnceLock::new() }
+    }
+
+    /// The query's snapshot (taken now if no scan took it yet).
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.get_or_init(|| Arc::new(self.engine.snapshot())).clone()
+    }
+
+    /// What `filters` (pushed to a scan of this table) and the policy allow, for catalog
+    /// selection; `None` when nothing can match.
+    pub(crate) fn read_filter(&self, filters: &[Expr]) -> DfResult<Option<ReadFilter>> {
+        let mut narrowing = Narrowing::default();
+        for f in filters {
+            narrowing.add(&unqualify(f.clone())?);
+        }
+        Ok(narrowing.with_policy(&self.policy))
     }
 }
 
@@ -185,11 +203,47 @@ impl Narrowing {
         self.end = Some(self.end.map_or(t, |e| e.min(t)));
     }
 
+    /// Rows that match `self` or `other`: each side's restriction only where both have one.
+    fn either(self, other: Self) -> Self {
+        let union = |a: Option<BTreeSet<String>>, b: Option<BTreeSet<String>>| match (a, b) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        Self {
+            start: self.start.zip(other.start).map(|(a, b)| a.min(b)),
+            end: self.end.zip(other.end).map(|(a, b)| a.max(b)),
+            buoys: union(self.buoys, other.buoys),
+            metrics: union(self.metrics, other.metrics),
+        }
+    }
+
     fn add(&mut self, e: &Expr) {
         match e {
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
                 self.add(left);
                 self.add(right);
+            }
+            // DataFusion turns a short `IN` list into `=` terms joined by `OR`.
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+                let (mut l, mut r) = (Self::default(), Self::default());
+                l.add(left);
+                r.add(right);
+                let either = l.either(r);
+                if let Some(t) = either.start {
+                    self.start_at(t);
+                }
+                if let Some(t) = either.end {
+                    self.end_before(t);
+                }
+                if let Some(set) = either.buoys {
+                    Self::restrict(&mut self.buoys, set);
+                }
+                if let Some(set) = either.metrics {
+                    Self::restrict(&mut self.metrics, set);
+                }
             }
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
                 // Normalise `literal op column` to `column op' literal`.
@@ -345,7 +399,7 @@ impl TableProvider for ReadingsTable {
         let projection: Vec<usize> =
             projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
         let output_schema = Arc::new(schema.project(&projection)?);
-        let snapshot = Arc::new(self.engine.snapshot());
+        let snapshot = self.snapshot();
 
         let filters: Vec<Expr> = filters.iter().cloned().map(unqualify).collect::<DfResult<_>>()?;
         let mut narrowing = Narrowing::default();

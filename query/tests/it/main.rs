@@ -7,6 +7,7 @@ mod common;
 mod encode;
 mod limits;
 mod model;
+mod newest;
 mod paging;
 mod policy;
 mod pruning;

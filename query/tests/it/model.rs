@@ -138,6 +138,9 @@ fn check(f: &crate::common::Fixture, rng: &mut Rng) {
         let count_text = format!("SELECT count(*) FROM readings WHERE {}", conds.join(" AND "));
         assert_eq!(f.sql_count(&count_text, &policy).unwrap(), expected.len() as i64, "{count_text}");
 
+        // Latest-row aggregates (run newest data first) over the same rows.
+        latest_rows(f, &conds.join(" AND "), &policy, &expected);
+
         // Typed read, in pages.
         if let BuoyScope::Only(set) = &policy.buoys
             && buoy.is_some_and(|b| !set.contains(b))
@@ -177,5 +180,55 @@ fn check(f: &crate::common::Fixture, rng: &mut Rng) {
             }
         }
         assert_eq!(got, expected, "typed read {filter:?}");
+    }
+}
+
+/// `last_value(… ORDER BY ts)` / `max(ts)` grouped by buoy and metric, by buoy, and by metric
+/// must equal each group's newest row of `expected` (the newest-first rounds must never miss a
+/// group whose newest row lies in an older file, nor keep a stale or deleted one).
+fn latest_rows(f: &crate::common::Fixture, conds: &str, policy: &AccessPolicy, expected: &[Row]) {
+    use std::collections::BTreeMap;
+    let mut by_key: BTreeMap<(String, String), (i64, f64)> = BTreeMap::new();
+    let mut by_buoy: BTreeMap<String, i64> = BTreeMap::new();
+    let mut by_metric: BTreeMap<String, i64> = BTreeMap::new();
+    for r in expected {
+        by_key.insert((r.0.clone(), r.1.clone()), (r.2, r.3)); // rows come sorted by ts
+        let b = by_buoy.entry(r.0.clone()).or_insert(r.2);
+        *b = (*b).max(r.2);
+        let m = by_metric.entry(r.1.clone()).or_insert(r.2);
+        *m = (*m).max(r.2);
+    }
+    let text = format!(
+        "SELECT buoy_id, metric, last_value(value ORDER BY ts) AS v, max(ts) AS t FROM readings \
+         WHERE {conds} GROUP BY buoy_id, metric ORDER BY buoy_id, metric"
+    );
+    let batches = f.sql(&text, policy).unwrap();
+    let mut got = BTreeMap::new();
+    for b in &batches {
+        use bluewave_query::datafusion::arrow::array::{AsArray, StringArray};
+        use bluewave_query::datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType};
+        let buoy = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let metric = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let v = b.column(2).as_primitive::<Float64Type>();
+        let t = b.column(3).as_primitive::<TimestampNanosecondType>();
+        for i in 0..b.num_rows() {
+            got.insert((buoy.value(i).to_owned(), metric.value(i).to_owned()), (t.value(i), v.value(i)));
+        }
+    }
+    assert_eq!(got, by_key, "{text}");
+    for (column, want) in [("buoy_id", &by_buoy), ("metric", &by_metric)] {
+        let text = format!(
+            "SELECT {column}, CAST(max(ts) AS BIGINT) FROM readings WHERE {conds} GROUP BY {column} ORDER BY {column}"
+        );
+        let batches = f.sql(&text, policy).unwrap();
+        let names = crate::common::strings(&batches);
+        let mut times = Vec::new();
+        for b in &batches {
+            use bluewave_query::datafusion::arrow::array::AsArray;
+            let c = b.column(1).as_primitive::<bluewave_query::datafusion::arrow::datatypes::Int64Type>();
+            times.extend((0..c.len()).map(|i| c.value(i)));
+        }
+        let got: BTreeMap<String, i64> = names.into_iter().zip(times).collect();
+        assert_eq!(&got, want, "{text}");
     }
 }
