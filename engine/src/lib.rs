@@ -65,7 +65,7 @@ pub use partition::{
     encode_partition, partition_schema, partition_value_encoding,
 };
 pub use pipeline::IngestOutcome;
-pub use read::{ReadFilter, ReadView, Row, SelectedFile, Snapshot};
+pub use read::{NewestWindow, ReadFilter, ReadView, Row, SelectedFile, Snapshot};
 pub use storage::{FsStorage, Storage, StorageFile};
 pub use types::{
     BATCH_METRICS_MAX, BATCH_READINGS_MAX, BuoyId, MetricName, NANOS_PER_SECOND, PhysicalRange, Quality,

@@ -123,6 +123,24 @@ pub struct Row {
     pub quality: u8,
 }
 
+/// [`NewestWindow::end`] is the newest end that all but `1 / NEWEST_END_QUANTILE_DIVISOR` of
+/// the buoys reach (the 10th percentile): clocks of a fleet are skewed by minutes, and a window
+/// ending at the median would leave half the fleet to a second look.
+pub const NEWEST_END_QUANTILE_DIVISOR: usize = 10;
+
+/// Where the newest data of a filter lies ([`Snapshot::newest_window`]). Quantiles over the
+/// buoys, so a few buoys that went silent or whose clocks run far ahead move nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewestWindow {
+    /// The last timestamp of each buoy's newest source (file or chunk), at the 10th percentile
+    /// over buoys ([`NEWEST_END_QUANTILE_DIVISOR`]): nine buoys in ten have data up to it.
+    pub end: TimestampNs,
+    /// Median over buoys of the time span of the buoy's rows in that source.
+    pub span: TimestampNs,
+    /// Earliest timestamp of any source within the filter.
+    pub earliest: TimestampNs,
+}
+
 /// A consistent read state: the view and the buffered chunks not yet in its files.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -279,7 +297,9 @@ impl Snapshot {
     ) {
         let start = filter.start.unwrap_or(TimestampNs::MIN);
         let last = filter.end.map_or(TimestampNs::MAX, |e| e.saturating_sub(1));
-        let allowed = |buoy: &str| filter.buoys.as_ref().is_none_or(|b| b.iter().any(|x| x == buoy));
+        let buoys: Option<std::collections::HashSet<&str>> =
+            filter.buoys.as_ref().map(|b| b.iter().map(String::as_str).collect());
+        let allowed = |buoy: &str| buoys.as_ref().is_none_or(|b| b.contains(buoy));
         let has_metric = |metrics: &[Arc<str>]| {
             filter.metrics.as_ref().is_none_or(|want| want.iter().any(|m| metrics.iter().any(|x| **x == **m)))
         };
@@ -289,7 +309,10 @@ impl Snapshot {
                 each(buoy, lo, hi, metrics);
             }
         };
-        for f in self.view.files() {
+        // Partitions are keyed by start; one starting before `start` may still reach it.
+        let first = self.view.partitions.range(..=start).next_back().map_or(TimestampNs::MIN, |(k, _)| *k);
+        let files = self.view.partitions.range(first..).take_while(|(k, _)| **k <= last).flat_map(|(_, f)| f);
+        for f in files {
             if !filter.time_overlaps(f.ts_min, f.ts_max) || !has_metric(&f.metrics) {
                 continue;
             }
@@ -307,28 +330,30 @@ impl Snapshot {
         }
     }
 
-    /// Where a "latest row per buoy" reader should start: for each buoy within `filter`, take
-    /// the start of its range in the source (file or chunk) that reaches furthest in time for
-    /// it; the median of those starts. Every buoy whose newest source reaches this point has
-    /// rows at or after it; the others (buoys that went silent, clocks far behind) are few and
-    /// are looked up further back on their own. The median keeps one silent buoy from
-    /// widening the window to its whole history, and one clock far ahead from narrowing it
-    /// to nothing. `None` when nothing within the filter exists.
-    pub fn newest_start(&self, filter: &ReadFilter) -> Option<TimestampNs> {
+    /// Where the newest data within `filter` lies, for "latest row per buoy" readers; `None`
+    /// when nothing within the filter exists. Catalog metadata only.
+    pub fn newest_window(&self, filter: &ReadFilter) -> Option<NewestWindow> {
         // Buoy -> (highest end, start of that source).
         let mut newest: HashMap<Arc<str>, (TimestampNs, TimestampNs)> = HashMap::new();
+        let mut earliest = TimestampNs::MAX;
         self.for_each_buoy_source(filter, |buoy, lo, hi, _| {
+            earliest = earliest.min(lo);
             let entry = newest.entry(buoy.clone()).or_insert((hi, lo));
             if hi > entry.0 || (hi == entry.0 && lo < entry.1) {
                 *entry = (hi, lo);
             }
         });
-        let mut starts: Vec<TimestampNs> = newest.values().map(|&(_, lo)| lo).collect();
-        if starts.is_empty() {
+        if newest.is_empty() {
             return None;
         }
-        let middle = (starts.len() - 1) / 2;
-        Some(*starts.select_nth_unstable(middle).1)
+        let middle = (newest.len() - 1) / 2;
+        let mut ends: Vec<TimestampNs> = newest.values().map(|&(hi, _)| hi).collect();
+        let mut spans: Vec<TimestampNs> = newest.values().map(|&(hi, lo)| hi.saturating_sub(lo)).collect();
+        Some(NewestWindow {
+            end: *ends.select_nth_unstable(newest.len() / NEWEST_END_QUANTILE_DIVISOR).1,
+            span: *spans.select_nth_unstable(middle).1,
+            earliest,
+        })
     }
 
     /// Every reading that matches `filter`, one per key (last write wins), tombstones applied,

@@ -3,15 +3,20 @@
 //! `SELECT buoy_id, last_value(value ORDER BY ts) FROM readings … GROUP BY buoy_id` (and the
 //! same grouped by `metric`, or by both) needs, for every group, only its row with the largest
 //! `ts`. The catalog knows where each buoy's newest data lies (per-buoy time ranges of every
-//! file and buffered chunk), so such an aggregate is run in at most two rounds:
+//! file and buffered chunk, [`bluewave_engine::Snapshot::newest_window`]), so such an
+//! aggregate runs in widening rounds, newest first:
 //!
-//! 1. over `ts >= cut`, where `cut` is the median start of the buoys' newest sources
-//!    ([`bluewave_engine::Snapshot::newest_start`]): every group with a row there gets its
-//!    final answer, since its newest row is at or after `cut`;
-//! 2. only if the catalog shows older sources that may hold a group round 1 did not find: over
-//!    `ts < cut` for just those groups' buoys (or metrics), keeping only groups not found in
-//!    round 1.
+//! 1. round 0 covers the last slice of the buoys' newest sources (an eighth of their median
+//!    span, at least a minute, ending where nine buoys in ten have data): every group with a
+//!    row there has its final answer, since its newest row is in that window;
+//! 2. while the catalog shows older sources that may hold a group no round found (a buoy that
+//!    went silent, a sparse metric, a filter only older rows pass, deleted newest rows), the
+//!    next round covers the time just before the previous window, eight times wider, for
+//!    just those groups' buoys (or metrics), keeping only rows of groups not yet found;
+//!    the last of [`ROUNDS_MAX`] rounds has no lower bound.
 //!
+//! A group's rows above a round's window were all read by earlier rounds (the groups a round
+//! looks for only ever shrink), so the first round that shows a group shows its newest row.
 //! Each round is the caller's own aggregate with a time filter added to its `readings` scan,
 //! so the policy, last-write-wins and tombstones apply exactly as in any scan; rows can only
 //! come from those scans. Both rounds read one snapshot (the query's, see `ReadingsTable`).
@@ -144,7 +149,15 @@ fn column_name(e: &Expr) -> Option<&str> {
 fn row_local(e: &Expr) -> bool {
     !e.is_volatile()
         && !e
-            .exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_))))
+            .exists(|x| {
+                Ok(matches!(
+                    x,
+                    Expr::ScalarSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::InSubquery(_)
+                        | Expr::OuterReferenceColumn(..)
+                ))
+            })
             .unwrap_or(true)
 }
 
@@ -360,6 +373,16 @@ impl ExecutionPlan for NewestFirstExec {
     }
 }
 
+/// Round 0 covers this fraction of the median time span of the buoys' newest sources (a
+/// flush's worth of data), ending where nine buoys in ten have data.
+const FIRST_WINDOW_DIVISOR: i64 = 8;
+/// Round 0 covers at least this much time: 1 minute.
+const FIRST_WINDOW_MIN_NS: i64 = 60_000_000_000;
+/// Each later round's window is this many times wider than the one before.
+const WIDENING_FACTOR: i64 = 8;
+/// Most rounds; the last one reads everything older that is still needed.
+const ROUNDS_MAX: usize = 6;
+
 /// Group keys found so far: buoy (or "" when not grouped by buoy) -> metrics (or "").
 type Found = HashMap<String, HashSet<String>>;
 
@@ -388,56 +411,88 @@ impl Rounds {
             .ok_or_else(|| DataFusionError::Internal("NewestFirst scan is not readings".into()))?;
         let snapshot = table.snapshot();
         let read_filter = table.read_filter(&scan.filters)?;
-        let cut = read_filter.as_ref().and_then(|f| snapshot.newest_start(f).map(|cut| (f, cut)));
-        let Some((read_filter, cut)) = cut else {
+        let window = read_filter.as_ref().and_then(|f| snapshot.newest_window(f).map(|w| (f, w)));
+        let Some((read_filter, window)) = window else {
             // Nothing within the filter and policy: the aggregate as planned (no rows).
             return self.round(Vec::new()).await;
         };
         let at = |t: i64| lit(ScalarValue::TimestampNanosecond(Some(t), Some(TS_TZ.into())));
-        let newest = self.round(vec![col("ts").gt_eq(at(cut))]).await?;
-        let found = self.keys(&newest)?;
-
-        // Groups older sources may hold that the newest window did not show.
-        let older =
-            ReadFilter { end: Some(read_filter.end.map_or(cut, |e| e.min(cut))), ..read_filter.clone() };
         let (by_buoy, by_metric) = (self.groups_by(GroupColumn::Buoy), self.groups_by(GroupColumn::Metric));
-        let wanted_metric = |m: &str| older.metrics.as_ref().is_none_or(|w| w.iter().any(|x| x == m));
-        let (mut buoys, mut metrics) = (BTreeSet::<String>::new(), BTreeSet::<String>::new());
-        snapshot.for_each_buoy_source(&older, |buoy, _, _, source_metrics| {
-            let b = if by_buoy { &**buoy } else { "" };
-            let known = found.get(b);
-            if !by_metric {
-                if known.is_none() {
-                    buoys.insert(buoy.to_string());
+        let wanted_metric = |m: &str| read_filter.metrics.as_ref().is_none_or(|w| w.iter().any(|x| x == m));
+
+        // Round 0 covers the last slice of the buoys' newest sources; each later round covers
+        // the [lo, hi) before the previous one, WIDENING_FACTOR times wider, for the groups
+        // still missing only; the last round has no lower bound.
+        let mut width = (window.span / FIRST_WINDOW_DIVISOR).max(FIRST_WINDOW_MIN_NS);
+        let mut lo = Some(window.end.saturating_sub(width)).filter(|&t| t > window.earliest);
+        let mut hi: Option<i64> = None;
+        let mut found = Found::new();
+        let mut out: Vec<RecordBatch> = Vec::new();
+        let mut restrict: Option<(BTreeSet<String>, BTreeSet<String>)> = None;
+        for round in 0..ROUNDS_MAX {
+            if round + 1 == ROUNDS_MAX {
+                lo = None;
+            }
+            let mut filters = Vec::new();
+            if let Some(t) = lo {
+                filters.push(col("ts").gt_eq(at(t)));
+            }
+            if let Some(t) = hi {
+                filters.push(col("ts").lt(at(t)));
+            }
+            if let Some((buoys, metrics)) = &restrict {
+                if by_buoy {
+                    filters
+                        .push(col("buoy_id").in_list(buoys.iter().map(|b| lit(b.as_str())).collect(), false));
                 }
-                return;
-            }
-            for m in source_metrics.iter().filter(|m| wanted_metric(m)) {
-                if !known.is_some_and(|set| set.contains(&**m)) {
-                    buoys.insert(buoy.to_string());
-                    metrics.insert(m.to_string());
+                if by_metric {
+                    filters.push(
+                        col("metric").in_list(metrics.iter().map(|m| lit(m.as_str())).collect(), false),
+                    );
                 }
             }
-        });
-        if buoys.is_empty() {
-            return Ok(newest);
-        }
-        self.older_buoys.add(buoys.len());
-        let mut filters = vec![col("ts").lt(at(cut))];
-        if by_buoy {
-            filters.push(col("buoy_id").in_list(buoys.iter().map(|b| lit(b.as_str())).collect(), false));
-        }
-        if by_metric {
-            filters.push(col("metric").in_list(metrics.iter().map(|m| lit(m.as_str())).collect(), false));
-        }
-        let older_rows = self.round(filters).await?;
-        let mut out = newest;
-        for batch in older_rows {
-            let keep = self.not_found(&batch, &found)?;
-            let kept = filter_record_batch(&batch, &keep)?;
-            if kept.num_rows() > 0 {
-                out.push(kept);
+            for batch in self.round(filters).await? {
+                // Rows of groups an earlier (newer) round answered are older: dropped.
+                let kept = if found.is_empty() {
+                    batch
+                } else {
+                    filter_record_batch(&batch, &self.not_found(&batch, &found)?)?
+                };
+                if kept.num_rows() > 0 {
+                    self.add_keys(&kept, &mut found)?;
+                    out.push(kept);
+                }
             }
+            let Some(below) = lo else { break };
+            // Groups that sources before this round's window may hold and no round found.
+            let older = ReadFilter {
+                end: Some(read_filter.end.map_or(below, |e| e.min(below))),
+                ..read_filter.clone()
+            };
+            let (mut buoys, mut metrics) = (BTreeSet::<String>::new(), BTreeSet::<String>::new());
+            snapshot.for_each_buoy_source(&older, |buoy, _, _, source_metrics| {
+                let known = found.get(if by_buoy { &**buoy } else { "" });
+                if !by_metric {
+                    if known.is_none() {
+                        buoys.insert(buoy.to_string());
+                    }
+                    return;
+                }
+                for m in source_metrics.iter().filter(|m| wanted_metric(m)) {
+                    if !known.is_some_and(|set| set.contains(&**m)) {
+                        buoys.insert(buoy.to_string());
+                        metrics.insert(m.to_string());
+                    }
+                }
+            });
+            if buoys.is_empty() {
+                break;
+            }
+            self.older_buoys.add(buoys.len());
+            width = width.saturating_mul(WIDENING_FACTOR);
+            hi = Some(below);
+            lo = Some(below.saturating_sub(width)).filter(|&t| t > window.earliest);
+            restrict = Some((buoys, metrics));
         }
         Ok(out)
     }
@@ -452,6 +507,8 @@ impl Rounds {
             .clone()
             .transform_down(|p| match p {
                 LogicalPlan::TableScan(mut scan) if scan.table_name.table() == READINGS => {
+                    // Straight into the scan's filters: `ReadingsTable` applies every pushed
+                    // filter exactly, so nothing above needs to re-check these.
                     scan.filters.extend(extra.take().unwrap_or_default());
                     Ok(Transformed::new(LogicalPlan::TableScan(scan), true, TreeNodeRecursion::Jump))
                 }
@@ -483,16 +540,13 @@ impl Rounds {
         (buoy, metric)
     }
 
-    fn keys(&self, batches: &[RecordBatch]) -> DfResult<Found> {
-        let mut found = Found::new();
-        for batch in batches {
-            let columns = self.key_columns(batch)?;
-            for row in 0..batch.num_rows() {
-                let (buoy, metric) = self.key(&columns, row);
-                found.entry(buoy.to_owned()).or_default().insert(metric.to_owned());
-            }
+    fn add_keys(&self, batch: &RecordBatch, found: &mut Found) -> DfResult<()> {
+        let columns = self.key_columns(batch)?;
+        for row in 0..batch.num_rows() {
+            let (buoy, metric) = self.key(&columns, row);
+            found.entry(buoy.to_owned()).or_default().insert(metric.to_owned());
         }
-        Ok(found)
+        Ok(())
     }
 
     fn not_found(&self, batch: &RecordBatch, found: &Found) -> DfResult<BooleanArray> {

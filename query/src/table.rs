@@ -177,6 +177,9 @@ fn column_name(e: &Expr) -> Option<&str> {
     }
 }
 
+/// Deepest filter term [`Narrowing`] looks at; deeper terms are still applied row by row.
+const NARROWING_DEPTH_MAX: usize = 64;
+
 /// What the pushed filters say about buoy, metric and time, for catalog selection. Filters
 /// that say something else are still applied row by row; this only narrows the file set.
 #[derive(Debug, Default)]
@@ -220,17 +223,27 @@ impl Narrowing {
         }
     }
 
+    /// Adds what filter `e` says. Only ever narrows to a superset of the rows `e` can match.
     fn add(&mut self, e: &Expr) {
+        self.add_at(e, 0);
+    }
+
+    fn add_at(&mut self, e: &Expr, depth: usize) {
+        // A filter of thousands of nested terms (the SQL text may hold them) must not exhaust
+        // the stack: past this depth the rest narrows nothing, which is always sound.
+        if depth >= NARROWING_DEPTH_MAX {
+            return;
+        }
         match e {
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-                self.add(left);
-                self.add(right);
+                self.add_at(left, depth + 1);
+                self.add_at(right, depth + 1);
             }
             // DataFusion turns a short `IN` list into `=` terms joined by `OR`.
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
                 let (mut l, mut r) = (Self::default(), Self::default());
-                l.add(left);
-                r.add(right);
+                l.add_at(left, depth + 1);
+                r.add_at(right, depth + 1);
                 let either = l.either(r);
                 if let Some(t) = either.start {
                     self.start_at(t);

@@ -202,6 +202,10 @@ fn latest_rows(f: &crate::common::Fixture, conds: &str, policy: &AccessPolicy, e
         "SELECT buoy_id, metric, last_value(value ORDER BY ts) AS v, max(ts) AS t FROM readings \
          WHERE {conds} GROUP BY buoy_id, metric ORDER BY buoy_id, metric"
     );
+    let plan = f.sql(&format!("EXPLAIN {text}"), policy).unwrap();
+    let plan =
+        bluewave_query::datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
+    assert!(plan.contains("NewestFirstExec"), "not run newest first: {plan}");
     let batches = f.sql(&text, policy).unwrap();
     let mut got = BTreeMap::new();
     for b in &batches {

@@ -1,6 +1,6 @@
 //! Latest-row aggregates run newest data first: `EXPLAIN` shows the rewrite for the shapes it
 //! is safe for (and only those); `EXPLAIN ANALYZE` shows one round when every group has a row
-//! in the newest window and two when a buoy's newest row lies in an older file; the answers
+//! in the newest window and widening rounds for just the buoy whose newest row lies far back; the answers
 //! stay exact through a rewrite in the buffer, a delete of the newest rows, a filter that only
 //! older rows pass, and a policy.
 
@@ -104,12 +104,6 @@ fn a_silent_buoy_is_found_in_older_files_and_rewrites_and_deletes_are_honoured()
         last_ph(&f, LAST_PER_BUOY, &all),
         vec![("buoy-a".into(), 11.09), ("buoy-b".into(), 11.09), ("buoy-c".into(), 7.09)]
     );
-    // Round 2 reads buoy-c alone, and only before the newest window.
-    assert_eq!(rounds(&f, LAST_PER_BUOY), ("rounds=2".into(), "older_buoys=1".into()));
-    let newest_only = "SELECT buoy_id, last_value(value ORDER BY ts) FROM readings \
-                       WHERE metric = 'ph' AND buoy_id IN ('buoy-a', 'buoy-b') GROUP BY buoy_id";
-    assert_eq!(rounds(&f, newest_only), ("rounds=1".into(), "older_buoys=0".into()));
-
     // A correction of buoy-a's newest ph, still in the buffer, wins over the file.
     f.ingest("buoy-a", 10, &[("ph", T0 + 3 * HOUR + 9 * SEC, 6.5)]);
     // buoy-b's newest hour of ph is deleted: its answer comes from the hour before.
@@ -139,4 +133,45 @@ fn a_silent_buoy_is_found_in_older_files_and_rewrites_and_deletes_are_honoured()
     assert_eq!(last_ph(&f, LAST_PER_BUOY, &policy), vec![("buoy-a".into(), 6.5)]);
     let policy = AccessPolicy::restricted(["buoy-b", "buoy-c"], Some(T0 + 2 * HOUR));
     assert_eq!(last_ph(&f, LAST_PER_BUOY, &policy), vec![("buoy-b".into(), 10.09)]);
+}
+
+#[test]
+fn rounds_widen_only_for_the_buoy_that_went_silent() {
+    let fleet: Vec<String> = (0..12).map(|i| format!("buoy-{i:02}")).collect();
+    let names: Vec<&str> = fleet.iter().map(String::as_str).collect();
+    let f = fixture(&names);
+    let ph = |f: &Fixture, buoy: &str, seq: u64, start: i64| {
+        let rows: Vec<(&str, i64, f64)> = (0..10).map(|i| ("ph", start + i * SEC, 8.0)).collect();
+        f.ingest(buoy, seq, &rows);
+    };
+    // buoy-00 reports in the first hour only; the others every hour, with clocks a few
+    // seconds apart.
+    ph(&f, names[0], 1, T0);
+    for hour in 1..4i64 {
+        for (i, buoy) in names.iter().enumerate().skip(1) {
+            ph(&f, buoy, hour as u64, T0 + hour * HOUR + i as i64 * SEC);
+        }
+        f.engine.flush().unwrap();
+    }
+    let sql = "SELECT buoy_id, max(ts) FROM readings WHERE metric = 'ph' GROUP BY buoy_id";
+    // Round 0 covers the last minute of the fleet's newest hour; rounds 1 and 2 (8 and 64
+    // minutes before it) look for buoy-00 alone and find nothing; round 3 reads everything
+    // older of buoy-00 and finds it.
+    assert_eq!(rounds(&f, sql), ("rounds=4".into(), "older_buoys=3".into()));
+    let answer = text(
+        &f,
+        &format!(
+            "SELECT buoy_id, CAST(max(ts) AS BIGINT) - {T0} AS t FROM readings WHERE metric = 'ph' GROUP BY buoy_id ORDER BY buoy_id"
+        ),
+        &AccessPolicy::unrestricted(),
+    );
+    assert!(answer.contains("| buoy-00 | 9000000000 "), "{answer}");
+    assert!(answer.contains(&format!("| buoy-11 | {} ", 3 * HOUR + 20 * SEC)), "{answer}");
+    // Without buoy-00, one round answers.
+    let list: Vec<String> = names[1..].iter().map(|b| format!("'{b}'")).collect();
+    let active = format!(
+        "SELECT buoy_id, max(ts) FROM readings WHERE metric = 'ph' AND buoy_id IN ({}) GROUP BY buoy_id",
+        list.join(", ")
+    );
+    assert_eq!(rounds(&f, &active), ("rounds=1".into(), "older_buoys=0".into()));
 }
