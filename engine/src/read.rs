@@ -180,6 +180,10 @@ impl Snapshot {
         let mut chunk_ranges: HashMap<&str, Vec<(TimestampNs, TimestampNs)>> = HashMap::new();
         for c in self.chunks.iter().filter(|c| mark && filter.time_overlaps(c.ts_min, c.ts_max)) {
             for (i, buoy) in c.buoy_names.iter().enumerate() {
+                // Only the asked buoys matter for marking (a one-buoy query over a large buffer).
+                if filter.buoys.as_ref().is_some_and(|want| !want.iter().any(|w| **w == **buoy)) {
+                    continue;
+                }
                 let range = c.buoy_ranges.get(i).copied().unwrap_or((c.ts_min, c.ts_max));
                 chunk_ranges.entry(&**buoy).or_default().push(range);
             }

@@ -311,11 +311,21 @@ struct MergeJob {
 
 impl MergeJob {
     fn keeps(&self, buoy: &str, metric: &str, ts: i64) -> bool {
+        self.keeps_range(ts, ts) && self.keeps_buoy(buoy) && self.keeps_metric(metric)
+    }
+
+    /// True when rows from `lo` to `hi` (inclusive) may lie within the filter's time window.
+    fn keeps_range(&self, lo: i64, hi: i64) -> bool {
         let f = &self.filter;
-        f.start.is_none_or(|s| ts >= s)
-            && f.end.is_none_or(|e| ts < e)
-            && f.buoys.as_ref().is_none_or(|b| b.iter().any(|x| x == buoy))
-            && f.metrics.as_ref().is_none_or(|m| m.iter().any(|x| x == metric))
+        f.start.is_none_or(|s| hi >= s) && f.end.is_none_or(|e| lo < e)
+    }
+
+    fn keeps_buoy(&self, buoy: &str) -> bool {
+        self.filter.buoys.as_ref().is_none_or(|b| b.iter().any(|x| x == buoy))
+    }
+
+    fn keeps_metric(&self, metric: &str) -> bool {
+        self.filter.metrics.as_ref().is_none_or(|m| m.iter().any(|x| x == metric))
     }
 
     fn grow(reservation: &mut MemoryReservation, rows: usize) -> DfResult<()> {
@@ -358,16 +368,36 @@ impl MergeJob {
         }
         let tombstones = &self.snapshot.view.tombstones;
         for chunk in &self.chunks {
-            Self::grow(&mut reservation, chunk.len())?;
+            // Decided once per dictionary entry, not per row: a one-buoy query over a large
+            // buffer skips every other buoy's rows by one array lookup each.
+            let buoy_kept: Vec<bool> = chunk
+                .buoy_names
+                .iter()
+                .enumerate()
+                .map(|(k, b)| {
+                    let (lo, hi) = chunk.buoy_ranges.get(k).copied().unwrap_or((chunk.ts_min, chunk.ts_max));
+                    self.keeps_buoy(b) && self.keeps_range(lo, hi)
+                })
+                .collect();
+            if !buoy_kept.iter().any(|&k| k) {
+                continue;
+            }
+            let metric_kept: Vec<bool> = chunk.metric_names.iter().map(|m| self.keeps_metric(m)).collect();
+            let before = rows.len();
             for i in 0..chunk.len() {
-                let (Some(buoy), Some(metric)) = (
-                    chunk.buoy_names.get(chunk.buoy_keys[i] as usize),
-                    chunk.metric_names.get(chunk.metric_keys[i] as usize),
-                ) else {
+                let (buoy_key, metric_key) = (chunk.buoy_keys[i] as usize, chunk.metric_keys[i] as usize);
+                if !buoy_kept.get(buoy_key).copied().unwrap_or(false)
+                    || !metric_kept.get(metric_key).copied().unwrap_or(false)
+                {
+                    continue;
+                }
+                let (Some(buoy), Some(metric)) =
+                    (chunk.buoy_names.get(buoy_key), chunk.metric_names.get(metric_key))
+                else {
                     return Err(DataFusionError::Internal("buffered row outside its dictionary".into()));
                 };
                 let ts = chunk.timestamps[i];
-                if !self.keeps(buoy, metric, ts) {
+                if !self.keeps_range(ts, ts) {
                     continue;
                 }
                 let seq = chunk.seqs[i];
@@ -385,6 +415,8 @@ impl MergeJob {
                     quality: chunk.quality[i],
                 });
             }
+            // Only what this chunk added is held: the buffer's other rows cost the query nothing.
+            Self::grow(&mut reservation, rows.len() - before)?;
         }
         // Last write wins: sort by key then precedence; keep each key's last candidate.
         rows.sort_unstable_by(|a, b| {

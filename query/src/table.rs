@@ -498,8 +498,14 @@ impl TableProvider for ReadingsTable {
             }
             inputs.push(scan);
         }
+        // Chunks that may hold a wanted row: in the time window and holding a wanted buoy.
         let buffered = snapshot.chunks.iter().filter(|c| {
-            read_filter.start.is_none_or(|s| c.ts_max >= s) && read_filter.end.is_none_or(|e| c.ts_min < e)
+            read_filter.start.is_none_or(|s| c.ts_max >= s)
+                && read_filter.end.is_none_or(|e| c.ts_min < e)
+                && read_filter
+                    .buoys
+                    .as_ref()
+                    .is_none_or(|want| c.buoy_names.iter().any(|b| want.iter().any(|w| **b == **w)))
         });
         let chunks: Vec<_> = buffered.cloned().collect();
         let summary = ScanSummary {
