@@ -16,11 +16,10 @@ use datafusion::arrow::array::{
     ArrayRef, Float64Array, RecordBatch, StringBuilder, TimestampNanosecondArray, UInt8Array,
 };
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::metrics::MetricsSet;
@@ -30,6 +29,46 @@ use futures::StreamExt;
 
 use crate::policy::{AccessPolicy, BuoyScope};
 use crate::table::{COL_BUOY, COL_METRIC, COL_QUALITY, COL_TS, COL_VALUE, TS_TZ};
+
+/// The `ExecutionPlan` methods every leaf plan of this crate shares (name, properties in a
+/// `properties` field, no children, no expressions to rewrite).
+macro_rules! leaf_plan_methods {
+    ($name:literal) => {
+        fn name(&self) -> &str {
+            $name
+        }
+
+        fn properties(&self) -> &std::sync::Arc<datafusion::physical_plan::PlanProperties> {
+            &self.properties
+        }
+
+        fn children(&self) -> Vec<&std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+            Vec::new()
+        }
+
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(
+                &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+            )
+                -> datafusion::error::Result<datafusion::common::tree_node::TreeNodeRecursion>,
+        ) -> datafusion::error::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        }
+
+        fn with_new_children(
+            self: std::sync::Arc<Self>,
+            children: Vec<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+        ) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+            if children.is_empty() {
+                Ok(self)
+            } else {
+                Err(datafusion::error::DataFusionError::Internal(concat!($name, " is a leaf").into()))
+            }
+        }
+    };
+}
+pub(crate) use leaf_plan_methods;
 
 /// What a scan chose, shown by `EXPLAIN`. Counts are within the caller's policy only.
 #[derive(Clone, Debug)]
@@ -116,35 +155,7 @@ impl DisplayAs for ReadingsScanExec {
 }
 
 impl ExecutionPlan for ReadingsScanExec {
-    fn name(&self) -> &str {
-        "ReadingsScanExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal("ReadingsScanExec is a leaf".into()))
-        }
-    }
+    crate::scan::leaf_plan_methods!("ReadingsScanExec");
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let stream = self.inner.execute(partition, context)?;
@@ -217,35 +228,7 @@ impl DisplayAs for MergeExec {
 }
 
 impl ExecutionPlan for MergeExec {
-    fn name(&self) -> &str {
-        "MergeExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal("MergeExec is a leaf".into()))
-        }
-    }
+    crate::scan::leaf_plan_methods!("MergeExec");
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         if partition != 0 {
