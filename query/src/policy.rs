@@ -100,15 +100,9 @@ impl AccessPolicy {
 /// Smallest memory pool a query may have (1 MiB): below it nothing useful plans.
 pub const MEMORY_MIN_BYTES: usize = 1 << 20;
 
-/// Default query worker threads: 4. Ingest keeps its own threads (the OS shares the cores,
-/// but a heavy query can never occupy ingest's threads). Twice the reference box's 2 cores,
-/// because query workers also wait (file reads, the blocking pool that merges the buffer): with
-/// 2 workers, 16 analysts left a third of a core idle and got 167 one-buoy queries/s while
-/// ingesting 500 k readings/s; with 4, 242/s (BENCHMARKS.md, "Analysts").
-pub const WORKER_THREADS_DEFAULT: usize = 4;
-/// Default partitions a scan is split into: 2, the reference box's cores (more only splits
-/// files into smaller groups without more CPU to run them).
-pub const TARGET_PARTITIONS_DEFAULT: usize = 2;
+/// Default query worker threads: 2 (on the 2-core reference box ingest keeps its own threads;
+/// the OS shares the cores, but a heavy query can never occupy ingest's threads).
+pub const WORKER_THREADS_DEFAULT: usize = 2;
 /// Default cap on concurrently running queries.
 pub const QUERIES_MAX_DEFAULT: usize = 16;
 /// Default rows per Arrow batch.
@@ -149,7 +143,7 @@ impl Default for QueryConfig {
             worker_threads: WORKER_THREADS_DEFAULT,
             queries_max: QUERIES_MAX_DEFAULT,
             batch_rows: BATCH_ROWS_DEFAULT,
-            target_partitions: TARGET_PARTITIONS_DEFAULT,
+            target_partitions: WORKER_THREADS_DEFAULT,
             result_queue_batches: RESULT_QUEUE_BATCHES_DEFAULT,
             sql_bytes_max: SQL_BYTES_MAX_DEFAULT,
             read_limit_default: READ_LIMIT_DEFAULT,
