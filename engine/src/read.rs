@@ -65,6 +65,11 @@ impl ReadFilter {
         self.start.is_none_or(|s| hi >= s) && self.end.is_none_or(|e| lo < e)
     }
 
+    /// The asked buoys as a set, for lookups over many sources (`None`: every buoy).
+    pub fn buoy_set(&self) -> Option<std::collections::HashSet<&str>> {
+        self.buoys.as_ref().map(|b| b.iter().map(String::as_str).collect())
+    }
+
     #[inline]
     fn keeps(&self, buoy: &str, metric: &str, ts: TimestampNs) -> bool {
         self.start.is_none_or(|s| ts >= s)
@@ -178,10 +183,11 @@ impl Snapshot {
         let mut out: Vec<SelectedFile> = Vec::new();
         // Buffered rows per buoy: the ranges of every chunk that holds the buoy.
         let mut chunk_ranges: HashMap<&str, Vec<(TimestampNs, TimestampNs)>> = HashMap::new();
+        let wanted = filter.buoy_set();
         for c in self.chunks.iter().filter(|c| mark && filter.time_overlaps(c.ts_min, c.ts_max)) {
             for (i, buoy) in c.buoy_names.iter().enumerate() {
                 // Only the asked buoys matter for marking (a one-buoy query over a large buffer).
-                if filter.buoys.as_ref().is_some_and(|want| !want.iter().any(|w| **w == **buoy)) {
+                if wanted.as_ref().is_some_and(|want| !want.contains(&**buoy)) {
                     continue;
                 }
                 let range = c.buoy_ranges.get(i).copied().unwrap_or((c.ts_min, c.ts_max));
@@ -301,8 +307,7 @@ impl Snapshot {
     ) {
         let start = filter.start.unwrap_or(TimestampNs::MIN);
         let last = filter.end.map_or(TimestampNs::MAX, |e| e.saturating_sub(1));
-        let buoys: Option<std::collections::HashSet<&str>> =
-            filter.buoys.as_ref().map(|b| b.iter().map(String::as_str).collect());
+        let buoys = filter.buoy_set();
         let allowed = |buoy: &str| buoys.as_ref().is_none_or(|b| b.contains(buoy));
         let has_metric = |metrics: &[Arc<str>]| {
             filter.metrics.as_ref().is_none_or(|want| want.iter().any(|m| metrics.iter().any(|x| **x == **m)))

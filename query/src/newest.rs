@@ -56,7 +56,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 
-use crate::table::{READINGS, ReadingsTable, TS_TZ};
+use crate::table::{READINGS, ReadingsTable, TS_TZ, column_name};
 
 /// A grouping column of a rewritten aggregate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -135,13 +135,6 @@ impl OptimizerRule for NewestFirstRule {
             });
             Ok(Transformed::new(rewritten, true, TreeNodeRecursion::Jump))
         })
-    }
-}
-
-fn column_name(e: &Expr) -> Option<&str> {
-    match e {
-        Expr::Column(c) => Some(c.name.as_str()),
-        _ => None,
     }
 }
 

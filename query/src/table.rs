@@ -170,7 +170,8 @@ fn timestamp_literal(e: &Expr) -> Option<i64> {
     }
 }
 
-fn column_name(e: &Expr) -> Option<&str> {
+/// The column a filter or aggregate term names, when it is a bare column.
+pub(crate) fn column_name(e: &Expr) -> Option<&str> {
     match e {
         Expr::Column(c) => Some(c.name.as_str()),
         _ => None,
@@ -415,12 +416,8 @@ impl TableProvider for ReadingsTable {
         let snapshot = self.snapshot();
 
         let filters: Vec<Expr> = filters.iter().cloned().map(unqualify).collect::<DfResult<_>>()?;
-        let mut narrowing = Narrowing::default();
-        for f in &filters {
-            narrowing.add(f);
-        }
         let policy = &self.policy;
-        let Some(read_filter) = narrowing.with_policy(policy) else {
+        let Some(read_filter) = self.read_filter(&filters)? else {
             let summary = ScanSummary::nothing_visible(policy);
             return Ok(Arc::new(ReadingsScanExec::new(
                 Arc::new(EmptyExec::new(output_schema)),
@@ -499,13 +496,11 @@ impl TableProvider for ReadingsTable {
             inputs.push(scan);
         }
         // Chunks that may hold a wanted row: in the time window and holding a wanted buoy.
+        let wanted_buoys = read_filter.buoy_set();
         let buffered = snapshot.chunks.iter().filter(|c| {
             read_filter.start.is_none_or(|s| c.ts_max >= s)
                 && read_filter.end.is_none_or(|e| c.ts_min < e)
-                && read_filter
-                    .buoys
-                    .as_ref()
-                    .is_none_or(|want| c.buoy_names.iter().any(|b| want.iter().any(|w| **b == **w)))
+                && wanted_buoys.as_ref().is_none_or(|want| c.buoy_names.iter().any(|b| want.contains(&**b)))
         });
         let chunks: Vec<_> = buffered.cloned().collect();
         let summary = ScanSummary {
