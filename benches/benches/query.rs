@@ -30,7 +30,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// Builds (or reuses) the flushed dataset; returns its data dir.
 fn dataset(buoys: usize, hours: f64) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let root = std::env::var_os("BW_QUERY_DATA_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = root.join(format!("bluewave-query-bench-{buoys}b-{hours}h"));
+    let dir = root.join(format!("bluewave-query-bench-{buoys}b-{hours}h-folded"));
     let marker = dir.join("COMPLETE");
     if marker.exists() {
         return Ok(dir);
@@ -72,6 +72,25 @@ fn dataset(buoys: usize, hours: f64) -> Result<PathBuf, Box<dyn std::error::Erro
         t.wait()?;
     }
     engine.flush()?;
+    // The steady state of a server: the flusher folds every closed partition (all but the
+    // newest) into one file per value encoding at its quiet ticks. Wait for it.
+    let folded = |engine: &Engine| {
+        let view = engine.snapshot().view;
+        let newest = view.partitions.keys().next_back().copied();
+        view.partitions.iter().filter(|(start, _)| Some(**start) != newest).all(|(_, files)| {
+            let mut generations: Vec<u64> = files.iter().map(|f| f.generation).collect();
+            generations.sort_unstable();
+            generations.dedup();
+            generations.len() == 1
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1_800);
+    while !folded(&engine) {
+        if std::time::Instant::now() > deadline {
+            return Err("closed partitions were not folded within 30 minutes".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     engine.shutdown()?;
     std::fs::write(&marker, b"ok")?;
     Ok(dir)

@@ -87,8 +87,11 @@ pub struct EngineConfig {
     /// while the buffer holds over a quarter of `flush_buffer_bytes`, at the flusher's next
     /// quiet tick (but at twice this many, after the flush regardless). Default 4.
     pub compaction_files_min: usize,
-    /// Most rows one compaction reads: it holds them in memory (about 150 bytes a row at peak),
-    /// so this bounds compaction memory. Default 2,000,000.
+    /// Most rows a compaction holds in memory at once (about 130 bytes a row at peak), shared
+    /// by its inputs: it streams them slice by slice. Also the most rows one compaction of the
+    /// newest partition (still being written) rewrites; an older partition is folded whole,
+    /// every generation into one file per value encoding, at the flusher's quiet ticks.
+    /// Default 2,000,000.
     pub compaction_rows_max: usize,
     /// Partitions that ended longer ago than this are dropped; `None` keeps everything.
     pub retention: Option<Duration>,

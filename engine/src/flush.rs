@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::buffer::Chunk;
@@ -22,7 +23,10 @@ use crate::catalog::{Catalog, CatalogCommit, FileMeta, Tombstone};
 use crate::dedup::DedupWindow;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
-use crate::partition::{self, PartitionRows, ValueEncoding};
+use crate::partition::{
+    self, EncodedPartition, PartitionReader, PartitionRows, PartitionWriteOptions, PartitionWriter,
+    ValueEncoding,
+};
 use crate::pipeline::{LaneMsg, SealReply};
 use crate::read::ReadView;
 use crate::storage::create_dir_durable;
@@ -82,6 +86,9 @@ pub(crate) struct Flusher {
     unlinked: Vec<Arc<FileMeta>>,
     /// Partitions whose compaction a flush under ingest pressure put off to a quiet tick.
     compaction_due: std::collections::BTreeSet<TimestampNs>,
+    /// Closed partitions (a newer one has files) with more than one generation, folded whole
+    /// at quiet ticks ([`CompactionScope::Fold`]).
+    fold_due: std::collections::BTreeSet<TimestampNs>,
 }
 
 impl Flusher {
@@ -105,6 +112,7 @@ impl Flusher {
             persisted_tombstones,
             unlinked: Vec::new(),
             compaction_due: std::collections::BTreeSet::new(),
+            fold_due: std::collections::BTreeSet::new(),
         }
         .with_due_compactions()
     }
@@ -119,7 +127,20 @@ impl Flusher {
             .filter(|(_, files)| generations(files) >= self.shared.config.compaction_files_min)
             .map(|(&start, _)| start)
             .collect();
+        self.queue_folds(view.partitions.keys().copied());
         self
+    }
+
+    /// Queues for a fold those of `candidates` that are closed (a newer partition has files)
+    /// and hold more than one generation.
+    fn queue_folds(&mut self, candidates: impl Iterator<Item = TimestampNs>) {
+        let view = self.shared.view.load();
+        let Some(&newest) = view.partitions.keys().next_back() else { return };
+        for start in candidates {
+            if start < newest && view.partitions.get(&start).is_some_and(|files| generations(files) > 1) {
+                self.fold_due.insert(start);
+            }
+        }
     }
 
     /// Deletes files no longer in the catalog once no snapshot references them (the list here
@@ -181,12 +202,17 @@ impl Flusher {
                                 std::thread::sleep(FLUSHER_TICK * failures.min(50));
                             }
                         }
-                    } else if !self.ingest_pressure()
-                        && let Some(partition_start) = self.compaction_due.pop_first()
-                    {
-                        // One deferred compaction per quiet tick.
-                        if let Err(e) = self.compact_if_due(partition_start) {
-                            tracing::error!(error = %e, "deferred compaction failed");
+                    } else if !self.ingest_pressure() {
+                        // One deferred compaction, or else one fold, per quiet tick.
+                        if let Some(partition_start) = self.compaction_due.pop_first() {
+                            if let Err(e) = self.compact_if_due(partition_start) {
+                                tracing::error!(error = %e, "deferred compaction failed");
+                            }
+                        } else if let Some(partition_start) = self.fold_due.pop_first() {
+                            let scope = CompactionScope::Fold { yield_to_ingest: true };
+                            if let Err(e) = self.compact_partition(partition_start, scope) {
+                                tracing::error!(error = %e, "fold of a closed partition failed");
+                            }
                         }
                     }
                     if let Some(retention) = self.shared.config.retention {
@@ -324,7 +350,7 @@ impl Flusher {
         let pressure = self.ingest_pressure();
         let mut touched = touched;
         touched.dedup();
-        for partition_start in touched {
+        for &partition_start in &touched {
             // Put off, but not without bound: at twice `compaction_files_min` generations the
             // partition is compacted even under pressure.
             let overdue = self.generations_of(partition_start) >= 2 * self.shared.config.compaction_files_min;
@@ -334,6 +360,10 @@ impl Flusher {
                 report.compactions += 1;
             }
         }
+        // A partition closes when a newer one gets files: the one newest before this flush,
+        // and any late rows this flush wrote to older ones.
+        let newest_before = view.partitions.keys().next_back().copied();
+        self.queue_folds(touched.into_iter().chain(newest_before));
         Ok(report)
     }
 
@@ -352,7 +382,7 @@ impl Flusher {
     /// Compacts the partition if it holds `compaction_files_min` flush generations.
     fn compact_if_due(&mut self, partition_start: TimestampNs) -> Result<bool> {
         Ok(self.generations_of(partition_start) >= self.shared.config.compaction_files_min
-            && self.compact_partition(partition_start)?)
+            && self.compact_partition(partition_start, CompactionScope::Bounded)?)
     }
 
     fn write_partitions(
@@ -401,7 +431,14 @@ impl Flusher {
             (job, encoded)
         });
         for (job, encoded) in encoded {
-            let meta = self.write_file(&job, &encoded?.bytes, generation)?;
+            let summary = FileSummary::of(&job.rows);
+            let file = FileToWrite {
+                partition_start: job.partition_start,
+                summary: &summary,
+                seq_min: job.seq_min,
+                seq_max: job.seq_max,
+            };
+            let meta = self.write_file(file, &encoded?.bytes, generation)?;
             written.push(meta);
         }
         Ok(())
@@ -409,8 +446,8 @@ impl Flusher {
 
     /// Writes one encoded partition file durably under its final name and returns its metadata
     /// (not yet committed).
-    fn write_file(&mut self, job: &FileJob, bytes: &[u8], generation: u64) -> Result<FileMeta> {
-        let FileJob { partition_start, ref rows, seq_min, seq_max, .. } = *job;
+    fn write_file(&mut self, file: FileToWrite<'_>, bytes: &[u8], generation: u64) -> Result<FileMeta> {
+        let FileToWrite { partition_start, summary, seq_min, seq_max } = file;
         let storage = &self.shared.storage;
         let id = self.next_file_id;
         self.next_file_id += 1;
@@ -421,38 +458,22 @@ impl Flusher {
         let tmp = path.with_extension("parquet.tmp");
         create_dir_durable(storage.as_ref(), &dir)
             .map_err(|e| Error::io("create partition directory", &dir, e))?;
-        let mut file = storage.create(&tmp).map_err(|e| Error::io("create partition file", &tmp, e))?;
-        file.write_all(bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
-        file.sync_data().map_err(|e| Error::io("fsync partition file", &tmp, e))?;
-        drop(file);
+        let mut out = storage.create(&tmp).map_err(|e| Error::io("create partition file", &tmp, e))?;
+        out.write_all(bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
+        out.sync_data().map_err(|e| Error::io("fsync partition file", &tmp, e))?;
+        drop(out);
         storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
         storage.sync_dir(&dir).map_err(|e| Error::io("fsync partition directory", &dir, e))?;
-        let (mut ts_min, mut ts_max) = (i64::MAX, i64::MIN);
-        let mut ranges_by_key = vec![(i64::MAX, i64::MIN); rows.buoy_names.len()];
-        for (&t, &key) in rows.timestamps.iter().zip(&rows.buoy_keys) {
-            ts_min = ts_min.min(t);
-            ts_max = ts_max.max(t);
-            if let Some(range) = ranges_by_key.get_mut(key as usize) {
-                range.0 = range.0.min(t);
-                range.1 = range.1.max(t);
-            }
-        }
-        let mut by_name: Vec<(Arc<str>, (TimestampNs, TimestampNs))> =
-            rows.buoy_names.iter().cloned().zip(ranges_by_key).collect();
-        by_name.sort_by(|a, b| a.0.cmp(&b.0));
-        let (buoys, buoy_ranges): (Vec<Arc<str>>, Vec<(TimestampNs, TimestampNs)>) =
-            by_name.into_iter().unzip();
-        let mut metrics = rows.metric_names.clone();
-        metrics.sort();
+        let (buoys, buoy_ranges, metrics) = summary.lists();
         Ok(FileMeta {
             id,
             partition_start,
             partition_end: partition_start + self.shared.config.partition_duration.as_nanos(),
             path: rel,
-            rows: rows.len() as u64,
+            rows: summary.rows,
             bytes: bytes.len() as u64,
-            ts_min,
-            ts_max,
+            ts_min: summary.ts_min,
+            ts_max: summary.ts_max,
             generation,
             seq_min,
             seq_max,
@@ -532,21 +553,27 @@ impl Flusher {
         let partitions: Vec<TimestampNs> = view.partitions.keys().copied().collect();
         let mut compacted = 0;
         for p in partitions {
-            if self.compact_partition(p)? {
+            if self.compact_partition(p, CompactionScope::Fold { yield_to_ingest: false })? {
                 compacted += 1;
             }
         }
         Ok(compacted)
     }
 
-    /// Merges a partition's files into one sorted, deduplicated file without deleted rows.
-    /// The swap is one catalog transaction; the old files are deleted only after it.
-    /// Returns whether anything was compacted.
-    fn compact_partition(&mut self, partition_start: TimestampNs) -> Result<bool> {
+    /// Merges a run of a partition's files (see [`CompactionScope`]) into one sorted,
+    /// deduplicated file per value encoding without deleted rows, streaming: a slice of each
+    /// input at a time (`compaction_rows_max` rows in all), so memory stays bounded whatever
+    /// the partition's size. The swap is one catalog transaction; the old files are deleted
+    /// only after it. Returns whether anything was compacted (`false` also when a fold yielded
+    /// to ingest: the partition is queued again).
+    fn compact_partition(&mut self, partition_start: TimestampNs, scope: CompactionScope) -> Result<bool> {
         let view = self.shared.view.load_full();
         let Some(all) = view.partitions.get(&partition_start) else { return Ok(false) };
-        let Some(files) = compaction_run(all, &view.tombstones, self.shared.config.compaction_rows_max)
-        else {
+        let rows_max = match scope {
+            CompactionScope::Bounded => self.shared.config.compaction_rows_max,
+            CompactionScope::Fold { .. } => usize::MAX,
+        };
+        let Some(files) = compaction_run(all, &view.tombstones, rows_max) else {
             return Ok(false);
         };
         let mut inputs = Vec::with_capacity(files.len());
@@ -554,30 +581,50 @@ impl Flusher {
             let path = self.shared.config.data_dir.join(&f.path);
             let bytes =
                 self.shared.storage.read(&path).map_err(|e| Error::io("read partition file", &path, e))?;
-            let rows = partition::decode_partition(bytes.into())?;
             let tombstones: Vec<Arc<Tombstone>> =
                 view.tombstones.iter().filter(|t| t.applies_to_file(f)).cloned().collect();
-            inputs.push((f.clone(), rows, tombstones));
+            inputs.push(CompactionFile { meta: f.clone(), bytes: bytes.into(), tombstones });
         }
-        let merged = merge_file_rows(&inputs, partition_start);
+        let slice_rows =
+            (self.shared.config.compaction_rows_max / inputs.len().max(1)).max(COMPACTION_SLICE_ROWS_MIN);
+        let yield_above = match scope {
+            CompactionScope::Fold { yield_to_ingest: true } => {
+                let config = &self.shared.config;
+                Some(config.flush_buffer_bytes / 2 + config.buffer_bytes_max / 2)
+            }
+            _ => None,
+        };
+        let buffer_bytes = &self.shared.buffer_bytes;
+        let yield_now = || yield_above.is_some_and(|limit| buffer_bytes.load(Ordering::Relaxed) >= limit);
+        let options = &self.shared.config.partition_write;
+        let outputs = match merge_files(&inputs, partition_start, slice_rows, options, &yield_now)? {
+            Some(outputs) => outputs,
+            None => {
+                self.shared.metrics.compactions_yielded.fetch_add(1, Ordering::Relaxed);
+                self.fold_due.insert(partition_start);
+                return Ok(false);
+            }
+        };
         let generation = files.iter().map(|f| f.generation).max().unwrap_or(0);
+        let seq_min = files.iter().map(|f| f.seq_min).min().unwrap_or(0);
+        let seq_max = files.iter().map(|f| f.seq_max).max().unwrap_or(0);
         let mut written = Vec::new();
-        if !merged.is_empty() {
-            let seq_min = files.iter().map(|f| f.seq_min).min().unwrap_or(0);
-            let seq_max = files.iter().map(|f| f.seq_max).max().unwrap_or(0);
-            let mut jobs = Vec::new();
-            split_by_encoding(partition_start, merged, seq_min, seq_max, &mut jobs);
-            if let Err(e) = self.write_jobs(jobs, generation, &mut written) {
-                self.remove_written(&written);
-                return Err(e);
+        for output in outputs {
+            let file = FileToWrite { partition_start, summary: &output.summary, seq_min, seq_max };
+            match self.write_file(file, &output.encoded.bytes, generation) {
+                Ok(meta) => written.push(meta),
+                Err(e) => {
+                    self.remove_written(&written);
+                    return Err(e);
+                }
             }
         }
         // The output no longer holds what these tombstones hid; those still in force are noted
         // so they stop applying to it and can be collected.
         let mut applied: Vec<u64> = inputs
             .iter()
-            .flat_map(|(f, _, tombstones)| {
-                f.applied_tombstones.iter().copied().chain(tombstones.iter().map(|t| t.seq))
+            .flat_map(|input| {
+                input.meta.applied_tombstones.iter().copied().chain(input.tombstones.iter().map(|t| t.seq))
             })
             .filter(|seq| view.tombstones.iter().any(|t| t.seq == *seq))
             .collect();
@@ -715,7 +762,7 @@ impl MergeRows {
     /// fit (over 65,536 metrics, a ts outside `base .. base + 2^48` ns) take a comparison sort
     /// of positions with the same order. Positions are `u32`: a flush or compaction handles
     /// fewer rows than that (sources index rows as `u32` too).
-    fn sort_order(&self, base: i64) -> Vec<u32> {
+    fn sort_order(&self, base: i64, input: SortInput) -> Vec<u32> {
         const TS_BITS: u32 = 48;
         let n = self.len();
         let fits = u32::try_from(n).is_ok()
@@ -733,7 +780,12 @@ impl MergeRows {
                         | i as u128
                 })
                 .collect();
-            keys.sort_unstable();
+            match input {
+                SortInput::Unordered => keys.sort_unstable(),
+                // Keys are unique (they hold the position), so a stable sort gives the same
+                // order; it merges the runs it finds instead of partitioning.
+                SortInput::SortedRuns => keys.sort(),
+            }
             return keys.into_iter().map(|k| k as u32).collect();
         }
         let mut order: Vec<u32> = (0..n).map(|i| i as u32).collect();
@@ -742,18 +794,28 @@ impl MergeRows {
     }
 }
 
+/// What [`MergeRows::sort_order`] is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SortInput {
+    /// Rows in no useful order (buffered batches).
+    Unordered,
+    /// A concatenation of sorted runs (slices of sorted files).
+    SortedRuns,
+}
+
 /// Sorts `rows` and keeps, of each key, the row of highest precedence (the latest position among
 /// equals), if `keep` accepts it (`keep` sees the dictionaries, the key and the precedence).
 /// `value_of(source, row)` gives value and quality. `base` is the partition start.
 fn last_write_wins(
     rows: &MergeRows,
     base: i64,
+    input: SortInput,
     buoy_names: Vec<Arc<str>>,
     metric_names: Vec<Arc<str>>,
     mut keep: impl FnMut(&[Arc<str>], &[Arc<str>], (u32, u32, i64), u64) -> bool,
     value_of: impl Fn(u32, u32) -> (f64, u8),
 ) -> PartitionRows {
-    let order = rows.sort_order(base);
+    let order = rows.sort_order(base, input);
     let mut out = PartitionRows {
         buoy_keys: Vec::with_capacity(order.len()),
         metric_keys: Vec::with_capacity(order.len()),
@@ -819,6 +881,7 @@ fn merge_buffer_rows(
     let rows = last_write_wins(
         &keyed,
         base,
+        SortInput::Unordered,
         buoys,
         metrics,
         |buoy_names, metric_names, (b, m, ts), seq| {
@@ -837,33 +900,367 @@ fn merge_buffer_rows(
     Merged { rows, seq_min, seq_max }
 }
 
-/// A decoded file with the tombstones that apply to it.
-type CompactionInput = (Arc<FileMeta>, PartitionRows, Vec<Arc<Tombstone>>);
+/// Least rows per input slice of a compaction, however many inputs share
+/// `compaction_rows_max`.
+const COMPACTION_SLICE_ROWS_MIN: usize = 4_096;
 
-/// Merges decoded files of the partition starting at `base`: the higher generation wins a key;
-/// rows hidden by a tombstone that applies to their file are dropped.
-fn merge_file_rows(inputs: &[CompactionInput], base: i64) -> PartitionRows {
-    let (buoys, buoy_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.buoy_names.as_slice()));
-    let (metrics, metric_maps) = rank_dictionary(inputs.iter().map(|(_, r, _)| r.metric_names.as_slice()));
-    let mut keyed = MergeRows::with_capacity(inputs.iter().map(|(_, r, _)| r.len()).sum());
-    for (fi, (meta, rows, tombstones)) in inputs.iter().enumerate() {
-        for r in 0..rows.len() {
-            let (bk, mk) = (rows.buoy_keys[r] as usize, rows.metric_keys[r] as usize);
-            let ts = rows.timestamps[r];
-            if tombstones.iter().any(|t| t.covers(&rows.buoy_names[bk], &rows.metric_names[mk], ts)) {
-                continue;
-            }
-            keyed.push(buoy_maps[fi][bk], metric_maps[fi][mk], ts, meta.generation, fi as u32, r as u32);
+/// What a compaction takes of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CompactionScope {
+    /// The longest run of consecutive generations within `compaction_rows_max` rows: the
+    /// partition may still be written to, so one compaction rewrites a bounded amount.
+    Bounded,
+    /// Every generation into one: a partition that flushes no longer write to (a newer one has
+    /// data), or an explicit [`crate::Engine::compact`]. With `yield_to_ingest` it gives up, and
+    /// is queued again, once the buffer fills past the midpoint of `flush_buffer_bytes` and
+    /// `buffer_bytes_max`, so a long fold never holds up the flush that frees ingest.
+    Fold { yield_to_ingest: bool },
+}
+
+/// One input file of a compaction.
+struct CompactionFile {
+    meta: Arc<FileMeta>,
+    bytes: Bytes,
+    /// Tombstones that apply to it.
+    tombstones: Vec<Arc<Tombstone>>,
+}
+
+/// One output file of a compaction.
+struct CompactionOutput {
+    encoded: EncodedPartition,
+    summary: FileSummary,
+}
+
+/// What the catalog records of a file's rows, gathered as they are written.
+struct FileSummary {
+    buoy_names: Vec<Arc<str>>,
+    metric_names: Vec<Arc<str>>,
+    rows: u64,
+    ts_min: TimestampNs,
+    ts_max: TimestampNs,
+    /// Per buoy key: smallest and largest timestamp (`(MAX, MIN)` for a key with no row).
+    buoy_ranges: Vec<(TimestampNs, TimestampNs)>,
+    metric_used: Vec<bool>,
+}
+
+impl FileSummary {
+    fn new(buoy_names: &[Arc<str>], metric_names: &[Arc<str>]) -> Self {
+        Self {
+            buoy_names: buoy_names.to_vec(),
+            metric_names: metric_names.to_vec(),
+            rows: 0,
+            ts_min: i64::MAX,
+            ts_max: i64::MIN,
+            buoy_ranges: vec![(i64::MAX, i64::MIN); buoy_names.len()],
+            metric_used: vec![false; metric_names.len()],
         }
     }
-    last_write_wins(
-        &keyed,
-        base,
-        buoys,
-        metrics,
-        |_, _, _, _| true,
-        |fi, r| (inputs[fi as usize].1.values[r as usize], inputs[fi as usize].1.quality[r as usize]),
-    )
+
+    fn of(rows: &PartitionRows) -> Self {
+        let mut summary = Self::new(&rows.buoy_names, &rows.metric_names);
+        summary.add(rows);
+        summary
+    }
+
+    /// Adds rows keyed into this summary's dictionaries.
+    fn add(&mut self, rows: &PartitionRows) {
+        self.rows += rows.len() as u64;
+        for ((&t, &buoy), &metric) in rows.timestamps.iter().zip(&rows.buoy_keys).zip(&rows.metric_keys) {
+            self.ts_min = self.ts_min.min(t);
+            self.ts_max = self.ts_max.max(t);
+            if let Some(range) = self.buoy_ranges.get_mut(buoy as usize) {
+                range.0 = range.0.min(t);
+                range.1 = range.1.max(t);
+            }
+            if let Some(used) = self.metric_used.get_mut(metric as usize) {
+                *used = true;
+            }
+        }
+    }
+
+    /// The buoys present (sorted) with their time ranges, and the metrics present (sorted).
+    fn lists(&self) -> (Vec<Arc<str>>, Vec<(TimestampNs, TimestampNs)>, Vec<Arc<str>>) {
+        let mut by_name: Vec<(Arc<str>, (TimestampNs, TimestampNs))> = self
+            .buoy_names
+            .iter()
+            .zip(&self.buoy_ranges)
+            .filter(|(_, range)| range.0 <= range.1)
+            .map(|(name, &range)| (name.clone(), range))
+            .collect();
+        by_name.sort_by(|a, b| a.0.cmp(&b.0));
+        let (buoys, ranges) = by_name.into_iter().unzip();
+        let mut metrics: Vec<Arc<str>> = self
+            .metric_names
+            .iter()
+            .zip(&self.metric_used)
+            .filter(|(_, used)| **used)
+            .map(|(name, _)| name.clone())
+            .collect();
+        metrics.sort();
+        (buoys, ranges, metrics)
+    }
+}
+
+/// A compaction input as the merge reads it: the current slice, and the ranks of its
+/// dictionary keys in the merge's sorted dictionaries.
+struct MergeCursor<'a> {
+    file: &'a CompactionFile,
+    reader: PartitionReader,
+    slice: PartitionRows,
+    buoy_rank: Vec<u32>,
+    metric_rank: Vec<u32>,
+    /// Rows of `slice` already merged.
+    pos: usize,
+    /// The file has no slice left.
+    done: bool,
+}
+
+impl MergeCursor<'_> {
+    fn key(&self, row: usize) -> (u32, u32, TimestampNs) {
+        (
+            self.buoy_rank[self.slice.buoy_keys[row] as usize],
+            self.metric_rank[self.slice.metric_keys[row] as usize],
+            self.slice.timestamps[row],
+        )
+    }
+
+    /// Reads slices until one has rows left or the file ends.
+    fn refill(&mut self, buoys: &[Arc<str>], metrics: &[Arc<str>]) -> Result<()> {
+        while self.pos >= self.slice.len() && !self.done {
+            let Some(slice) = self.reader.next_slice()? else {
+                self.done = true;
+                break;
+            };
+            // Dictionaries only grow from slice to slice: rank the new names alone.
+            let path = &self.file.meta.path;
+            extend_ranks(&mut self.buoy_rank, &slice.buoy_names, buoys, "buoy", path)?;
+            extend_ranks(&mut self.metric_rank, &slice.metric_names, metrics, "metric", path)?;
+            self.slice = slice;
+            self.pos = 0;
+        }
+        Ok(())
+    }
+
+    /// End of the rows from `pos` whose key is at most `cut` (the slice is sorted).
+    fn end_at(&self, cut: (u32, u32, TimestampNs)) -> usize {
+        let (mut lo, mut hi) = (self.pos, self.slice.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid) <= cut {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+/// Ranks in `sorted` of the names of `names` past the ones `ranks` already holds.
+fn extend_ranks(
+    ranks: &mut Vec<u32>,
+    names: &[Arc<str>],
+    sorted: &[Arc<str>],
+    what: &str,
+    path: &str,
+) -> Result<()> {
+    for name in names.iter().skip(ranks.len()) {
+        let rank = sorted.binary_search(name).map_err(|_| {
+            Error::Parquet(format!(
+                "corrupt partition file {path}: {what} {name:?} is not in its catalog entry"
+            ))
+        })?;
+        ranks.push(rank as u32);
+    }
+    Ok(())
+}
+
+/// How a merge pass ended.
+enum MergePass {
+    Done(Vec<CompactionOutput>),
+    /// `yield_now` asked to stop; nothing was written.
+    Yielded,
+    /// A value of this metric (rank) does not fit its widened decimal encoding.
+    DoesNotFit(usize),
+}
+
+/// Merges compaction inputs of the partition starting at `base`: the higher generation wins a
+/// key; rows hidden by a tombstone that applies to their file are dropped. Output: one file per
+/// value encoding. A metric stored with one encoding in every input keeps it; one stored with
+/// several takes the widest ([`ValueEncoding::widen`]), or `Float64` if a value does not fit
+/// that. Streams: each input is read `slice_rows` rows at a time, and a round merges the rows
+/// of every input up to the smallest last key among the inputs' current slices (no later row
+/// of any input can come before it). `None` when `yield_now` stopped it.
+fn merge_files(
+    files: &[CompactionFile],
+    base: i64,
+    slice_rows: usize,
+    options: &PartitionWriteOptions,
+    yield_now: &dyn Fn() -> bool,
+) -> Result<Option<Vec<CompactionOutput>>> {
+    let (buoys, _) = rank_dictionary(files.iter().map(|f| f.meta.buoys.as_slice()));
+    let (metrics, _) = rank_dictionary(files.iter().map(|f| f.meta.metrics.as_slice()));
+    let mut encodings: Vec<Option<ValueEncoding>> = vec![None; metrics.len()];
+    let mut mixed = vec![false; metrics.len()];
+    for f in files {
+        let encoding = PartitionReader::open(f.bytes.clone(), 1)?.value_encoding();
+        for name in &f.meta.metrics {
+            if let Ok(m) = metrics.binary_search(name) {
+                encodings[m] = Some(match encodings[m] {
+                    None => encoding,
+                    Some(before) => {
+                        mixed[m] |= before != encoding;
+                        before.widen(encoding)
+                    }
+                });
+            }
+        }
+    }
+    let mut encodings: Vec<ValueEncoding> =
+        encodings.into_iter().map(|e| e.unwrap_or(ValueEncoding::Float64)).collect();
+    // At most one restart per metric: a metric that does not fit goes to Float64, which fits.
+    loop {
+        let pass =
+            merge_pass(files, base, slice_rows, options, yield_now, &buoys, &metrics, &encodings, &mixed)?;
+        match pass {
+            MergePass::Done(outputs) => return Ok(Some(outputs)),
+            MergePass::Yielded => return Ok(None),
+            MergePass::DoesNotFit(m) => {
+                tracing::info!(metric = %metrics[m], "compaction stores a metric as float64: a value does not fit its widened decimal");
+                encodings[m] = ValueEncoding::Float64;
+                mixed[m] = false;
+            }
+        }
+    }
+}
+
+/// One pass of [`merge_files`] with the encodings decided.
+#[allow(clippy::too_many_arguments)]
+fn merge_pass(
+    files: &[CompactionFile],
+    base: i64,
+    slice_rows: usize,
+    options: &PartitionWriteOptions,
+    yield_now: &dyn Fn() -> bool,
+    buoys: &[Arc<str>],
+    metrics: &[Arc<str>],
+    encodings: &[ValueEncoding],
+    mixed: &[bool],
+) -> Result<MergePass> {
+    let mut cursors = Vec::with_capacity(files.len());
+    for file in files {
+        cursors.push(MergeCursor {
+            file,
+            reader: PartitionReader::open(file.bytes.clone(), slice_rows)?,
+            slice: PartitionRows::default(),
+            buoy_rank: Vec::new(),
+            metric_rank: Vec::new(),
+            pos: 0,
+            done: false,
+        });
+    }
+    // One output per distinct encoding; rows go to theirs by metric.
+    let mut groups: Vec<ValueEncoding> = Vec::new();
+    let group_of: Vec<usize> = encodings
+        .iter()
+        .map(|e| {
+            groups.iter().position(|g| g == e).unwrap_or_else(|| {
+                groups.push(*e);
+                groups.len() - 1
+            })
+        })
+        .collect();
+    let empty =
+        PartitionRows { buoy_names: buoys.to_vec(), metric_names: metrics.to_vec(), ..Default::default() };
+    let mut staged: Vec<PartitionRows> = vec![empty; groups.len()];
+    let mut writers: Vec<Option<(PartitionWriter, FileSummary)>> = groups.iter().map(|_| None).collect();
+    loop {
+        if yield_now() {
+            return Ok(MergePass::Yielded);
+        }
+        for cursor in &mut cursors {
+            cursor.refill(buoys, metrics)?;
+        }
+        if cursors.iter().all(|c| c.pos >= c.slice.len()) {
+            break;
+        }
+        // Rows up to the smallest last key of an unfinished input's slice are complete; a
+        // finished input gives all it holds.
+        let cut = cursors
+            .iter()
+            .filter(|c| c.pos < c.slice.len() && !(c.done))
+            .map(|c| c.key(c.slice.len() - 1))
+            .min();
+        let ends: Vec<usize> =
+            cursors.iter().map(|c| cut.map_or(c.slice.len(), |cut| c.end_at(cut))).collect();
+        let mut keyed = MergeRows::with_capacity(ends.iter().zip(&cursors).map(|(e, c)| e - c.pos).sum());
+        for (ci, (cursor, &end)) in cursors.iter().zip(&ends).enumerate() {
+            let tombstones = &cursor.file.tombstones;
+            for r in cursor.pos..end {
+                let (b, m, ts) = cursor.key(r);
+                if !tombstones.is_empty()
+                    && tombstones.iter().any(|t| t.covers(&buoys[b as usize], &metrics[m as usize], ts))
+                {
+                    continue;
+                }
+                keyed.push(b, m, ts, cursor.file.meta.generation, ci as u32, r as u32);
+            }
+        }
+        let merged = last_write_wins(
+            &keyed,
+            base,
+            SortInput::SortedRuns,
+            buoys.to_vec(),
+            metrics.to_vec(),
+            |_, _, _, _| true,
+            |ci, r| {
+                let slice = &cursors[ci as usize].slice;
+                (slice.values[r as usize], slice.quality[r as usize])
+            },
+        );
+        for (cursor, end) in cursors.iter_mut().zip(ends) {
+            cursor.pos = end;
+        }
+        for stage in &mut staged {
+            stage.buoy_keys.clear();
+            stage.metric_keys.clear();
+            stage.timestamps.clear();
+            stage.values.clear();
+            stage.quality.clear();
+        }
+        for i in 0..merged.len() {
+            let m = merged.metric_keys[i] as usize;
+            let stage = &mut staged[group_of[m]];
+            let value = merged.values[i];
+            if mixed[m] && !encodings[m].fits(value) {
+                return Ok(MergePass::DoesNotFit(m));
+            }
+            stage.buoy_keys.push(merged.buoy_keys[i]);
+            stage.metric_keys.push(merged.metric_keys[i]);
+            stage.timestamps.push(merged.timestamps[i]);
+            stage.values.push(value);
+            stage.quality.push(merged.quality[i]);
+        }
+        for ((stage, writer), &encoding) in staged.iter().zip(&mut writers).zip(&groups) {
+            if stage.is_empty() {
+                continue;
+            }
+            let (writer, summary) = match writer {
+                Some(w) => w,
+                None => writer.insert((
+                    PartitionWriter::new(buoys, metrics, encoding, &stage.values, options)?,
+                    FileSummary::new(buoys, metrics),
+                )),
+            };
+            writer.write(stage)?;
+            summary.add(stage);
+        }
+    }
+    let mut outputs = Vec::new();
+    for (writer, summary) in writers.into_iter().flatten() {
+        outputs.push(CompactionOutput { encoded: writer.finish()?, summary });
+    }
+    Ok(MergePass::Done(outputs))
 }
 
 /// Chooses what to compact in a partition: the longest run of consecutive flush generations
@@ -922,6 +1319,14 @@ struct FileJob {
     partition_start: TimestampNs,
     rows: PartitionRows,
     encoding: ValueEncoding,
+    seq_min: u64,
+    seq_max: u64,
+}
+
+/// A file's catalog facts besides its bytes, for [`Flusher::write_file`].
+struct FileToWrite<'a> {
+    partition_start: TimestampNs,
+    summary: &'a FileSummary,
     seq_min: u64,
     seq_max: u64,
 }
@@ -1131,7 +1536,8 @@ mod tests {
             }
             let mut model: Vec<u32> = (0..keyed.len() as u32).collect();
             model.sort_by_key(|&i| (keyed.key(i as usize), i));
-            proptest::prop_assert_eq!(keyed.sort_order(0), model);
+            proptest::prop_assert_eq!(&keyed.sort_order(0, SortInput::Unordered), &model);
+            proptest::prop_assert_eq!(keyed.sort_order(0, SortInput::SortedRuns), model);
 
             let mut expected: BTreeMap<(u32, u32, i64), (u64, u32)> = BTreeMap::new();
             for i in 0..keyed.len() {
@@ -1142,7 +1548,7 @@ mod tests {
                 }
             }
             let names = |n: usize| (0..n).map(|i| Arc::from(format!("n{i}"))).collect::<Vec<Arc<str>>>();
-            let out = last_write_wins(&keyed, 0, names(4), names(3), |_, _, _, _| true, |_, r| (f64::from(r), 0));
+            let out = last_write_wins(&keyed, 0, SortInput::Unordered, names(4), names(3), |_, _, _, _| true, |_, r| (f64::from(r), 0));
             let got: Vec<((u32, u32, i64), u32)> = (0..out.len())
                 .map(|i| ((out.buoy_keys[i], out.metric_keys[i], out.timestamps[i]), out.values[i] as u32))
                 .collect();
@@ -1157,5 +1563,185 @@ mod tests {
         // 2026-06-01T13:00:00Z
         assert_eq!(partition_dir(1_780_318_800 * 1_000_000_000), "parquet/readings/date=2026-06-01/hour=13");
         assert_eq!(partition_dir(-3_600 * 1_000_000_000), "parquet/readings/date=1969-12-31/hour=23");
+    }
+
+    /// A compaction input of generation `generation` holding `rows` (sorted, unique keys).
+    fn compaction_file(
+        generation: u64,
+        rows: &PartitionRows,
+        tombstones: Vec<Arc<Tombstone>>,
+    ) -> CompactionFile {
+        let summary = FileSummary::of(rows);
+        let (buoys, buoy_ranges, metrics) = summary.lists();
+        let bytes = partition::encode_partition(rows, &PartitionWriteOptions::default())
+            .unwrap_or_else(|e| panic!("encode: {e}"))
+            .bytes;
+        let meta = FileMeta {
+            id: generation,
+            partition_start: 0,
+            partition_end: 1 << 40,
+            path: format!("gen{generation}"),
+            rows: summary.rows,
+            bytes: bytes.len() as u64,
+            ts_min: summary.ts_min,
+            ts_max: summary.ts_max,
+            generation,
+            seq_min: 0,
+            seq_max: 0,
+            buoys,
+            metrics,
+            applied_tombstones: Vec::new(),
+            buoy_ranges,
+        };
+        CompactionFile { meta: Arc::new(meta), bytes: Bytes::from(bytes), tombstones }
+    }
+
+    /// Sorted rows from `(buoy, metric, ts) -> (value, quality)`.
+    fn rows_of(map: &BTreeMap<(String, String, i64), (f64, u8)>) -> PartitionRows {
+        let mut buoys: Vec<Arc<str>> = map.keys().map(|k| Arc::from(k.0.as_str())).collect();
+        buoys.dedup();
+        let mut metrics: Vec<Arc<str>> = map.keys().map(|k| Arc::from(k.1.as_str())).collect();
+        metrics.sort();
+        metrics.dedup();
+        let mut rows =
+            PartitionRows { buoy_names: buoys.clone(), metric_names: metrics.clone(), ..Default::default() };
+        for ((b, m, ts), &(v, q)) in map {
+            rows.buoy_keys.push(buoys.binary_search_by(|n| (**n).cmp(b.as_str())).unwrap_or(0) as u32);
+            rows.metric_keys.push(metrics.binary_search_by(|n| (**n).cmp(m.as_str())).unwrap_or(0) as u32);
+            rows.timestamps.push(*ts);
+            rows.values.push(v);
+            rows.quality.push(q);
+        }
+        rows
+    }
+
+    /// Every row of the outputs, decoded, as `(buoy, metric, ts) -> (value bits, quality)`;
+    /// also checks that each output's summary matches its rows and no metric is in two outputs.
+    fn decoded(outputs: &[CompactionOutput]) -> BTreeMap<(String, String, i64), (u64, u8)> {
+        let mut all = BTreeMap::new();
+        let mut seen_metrics: Vec<Arc<str>> = Vec::new();
+        for output in outputs {
+            let rows = partition::decode_partition(Bytes::from(output.encoded.bytes.clone()))
+                .unwrap_or_else(|e| panic!("decode: {e}"));
+            assert_eq!(output.summary.rows, rows.len() as u64);
+            let (buoys, _, metrics) = output.summary.lists();
+            let mut used_buoys: Vec<Arc<str>> =
+                rows.buoy_keys.iter().map(|&k| rows.buoy_names[k as usize].clone()).collect();
+            used_buoys.sort();
+            used_buoys.dedup();
+            assert_eq!(buoys, used_buoys, "summary buoys");
+            for m in &metrics {
+                assert!(!seen_metrics.contains(m), "metric {m} in two outputs");
+                seen_metrics.push(m.clone());
+            }
+            for i in 0..rows.len() {
+                let key = (
+                    rows.buoy_names[rows.buoy_keys[i] as usize].to_string(),
+                    rows.metric_names[rows.metric_keys[i] as usize].to_string(),
+                    rows.timestamps[i],
+                );
+                assert!(all.insert(key, (rows.values[i].to_bits(), rows.quality[i])).is_none(), "key twice");
+            }
+        }
+        all
+    }
+
+    /// The model of a merge: files in generation order, later ones win; a file's tombstones
+    /// hide its own rows.
+    fn model_merge(
+        files: &[(BTreeMap<(String, String, i64), (f64, u8)>, Option<(String, i64, i64)>)],
+    ) -> BTreeMap<(String, String, i64), (u64, u8)> {
+        let mut out = BTreeMap::new();
+        for (rows, tombstone) in files {
+            for ((b, m, ts), &(v, q)) in rows {
+                if tombstone.as_ref().is_some_and(|(tb, start, end)| tb == b && ts >= start && ts < end) {
+                    continue;
+                }
+                out.insert((b.clone(), m.clone(), *ts), (v.to_bits(), q));
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The streaming merge equals last-write-wins over whole files, for any slice size:
+        /// higher generations win, each file's tombstones hide its rows, values come back bit
+        /// for bit (metrics stored at several decimal scales, or as doubles, included).
+        #[test]
+        fn streaming_compaction_matches_a_model(
+            files in proptest::collection::vec(
+                (
+                    proptest::collection::btree_map((0u8..4, 0u8..3, 0i64..24), (-5000i64..5000, 0u8..3), 0..60),
+                    0u8..5,
+                    proptest::option::of((0u8..4, 0i64..24, 0i64..12)),
+                ),
+                1..5,
+            ),
+            slice_rows in 1usize..40,
+        ) {
+            let mut inputs = Vec::new();
+            let mut model_files = Vec::new();
+            for (g, (rows, scale, tombstone)) in files.iter().enumerate() {
+                let generation = g as u64 + 1;
+                // Scale 4 stands for doubles that no decimal holds.
+                let value = |unscaled: i64| match scale {
+                    4 => unscaled as f64 + 0.1 + 1e-9,
+                    s => unscaled as f64 / 10f64.powi(i32::from(*s)),
+                };
+                let map: BTreeMap<(String, String, i64), (f64, u8)> = rows
+                    .iter()
+                    .map(|(&(b, m, ts), &(v, q))| ((format!("b{b}"), format!("m{m}"), ts), (value(v), q)))
+                    .collect();
+                let tombstone = tombstone.map(|(b, start, len)| (format!("b{b}"), start, start + len));
+                if map.is_empty() {
+                    continue;
+                }
+                let tombstones = tombstone
+                    .iter()
+                    .map(|(b, start, end)| {
+                        Arc::new(Tombstone { seq: generation, generation, buoy: Arc::from(b.as_str()), metric: None, start: *start, end: *end })
+                    })
+                    .collect();
+                inputs.push(compaction_file(generation, &rows_of(&map), tombstones));
+                model_files.push((map, tombstone));
+            }
+            let outputs = merge_files(&inputs, 0, slice_rows, &PartitionWriteOptions::default(), &|| false)
+                .unwrap_or_else(|e| panic!("merge: {e}"))
+                .unwrap_or_else(|| panic!("merge yielded"));
+            proptest::prop_assert_eq!(decoded(&outputs), model_merge(&model_files));
+        }
+    }
+
+    #[test]
+    fn a_metric_whose_widened_decimal_cannot_hold_a_value_is_stored_as_doubles() {
+        let one = |value: f64| BTreeMap::from([(("b0".to_owned(), "ph".to_owned(), 1), (value, 0))]);
+        let big = BTreeMap::from([(("b0".to_owned(), "ph".to_owned(), 2), (1e12, 0))]);
+        let fine = one(0.123_456_789);
+        let inputs =
+            vec![compaction_file(1, &rows_of(&big), vec![]), compaction_file(2, &rows_of(&fine), vec![])];
+        let outputs = merge_files(&inputs, 0, 1, &PartitionWriteOptions::default(), &|| false)
+            .unwrap_or_else(|e| panic!("merge: {e}"))
+            .unwrap_or_else(|| panic!("merge yielded"));
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(outputs[0].encoded.value_encoding, ValueEncoding::Float64);
+        let expected = model_merge(&[(big, None), (fine, None)]);
+        assert_eq!(decoded(&outputs), expected);
+    }
+
+    #[test]
+    fn a_merge_that_yields_writes_nothing() {
+        let rows: BTreeMap<(String, String, i64), (f64, u8)> =
+            (0..100).map(|ts| (("b0".to_owned(), "ph".to_owned(), ts), (ts as f64, 0))).collect();
+        let inputs =
+            vec![compaction_file(1, &rows_of(&rows), vec![]), compaction_file(2, &rows_of(&rows), vec![])];
+        let calls = std::cell::Cell::new(0);
+        let yield_now = || {
+            calls.set(calls.get() + 1);
+            calls.get() > 3
+        };
+        let outcome = merge_files(&inputs, 0, 10, &PartitionWriteOptions::default(), &yield_now)
+            .unwrap_or_else(|e| panic!("merge: {e}"));
+        assert!(outcome.is_none(), "the merge did not yield");
+        assert_eq!(calls.get(), 4, "yield is asked once per round");
     }
 }

@@ -61,8 +61,8 @@ pub use flush::{FlushReport, READINGS_TABLE};
 pub use metrics::{FSYNC_BUCKETS, MetricsSnapshot};
 pub use partition::{
     COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_NAMES, COLUMN_QUALITY, COLUMN_TS, COLUMN_VALUE, ColumnBytes,
-    EncodedPartition, PartitionRows, PartitionWriteOptions, ValueEncoding, decode_partition,
-    encode_partition, partition_schema, partition_value_encoding,
+    EncodedPartition, PartitionReader, PartitionRows, PartitionWriteOptions, PartitionWriter, ValueEncoding,
+    decode_partition, encode_partition, partition_schema, partition_value_encoding,
 };
 pub use pipeline::IngestOutcome;
 pub use read::{NewestWindow, ReadFilter, ReadView, Row, SelectedFile, Snapshot};

@@ -23,6 +23,7 @@ pub struct EngineMetrics {
     pub(crate) flush_bytes: AtomicU64,
     pub(crate) flush_rows: AtomicU64,
     pub(crate) compactions: AtomicU64,
+    pub(crate) compactions_yielded: AtomicU64,
     pub(crate) partitions_dropped: AtomicU64,
 }
 
@@ -49,6 +50,7 @@ impl EngineMetrics {
             flush_bytes: self.flush_bytes.load(Relaxed),
             flush_rows: self.flush_rows.load(Relaxed),
             compactions: self.compactions.load(Relaxed),
+            compactions_yielded: self.compactions_yielded.load(Relaxed),
             partitions_dropped: self.partitions_dropped.load(Relaxed),
             buffer_bytes: 0,
             queue_depth: 0,
@@ -87,6 +89,8 @@ pub struct MetricsSnapshot {
     pub flush_rows: u64,
     /// Compactions committed.
     pub compactions: u64,
+    /// Folds of closed partitions that gave up to let a flush free the buffer (queued again).
+    pub compactions_yielded: u64,
     /// Partition files dropped by retention.
     pub partitions_dropped: u64,
     /// Bytes in the in-memory buffer now.

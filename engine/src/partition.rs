@@ -206,6 +206,24 @@ impl ValueEncoding {
         }
     }
 
+    /// True when `v` can be stored with this encoding bit for bit.
+    pub fn fits(self, v: f64) -> bool {
+        match self {
+            Self::Decimal { scale } => to_unscaled(v, scale).is_some(),
+            Self::Float64 => v.is_finite(),
+        }
+    }
+
+    /// The encoding of a file merging files stored with `self` and `other`: the larger scale
+    /// of two decimals (a value exact at one scale is exact at any larger one unless it
+    /// outgrows 18 digits, which [`Self::fits`] tells), otherwise `Float64`.
+    pub fn widen(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Decimal { scale: a }, Self::Decimal { scale: b }) => Self::Decimal { scale: a.max(b) },
+            _ => Self::Float64,
+        }
+    }
+
     /// Text stored under [`METADATA_VALUE_ENCODING_KEY`]: `decimal(18,3)` or `float64`.
     pub fn metadata_value(self) -> String {
         match self {
@@ -466,74 +484,183 @@ fn write_file(
     value_encoding: ValueEncoding,
     properties: WriterProperties,
 ) -> Result<EncodedPartition> {
-    let schema = partition_schema(value_encoding);
-    let buoy_dictionary: ArrayRef =
-        Arc::new(StringArray::from_iter_values(rows.buoy_names.iter().map(|name| &**name)));
-    let metric_dictionary: ArrayRef =
-        Arc::new(StringArray::from_iter_values(rows.metric_names.iter().map(|name| &**name)));
-    let dictionary_column = |keys: &[u32], dictionary: &ArrayRef| -> Result<ArrayRef> {
-        Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(
-            UInt32Array::from(keys.to_vec()),
-            dictionary.clone(),
-        )?))
-    };
+    let mut writer =
+        PartitionWriter::with_properties(&rows.buoy_names, &rows.metric_names, value_encoding, properties)?;
+    writer.write_checked(rows, 0..rows.len())?;
+    writer.finish()
+}
 
-    let row_group_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(properties))?;
-    let mut start = 0;
-    while start < rows.len() {
-        // Chunks never straddle a row group, so pages start at multiples of the write batch.
-        let row_group_end = (start / row_group_rows + 1).saturating_mul(row_group_rows);
-        let end = rows.len().min(start + ENCODE_CHUNK_ROWS).min(row_group_end);
-        let values: ArrayRef = match value_encoding {
-            ValueEncoding::Decimal { scale } => {
-                let unscaled = rows.values[start..end]
-                    .iter()
-                    .map(|&v| to_unscaled(v, scale).map(i128::from))
-                    .collect::<Option<Vec<i128>>>()
-                    .ok_or_else(|| {
-                        Error::Parquet(format!(
-                            "cannot encode partition: a value does not fit {value_encoding}"
-                        ))
-                    })?;
-                // The scale is at most 9, so the cast cannot wrap.
+/// Encodes one partition file from sorted slices of rows that share one pair of dictionaries,
+/// so a merge (compaction) never holds its whole output decoded. Every slice is checked
+/// against the [`PartitionRows`] invariants, including the order across slices; the encoded
+/// file stays in memory (about 0.6 bytes a reading) until [`PartitionWriter::finish`].
+pub struct PartitionWriter {
+    writer: ArrowWriter<Vec<u8>>,
+    schema: SchemaRef,
+    value_encoding: ValueEncoding,
+    buoy_names: Vec<Arc<str>>,
+    metric_names: Vec<Arc<str>>,
+    buoy_dictionary: ArrayRef,
+    metric_dictionary: ArrayRef,
+    row_group_rows: usize,
+    rows: usize,
+    /// Key of the last row written (dictionary keys), to check the order across slices.
+    last: Option<(u32, u32, TimestampNs)>,
+}
+
+impl fmt::Debug for PartitionWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionWriter")
+            .field("value_encoding", &self.value_encoding)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionWriter {
+    /// A writer of rows keyed into `buoy_names` and `metric_names` (each name valid), values
+    /// stored with `value_encoding`. `sample` (values of the first rows, say) picks the float
+    /// path's column layout.
+    pub fn new(
+        buoy_names: &[Arc<str>],
+        metric_names: &[Arc<str>],
+        value_encoding: ValueEncoding,
+        sample: &[f64],
+        options: &PartitionWriteOptions,
+    ) -> Result<Self> {
+        options.validate()?;
+        let properties = writer_properties(options, value_encoding, sample)?.build();
+        let writer = Self::with_properties(buoy_names, metric_names, value_encoding, properties)?;
+        let names = PartitionRows {
+            buoy_names: writer.buoy_names.clone(),
+            metric_names: writer.metric_names.clone(),
+            ..PartitionRows::default()
+        };
+        check_names(&names).map_err(|reason| Error::Parquet(format!("cannot encode partition: {reason}")))?;
+        Ok(writer)
+    }
+
+    fn with_properties(
+        buoy_names: &[Arc<str>],
+        metric_names: &[Arc<str>],
+        value_encoding: ValueEncoding,
+        properties: WriterProperties,
+    ) -> Result<Self> {
+        let schema = partition_schema(value_encoding);
+        let row_group_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties))?;
+        Ok(Self {
+            writer,
+            schema,
+            value_encoding,
+            buoy_names: buoy_names.to_vec(),
+            metric_names: metric_names.to_vec(),
+            buoy_dictionary: Arc::new(StringArray::from_iter_values(buoy_names.iter().map(|n| &**n))),
+            metric_dictionary: Arc::new(StringArray::from_iter_values(metric_names.iter().map(|n| &**n))),
+            row_group_rows,
+            rows: 0,
+            last: None,
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends `rows` (whose dictionaries must be this writer's, their rows after every row
+    /// written before). Fails with [`Error::Parquet`] on rows that break the invariants, come
+    /// out of order, or hold a value that does not fit the value encoding; the writer is then
+    /// not to be used further.
+    pub fn write(&mut self, rows: &PartitionRows) -> Result<()> {
+        let refuse = |reason: String| Error::Parquet(format!("cannot encode partition: {reason}"));
+        if rows.buoy_names != self.buoy_names || rows.metric_names != self.metric_names {
+            return Err(refuse("the rows' dictionaries are not the writer's".to_owned()));
+        }
+        if self.rows.saturating_add(rows.len()) > PARTITION_ROWS_MAX {
+            return Err(refuse(format!("more than {PARTITION_ROWS_MAX} rows")));
+        }
+        let previous =
+            self.last.map(|(b, m, t)| (&*self.buoy_names[b as usize], &*self.metric_names[m as usize], t));
+        check_order(rows, previous).map_err(refuse)?;
+        self.write_checked(rows, 0..rows.len())
+    }
+
+    /// Appends `rows[range]`, already checked, in chunks of [`ENCODE_CHUNK_ROWS`] that never
+    /// straddle a row group, so pages start at multiples of the write batch.
+    fn write_checked(&mut self, rows: &PartitionRows, range: std::ops::Range<usize>) -> Result<()> {
+        let value_encoding = self.value_encoding;
+        let dictionary_column = |keys: &[u32], dictionary: &ArrayRef| -> Result<ArrayRef> {
+            Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(
+                UInt32Array::from(keys.to_vec()),
+                dictionary.clone(),
+            )?))
+        };
+        let mut start = range.start;
+        while start < range.end {
+            let written = self.rows + (start - range.start);
+            let row_group_end = (written / self.row_group_rows + 1).saturating_mul(self.row_group_rows);
+            let end = range.end.min(start + ENCODE_CHUNK_ROWS).min(start + (row_group_end - written));
+            let values: ArrayRef = match value_encoding {
+                ValueEncoding::Decimal { scale } => {
+                    let unscaled = rows.values[start..end]
+                        .iter()
+                        .map(|&v| to_unscaled(v, scale).map(i128::from))
+                        .collect::<Option<Vec<i128>>>()
+                        .ok_or_else(|| {
+                            Error::Parquet(format!(
+                                "cannot encode partition: a value does not fit {value_encoding}"
+                            ))
+                        })?;
+                    // The scale is at most 9, so the cast cannot wrap.
+                    Arc::new(
+                        Decimal128Array::from(unscaled)
+                            .with_precision_and_scale(DECIMAL_PRECISION, scale as i8)?,
+                    )
+                }
+                ValueEncoding::Float64 => Arc::new(Float64Array::from(rows.values[start..end].to_vec())),
+            };
+            let columns = vec![
+                dictionary_column(&rows.buoy_keys[start..end], &self.buoy_dictionary)?,
+                dictionary_column(&rows.metric_keys[start..end], &self.metric_dictionary)?,
                 Arc::new(
-                    Decimal128Array::from(unscaled)
-                        .with_precision_and_scale(DECIMAL_PRECISION, scale as i8)?,
-                )
-            }
-            ValueEncoding::Float64 => Arc::new(Float64Array::from(rows.values[start..end].to_vec())),
-        };
-        let columns = vec![
-            dictionary_column(&rows.buoy_keys[start..end], &buoy_dictionary)?,
-            dictionary_column(&rows.metric_keys[start..end], &metric_dictionary)?,
-            Arc::new(
-                TimestampNanosecondArray::from(rows.timestamps[start..end].to_vec())
-                    .with_timezone(TS_TIMEZONE),
-            ) as ArrayRef,
-            values,
-            Arc::new(UInt8Array::from(rows.quality[start..end].to_vec())),
-        ];
-        writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
-        start = end;
+                    TimestampNanosecondArray::from(rows.timestamps[start..end].to_vec())
+                        .with_timezone(TS_TIMEZONE),
+                ) as ArrayRef,
+                values,
+                Arc::new(UInt8Array::from(rows.quality[start..end].to_vec())),
+            ];
+            self.writer.write(&RecordBatch::try_new(self.schema.clone(), columns)?)?;
+            start = end;
+        }
+        self.rows += range.len();
+        if let Some(i) = range.end.checked_sub(1).filter(|_| !range.is_empty()) {
+            self.last = Some((rows.buoy_keys[i], rows.metric_keys[i], rows.timestamps[i]));
+        }
+        Ok(())
     }
-    let metadata = writer.close()?;
 
-    let mut column_bytes = ColumnBytes::default();
-    for row_group in metadata.row_groups() {
-        let size = |i: usize| {
-            row_group.columns().get(i).map_or(0, |c| u64::try_from(c.compressed_size()).unwrap_or(0))
-        };
-        column_bytes.buoy_id += size(0);
-        column_bytes.metric += size(1);
-        column_bytes.ts += size(2);
-        column_bytes.value += size(3);
-        column_bytes.quality += size(4);
+    /// Closes the file: its bytes and where they went.
+    pub fn finish(self) -> Result<EncodedPartition> {
+        let mut writer = self.writer;
+        let metadata = writer.finish()?;
+        // Finished: the buffer holds the whole file and nothing writes to it any more.
+        let bytes = std::mem::take(writer.inner_mut());
+        let mut column_bytes = ColumnBytes::default();
+        for row_group in metadata.row_groups() {
+            let size = |i: usize| {
+                row_group.columns().get(i).map_or(0, |c| u64::try_from(c.compressed_size()).unwrap_or(0))
+            };
+            column_bytes.buoy_id += size(0);
+            column_bytes.metric += size(1);
+            column_bytes.ts += size(2);
+            column_bytes.value += size(3);
+            column_bytes.quality += size(4);
+        }
+        let columns_total = column_bytes.total();
+        column_bytes.other = (bytes.len() as u64).saturating_sub(columns_total);
+        Ok(EncodedPartition { bytes, value_encoding: self.value_encoding, column_bytes })
     }
-    let columns_total = column_bytes.total();
-    column_bytes.other = (bytes.len() as u64).saturating_sub(columns_total);
-    Ok(EncodedPartition { bytes, value_encoding, column_bytes })
 }
 
 /// Decodes a file written by [`encode_partition`] (any options), values bit for bit.
@@ -542,13 +669,30 @@ fn write_file(
 /// format version, value encoding, schema and row counts before any page is decoded, and the
 /// decoded rows against the [`PartitionRows`] invariants. Every failure is [`Error::Parquet`].
 pub fn decode_partition(bytes: Bytes) -> Result<PartitionRows> {
-    let data_end = check_parquet_frame(&bytes)?;
-    // parquet-rs 59 still panics on some damaged pages (an over-long VLQ integer in a
-    // delta-encoded page asserts; shifts overflow in debug builds). A damaged file must answer
-    // with an error, not take its reader down, so decoding runs behind an unwind boundary.
-    // This relies on `panic = "unwind"`, the workspace's setting. Nothing outlives the closure
-    // but its result, so no broken state can be observed after a caught panic.
-    match std::panic::catch_unwind(AssertUnwindSafe(|| decode_framed(bytes, data_end))) {
+    let mut reader = PartitionReader::open(bytes, DECODE_BATCH_ROWS)?;
+    let preallocated =
+        reader.rows_claimed.min(reader.file_bytes.saturating_mul(PREALLOCATED_ROWS_PER_FILE_BYTE));
+    let mut rows = PartitionRows::with_capacity(preallocated);
+    while let Some(slice) = reader.next_slice()? {
+        rows.buoy_keys.extend_from_slice(&slice.buoy_keys);
+        rows.metric_keys.extend_from_slice(&slice.metric_keys);
+        rows.timestamps.extend_from_slice(&slice.timestamps);
+        rows.values.extend_from_slice(&slice.values);
+        rows.quality.extend_from_slice(&slice.quality);
+        // Dictionaries only grow: the last slice's hold every earlier key.
+        rows.buoy_names = slice.buoy_names;
+        rows.metric_names = slice.metric_names;
+    }
+    Ok(rows)
+}
+
+/// Runs `f` behind an unwind boundary. parquet-rs 59 still panics on some damaged pages (an
+/// over-long VLQ integer in a delta-encoded page asserts; shifts overflow in debug builds). A
+/// damaged file must answer with an error, not take its reader down. This relies on
+/// `panic = "unwind"`, the workspace's setting; callers drop whatever `f` touched after a
+/// caught panic ([`PartitionReader`] marks itself failed), so no broken state is observed.
+fn parquet_guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {
             let message = payload
@@ -561,39 +705,121 @@ pub fn decode_partition(bytes: Bytes) -> Result<PartitionRows> {
     }
 }
 
-/// [`decode_partition`] after the frame check; `data_end` is where the footer starts.
-fn decode_framed(bytes: Bytes, data_end: usize) -> Result<PartitionRows> {
-    let metadata = ParquetMetaDataReader::new().parse_and_finish(&bytes)?;
-    let value_encoding = partition_value_encoding(&metadata)?;
-    check_parquet_schema(&metadata, value_encoding)?;
-    let rows_claimed = check_row_groups(&metadata, data_end)?;
+/// Reads a partition file in sorted slices of at most `batch_rows` rows, so a merge of many
+/// files (compaction) holds a slice of each instead of whole files. Untrusted bytes: checked
+/// exactly as [`decode_partition`] checks them (which is built on this reader): the frame
+/// before the footer is parsed, the footer's format version, value encoding, schema and row
+/// counts before any page is decoded, and every slice against the [`PartitionRows`]
+/// invariants, including the order across slices.
+pub struct PartitionReader {
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    value_encoding: ValueEncoding,
+    buoys: NameInterner,
+    metrics: NameInterner,
+    rows_claimed: usize,
+    rows_read: usize,
+    file_bytes: usize,
+    /// Key of the last row read, to check the order across slices.
+    last: Option<(Arc<str>, Arc<str>, TimestampNs)>,
+    /// Set once a slice failed: the decoder's state is not trusted after that.
+    failed: bool,
+}
 
-    // The Arrow types come from our schema, checked against the Parquet leaves above; the
-    // embedded `ARROW:schema` (an IPC flatbuffer) is never parsed.
-    let options = ArrowReaderOptions::new().with_schema(partition_schema(value_encoding));
-    let reader_metadata = ArrowReaderMetadata::try_new(Arc::new(metadata), options)?;
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), reader_metadata)
-        .with_batch_size(DECODE_BATCH_ROWS)
-        .build()?;
+impl fmt::Debug for PartitionReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionReader")
+            .field("value_encoding", &self.value_encoding)
+            .field("rows_claimed", &self.rows_claimed)
+            .field("rows_read", &self.rows_read)
+            .finish_non_exhaustive()
+    }
+}
 
-    let preallocated = rows_claimed.min(bytes.len().saturating_mul(PREALLOCATED_ROWS_PER_FILE_BYTE));
-    let mut rows = PartitionRows::with_capacity(preallocated);
-    let mut buoys = NameInterner::default();
-    let mut metrics = NameInterner::default();
-    for batch in reader {
+impl PartitionReader {
+    /// Checks the frame and footer of `bytes` and prepares to read slices of at most
+    /// `batch_rows` rows (at least 1).
+    pub fn open(bytes: Bytes, batch_rows: usize) -> Result<Self> {
+        let data_end = check_parquet_frame(&bytes)?;
+        let file_bytes = bytes.len();
+        parquet_guarded(|| {
+            let metadata = ParquetMetaDataReader::new().parse_and_finish(&bytes)?;
+            let value_encoding = partition_value_encoding(&metadata)?;
+            check_parquet_schema(&metadata, value_encoding)?;
+            let rows_claimed = check_row_groups(&metadata, data_end)?;
+            // The Arrow types come from our schema, checked against the Parquet leaves above;
+            // the embedded `ARROW:schema` (an IPC flatbuffer) is never parsed.
+            let options = ArrowReaderOptions::new().with_schema(partition_schema(value_encoding));
+            let reader_metadata = ArrowReaderMetadata::try_new(Arc::new(metadata), options)?;
+            let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, reader_metadata)
+                .with_batch_size(batch_rows.max(1))
+                .build()?;
+            Ok(Self {
+                batches,
+                value_encoding,
+                buoys: NameInterner::default(),
+                metrics: NameInterner::default(),
+                rows_claimed,
+                rows_read: 0,
+                file_bytes,
+                last: None,
+                failed: false,
+            })
+        })
+    }
+
+    /// How the file stores its values.
+    pub fn value_encoding(&self) -> ValueEncoding {
+        self.value_encoding
+    }
+
+    /// Rows the footer claims (all checked by the time the last slice is read).
+    pub fn rows(&self) -> usize {
+        self.rows_claimed
+    }
+
+    /// The next slice of rows, or `None` after the last. A slice's dictionaries hold every
+    /// name read so far from the file, in first-seen order: keys of earlier slices stay valid.
+    pub fn next_slice(&mut self) -> Result<Option<PartitionRows>> {
+        if self.failed {
+            return Err(corrupt("an earlier slice of it failed to decode"));
+        }
+        let result = parquet_guarded(|| self.read_slice());
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn read_slice(&mut self) -> Result<Option<PartitionRows>> {
+        let Some(batch) = self.batches.next() else {
+            if self.rows_read != self.rows_claimed {
+                return Err(corrupt(format_args!(
+                    "it holds {} rows, its footer says {}",
+                    self.rows_read, self.rows_claimed
+                )));
+            }
+            return Ok(None);
+        };
         let batch = batch?;
-        if rows.len() + batch.num_rows() > rows_claimed {
+        if self.rows_read + batch.num_rows() > self.rows_claimed {
             return Err(corrupt("it holds more rows than its footer says"));
         }
-        append_batch(&mut rows, &batch, value_encoding, &mut buoys, &mut metrics)?;
+        let mut rows = PartitionRows::with_capacity(batch.num_rows());
+        append_batch(&mut rows, &batch, self.value_encoding, &mut self.buoys, &mut self.metrics)?;
+        rows.buoy_names = self.buoys.names.clone();
+        rows.metric_names = self.metrics.names.clone();
+        check_names(&rows).map_err(corrupt)?;
+        check_order(&rows, self.last.as_ref().map(|(b, m, t)| (&**b, &**m, *t))).map_err(corrupt)?;
+        self.rows_read += rows.len();
+        if let Some(i) = rows.len().checked_sub(1) {
+            self.last = Some((
+                rows.buoy_names[rows.buoy_keys[i] as usize].clone(),
+                rows.metric_names[rows.metric_keys[i] as usize].clone(),
+                rows.timestamps[i],
+            ));
+        }
+        Ok(Some(rows))
     }
-    if rows.len() != rows_claimed {
-        return Err(corrupt(format_args!("it holds {} rows, its footer says {rows_claimed}", rows.len())));
-    }
-    rows.buoy_names = buoys.names;
-    rows.metric_names = metrics.names;
-    check_rows(&rows).map_err(corrupt)?;
-    Ok(rows)
 }
 
 /// Checks that `bytes` is framed like a Parquet file with a plaintext footer of sane length;
@@ -784,6 +1010,12 @@ impl NameInterner {
 
 /// Checks the [`PartitionRows`] invariants; the error says which row breaks which.
 fn check_rows(rows: &PartitionRows) -> std::result::Result<(), String> {
+    check_names(rows)?;
+    check_order(rows, None)
+}
+
+/// Checks column lengths, the row bound and every dictionary name.
+fn check_names(rows: &PartitionRows) -> std::result::Result<(), String> {
     let len = rows.len();
     let lengths = [rows.buoy_keys.len(), rows.metric_keys.len(), rows.values.len(), rows.quality.len()];
     if lengths.iter().any(|&l| l != len) {
@@ -800,7 +1032,17 @@ fn check_rows(rows: &PartitionRows) -> std::result::Result<(), String> {
     for name in &rows.metric_names {
         MetricName::new(name).map_err(|e| e.to_string())?;
     }
-    let mut previous: Option<(u32, u32, TimestampNs)> = None;
+    Ok(())
+}
+
+/// Checks keys, values, quality and the `(buoy, metric, ts)` order of rows whose columns have
+/// equal lengths, the first row also against `previous` (the key of the row before, by name).
+fn check_order(
+    rows: &PartitionRows,
+    previous: Option<(&str, &str, TimestampNs)>,
+) -> std::result::Result<(), String> {
+    let len = rows.len();
+    let mut before: Option<(u32, u32, TimestampNs)> = None;
     for i in 0..len {
         let (buoy, metric, ts) = (rows.buoy_keys[i], rows.metric_keys[i], rows.timestamps[i]);
         let buoy_name = rows
@@ -817,23 +1059,29 @@ fn check_rows(rows: &PartitionRows) -> std::result::Result<(), String> {
         if Quality::from_u8(rows.quality[i]).is_none() {
             return Err(format!("row {i}: quality {} is not a quality flag", rows.quality[i]));
         }
-        if let Some((previous_buoy, previous_metric, previous_ts)) = previous {
-            let ascending = if (buoy, metric) == (previous_buoy, previous_metric) {
-                ts > previous_ts
-            } else {
-                // Keys index the dictionaries, checked on the previous row.
-                let previous_key = (
-                    &*rows.buoy_names[previous_buoy as usize],
-                    &*rows.metric_names[previous_metric as usize],
-                    previous_ts,
-                );
-                (&**buoy_name, &**metric_name, ts) > previous_key
-            };
-            if !ascending {
-                return Err(format!("row {i} is not after row {} in (buoy_id, metric, ts) order", i - 1));
+        let ascending = match before {
+            Some((previous_buoy, previous_metric, previous_ts)) => {
+                if (buoy, metric) == (previous_buoy, previous_metric) {
+                    ts > previous_ts
+                } else {
+                    // Keys index the dictionaries, checked on the previous row.
+                    let previous_key = (
+                        &*rows.buoy_names[previous_buoy as usize],
+                        &*rows.metric_names[previous_metric as usize],
+                        previous_ts,
+                    );
+                    (&**buoy_name, &**metric_name, ts) > previous_key
+                }
             }
+            None => previous.is_none_or(|key| (&**buoy_name, &**metric_name, ts) > key),
+        };
+        if !ascending {
+            return Err(match i {
+                0 => "its first row is not after the row before in (buoy_id, metric, ts) order".to_owned(),
+                _ => format!("row {i} is not after row {} in (buoy_id, metric, ts) order", i - 1),
+            });
         }
-        previous = Some((buoy, metric, ts));
+        before = Some((buoy, metric, ts));
     }
     Ok(())
 }

@@ -301,3 +301,63 @@ fn unsequenced_corrections_win_and_leave_the_device_window_alone() {
     assert_eq!(read_all(&engine), expected);
     engine.shutdown().unwrap();
 }
+
+#[test]
+fn a_closed_partition_is_folded_whole_at_a_quiet_tick() {
+    const HOUR: i64 = 3_600_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    register(&engine, &["b", "c"]);
+    // Two flush generations in the first hour, each with values at two scales: four files.
+    for (seq, ts) in [(0, 1), (1, 2)] {
+        let rows = [("ph", ts, 8.1), ("salinity_psu", ts, 35.127)];
+        engine.ingest(&buoy("b"), seq, batch(&rows)).unwrap().wait().unwrap();
+        engine.ingest(&buoy("c"), seq, batch(&rows)).unwrap().wait().unwrap();
+        engine.flush().unwrap();
+    }
+    // A rewrite in a third generation (under `compaction_files_min`, so no compaction follows
+    // the flushes).
+    engine.ingest(&buoy("b"), 2, batch(&[("ph", 1, 8.4)])).unwrap().wait().unwrap();
+    engine.flush().unwrap();
+    let first_hour =
+        |engine: &Engine| engine.files().into_iter().filter(|f| f.partition_start == 0).collect::<Vec<_>>();
+    assert_eq!(first_hour(&engine).len(), 5);
+    let newest_generation = first_hour(&engine).iter().map(|f| f.generation).max().unwrap();
+    let before = read_all(&engine);
+    // Nothing closes the first hour yet: it is the newest partition.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(first_hour(&engine).len(), 5, "the newest partition is not folded");
+    // Data of the next hour closes it; the flusher folds it at its next quiet tick.
+    engine.ingest(&buoy("b"), 3, batch(&[("ph", HOUR + 1, 8.0)])).unwrap().wait().unwrap();
+    engine.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while first_hour(&engine).len() != 2 {
+        assert!(std::time::Instant::now() < deadline, "not folded: {:?}", first_hour(&engine));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let folded = first_hour(&engine);
+    assert!(
+        folded.iter().all(|f| f.generation == newest_generation),
+        "the fold keeps the highest generation"
+    );
+    let mut rows_by_file: Vec<(Vec<String>, u64)> =
+        folded.iter().map(|f| (f.metrics.iter().map(|m| m.to_string()).collect(), f.rows)).collect();
+    rows_by_file.sort();
+    assert_eq!(rows_by_file, vec![(vec!["ph".to_owned()], 4), (vec!["salinity_psu".to_owned()], 4)]);
+    assert_eq!(engine.files().iter().filter(|f| f.partition_start == HOUR).count(), 1, "the newest is left");
+    let mut expected = before;
+    expected.push(("b".to_owned(), "ph".to_owned(), HOUR + 1, 8.0, 0));
+    expected.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+    let mut after = read_all(&engine);
+    after.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+    assert_eq!(after, expected);
+    assert!(after.contains(&("b".to_owned(), "ph".to_owned(), 1, 8.4, 0)), "the rewrite won");
+    // The fold survives a reopen.
+    engine.shutdown().unwrap();
+    drop(engine);
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(first_hour(&engine).len(), 2);
+    let mut reopened = read_all(&engine);
+    reopened.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+    assert_eq!(reopened, expected);
+}
