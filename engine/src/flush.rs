@@ -597,7 +597,8 @@ impl Flusher {
         let buffer_bytes = &self.shared.buffer_bytes;
         let yield_now = || yield_above.is_some_and(|limit| buffer_bytes.load(Ordering::Relaxed) >= limit);
         let options = &self.shared.config.partition_write;
-        let outputs = match merge_files(&inputs, partition_start, slice_rows, options, &yield_now)? {
+        let threads = self.shared.config.flush_threads;
+        let outputs = match merge_files(&inputs, partition_start, slice_rows, threads, options, &yield_now)? {
             Some(outputs) => outputs,
             None => {
                 self.shared.metrics.compactions_yielded.fetch_add(1, Ordering::Relaxed);
@@ -1095,6 +1096,7 @@ fn merge_files(
     files: &[CompactionFile],
     base: i64,
     slice_rows: usize,
+    threads: usize,
     options: &PartitionWriteOptions,
     yield_now: &dyn Fn() -> bool,
 ) -> Result<Option<Vec<CompactionOutput>>> {
@@ -1120,8 +1122,9 @@ fn merge_files(
         encodings.into_iter().map(|e| e.unwrap_or(ValueEncoding::Float64)).collect();
     // At most one restart per metric: a metric that does not fit goes to Float64, which fits.
     loop {
-        let pass =
-            merge_pass(files, base, slice_rows, options, yield_now, &buoys, &metrics, &encodings, &mixed)?;
+        let pass = merge_pass(
+            files, base, slice_rows, threads, options, yield_now, &buoys, &metrics, &encodings, &mixed,
+        )?;
         match pass {
             MergePass::Done(outputs) => return Ok(Some(outputs)),
             MergePass::Yielded => return Ok(None),
@@ -1140,6 +1143,7 @@ fn merge_pass(
     files: &[CompactionFile],
     base: i64,
     slice_rows: usize,
+    threads: usize,
     options: &PartitionWriteOptions,
     yield_now: &dyn Fn() -> bool,
     buoys: &[Arc<str>],
@@ -1241,10 +1245,15 @@ fn merge_pass(
             stage.values.push(value);
             stage.quality.push(merged.quality[i]);
         }
-        for ((stage, writer), &encoding) in staged.iter().zip(&mut writers).zip(&groups) {
-            if stage.is_empty() {
-                continue;
-            }
+        // The outputs encode in parallel (`flush_threads`), as a flush's files do.
+        let jobs: Vec<_> = staged
+            .iter()
+            .zip(&mut writers)
+            .zip(&groups)
+            .filter(|((stage, _), _)| !stage.is_empty())
+            .map(|((stage, writer), &encoding)| (stage, writer, encoding))
+            .collect();
+        let written = parallel_map(jobs, threads, |(stage, writer, encoding)| -> Result<()> {
             let (writer, summary) = match writer {
                 Some(w) => w,
                 None => writer.insert((
@@ -1254,7 +1263,9 @@ fn merge_pass(
             };
             writer.write(stage)?;
             summary.add(stage);
-        }
+            Ok(())
+        });
+        written.into_iter().collect::<Result<()>>()?;
     }
     let mut outputs = Vec::new();
     for (writer, summary) in writers.into_iter().flatten() {
@@ -1705,7 +1716,7 @@ mod tests {
                 inputs.push(compaction_file(generation, &rows_of(&map), tombstones));
                 model_files.push((map, tombstone));
             }
-            let outputs = merge_files(&inputs, 0, slice_rows, &PartitionWriteOptions::default(), &|| false)
+            let outputs = merge_files(&inputs, 0, slice_rows, 2, &PartitionWriteOptions::default(), &|| false)
                 .unwrap_or_else(|e| panic!("merge: {e}"))
                 .unwrap_or_else(|| panic!("merge yielded"));
             proptest::prop_assert_eq!(decoded(&outputs), model_merge(&model_files));
@@ -1719,7 +1730,7 @@ mod tests {
         let fine = one(0.123_456_789);
         let inputs =
             vec![compaction_file(1, &rows_of(&big), vec![]), compaction_file(2, &rows_of(&fine), vec![])];
-        let outputs = merge_files(&inputs, 0, 1, &PartitionWriteOptions::default(), &|| false)
+        let outputs = merge_files(&inputs, 0, 1, 2, &PartitionWriteOptions::default(), &|| false)
             .unwrap_or_else(|e| panic!("merge: {e}"))
             .unwrap_or_else(|| panic!("merge yielded"));
         assert_eq!(outputs.len(), 1);
@@ -1739,7 +1750,7 @@ mod tests {
             calls.set(calls.get() + 1);
             calls.get() > 3
         };
-        let outcome = merge_files(&inputs, 0, 10, &PartitionWriteOptions::default(), &yield_now)
+        let outcome = merge_files(&inputs, 0, 10, 1, &PartitionWriteOptions::default(), &yield_now)
             .unwrap_or_else(|e| panic!("merge: {e}"));
         assert!(outcome.is_none(), "the merge did not yield");
         assert_eq!(calls.get(), 4, "yield is asked once per round");
