@@ -421,11 +421,15 @@ impl Flusher {
         self.write_jobs(merged.into_iter().flatten().collect(), generation, written)
     }
 
-    /// Encodes the files of `jobs` in parallel (`flush_threads`), then writes each durably under
+    /// Encodes the files of `jobs` in parallel (`flush_threads`, zstd at `flush_zstd_level`), then writes each durably under
     /// its final name and pushes its metadata (not yet committed) to `written`, in job order, so
     /// a failure can remove what was written.
     fn write_jobs(&mut self, jobs: Vec<FileJob>, generation: u64, written: &mut Vec<FileMeta>) -> Result<()> {
-        let options = &self.shared.config.partition_write;
+        let written_options = &self.shared.config.partition_write;
+        let options = &PartitionWriteOptions {
+            zstd_level: written_options.flush_zstd_level,
+            ..written_options.clone()
+        };
         let encoded = parallel_map(jobs, self.shared.config.flush_threads, |job| {
             let encoded = partition::encode_partition_as(&job.rows, job.encoding, options);
             (job, encoded)
