@@ -361,21 +361,47 @@ fn unqualify(e: Expr) -> DfResult<Expr> {
     .data)
 }
 
-/// Spreads files over `groups` groups of about equal bytes (largest first).
-fn file_groups(files: &[&SelectedFile], options: &ScanOptions, groups: usize) -> Vec<FileGroup> {
-    let mut sorted: Vec<&&SelectedFile> = files.iter().collect();
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.meta.bytes));
-    let mut out: Vec<(u64, Vec<PartitionedFile>)> = (0..groups.max(1)).map(|_| (0, Vec::new())).collect();
-    for f in sorted {
-        let path = options.data_dir.join(&f.meta.path);
-        let file = PartitionedFile::new(path.to_string_lossy().into_owned(), f.meta.bytes);
-        if let Some(smallest) = out.iter_mut().min_by_key(|(bytes, _)| *bytes) {
-            smallest.0 += f.meta.bytes;
-            smallest.1.push(file);
+/// Spreads files over `groups` groups of about equal bytes (largest first). A file larger than
+/// half a group's share (and [`FILE_SPLIT_BYTES_MIN`]) is split into byte ranges of about that
+/// size (the Parquet scan reads the row groups whose middle falls in a range), so a partition
+/// folded into a few large files still spreads evenly over the scan's partitions. `split` is
+/// false for a scan of named buoys: it reads a row group or two of each file, and a range costs
+/// a row-group pass of its own.
+fn file_groups(files: &[&SelectedFile], options: &ScanOptions, groups: usize, split: bool) -> Vec<FileGroup> {
+    let groups = groups.max(1);
+    let total: u64 = files.iter().map(|f| f.meta.bytes).sum();
+    let piece_max = (total.div_ceil(groups as u64) / 2).max(FILE_SPLIT_BYTES_MIN);
+    let mut pieces: Vec<(u64, PartitionedFile)> = Vec::new();
+    for f in files {
+        let path = options.data_dir.join(&f.meta.path).to_string_lossy().into_owned();
+        let bytes = f.meta.bytes;
+        let parts = if split { bytes.div_ceil(piece_max).clamp(1, 2 * groups as u64) } else { 1 };
+        if parts == 1 {
+            pieces.push((bytes, PartitionedFile::new(path, bytes)));
+            continue;
+        }
+        let step = bytes.div_ceil(parts);
+        for i in 0..parts {
+            let (start, end) = (i * step, ((i + 1) * step).min(bytes));
+            let range = PartitionedFile::new(path.clone(), bytes)
+                .with_range(i64::try_from(start).unwrap_or(i64::MAX), i64::try_from(end).unwrap_or(i64::MAX));
+            pieces.push((end - start, range));
+        }
+    }
+    pieces.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+    let mut out: Vec<(u64, Vec<PartitionedFile>)> = (0..groups).map(|_| (0, Vec::new())).collect();
+    for (bytes, piece) in pieces {
+        if let Some(smallest) = out.iter_mut().min_by_key(|(total, _)| *total) {
+            smallest.0 += bytes;
+            smallest.1.push(piece);
         }
     }
     out.into_iter().filter(|(_, files)| !files.is_empty()).map(|(_, files)| FileGroup::new(files)).collect()
 }
+
+/// Files are split across scan partitions only above this size: a range costs a row-group
+/// pass of its own (its footer comes from the metadata cache), more than a small file's scan.
+const FILE_SPLIT_BYTES_MIN: u64 = 2 << 20;
 
 #[async_trait]
 impl TableProvider for ReadingsTable {
@@ -479,7 +505,12 @@ impl TableProvider for ReadingsTable {
                 source = source.with_predicate(state.create_physical_expr(p.clone(), &full)?);
             }
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(file_groups(&plain, &self.options, self.options.target_partitions))
+                .with_file_groups(file_groups(
+                    &plain,
+                    &self.options,
+                    self.options.target_partitions,
+                    read_filter.buoys.is_none(),
+                ))
                 .with_projection_indices(Some(scan_columns.clone()))?
                 .with_batch_size(Some(self.options.batch_rows))
                 .build();
