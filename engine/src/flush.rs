@@ -936,6 +936,9 @@ struct CompactionOutput {
     summary: FileSummary,
 }
 
+/// A file's buoys (sorted), their time ranges (aligned) and its metrics (sorted).
+type FileLists = (Vec<Arc<str>>, Vec<(TimestampNs, TimestampNs)>, Vec<Arc<str>>);
+
 /// What the catalog records of a file's rows, gathered as they are written.
 struct FileSummary {
     buoy_names: Vec<Arc<str>>,
@@ -984,7 +987,7 @@ impl FileSummary {
     }
 
     /// The buoys present (sorted) with their time ranges, and the metrics present (sorted).
-    fn lists(&self) -> (Vec<Arc<str>>, Vec<(TimestampNs, TimestampNs)>, Vec<Arc<str>>) {
+    fn lists(&self) -> FileLists {
         let mut by_name: Vec<(Arc<str>, (TimestampNs, TimestampNs))> = self
             .buoy_names
             .iter()
@@ -1611,8 +1614,13 @@ mod tests {
         CompactionFile { meta: Arc::new(meta), bytes: Bytes::from(bytes), tombstones }
     }
 
-    /// Sorted rows from `(buoy, metric, ts) -> (value, quality)`.
-    fn rows_of(map: &BTreeMap<(String, String, i64), (f64, u8)>) -> PartitionRows {
+    /// Rows as `(buoy, metric, ts) -> (value, quality)`.
+    type RowMap = BTreeMap<(String, String, i64), (f64, u8)>;
+    /// A buoy's tombstone `(buoy, start, end)`.
+    type ModelTombstone = Option<(String, i64, i64)>;
+
+    /// Sorted rows from a [`RowMap`].
+    fn rows_of(map: &RowMap) -> PartitionRows {
         let mut buoys: Vec<Arc<str>> = map.keys().map(|k| Arc::from(k.0.as_str())).collect();
         buoys.dedup();
         let mut metrics: Vec<Arc<str>> = map.keys().map(|k| Arc::from(k.1.as_str())).collect();
@@ -1663,9 +1671,7 @@ mod tests {
 
     /// The model of a merge: files in generation order, later ones win; a file's tombstones
     /// hide its own rows.
-    fn model_merge(
-        files: &[(BTreeMap<(String, String, i64), (f64, u8)>, Option<(String, i64, i64)>)],
-    ) -> BTreeMap<(String, String, i64), (u64, u8)> {
+    fn model_merge(files: &[(RowMap, ModelTombstone)]) -> BTreeMap<(String, String, i64), (u64, u8)> {
         let mut out = BTreeMap::new();
         for (rows, tombstone) in files {
             for ((b, m, ts), &(v, q)) in rows {
