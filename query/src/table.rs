@@ -697,3 +697,85 @@ impl TableProvider for ReadingsTable {
         Ok(Arc::new(ReadingsScanExec::new(plan, snapshot, summary)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluewave_engine::FileMeta;
+
+    fn selected(id: u64, bytes: u64) -> SelectedFile {
+        SelectedFile {
+            meta: Arc::new(FileMeta {
+                id,
+                partition_start: 0,
+                partition_end: 1,
+                path: format!("f{id}.parquet"),
+                rows: 1,
+                bytes,
+                ts_min: 0,
+                ts_max: 0,
+                generation: 1,
+                seq_min: 0,
+                seq_max: 0,
+                buoys: Vec::new(),
+                metrics: Vec::new(),
+                applied_tombstones: Vec::new(),
+                buoy_ranges: Vec::new(),
+            }),
+            overlaps: false,
+            merge_buoys: Vec::new(),
+            tombstones: Vec::new(),
+        }
+    }
+
+    /// `(file, start, end)` of every piece, per group, and the groups' byte totals.
+    fn layout(groups: &[FileGroup]) -> (Vec<Vec<(String, i64, i64)>>, Vec<i64>) {
+        let pieces: Vec<Vec<(String, i64, i64)>> = groups
+            .iter()
+            .map(|g| {
+                g.files()
+                    .iter()
+                    .map(|f| {
+                        let (start, end) =
+                            f.range.as_ref().map_or((0, f.object_meta.size as i64), |r| (r.start, r.end));
+                        let local = f.extension::<LocalFile>().expect("every piece names its local file");
+                        assert_eq!(local.size, f.object_meta.size);
+                        (local.path.file_name().unwrap().to_string_lossy().into_owned(), start, end)
+                    })
+                    .collect()
+            })
+            .collect();
+        let totals = pieces.iter().map(|g| g.iter().map(|(_, s, e)| e - s).sum()).collect();
+        (pieces, totals)
+    }
+
+    #[test]
+    fn large_files_are_split_into_ranges_that_cover_them_and_balance_the_groups() {
+        const MIB: u64 = 1 << 20;
+        let files = [selected(1, 12 * MIB), selected(2, 3 * MIB), selected(3, MIB)];
+        let refs: Vec<&SelectedFile> = files.iter().collect();
+        let options =
+            ScanOptions { data_dir: PathBuf::from("/data"), batch_rows: 8_192, target_partitions: 2 };
+        let (pieces, totals) = layout(&file_groups(&refs, &options, 2, true));
+        // Half a group's share is 4 MiB: the 12 MiB file becomes three 4 MiB ranges.
+        let mut ranges: Vec<(i64, i64)> =
+            pieces.iter().flatten().filter(|(f, _, _)| f == "f1.parquet").map(|(_, s, e)| (*s, *e)).collect();
+        ranges.sort_unstable();
+        let m = MIB as i64;
+        assert_eq!(ranges, vec![(0, 4 * m), (4 * m, 8 * m), (8 * m, 12 * m)]);
+        assert_eq!(
+            pieces.iter().flatten().filter(|(f, _, _)| f != "f1.parquet").count(),
+            2,
+            "small files whole"
+        );
+        assert_eq!(totals.iter().sum::<i64>(), 16 * m);
+        assert_eq!(totals.iter().max(), Some(&(8 * m)), "8 MiB a group");
+        // A scan of named buoys reads whole files.
+        let (pieces, _) = layout(&file_groups(&refs, &options, 2, false));
+        assert!(pieces.iter().flatten().all(|(f, s, e)| *s == 0
+            && *e
+                == files.iter().find(|x| format!("f{}.parquet", x.meta.id) == *f).unwrap().meta.bytes
+                    as i64));
+        assert_eq!(pieces.iter().flatten().count(), 3);
+    }
+}
