@@ -728,9 +728,12 @@ mod tests {
         }
     }
 
-    /// `(file, start, end)` of every piece, per group, and the groups' byte totals.
-    fn layout(groups: &[FileGroup]) -> (Vec<Vec<(String, i64, i64)>>, Vec<i64>) {
-        let pieces: Vec<Vec<(String, i64, i64)>> = groups
+    /// `(file, start, end)` of the pieces of one group.
+    type Pieces = Vec<(String, i64, i64)>;
+
+    /// The pieces of every group, and the groups' byte totals.
+    fn layout(groups: &[FileGroup]) -> (Vec<Pieces>, Vec<i64>) {
+        let pieces: Vec<Pieces> = groups
             .iter()
             .map(|g| {
                 g.files()
