@@ -421,9 +421,9 @@ impl Flusher {
         self.write_jobs(merged.into_iter().flatten().collect(), generation, written)
     }
 
-    /// Encodes the files of `jobs` in parallel (`flush_threads`, zstd at `flush_zstd_level`), then writes each durably under
-    /// its final name and pushes its metadata (not yet committed) to `written`, in job order, so
-    /// a failure can remove what was written.
+    /// Encodes the files of `jobs` in parallel (`flush_threads`, zstd at `flush_zstd_level`),
+    /// then writes each durably under its final name and pushes its metadata (not yet committed)
+    /// to `written`, in job order, so a failure can remove what was written.
     fn write_jobs(&mut self, jobs: Vec<FileJob>, generation: u64, written: &mut Vec<FileMeta>) -> Result<()> {
         let written_options = &self.shared.config.partition_write;
         let options = &PartitionWriteOptions {
@@ -1109,176 +1109,204 @@ fn merge_files(
 ) -> Result<Option<Vec<CompactionOutput>>> {
     let (buoys, _) = rank_dictionary(files.iter().map(|f| f.meta.buoys.as_slice()));
     let (metrics, _) = rank_dictionary(files.iter().map(|f| f.meta.metrics.as_slice()));
-    let mut encodings: Vec<Option<ValueEncoding>> = vec![None; metrics.len()];
-    let mut mixed = vec![false; metrics.len()];
-    for f in files {
-        let encoding = PartitionReader::open(f.bytes.clone(), 1)?.value_encoding();
-        for name in &f.meta.metrics {
-            if let Ok(m) = metrics.binary_search(name) {
-                encodings[m] = Some(match encodings[m] {
-                    None => encoding,
-                    Some(before) => {
-                        mixed[m] |= before != encoding;
-                        before.widen(encoding)
-                    }
-                });
-            }
-        }
-    }
-    let mut encodings: Vec<ValueEncoding> =
-        encodings.into_iter().map(|e| e.unwrap_or(ValueEncoding::Float64)).collect();
-    // At most one restart per metric: a metric that does not fit goes to Float64, which fits.
-    loop {
-        let pass = merge_pass(
-            files, base, slice_rows, threads, options, yield_now, &buoys, &metrics, &encodings, &mixed,
-        )?;
-        match pass {
-            MergePass::Done(outputs) => return Ok(Some(outputs)),
-            MergePass::Yielded => return Ok(None),
-            MergePass::DoesNotFit(m) => {
-                tracing::info!(metric = %metrics[m], "compaction stores a metric as float64: a value does not fit its widened decimal");
-                encodings[m] = ValueEncoding::Float64;
-                mixed[m] = false;
-            }
-        }
-    }
+    let merge = Merge { files, base, slice_rows, threads, options, yield_now, buoys, metrics };
+    merge.run()
 }
 
-/// One pass of [`merge_files`] with the encodings decided.
-#[allow(clippy::too_many_arguments)]
-fn merge_pass(
-    files: &[CompactionFile],
+/// The settings of one [`merge_files`], shared by its passes.
+struct Merge<'a> {
+    files: &'a [CompactionFile],
     base: i64,
     slice_rows: usize,
     threads: usize,
-    options: &PartitionWriteOptions,
-    yield_now: &dyn Fn() -> bool,
-    buoys: &[Arc<str>],
-    metrics: &[Arc<str>],
-    encodings: &[ValueEncoding],
-    mixed: &[bool],
-) -> Result<MergePass> {
-    let mut cursors = Vec::with_capacity(files.len());
-    for file in files {
-        cursors.push(MergeCursor {
-            file,
-            reader: PartitionReader::open(file.bytes.clone(), slice_rows)?,
-            slice: PartitionRows::default(),
-            buoy_rank: Vec::new(),
-            metric_rank: Vec::new(),
-            pos: 0,
-            done: false,
-        });
+    options: &'a PartitionWriteOptions,
+    yield_now: &'a dyn Fn() -> bool,
+    /// Sorted union of the inputs' buoys and metrics: the output dictionaries.
+    buoys: Vec<Arc<str>>,
+    metrics: Vec<Arc<str>>,
+}
+
+impl Merge<'_> {
+    fn open_readers(&self) -> Result<Vec<PartitionReader>> {
+        self.files.iter().map(|f| PartitionReader::open(f.bytes.clone(), self.slice_rows)).collect()
     }
-    // One output per distinct encoding; rows go to theirs by metric.
-    let mut groups: Vec<ValueEncoding> = Vec::new();
-    let group_of: Vec<usize> = encodings
-        .iter()
-        .map(|e| {
-            groups.iter().position(|g| g == e).unwrap_or_else(|| {
-                groups.push(*e);
-                groups.len() - 1
-            })
-        })
-        .collect();
-    let empty =
-        PartitionRows { buoy_names: buoys.to_vec(), metric_names: metrics.to_vec(), ..Default::default() };
-    let mut staged: Vec<PartitionRows> = vec![empty; groups.len()];
-    let mut writers: Vec<Option<(PartitionWriter, FileSummary)>> = groups.iter().map(|_| None).collect();
-    loop {
-        if yield_now() {
-            return Ok(MergePass::Yielded);
-        }
-        for cursor in &mut cursors {
-            cursor.refill(buoys, metrics)?;
-        }
-        if cursors.iter().all(|c| c.pos >= c.slice.len()) {
-            break;
-        }
-        // Rows up to the smallest last key of an unfinished input's slice are complete; a
-        // finished input gives all it holds.
-        let cut = cursors
-            .iter()
-            .filter(|c| c.pos < c.slice.len() && !(c.done))
-            .map(|c| c.key(c.slice.len() - 1))
-            .min();
-        let ends: Vec<usize> =
-            cursors.iter().map(|c| cut.map_or(c.slice.len(), |cut| c.end_at(cut))).collect();
-        let mut keyed = MergeRows::with_capacity(ends.iter().zip(&cursors).map(|(e, c)| e - c.pos).sum());
-        for (ci, (cursor, &end)) in cursors.iter().zip(&ends).enumerate() {
-            let tombstones = &cursor.file.tombstones;
-            for r in cursor.pos..end {
-                let (b, m, ts) = cursor.key(r);
-                if !tombstones.is_empty()
-                    && tombstones.iter().any(|t| t.covers(&buoys[b as usize], &metrics[m as usize], ts))
-                {
-                    continue;
+
+    fn run(&self) -> Result<Option<Vec<CompactionOutput>>> {
+        let mut readers = self.open_readers()?;
+        let mut encodings: Vec<Option<ValueEncoding>> = vec![None; self.metrics.len()];
+        let mut mixed = vec![false; self.metrics.len()];
+        for (f, reader) in self.files.iter().zip(&readers) {
+            let encoding = reader.value_encoding();
+            for name in &f.meta.metrics {
+                if let Ok(m) = self.metrics.binary_search(name) {
+                    encodings[m] = Some(match encodings[m] {
+                        None => encoding,
+                        Some(before) => {
+                            mixed[m] |= before != encoding;
+                            before.widen(encoding)
+                        }
+                    });
                 }
-                keyed.push(b, m, ts, cursor.file.meta.generation, ci as u32, r as u32);
             }
         }
-        let merged = last_write_wins(
-            &keyed,
-            base,
-            SortInput::SortedRuns,
-            buoys.to_vec(),
-            metrics.to_vec(),
-            |_, _, _, _| true,
-            |ci, r| {
-                let slice = &cursors[ci as usize].slice;
-                (slice.values[r as usize], slice.quality[r as usize])
-            },
-        );
-        for (cursor, end) in cursors.iter_mut().zip(ends) {
-            cursor.pos = end;
+        let mut encodings: Vec<ValueEncoding> =
+            encodings.into_iter().map(|e| e.unwrap_or(ValueEncoding::Float64)).collect();
+        // At most one restart per metric: a metric that does not fit goes to Float64, which fits.
+        loop {
+            match self.pass(readers, &encodings, &mixed)? {
+                MergePass::Done(outputs) => return Ok(Some(outputs)),
+                MergePass::Yielded => return Ok(None),
+                MergePass::DoesNotFit(m) => {
+                    tracing::info!(metric = %self.metrics[m], "compaction stores a metric as float64: a value does not fit its widened decimal");
+                    encodings[m] = ValueEncoding::Float64;
+                    mixed[m] = false;
+                    readers = self.open_readers()?;
+                }
+            }
         }
-        for stage in &mut staged {
-            stage.buoy_keys.clear();
-            stage.metric_keys.clear();
-            stage.timestamps.clear();
-            stage.values.clear();
-            stage.quality.clear();
-        }
-        for i in 0..merged.len() {
-            let m = merged.metric_keys[i] as usize;
-            let stage = &mut staged[group_of[m]];
-            let value = merged.values[i];
-            if mixed[m] && !encodings[m].fits(value) {
+    }
+
+    /// One pass over `readers` (fresh, one per input) with the encodings decided.
+    fn pass(
+        &self,
+        readers: Vec<PartitionReader>,
+        encodings: &[ValueEncoding],
+        mixed: &[bool],
+    ) -> Result<MergePass> {
+        let (buoys, metrics) = (self.buoys.as_slice(), self.metrics.as_slice());
+        let mut cursors: Vec<MergeCursor<'_>> = self
+            .files
+            .iter()
+            .zip(readers)
+            .map(|(file, reader)| MergeCursor {
+                file,
+                reader,
+                slice: PartitionRows::default(),
+                buoy_rank: Vec::new(),
+                metric_rank: Vec::new(),
+                pos: 0,
+                done: false,
+            })
+            .collect();
+        // One output per distinct encoding; rows go to theirs by metric.
+        let mut groups: Vec<ValueEncoding> = Vec::new();
+        let group_of: Vec<usize> = encodings
+            .iter()
+            .map(|e| {
+                groups.iter().position(|g| g == e).unwrap_or_else(|| {
+                    groups.push(*e);
+                    groups.len() - 1
+                })
+            })
+            .collect();
+        let empty = PartitionRows {
+            buoy_names: buoys.to_vec(),
+            metric_names: metrics.to_vec(),
+            ..Default::default()
+        };
+        let mut staged: Vec<PartitionRows> = vec![empty; groups.len()];
+        let mut writers: Vec<Option<(PartitionWriter, FileSummary)>> = groups.iter().map(|_| None).collect();
+        loop {
+            if (self.yield_now)() {
+                return Ok(MergePass::Yielded);
+            }
+            for cursor in &mut cursors {
+                cursor.refill(buoys, metrics)?;
+            }
+            // Rows up to the smallest last key of the inputs' current slices are complete: no
+            // later slice of any input holds a key at or below it.
+            let Some(cut) =
+                cursors.iter().filter(|c| c.pos < c.slice.len()).map(|c| c.key(c.slice.len() - 1)).min()
+            else {
+                break;
+            };
+            let ends: Vec<usize> = cursors.iter().map(|c| c.end_at(cut)).collect();
+            let mut keyed = MergeRows::with_capacity(ends.iter().zip(&cursors).map(|(e, c)| e - c.pos).sum());
+            for (ci, (cursor, &end)) in cursors.iter().zip(&ends).enumerate() {
+                let tombstones = &cursor.file.tombstones;
+                for r in cursor.pos..end {
+                    let (b, m, ts) = cursor.key(r);
+                    if !tombstones.is_empty()
+                        && tombstones.iter().any(|t| t.covers(&buoys[b as usize], &metrics[m as usize], ts))
+                    {
+                        continue;
+                    }
+                    keyed.push(b, m, ts, cursor.file.meta.generation, ci as u32, r as u32);
+                }
+            }
+            let merged = last_write_wins(
+                &keyed,
+                self.base,
+                SortInput::SortedRuns,
+                buoys.to_vec(),
+                metrics.to_vec(),
+                |_, _, _, _| true,
+                |ci, r| {
+                    let slice = &cursors[ci as usize].slice;
+                    (slice.values[r as usize], slice.quality[r as usize])
+                },
+            );
+            for (cursor, end) in cursors.iter_mut().zip(ends) {
+                cursor.pos = end;
+            }
+            let any_mixed = mixed.contains(&true);
+            if let Some(m) = (0..merged.len())
+                .filter(|_| any_mixed)
+                .map(|i| merged.metric_keys[i] as usize)
+                .zip(&merged.values)
+                .find(|&(m, &v)| mixed[m] && !encodings[m].fits(v))
+                .map(|(m, _)| m)
+            {
                 return Ok(MergePass::DoesNotFit(m));
             }
-            stage.buoy_keys.push(merged.buoy_keys[i]);
-            stage.metric_keys.push(merged.metric_keys[i]);
-            stage.timestamps.push(merged.timestamps[i]);
-            stage.values.push(value);
-            stage.quality.push(merged.quality[i]);
+            if let [only] = staged.as_mut_slice() {
+                // One encoding: the merged rows are the output as they are.
+                *only = merged;
+            } else {
+                for stage in &mut staged {
+                    stage.buoy_keys.clear();
+                    stage.metric_keys.clear();
+                    stage.timestamps.clear();
+                    stage.values.clear();
+                    stage.quality.clear();
+                }
+                for i in 0..merged.len() {
+                    let stage = &mut staged[group_of[merged.metric_keys[i] as usize]];
+                    stage.buoy_keys.push(merged.buoy_keys[i]);
+                    stage.metric_keys.push(merged.metric_keys[i]);
+                    stage.timestamps.push(merged.timestamps[i]);
+                    stage.values.push(merged.values[i]);
+                    stage.quality.push(merged.quality[i]);
+                }
+            }
+            // The outputs encode in parallel (`flush_threads`), as a flush's files do.
+            let jobs: Vec<_> = staged
+                .iter()
+                .zip(&mut writers)
+                .zip(&groups)
+                .filter(|((stage, _), _)| !stage.is_empty())
+                .map(|((stage, writer), &encoding)| (stage, writer, encoding))
+                .collect();
+            let written = parallel_map(jobs, self.threads, |(stage, writer, encoding)| -> Result<()> {
+                let (writer, summary) = match writer {
+                    Some(w) => w,
+                    None => writer.insert((
+                        PartitionWriter::new(buoys, metrics, encoding, &stage.values, self.options)?,
+                        FileSummary::new(buoys, metrics),
+                    )),
+                };
+                writer.write(stage)?;
+                summary.add(stage);
+                Ok(())
+            });
+            written.into_iter().collect::<Result<()>>()?;
         }
-        // The outputs encode in parallel (`flush_threads`), as a flush's files do.
-        let jobs: Vec<_> = staged
-            .iter()
-            .zip(&mut writers)
-            .zip(&groups)
-            .filter(|((stage, _), _)| !stage.is_empty())
-            .map(|((stage, writer), &encoding)| (stage, writer, encoding))
-            .collect();
-        let written = parallel_map(jobs, threads, |(stage, writer, encoding)| -> Result<()> {
-            let (writer, summary) = match writer {
-                Some(w) => w,
-                None => writer.insert((
-                    PartitionWriter::new(buoys, metrics, encoding, &stage.values, options)?,
-                    FileSummary::new(buoys, metrics),
-                )),
-            };
-            writer.write(stage)?;
-            summary.add(stage);
-            Ok(())
-        });
-        written.into_iter().collect::<Result<()>>()?;
+        let mut outputs = Vec::new();
+        for (writer, summary) in writers.into_iter().flatten() {
+            outputs.push(CompactionOutput { encoded: writer.finish()?, summary });
+        }
+        Ok(MergePass::Done(outputs))
     }
-    let mut outputs = Vec::new();
-    for (writer, summary) in writers.into_iter().flatten() {
-        outputs.push(CompactionOutput { encoded: writer.finish()?, summary });
-    }
-    Ok(MergePass::Done(outputs))
 }
 
 /// Chooses what to compact in a partition: the longest run of consecutive flush generations

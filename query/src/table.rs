@@ -382,10 +382,10 @@ fn file_groups(files: &[&SelectedFile], options: &ScanOptions, groups: usize, sp
     let piece_max = (total.div_ceil(groups as u64) / 2).max(FILE_SPLIT_BYTES_MIN);
     let mut pieces: Vec<(u64, PartitionedFile)> = Vec::new();
     for f in files {
-        let path = options.data_dir.join(&f.meta.path).to_string_lossy().into_owned();
         let bytes = f.meta.bytes;
-        let parts = if split { bytes.div_ceil(piece_max).clamp(1, 2 * groups as u64) } else { 1 };
         let local = LocalFile { path: options.data_dir.join(&f.meta.path), size: bytes };
+        let path = local.path.to_string_lossy().into_owned();
+        let parts = if split { bytes.div_ceil(piece_max).clamp(1, 2 * groups as u64) } else { 1 };
         if parts == 1 {
             pieces.push((bytes, PartitionedFile::new(path, bytes).with_extension(local)));
             continue;
@@ -427,13 +427,18 @@ impl ParquetFileReaderFactory for IndexedReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> DfResult<Box<dyn AsyncFileReader + Send>> {
-        let local = partitioned_file.extension::<LocalFile>().cloned();
-        let bytes_scanned = local.as_ref().map(|_| {
-            ParquetFileMetrics::new(partition_index, partitioned_file.object_meta.location.as_ref(), metrics)
-                .bytes_scanned
+        let local = partitioned_file.extension::<LocalFile>().cloned().map(|file| LocalReader {
+            bytes_scanned: ParquetFileMetrics::new(
+                partition_index,
+                partitioned_file.object_meta.location.as_ref(),
+                metrics,
+            )
+            .bytes_scanned,
+            file,
+            open: None,
         });
         let inner = self.0.create_reader(partition_index, partitioned_file, metadata_size_hint, metrics)?;
-        Ok(Box::new(IndexedReader { inner, local, file: None, bytes_scanned }))
+        Ok(Box::new(IndexedReader { inner, local }))
     }
 }
 
@@ -450,46 +455,44 @@ struct LocalFile {
 /// from the page cache, and the thread hops cost more than the reads.
 struct IndexedReader {
     inner: Box<dyn AsyncFileReader + Send>,
-    local: Option<LocalFile>,
-    file: Option<std::fs::File>,
-    bytes_scanned: Option<datafusion::physical_plan::metrics::Count>,
+    local: Option<LocalReader>,
 }
 
-impl IndexedReader {
-    /// `range` of the local file, if the scan has one.
-    fn read_local(&mut self, range: std::ops::Range<u64>) -> Option<ParquetResult<Bytes>> {
+/// Reads byte ranges of one [`LocalFile`], opened on first use.
+struct LocalReader {
+    file: LocalFile,
+    open: Option<std::fs::File>,
+    bytes_scanned: datafusion::physical_plan::metrics::Count,
+}
+
+impl LocalReader {
+    fn read(&mut self, range: std::ops::Range<u64>) -> ParquetResult<Bytes> {
         use std::os::unix::fs::FileExt;
-        let local = self.local.as_ref()?;
-        if range.start > range.end || range.end > local.size {
-            return Some(Err(ParquetError::General(format!(
-                "range {range:?} outside {} ({} bytes)",
-                local.path.display(),
-                local.size
-            ))));
+        let LocalFile { path, size } = &self.file;
+        if range.start > range.end || range.end > *size {
+            return Err(ParquetError::General(format!(
+                "range {range:?} outside {} ({size} bytes)",
+                path.display()
+            )));
         }
-        let file = match &self.file {
-            Some(file) => file,
-            None => match std::fs::File::open(&local.path) {
-                Ok(file) => self.file.insert(file),
-                Err(e) => return Some(Err(ParquetError::External(Box::new(e)))),
-            },
+        let open = match &mut self.open {
+            Some(open) => open,
+            None => {
+                self.open.insert(std::fs::File::open(path).map_err(|e| ParquetError::External(Box::new(e)))?)
+            }
         };
         // In bounds of the file's catalog size, checked above.
         let mut buffer = vec![0u8; (range.end - range.start) as usize];
-        if let Err(e) = file.read_exact_at(&mut buffer, range.start) {
-            return Some(Err(ParquetError::External(Box::new(e))));
-        }
-        if let Some(count) = &self.bytes_scanned {
-            count.add(buffer.len());
-        }
-        Some(Ok(Bytes::from(buffer)))
+        open.read_exact_at(&mut buffer, range.start).map_err(|e| ParquetError::External(Box::new(e)))?;
+        self.bytes_scanned.add(buffer.len());
+        Ok(Bytes::from(buffer))
     }
 }
 
 impl AsyncFileReader for IndexedReader {
     fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, ParquetResult<Bytes>> {
-        match self.read_local(range.clone()) {
-            Some(result) => Box::pin(futures::future::ready(result)),
+        match &mut self.local {
+            Some(local) => Box::pin(futures::future::ready(local.read(range))),
             None => self.inner.get_bytes(range),
         }
     }
@@ -498,14 +501,12 @@ impl AsyncFileReader for IndexedReader {
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, ParquetResult<Vec<Bytes>>> {
-        if self.local.is_none() {
-            return self.inner.get_byte_ranges(ranges);
+        match &mut self.local {
+            Some(local) => {
+                Box::pin(futures::future::ready(ranges.into_iter().map(|r| local.read(r)).collect()))
+            }
+            None => self.inner.get_byte_ranges(ranges),
         }
-        let result = ranges
-            .into_iter()
-            .map(|range| self.read_local(range).unwrap_or_else(|| Ok(Bytes::new())))
-            .collect();
-        Box::pin(futures::future::ready(result))
     }
 
     fn get_metadata<'a>(
