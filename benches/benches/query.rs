@@ -30,7 +30,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// Builds (or reuses) the flushed dataset; returns its data dir.
 fn dataset(buoys: usize, hours: f64) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let root = std::env::var_os("BW_QUERY_DATA_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = root.join(format!("bluewave-query-bench-{buoys}b-{hours}h-folded"));
+    // Named by what shapes the files (folded closed partitions, `Decimal64` values), so a
+    // dataset written by an older layout is rebuilt rather than measured.
+    let dir = root.join(format!("bluewave-query-bench-{buoys}b-{hours}h-folded-d64"));
     let marker = dir.join("COMPLETE");
     if marker.exists() {
         return Ok(dir);

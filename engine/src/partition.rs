@@ -7,7 +7,7 @@
 //! buoy_id  Dictionary(UInt32, Utf8)      BYTE_ARRAY / STRING               RLE_DICTIONARY
 //! metric   Dictionary(UInt32, Utf8)      BYTE_ARRAY / STRING               RLE_DICTIONARY
 //! ts       Timestamp(Nanosecond, "UTC")  INT64 / TIMESTAMP(NANOS, UTC)     DELTA_BINARY_PACKED
-//! value    Decimal128(18, s)             INT64 / DECIMAL(18, s)            DELTA_BINARY_PACKED
+//! value    Decimal64(18, s)              INT64 / DECIMAL(18, s)            DELTA_BINARY_PACKED
 //!      or  Float64                       DOUBLE                            PLAIN or BYTE_STREAM_SPLIT
 //! quality  UInt8                         INT32 / INT(8, unsigned)          RLE_DICTIONARY
 //! ```
@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use arrow_array::types::UInt32Type;
 use arrow_array::{
-    Array, ArrayRef, Decimal128Array, DictionaryArray, Float64Array, RecordBatch, StringArray,
+    Array, ArrayRef, Decimal64Array, DictionaryArray, Float64Array, RecordBatch, StringArray,
     TimestampNanosecondArray, UInt8Array, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -85,7 +85,7 @@ const DECIMAL_UNSCALED_LIMIT_F64: f64 = 1e18;
 const _: () = assert!(DECIMAL_UNSCALED_LIMIT_F64 as i64 == DECIMAL_UNSCALED_LIMIT);
 
 /// `10^s` for every scale. Each is exact in `f64` and equal to `10_f64.powi(s)`, the factor
-/// Arrow's `Decimal128 -> Float64` cast divides by, so a query engine casting the decimal column
+/// Arrow's `Decimal64 -> Float64` (and `Decimal128 -> Float64`) cast divides by, so a query engine casting the decimal column
 /// gets the same bits as [`decode_partition`].
 const POW10: [f64; DECIMAL_SCALE_MAX as usize + 1] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
@@ -258,8 +258,11 @@ impl fmt::Display for ValueEncoding {
 /// Arrow type of the `value` column of a file written with `encoding`.
 pub fn partition_schema_value_type(encoding: ValueEncoding) -> DataType {
     match encoding {
-        // The scale is at most 9, so the cast cannot wrap.
-        ValueEncoding::Decimal { scale } => DataType::Decimal128(DECIMAL_PRECISION, scale as i8),
+        // `Decimal64`, not `Decimal128`: the values are `INT64` in the file, and a reader that
+        // takes the type from the embedded Arrow schema (DataFusion) then keeps them as they
+        // are decoded instead of widening each to 16 bytes and converting back through an
+        // `i128 -> f64` library call. The scale is at most 9, so the cast cannot wrap.
+        ValueEncoding::Decimal { scale } => DataType::Decimal64(DECIMAL_PRECISION, scale as i8),
         ValueEncoding::Float64 => DataType::Float64,
     }
 }
@@ -615,8 +618,8 @@ impl PartitionWriter {
                 ValueEncoding::Decimal { scale } => {
                     let unscaled = rows.values[start..end]
                         .iter()
-                        .map(|&v| to_unscaled(v, scale).map(i128::from))
-                        .collect::<Option<Vec<i128>>>()
+                        .map(|&v| to_unscaled(v, scale))
+                        .collect::<Option<Vec<i64>>>()
                         .ok_or_else(|| {
                             Error::Parquet(format!(
                                 "cannot encode partition: a value does not fit {value_encoding}"
@@ -624,7 +627,7 @@ impl PartitionWriter {
                         })?;
                     // The scale is at most 9, so the cast cannot wrap.
                     Arc::new(
-                        Decimal128Array::from(unscaled)
+                        Decimal64Array::from(unscaled)
                             .with_precision_and_scale(DECIMAL_PRECISION, scale as i8)?,
                     )
                 }
@@ -954,10 +957,9 @@ fn append_batch(
     rows.timestamps.extend_from_slice(timestamps.values());
     match value_encoding {
         ValueEncoding::Decimal { scale } => {
-            let unscaled = downcast::<Decimal128Array>(batch.column(3), COLUMN_VALUE)?;
+            let unscaled = downcast::<Decimal64Array>(batch.column(3), COLUMN_VALUE)?;
             for &i in unscaled.values().iter() {
-                let value = i64::try_from(i)
-                    .ok()
+                let value = Some(i)
                     .filter(|i| i.unsigned_abs() < DECIMAL_UNSCALED_LIMIT.unsigned_abs())
                     .map(|i| from_unscaled(i, scale))
                     .ok_or_else(|| corrupt(format_args!("decimal value {i} has more than 18 digits")))?;
@@ -1132,7 +1134,7 @@ mod tests {
     use std::time::Instant;
 
     use arrow_array::PrimitiveArray;
-    use arrow_array::types::Decimal128Type;
+    use arrow_array::types::{Decimal64Type, Decimal128Type};
     use parquet::file::metadata::PageIndexPolicy;
     use parquet::file::page_index::column_index::ColumnIndexMetaData;
     use proptest::prelude::*;
@@ -1484,12 +1486,34 @@ mod tests {
         ]
     }
 
-    fn decimals(unscaled: &[i128], scale: u8) -> ArrayRef {
+    fn decimals(unscaled: &[i64], scale: u8) -> ArrayRef {
         Arc::new(
-            PrimitiveArray::<Decimal128Type>::from(unscaled.to_vec())
+            PrimitiveArray::<Decimal64Type>::from(unscaled.to_vec())
                 .with_precision_and_scale(DECIMAL_PRECISION, scale as i8)
                 .unwrap(),
         )
+    }
+
+    #[test]
+    fn files_written_with_decimal128_values_still_decode() {
+        // Files before `Decimal64` carried `Decimal128(18, s)` in their embedded Arrow schema;
+        // the Parquet layout is the same, and they decode to the same values.
+        let unscaled = [8093_i128, -8101, 999_999_999_999_999_999];
+        let values: ArrayRef = Arc::new(
+            PrimitiveArray::<Decimal128Type>::from(unscaled.to_vec())
+                .with_precision_and_scale(DECIMAL_PRECISION, 3)
+                .unwrap(),
+        );
+        let mut fields: Vec<Field> =
+            partition_schema(ValueEncoding::Decimal { scale: 3 }).fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[3] = Field::new(COLUMN_VALUE, DataType::Decimal128(DECIMAL_PRECISION, 3), false);
+        let decoded = decode_partition(write_raw(
+            Arc::new(Schema::new(fields)),
+            our_columns(&["b1", "b1", "b1"], values, &[0, 0, 0]),
+            our_key_values("1", "decimal(18,3)"),
+        ))
+        .unwrap();
+        assert_eq!(decoded.values, vec![8.093, -8.101, 999_999_999_999_999.999]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bluewave_engine::{Chunk, ReadFilter, SelectedFile, Snapshot, Storage, decode_partition};
 use datafusion::arrow::array::{
-    ArrayRef, Float64Array, RecordBatch, StringBuilder, TimestampNanosecondArray, UInt8Array,
+    ArrayRef, Float64Array, RecordBatch, StringViewBuilder, TimestampNanosecondArray, UInt8Array,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -434,7 +434,7 @@ impl MergeJob {
         for &c in &self.columns {
             let array: ArrayRef = match c {
                 COL_BUOY | COL_METRIC => {
-                    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 12);
+                    let mut b = StringViewBuilder::with_capacity(rows.len());
                     for r in rows {
                         b.append_value(if c == COL_BUOY { &*r.buoy } else { &*r.metric });
                     }

@@ -516,8 +516,8 @@ impl ResultStream {
         let last = batch.num_rows() - 1;
         let (buoy, metric, ts) = (batch.column(COL_BUOY), batch.column(COL_METRIC), batch.column(COL_TS));
         let (Some(buoy), Some(metric), Some(ts)) = (
-            buoy.as_string_opt::<i32>(),
-            metric.as_string_opt::<i32>(),
+            buoy.as_string_view_opt(),
+            metric.as_string_view_opt(),
             ts.as_primitive_opt::<TimestampNanosecondType>(),
         ) else {
             return;

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bluewave_engine::{BuoyId, DeleteRange, MetricName, Quality, ReadingBatchBuilder};
 use bluewave_query::datafusion::arrow::array::{
-    Array, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt8Array,
+    Array, Float64Array, RecordBatch, StringViewArray, TimestampNanosecondArray, UInt8Array,
 };
 use bluewave_query::{AccessPolicy, Cursor, TelemetryFilter};
 use futures_util::StreamExt as _;
@@ -110,8 +110,8 @@ fn rows_of(batch: &RecordBatch, out: &mut Vec<ReadingRow>) -> Result<(), ApiErro
             .and_then(|column| column.as_any().downcast_ref::<T>())
             .ok_or_else(|| ApiError::internal(format!("readings column `{name}` missing or mistyped")))
     }
-    let buoys = column::<StringArray>(batch, "buoy_id")?;
-    let metrics = column::<StringArray>(batch, "metric")?;
+    let buoys = column::<StringViewArray>(batch, "buoy_id")?;
+    let metrics = column::<StringViewArray>(batch, "metric")?;
     let times = column::<TimestampNanosecondArray>(batch, "ts")?;
     let values = column::<Float64Array>(batch, "value")?;
     let qualities = column::<UInt8Array>(batch, "quality")?;
