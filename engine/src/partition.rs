@@ -1504,8 +1504,11 @@ mod tests {
                 .with_precision_and_scale(DECIMAL_PRECISION, 3)
                 .unwrap(),
         );
-        let mut fields: Vec<Field> =
-            partition_schema(ValueEncoding::Decimal { scale: 3 }).fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = partition_schema(ValueEncoding::Decimal { scale: 3 })
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields[3] = Field::new(COLUMN_VALUE, DataType::Decimal128(DECIMAL_PRECISION, 3), false);
         let decoded = decode_partition(write_raw(
             Arc::new(Schema::new(fields)),
