@@ -68,7 +68,7 @@ pub use policy::{
 pub use service::{
     BLOCKING_THREADS_MAX, FILE_METADATA_CACHE_BYTES, QueryService, ResultStream, WATCHDOG_TICK,
 };
-pub use table::{BUOYS, READINGS, buoys_schema, name_type, readings_schema};
+pub use table::{BUOYS, READINGS, buoys_schema, readings_schema};
 
 /// DataFusion and Arrow as this crate uses them, so callers share one version.
 pub use datafusion;

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use bluewave_engine::{Chunk, ReadFilter, SelectedFile, Snapshot, Storage, decode_partition};
 use datafusion::arrow::array::{
-    ArrayRef, Float64Array, RecordBatch, StringDictionaryBuilder, TimestampNanosecondArray, UInt8Array,
+    ArrayRef, Float64Array, RecordBatch, StringBuilder, TimestampNanosecondArray, UInt8Array,
 };
-use datafusion::arrow::datatypes::{SchemaRef, UInt32Type};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -434,7 +434,7 @@ impl MergeJob {
         for &c in &self.columns {
             let array: ArrayRef = match c {
                 COL_BUOY | COL_METRIC => {
-                    let mut b = StringDictionaryBuilder::<UInt32Type>::new();
+                    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 12);
                     for r in rows {
                         b.append_value(if c == COL_BUOY { &*r.buoy } else { &*r.metric });
                     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bluewave_engine::Engine;
-use datafusion::arrow::array::{Array, ArrayAccessor, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType, UInt32Type};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
@@ -516,8 +516,8 @@ impl ResultStream {
         let last = batch.num_rows() - 1;
         let (buoy, metric, ts) = (batch.column(COL_BUOY), batch.column(COL_METRIC), batch.column(COL_TS));
         let (Some(buoy), Some(metric), Some(ts)) = (
-            buoy.as_dictionary_opt::<UInt32Type>().and_then(|d| d.downcast_dict::<StringArray>()),
-            metric.as_dictionary_opt::<UInt32Type>().and_then(|d| d.downcast_dict::<StringArray>()),
+            buoy.as_string_opt::<i32>(),
+            metric.as_string_opt::<i32>(),
             ts.as_primitive_opt::<TimestampNanosecondType>(),
         ) else {
             return;

@@ -63,24 +63,14 @@ pub(crate) const TS_TZ: &str = "UTC";
 
 /// `readings(buoy_id, metric, ts, value, quality)`: names as text, `ts` as UTC nanoseconds,
 /// `value` always `Float64` whatever a file's value encoding.
-///
-/// Names are `Dictionary(UInt32, Utf8)`, the files' own type (as InfluxDB 3 keeps its tags):
-/// a scan passes the decoded dictionaries on as they are, where `Utf8` copied every row's name
-/// (and `Utf8View` built a view per row), and filters, hashes and group keys work on a handful
-/// of distinct names per batch instead of on every row's text.
 pub fn readings_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("buoy_id", name_type(), false),
-        Field::new("metric", name_type(), false),
+        Field::new("buoy_id", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
         Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some(TS_TZ.into())), false),
         Field::new("value", DataType::Float64, false),
         Field::new("quality", DataType::UInt8, false),
     ]))
-}
-
-/// The Arrow type of `readings.buoy_id` and `readings.metric`.
-pub fn name_type() -> DataType {
-    DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8))
 }
 
 /// `buoys(id, name, latitude, longitude, status)`.
@@ -170,9 +160,6 @@ fn string_literal(e: &Expr) -> Option<String> {
     match e {
         Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => Some(s.clone()),
         Expr::Literal(ScalarValue::Utf8View(Some(s)), _) => Some(s.clone()),
-        Expr::Literal(ScalarValue::Dictionary(_, inner), metadata) => {
-            string_literal(&Expr::Literal(inner.as_ref().clone(), metadata.clone()))
-        }
         Expr::Cast(c) => string_literal(&c.expr),
         _ => None,
     }

@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use bluewave_engine::{BuoyId, BuoyInfo, Durability, Engine, EngineConfig, MetricName, ReadingBatch};
 use bluewave_query::datafusion::arrow::array::{
-    Array, ArrayAccessor, AsArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt8Array,
+    Array, AsArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt8Array,
 };
-use bluewave_query::datafusion::arrow::datatypes::{Int64Type, UInt32Type};
+use bluewave_query::datafusion::arrow::datatypes::Int64Type;
 use bluewave_query::{AccessPolicy, QueryConfig, QueryService, Result};
 
 /// 2026-11-01T00:00:00Z in ns.
@@ -96,8 +95,8 @@ impl Fixture {
 pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
     let mut out = Vec::new();
     for b in batches {
-        let buoy = b.column(0).as_dictionary::<UInt32Type>().downcast_dict::<StringArray>().unwrap();
-        let metric = b.column(1).as_dictionary::<UInt32Type>().downcast_dict::<StringArray>().unwrap();
+        let buoy = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let metric = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
         let ts = b.column(2).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
         let value = b.column(3).as_any().downcast_ref::<Float64Array>().unwrap();
         let quality = b.column(4).as_any().downcast_ref::<UInt8Array>().unwrap();

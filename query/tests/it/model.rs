@@ -209,11 +209,10 @@ fn latest_rows(f: &crate::common::Fixture, conds: &str, policy: &AccessPolicy, e
     let batches = f.sql(&text, policy).unwrap();
     let mut got = BTreeMap::new();
     for b in &batches {
-        use bluewave_query::datafusion::arrow::array::{ArrayAccessor, AsArray, StringArray};
-        use bluewave_query::datafusion::arrow::datatypes::UInt32Type;
+        use bluewave_query::datafusion::arrow::array::{AsArray, StringArray};
         use bluewave_query::datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType};
-        let buoy = b.column(0).as_dictionary::<UInt32Type>().downcast_dict::<StringArray>().unwrap();
-        let metric = b.column(1).as_dictionary::<UInt32Type>().downcast_dict::<StringArray>().unwrap();
+        let buoy = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let metric = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
         let v = b.column(2).as_primitive::<Float64Type>();
         let t = b.column(3).as_primitive::<TimestampNanosecondType>();
         for i in 0..b.num_rows() {

@@ -19,12 +19,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bluewave_engine::{BuoyId, DeleteRange, MetricName, Quality, ReadingBatchBuilder};
-use bluewave_query::datafusion::arrow::array::TypedDictionaryArray;
 use bluewave_query::datafusion::arrow::array::{
-    Array, ArrayAccessor, AsArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt8Array,
+    Array, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt8Array,
 };
-use bluewave_query::datafusion::arrow::datatypes::UInt32Type;
 use bluewave_query::{AccessPolicy, Cursor, TelemetryFilter};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -113,19 +110,8 @@ fn rows_of(batch: &RecordBatch, out: &mut Vec<ReadingRow>) -> Result<(), ApiErro
             .and_then(|column| column.as_any().downcast_ref::<T>())
             .ok_or_else(|| ApiError::internal(format!("readings column `{name}` missing or mistyped")))
     }
-    // Names come as `Dictionary(UInt32, Utf8)` (`bluewave_query::name_type`).
-    fn names<'b>(
-        batch: &'b RecordBatch,
-        name: &str,
-    ) -> Result<TypedDictionaryArray<'b, UInt32Type, StringArray>, ApiError> {
-        batch
-            .column_by_name(name)
-            .and_then(|column| column.as_dictionary_opt::<UInt32Type>())
-            .and_then(|dictionary| dictionary.downcast_dict::<StringArray>())
-            .ok_or_else(|| ApiError::internal(format!("readings column `{name}` missing or mistyped")))
-    }
-    let buoys = names(batch, "buoy_id")?;
-    let metrics = names(batch, "metric")?;
+    let buoys = column::<StringArray>(batch, "buoy_id")?;
+    let metrics = column::<StringArray>(batch, "metric")?;
     let times = column::<TimestampNanosecondArray>(batch, "ts")?;
     let values = column::<Float64Array>(batch, "value")?;
     let qualities = column::<UInt8Array>(batch, "quality")?;
