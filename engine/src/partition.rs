@@ -85,8 +85,8 @@ const DECIMAL_UNSCALED_LIMIT_F64: f64 = 1e18;
 const _: () = assert!(DECIMAL_UNSCALED_LIMIT_F64 as i64 == DECIMAL_UNSCALED_LIMIT);
 
 /// `10^s` for every scale. Each is exact in `f64` and equal to `10_f64.powi(s)`, the factor
-/// Arrow's `Decimal64 -> Float64` (and `Decimal128 -> Float64`) cast divides by, so a query engine casting the decimal column
-/// gets the same bits as [`decode_partition`].
+/// Arrow's `Decimal64 -> Float64` (and `Decimal128 -> Float64`) cast divides by, so a query
+/// engine casting the decimal column gets the same bits as [`decode_partition`].
 const POW10: [f64; DECIMAL_SCALE_MAX as usize + 1] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 /// Most rows one partition file may hold (encode and decode refuse more). A bound on the
