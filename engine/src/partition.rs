@@ -959,11 +959,10 @@ fn append_batch(
         ValueEncoding::Decimal { scale } => {
             let unscaled = downcast::<Decimal64Array>(batch.column(3), COLUMN_VALUE)?;
             for &i in unscaled.values().iter() {
-                let value = Some(i)
-                    .filter(|i| i.unsigned_abs() < DECIMAL_UNSCALED_LIMIT.unsigned_abs())
-                    .map(|i| from_unscaled(i, scale))
-                    .ok_or_else(|| corrupt(format_args!("decimal value {i} has more than 18 digits")))?;
-                rows.values.push(value);
+                if i.unsigned_abs() >= DECIMAL_UNSCALED_LIMIT.unsigned_abs() {
+                    return Err(corrupt(format_args!("decimal value {i} has more than 18 digits")));
+                }
+                rows.values.push(from_unscaled(i, scale));
             }
         }
         ValueEncoding::Float64 => {
