@@ -195,6 +195,7 @@ fn catalog(c: &mut Criterion) {
                 metrics: metrics.clone(),
                 applied_tombstones: Vec::new(),
                 buoy_ranges: Vec::new(),
+                metric_stats: Vec::new(),
             }));
         }
     }

@@ -67,6 +67,64 @@ pub struct FileMeta {
     /// that share no key, and those are read as they are. Empty for entries written before
     /// catalog entry version 3: the file-wide `ts_min..=ts_max` then stands for every buoy.
     pub buoy_ranges: Vec<(TimestampNs, TimestampNs)>,
+    /// Per metric (aligned with `metrics`): count, sum, smallest and largest value of its rows,
+    /// so aggregates over files no filter cuts are answered from here without reading them.
+    /// Empty for entries written before catalog entry version 4.
+    pub metric_stats: Vec<MetricStats>,
+}
+
+/// Aggregates of one metric's rows in one file, taken from the values as written (values
+/// round-trip bit for bit, so a scan of the file sees exactly these).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MetricStats {
+    /// Rows of the metric.
+    pub rows: u64,
+    /// Sum of the values, in row order.
+    pub sum: f64,
+    /// Smallest value (IEEE 754 total order, as Arrow's `min`).
+    pub min: f64,
+    /// Largest value (IEEE 754 total order, as Arrow's `max`).
+    pub max: f64,
+}
+
+impl MetricStats {
+    /// No rows yet.
+    pub const EMPTY: Self = Self { rows: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
+
+    /// Adds one value.
+    pub fn add(&mut self, v: f64) {
+        if self.rows == 0 {
+            (self.min, self.max) = (v, v);
+        } else {
+            if v.total_cmp(&self.min).is_lt() {
+                self.min = v;
+            }
+            if v.total_cmp(&self.max).is_gt() {
+                self.max = v;
+            }
+        }
+        self.rows += 1;
+        self.sum += v;
+    }
+
+    /// Both sets of rows together.
+    pub fn merge(&mut self, other: &Self) {
+        if other.rows == 0 {
+            return;
+        }
+        if self.rows == 0 {
+            *self = *other;
+            return;
+        }
+        if other.min.total_cmp(&self.min).is_lt() {
+            self.min = other.min;
+        }
+        if other.max.total_cmp(&self.max).is_gt() {
+            self.max = other.max;
+        }
+        self.rows += other.rows;
+        self.sum += other.sum;
+    }
 }
 
 impl FileMeta {
@@ -95,11 +153,13 @@ impl FileMeta {
     /// Layout: `version u8 | id u64 | partition_start i64 | partition_end i64 | path (u16 len) |
     /// rows u64 | bytes u64 | ts_min i64 | ts_max i64 | generation u64 | seq_min u64 | seq_max u64
     /// | buoys (u32 count, (u8 len, bytes)*) | metrics (same) | applied tombstones (u32 count,
-    /// u64*) | buoy ranges (u32 count, (i64 min, i64 max)*)`. Version 1 entries (no tombstone
-    /// list) and version 2 entries (no buoy ranges) are still read.
+    /// u64*) | buoy ranges (u32 count, (i64 min, i64 max)*) | metric stats (u32 count, (u64 rows,
+    /// f64 sum, f64 min, f64 max)*)`. Version 1 entries (no tombstone list), version 2 entries
+    /// (no buoy ranges) and version 3 entries (no metric stats) are still read.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96 + self.path.len() + self.buoys.len() * 28);
-        out.push(3);
+        let mut out =
+            Vec::with_capacity(100 + self.path.len() + self.buoys.len() * 28 + self.metrics.len() * 48);
+        out.push(4);
         for v in [self.id, self.partition_start as u64, self.partition_end as u64] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -132,6 +192,13 @@ impl FileMeta {
             out.extend_from_slice(&lo.to_le_bytes());
             out.extend_from_slice(&hi.to_le_bytes());
         }
+        out.extend_from_slice(&(self.metric_stats.len() as u32).to_le_bytes());
+        for m in &self.metric_stats {
+            out.extend_from_slice(&m.rows.to_le_bytes());
+            for v in [m.sum, m.min, m.max] {
+                out.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
+        }
         out
     }
 
@@ -139,7 +206,7 @@ impl FileMeta {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader { bytes, pos: 0 };
         let version = r.u8()?;
-        if !(1..=3).contains(&version) {
+        if !(1..=4).contains(&version) {
             return None;
         }
         let id = r.u64()?;
@@ -176,6 +243,21 @@ impl FileMeta {
                 buoy_ranges.push((r.u64()? as i64, r.u64()? as i64));
             }
         }
+        let mut metric_stats = Vec::new();
+        if version >= 4 {
+            let count = r.u32()? as usize;
+            // Either one entry per metric or none.
+            if count != 0 && count != metrics.len() {
+                return None;
+            }
+            metric_stats.reserve(count.min(bytes.len() / 32));
+            for _ in 0..count {
+                let rows = r.u64()?;
+                let (sum, min, max) =
+                    (f64::from_bits(r.u64()?), f64::from_bits(r.u64()?), f64::from_bits(r.u64()?));
+                metric_stats.push(MetricStats { rows, sum, min, max });
+            }
+        }
         (r.pos == bytes.len()).then_some(Self {
             id,
             partition_start,
@@ -192,7 +274,14 @@ impl FileMeta {
             metrics,
             applied_tombstones,
             buoy_ranges,
+            metric_stats,
         })
+    }
+
+    /// The stats of `metric`'s rows; `None` when the file has none or the entry predates them.
+    pub fn metric_stats_of(&self, metric: &str) -> Option<&MetricStats> {
+        let i = self.metrics.binary_search_by(|m| (**m).cmp(metric)).ok()?;
+        self.metric_stats.get(i)
     }
 }
 
@@ -584,6 +673,7 @@ mod tests {
             metrics: vec![Arc::from("ph")],
             applied_tombstones: vec![4, 12],
             buoy_ranges: vec![(5, 20), (7, 50)],
+            metric_stats: vec![MetricStats { rows: 10, sum: 71.25, min: -0.5, max: 8.125 }],
         }
     }
 
@@ -623,10 +713,12 @@ mod tests {
     fn entries_of_older_versions_are_read_with_file_wide_buoy_ranges() {
         let mut v2 = meta(6);
         v2.buoy_ranges.clear();
+        v2.metric_stats.clear();
         let mut bytes = v2.encode();
         bytes[0] = 2;
-        // A version 2 entry ends after the tombstone list: drop the (empty) range count.
-        bytes.truncate(bytes.len() - 4);
+        // A version 2 entry ends after the tombstone list: drop the (empty) range and stats
+        // counts.
+        bytes.truncate(bytes.len() - 8);
         let decoded = FileMeta::decode(&bytes).unwrap();
         assert_eq!(decoded, v2);
         assert_eq!(decoded.buoy_range("b"), Some((5, 50)));
@@ -636,5 +728,43 @@ mod tests {
         let mut wrong = meta(6);
         wrong.buoy_ranges.pop();
         assert_eq!(FileMeta::decode(&wrong.encode()), None);
+    }
+
+    #[test]
+    fn entries_of_version_3_are_read_without_metric_stats() {
+        let mut v3 = meta(7);
+        v3.metric_stats.clear();
+        let mut bytes = v3.encode();
+        bytes[0] = 3;
+        // A version 3 entry ends after the buoy ranges: drop the (empty) stats count.
+        bytes.truncate(bytes.len() - 4);
+        let decoded = FileMeta::decode(&bytes).unwrap();
+        assert_eq!(decoded, v3);
+        assert_eq!(decoded.metric_stats_of("ph"), None);
+        assert_eq!(meta(7).metric_stats_of("ph").map(|m| m.rows), Some(10));
+        // A stats list that does not match the metric list is refused, not misread.
+        let mut wrong = meta(7);
+        wrong.metric_stats.push(MetricStats::EMPTY);
+        assert_eq!(FileMeta::decode(&wrong.encode()), None);
+    }
+
+    #[test]
+    fn metric_stats_merge_as_one_pass_over_all_values() {
+        let values = [3.5, -1.25, 0.0, -0.0, 7.0, -8.5];
+        let mut whole = MetricStats::EMPTY;
+        values.iter().for_each(|&v| whole.add(v));
+        let (mut left, mut right) = (MetricStats::EMPTY, MetricStats::EMPTY);
+        values[..2].iter().for_each(|&v| left.add(v));
+        values[2..].iter().for_each(|&v| right.add(v));
+        left.merge(&right);
+        assert_eq!(left, whole);
+        assert_eq!(whole, MetricStats { rows: 6, sum: 0.75, min: -8.5, max: 7.0 });
+        let mut empty = MetricStats::EMPTY;
+        empty.merge(&MetricStats::EMPTY);
+        assert_eq!(empty.rows, 0);
+        // Total order: -0.0 sorts below +0.0, as in Arrow's `min`.
+        let mut zeros = MetricStats::EMPTY;
+        [0.0, -0.0].iter().for_each(|&v| zeros.add(v));
+        assert!(zeros.min.is_sign_negative() && zeros.max.is_sign_positive());
     }
 }

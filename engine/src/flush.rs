@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::buffer::Chunk;
-use crate::catalog::{Catalog, CatalogCommit, FileMeta, Tombstone};
+use crate::catalog::{Catalog, CatalogCommit, FileMeta, MetricStats, Tombstone};
 use crate::dedup::DedupWindow;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
@@ -468,7 +468,7 @@ impl Flusher {
         drop(out);
         storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
         storage.sync_dir(&dir).map_err(|e| Error::io("fsync partition directory", &dir, e))?;
-        let (buoys, buoy_ranges, metrics) = summary.lists();
+        let (buoys, buoy_ranges, metrics, metric_stats) = summary.lists();
         Ok(FileMeta {
             id,
             partition_start,
@@ -485,6 +485,7 @@ impl Flusher {
             metrics,
             applied_tombstones: Vec::new(),
             buoy_ranges,
+            metric_stats,
         })
     }
 
@@ -936,8 +937,9 @@ struct CompactionOutput {
     summary: FileSummary,
 }
 
-/// A file's buoys (sorted), their time ranges (aligned) and its metrics (sorted).
-type FileLists = (Vec<Arc<str>>, Vec<(TimestampNs, TimestampNs)>, Vec<Arc<str>>);
+/// A file's buoys (sorted), their time ranges (aligned), its metrics (sorted) and their value
+/// stats (aligned).
+type FileLists = (Vec<Arc<str>>, Vec<(TimestampNs, TimestampNs)>, Vec<Arc<str>>, Vec<MetricStats>);
 
 /// What the catalog records of a file's rows, gathered as they are written.
 struct FileSummary {
@@ -948,7 +950,8 @@ struct FileSummary {
     ts_max: TimestampNs,
     /// Per buoy key: smallest and largest timestamp (`(MAX, MIN)` for a key with no row).
     buoy_ranges: Vec<(TimestampNs, TimestampNs)>,
-    metric_used: Vec<bool>,
+    /// Per metric key: its rows' value stats (no rows: the metric is absent).
+    metric_stats: Vec<MetricStats>,
 }
 
 impl FileSummary {
@@ -960,7 +963,7 @@ impl FileSummary {
             ts_min: i64::MAX,
             ts_max: i64::MIN,
             buoy_ranges: vec![(i64::MAX, i64::MIN); buoy_names.len()],
-            metric_used: vec![false; metric_names.len()],
+            metric_stats: vec![MetricStats::EMPTY; metric_names.len()],
         }
     }
 
@@ -973,15 +976,16 @@ impl FileSummary {
     /// Adds rows keyed into this summary's dictionaries.
     fn add(&mut self, rows: &PartitionRows) {
         self.rows += rows.len() as u64;
-        for ((&t, &buoy), &metric) in rows.timestamps.iter().zip(&rows.buoy_keys).zip(&rows.metric_keys) {
+        let keys = rows.timestamps.iter().zip(&rows.buoy_keys).zip(&rows.metric_keys);
+        for (((&t, &buoy), &metric), &value) in keys.zip(&rows.values) {
             self.ts_min = self.ts_min.min(t);
             self.ts_max = self.ts_max.max(t);
             if let Some(range) = self.buoy_ranges.get_mut(buoy as usize) {
                 range.0 = range.0.min(t);
                 range.1 = range.1.max(t);
             }
-            if let Some(used) = self.metric_used.get_mut(metric as usize) {
-                *used = true;
+            if let Some(stats) = self.metric_stats.get_mut(metric as usize) {
+                stats.add(value);
             }
         }
     }
@@ -997,15 +1001,16 @@ impl FileSummary {
             .collect();
         by_name.sort_by(|a, b| a.0.cmp(&b.0));
         let (buoys, ranges) = by_name.into_iter().unzip();
-        let mut metrics: Vec<Arc<str>> = self
+        let mut metrics: Vec<(Arc<str>, MetricStats)> = self
             .metric_names
             .iter()
-            .zip(&self.metric_used)
-            .filter(|(_, used)| **used)
-            .map(|(name, _)| name.clone())
+            .zip(&self.metric_stats)
+            .filter(|(_, stats)| stats.rows > 0)
+            .map(|(name, &stats)| (name.clone(), stats))
             .collect();
-        metrics.sort();
-        (buoys, ranges, metrics)
+        metrics.sort_by(|a, b| a.0.cmp(&b.0));
+        let (metrics, stats) = metrics.into_iter().unzip();
+        (buoys, ranges, metrics, stats)
     }
 }
 
@@ -1542,6 +1547,7 @@ mod tests {
             metrics: vec![Arc::from("ph")],
             applied_tombstones: Vec::new(),
             buoy_ranges: Vec::new(),
+            metric_stats: Vec::new(),
         })
     }
 
@@ -1618,7 +1624,7 @@ mod tests {
         tombstones: Vec<Arc<Tombstone>>,
     ) -> CompactionFile {
         let summary = FileSummary::of(rows);
-        let (buoys, buoy_ranges, metrics) = summary.lists();
+        let (buoys, buoy_ranges, metrics, metric_stats) = summary.lists();
         let bytes = partition::encode_partition(rows, &PartitionWriteOptions::default())
             .unwrap_or_else(|e| panic!("encode: {e}"))
             .bytes;
@@ -1638,6 +1644,7 @@ mod tests {
             metrics,
             applied_tombstones: Vec::new(),
             buoy_ranges,
+            metric_stats,
         };
         CompactionFile { meta: Arc::new(meta), bytes: Bytes::from(bytes), tombstones }
     }
@@ -1675,12 +1682,24 @@ mod tests {
             let rows = partition::decode_partition(Bytes::from(output.encoded.bytes.clone()))
                 .unwrap_or_else(|e| panic!("decode: {e}"));
             assert_eq!(output.summary.rows, rows.len() as u64);
-            let (buoys, _, metrics) = output.summary.lists();
+            let (buoys, _, metrics, stats) = output.summary.lists();
             let mut used_buoys: Vec<Arc<str>> =
                 rows.buoy_keys.iter().map(|&k| rows.buoy_names[k as usize].clone()).collect();
             used_buoys.sort();
             used_buoys.dedup();
             assert_eq!(buoys, used_buoys, "summary buoys");
+            // Each metric's stats are those of the rows the file holds, in file order.
+            let wanted: Vec<MetricStats> = metrics
+                .iter()
+                .map(|m| {
+                    let mut s = MetricStats::EMPTY;
+                    (0..rows.len())
+                        .filter(|&i| rows.metric_names[rows.metric_keys[i] as usize] == *m)
+                        .for_each(|i| s.add(rows.values[i]));
+                    s
+                })
+                .collect();
+            assert_eq!(stats, wanted, "summary metric stats");
             for m in &metrics {
                 assert!(!seen_metrics.contains(m), "metric {m} in two outputs");
                 seen_metrics.push(m.clone());

@@ -52,7 +52,7 @@ mod wal;
 pub mod workload;
 
 pub use buffer::Chunk;
-pub use catalog::{BuoyInfo, FileMeta, Tombstone};
+pub use catalog::{BuoyInfo, FileMeta, MetricStats, Tombstone};
 pub use config::{Durability, EngineConfig, PartitionDuration};
 pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
 pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, RecoveryReport, lane_for_buoy};

@@ -54,6 +54,7 @@ mod newest;
 mod policy;
 mod scan;
 mod service;
+mod stats;
 mod table;
 
 pub use encode::{ByteStream, Format, PARQUET_ROW_GROUP_BYTES_MAX, PARQUET_ROW_GROUP_ROWS_MAX, encode};

@@ -139,7 +139,7 @@ impl OptimizerRule for NewestFirstRule {
 }
 
 /// True when `e` only reads the row it is given: no subquery, nothing volatile.
-fn row_local(e: &Expr) -> bool {
+pub(crate) fn row_local(e: &Expr) -> bool {
     !e.is_volatile()
         && !e
             .exists(|x| {
@@ -242,7 +242,8 @@ impl ExtensionPlanner for NewestFirstPlanner {
     }
 }
 
-/// The session's query planner: DataFusion's, with [`NewestFirstPlanner`].
+/// The session's query planner: DataFusion's, with [`NewestFirstPlanner`] and
+/// [`crate::stats::CatalogAggregatePlanner`].
 #[derive(Debug, Default)]
 pub(crate) struct BlueWavePlanner;
 
@@ -253,9 +254,12 @@ impl QueryPlanner for BlueWavePlanner {
         logical_plan: &LogicalPlan,
         session: &dyn datafusion::catalog::Session,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(NewestFirstPlanner)])
-            .create_physical_plan(logical_plan, session)
-            .await
+        DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(NewestFirstPlanner),
+            Arc::new(crate::stats::CatalogAggregatePlanner),
+        ])
+        .create_physical_plan(logical_plan, session)
+        .await
     }
 }
 

@@ -27,6 +27,7 @@ use crate::filter::{Cursor, TelemetryFilter};
 use crate::metrics::{Counters, QueryMetrics};
 use crate::newest::{BlueWavePlanner, NewestFirstRule};
 use crate::policy::{AccessPolicy, QueryConfig};
+use crate::stats::CatalogAggregateRule;
 use crate::table::{BUOYS, COL_BUOY, COL_METRIC, COL_TS, READINGS, ReadingsTable, ScanOptions, buoys_table};
 
 /// Runs queries over one engine. Cheap to share behind an `Arc`.
@@ -153,12 +154,14 @@ impl QueryService {
             // Partition files carry no bloom filters (PARTITION.md): do not look for them.
             .set_bool("datafusion.execution.parquet.bloom_filter_on_read", false)
             .with_default_catalog_and_schema("bluewave", "public");
-        // DataFusion's defaults, plus latest-row aggregates planned newest data first.
+        // DataFusion's defaults, plus latest-row aggregates planned newest data first and
+        // aggregates answered from the catalog's statistics where they suffice.
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_optimizer_rule(Arc::new(NewestFirstRule))
+            .with_optimizer_rule(Arc::new(CatalogAggregateRule))
             .with_query_planner(Arc::new(BlueWavePlanner))
             .build();
         let ctx = SessionContext::new_with_state(state);

@@ -132,11 +132,27 @@ pub(crate) struct ReadingsTable {
     /// The query's snapshot, taken at its first scan: every scan of one query (self-joins,
     /// subqueries, the rounds of a newest-first aggregate) reads the same state.
     snapshot: OnceLock<Arc<Snapshot>>,
+    /// Catalog files this scan leaves out: those an aggregate answered from their statistics
+    /// (`crate::stats`). Empty for every table the caller's SQL names.
+    excluded: Arc<std::collections::HashSet<u64>>,
 }
 
 impl ReadingsTable {
     pub(crate) fn new(engine: Arc<Engine>, policy: Arc<AccessPolicy>, options: ScanOptions) -> Self {
-        Self { engine, policy, options, snapshot: OnceLock::new() }
+        Self { engine, policy, options, snapshot: OnceLock::new(), excluded: Arc::default() }
+    }
+
+    /// The same table over the same snapshot without the files `excluded`.
+    pub(crate) fn excluding(&self, excluded: std::collections::HashSet<u64>) -> Self {
+        let snapshot = OnceLock::new();
+        let _ = snapshot.set(self.snapshot());
+        Self {
+            engine: self.engine.clone(),
+            policy: self.policy.clone(),
+            options: self.options.clone(),
+            snapshot,
+            excluded: Arc::new(excluded),
+        }
     }
 
     /// The query's snapshot (taken now if no scan took it yet).
@@ -574,7 +590,10 @@ impl TableProvider for ReadingsTable {
 
         // Catalog selection, and what the policy alone would select (for EXPLAIN: the caller
         // learns how much its filters pruned, never how many files lie outside its policy).
-        let selected = snapshot.select_files(&read_filter);
+        let mut selected = snapshot.select_files(&read_filter);
+        if !self.excluded.is_empty() {
+            selected.retain(|f| !self.excluded.contains(&f.meta.id));
+        }
         let policy_only = Narrowing::default().with_policy(policy).map_or(0, |f| snapshot.count_files(&f));
         // Buoys whose rows need the last-write-wins merge somewhere (overlap per buoy, or a
         // tombstone): their rows are merged from every file holding them and left out of the
@@ -722,6 +741,7 @@ mod tests {
                 metrics: Vec::new(),
                 applied_tombstones: Vec::new(),
                 buoy_ranges: Vec::new(),
+                metric_stats: Vec::new(),
             }),
             overlaps: false,
             merge_buoys: Vec::new(),

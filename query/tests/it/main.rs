@@ -12,3 +12,4 @@ mod paging;
 mod policy;
 mod pruning;
 mod refusals;
+mod stats;

@@ -138,6 +138,9 @@ fn check(f: &crate::common::Fixture, rng: &mut Rng) {
         let count_text = format!("SELECT count(*) FROM readings WHERE {}", conds.join(" AND "));
         assert_eq!(f.sql_count(&count_text, &policy).unwrap(), expected.len() as i64, "{count_text}");
 
+        // Per-metric aggregates (from file statistics where the filters take files whole).
+        crate::stats::assert_per_metric(f, &conds.join(" AND "), &policy, &expected);
+
         // Latest-row aggregates (run newest data first) over the same rows.
         latest_rows(f, &conds.join(" AND "), &policy, &expected);
 

@@ -103,13 +103,23 @@ fn explain_shows_only_policy_restricted_scans() {
     );
     assert!(text.contains("ReadingsScanExec: policy=[buoys=1 granted"), "{text}");
     assert!(!text.contains("buoy-b"), "{text}");
-    let analyzed = f.sql("EXPLAIN ANALYZE SELECT count(*) FROM readings", &p).unwrap();
+    let analyzed = f.sql("EXPLAIN ANALYZE SELECT * FROM readings", &p).unwrap();
     let text = format!(
         "{}",
         bluewave_query::datafusion::arrow::util::pretty::pretty_format_batches(&analyzed).unwrap()
     );
     assert!(text.contains("ReadingsScanExec"), "{text}");
     assert!(text.contains("output_rows=10"), "{text}");
+    assert!(!text.contains("buoy-b"), "{text}");
+    // A count answered partly from catalog statistics counts only the caller's rows too.
+    let analyzed = f.sql("EXPLAIN ANALYZE SELECT count(*) FROM readings", &p).unwrap();
+    let text = format!(
+        "{}",
+        bluewave_query::datafusion::arrow::util::pretty::pretty_format_batches(&analyzed).unwrap()
+    );
+    assert!(text.contains("CatalogAggregateExec"), "{text}");
+    assert!(text.contains("files_from_statistics=0, files_scanned=1"), "{text}");
+    assert!(text.contains("rows_scanned=10"), "{text}");
     assert!(!text.contains("buoy-b"), "{text}");
 }
 
