@@ -131,13 +131,15 @@ impl LaneWriter {
         while let Ok(first) = self.rx.recv() {
             wal::begin_record(&mut self.record);
             let mut entries = 0u32;
-            let mut first_seq = None;
+            // First and last sequence of the group: sequences are shared by every lane, so a
+            // group's are increasing but not contiguous (other lanes take some in between).
+            let mut seqs = None;
             let mut seal = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    LaneMsg::Ingest(req) => self.accept_batch(req, &mut acks, &mut entries, &mut first_seq),
-                    LaneMsg::Delete(req) => self.accept_delete(req, &mut acks, &mut entries, &mut first_seq),
+                    LaneMsg::Ingest(req) => self.accept_batch(req, &mut acks, &mut entries, &mut seqs),
+                    LaneMsg::Delete(req) => self.accept_delete(req, &mut acks, &mut entries, &mut seqs),
                     LaneMsg::Seal { generation, reply } => {
                         // Everything received before the seal belongs to it: stop gathering.
                         seal = Some((generation, reply));
@@ -148,7 +150,7 @@ impl LaneWriter {
                     next = self.rx.try_recv().ok();
                 }
             }
-            self.commit_group(entries, first_seq, &mut acks);
+            self.commit_group(entries, seqs, &mut acks);
             if let Some((generation, reply)) = seal {
                 self.seal(generation, &reply);
             }
@@ -160,7 +162,7 @@ impl LaneWriter {
         mut req: IngestRequest,
         acks: &mut Vec<Ack>,
         entries: &mut u32,
-        first_seq: &mut Option<u64>,
+        seqs: &mut Option<(u64, u64)>,
     ) {
         self.shared.queued_bytes.fetch_sub(crate::engine::queued_request_bytes(&req.batch), Ordering::AcqRel);
         if let Some(reason) = &self.failed {
@@ -197,7 +199,7 @@ impl LaneWriter {
             self.group_batches.insert(key);
         }
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        first_seq.get_or_insert(seq);
+        *seqs = Some(seqs.map_or((seq, seq), |(first, _)| (first, seq)));
         wal::patch_sequence(&mut req.entry, seq);
         self.record.extend_from_slice(&req.entry);
         *entries += 1;
@@ -218,14 +220,14 @@ impl LaneWriter {
         mut req: DeleteRequest,
         acks: &mut Vec<Ack>,
         entries: &mut u32,
-        first_seq: &mut Option<u64>,
+        seqs: &mut Option<(u64, u64)>,
     ) {
         if let Some(reason) = &self.failed {
             let _ = req.ack.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
             return;
         }
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        first_seq.get_or_insert(seq);
+        *seqs = Some(seqs.map_or((seq, seq), |(first, _)| (first, seq)));
         wal::patch_sequence(&mut req.entry, seq);
         self.record.extend_from_slice(&req.entry);
         *entries += 1;
@@ -241,8 +243,8 @@ impl LaneWriter {
         acks.push(Ack::Deleted(req.ack, tombstone));
     }
 
-    fn commit_group(&mut self, entries: u32, first_seq: Option<u64>, acks: &mut Vec<Ack>) {
-        if let (Some(first_seq), true) = (first_seq, entries > 0) {
+    fn commit_group(&mut self, entries: u32, seqs: Option<(u64, u64)>, acks: &mut Vec<Ack>) {
+        if let (Some((first_seq, last_seq)), true) = (seqs, entries > 0) {
             let started = Instant::now();
             let written = self.wal.prepare(first_seq).and_then(|tag| {
                 wal::finish_record(&mut self.record, entries, tag);
@@ -254,8 +256,10 @@ impl LaneWriter {
                     metrics.record_fsync(started.elapsed().as_micros() as u64);
                     metrics.wal_records.fetch_add(1, Ordering::Relaxed);
                     metrics.wal_bytes.fetch_add(self.record.len() as u64, Ordering::Relaxed);
-                    let last = first_seq + u64::from(entries) - 1;
-                    self.last_seq_written = Some(self.last_seq_written.map_or(last, |l| l.max(last)));
+                    // The group's own last sequence: `first + entries - 1` would fall short when
+                    // another lane took sequences in between, and the flush watermark taken from
+                    // it would have the next open replay rows already in files.
+                    self.last_seq_written = Some(self.last_seq_written.map_or(last_seq, |l| l.max(last_seq)));
                     for (buoy, batch_seq) in self.group_batches.drain() {
                         self.dedup.entry(buoy.clone()).or_default().record(batch_seq);
                         self.dirty.insert(buoy);
