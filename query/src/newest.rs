@@ -39,7 +39,7 @@ use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchemaRef, ScalarValue};
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -48,13 +48,9 @@ use datafusion::logical_expr::{
     col, lit,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, collect};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use futures::StreamExt;
 
 use crate::table::{READINGS, ReadingsTable, TS_TZ, column_name};
 
@@ -75,37 +71,10 @@ pub(crate) struct NewestFirstNode {
 }
 
 impl UserDefinedLogicalNodeCore for NewestFirstNode {
-    fn name(&self) -> &str {
-        "NewestFirst"
-    }
-
-    fn inputs(&self) -> Vec<&LogicalPlan> {
-        Vec::new()
-    }
-
-    fn schema(&self) -> &DFSchemaRef {
-        self.aggregate.schema()
-    }
-
-    fn expressions(&self) -> Vec<Expr> {
-        Vec::new()
-    }
-
-    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "NewestFirst: newest data first, older rows only for groups not found; {}",
-            self.aggregate.display()
-        )
-    }
-
-    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> DfResult<Self> {
-        if exprs.is_empty() && inputs.is_empty() {
-            Ok(self.clone())
-        } else {
-            Err(DataFusionError::Internal("NewestFirst takes no expressions or inputs".into()))
-        }
-    }
+    crate::scan::aggregate_leaf_node_methods!(
+        "NewestFirst",
+        "NewestFirst: newest data first, older rows only for groups not found; {}"
+    );
 }
 
 /// The optimizer rule that finds latest-row aggregates over `readings`.
@@ -235,9 +204,7 @@ impl ExtensionPlanner for NewestFirstPlanner {
         _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
     ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
         let Some(node) = node.as_any().downcast_ref::<NewestFirstNode>() else { return Ok(None) };
-        let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
-            return Err(DataFusionError::Internal("NewestFirst needs a SessionState".into()));
-        };
+        let state = crate::scan::session_state(session, "NewestFirst")?;
         Ok(Some(Arc::new(NewestFirstExec::new(node.clone(), state.clone()))))
     }
 }
@@ -281,13 +248,8 @@ impl fmt::Debug for NewestFirstExec {
 
 impl NewestFirstExec {
     fn new(node: NewestFirstNode, state: SessionState) -> Self {
-        let schema = Arc::new(node.aggregate.schema().as_arrow().clone());
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let properties =
+            crate::scan::final_single_partition(Arc::new(node.aggregate.schema().as_arrow().clone()));
         Self { node, state, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 }
@@ -332,13 +294,7 @@ impl ExecutionPlan for NewestFirstExec {
             older_buoys: MetricBuilder::new(&self.metrics).counter("older_buoys", partition),
         };
         let schema = self.properties.eq_properties.schema().clone();
-        let batches = futures::stream::once(rounds.run())
-            .map(|r| match r {
-                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).left_stream(),
-                Err(e) => futures::stream::iter(vec![Err(e)]).right_stream(),
-            })
-            .flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        Ok(crate::scan::stream_of_answer(schema, rounds.run()))
     }
 }
 

@@ -30,6 +30,44 @@ use futures::StreamExt;
 use crate::policy::{AccessPolicy, BuoyScope};
 use crate::table::{COL_BUOY, COL_METRIC, COL_QUALITY, COL_TS, COL_VALUE, TS_TZ};
 
+/// Plan properties of a leaf that answers in one partition, all at the end (an aggregate this
+/// crate runs itself).
+pub(crate) fn final_single_partition(schema: SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
+}
+
+/// The batches `run` returns, or its error, as a stream: for a leaf that computes its whole
+/// answer before emitting it.
+pub(crate) fn stream_of_answer(
+    schema: SchemaRef,
+    run: impl std::future::Future<Output = DfResult<Vec<RecordBatch>>> + Send + 'static,
+) -> SendableRecordBatchStream {
+    let batches = futures::stream::once(run)
+        .map(|r| match r {
+            Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).left_stream(),
+            Err(e) => futures::stream::iter(vec![Err(e)]).right_stream(),
+        })
+        .flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
+/// The `SessionState` behind an extension planner's session (`node` names the plan for the
+/// error).
+pub(crate) fn session_state<'a>(
+    session: &'a dyn datafusion::catalog::Session,
+    node: &str,
+) -> DfResult<&'a datafusion::execution::context::SessionState> {
+    session
+        .as_any()
+        .downcast_ref::<datafusion::execution::context::SessionState>()
+        .ok_or_else(|| DataFusionError::Internal(format!("{node} needs a SessionState")))
+}
+
 /// The `ExecutionPlan` methods every leaf plan of this crate shares (name, properties in a
 /// `properties` field, no children, no expressions to rewrite).
 macro_rules! leaf_plan_methods {
@@ -69,6 +107,49 @@ macro_rules! leaf_plan_methods {
     };
 }
 pub(crate) use leaf_plan_methods;
+
+/// The `UserDefinedLogicalNodeCore` methods of this crate's logical nodes that wrap an already
+/// optimized aggregate (field `aggregate`) and are leaves to the optimizer: named `$name`, no
+/// inputs or expressions, the aggregate's schema, and `$explain` (a format string given the
+/// aggregate's display) in `EXPLAIN`.
+macro_rules! aggregate_leaf_node_methods {
+    ($name:literal, $explain:literal) => {
+        fn name(&self) -> &str {
+            $name
+        }
+
+        fn inputs(&self) -> Vec<&datafusion::logical_expr::LogicalPlan> {
+            Vec::new()
+        }
+
+        fn schema(&self) -> &datafusion::common::DFSchemaRef {
+            self.aggregate.schema()
+        }
+
+        fn expressions(&self) -> Vec<datafusion::logical_expr::Expr> {
+            Vec::new()
+        }
+
+        fn fmt_for_explain(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, $explain, self.aggregate.display())
+        }
+
+        fn with_exprs_and_inputs(
+            &self,
+            exprs: Vec<datafusion::logical_expr::Expr>,
+            inputs: Vec<datafusion::logical_expr::LogicalPlan>,
+        ) -> datafusion::error::Result<Self> {
+            if exprs.is_empty() && inputs.is_empty() {
+                Ok(self.clone())
+            } else {
+                Err(datafusion::error::DataFusionError::Internal(
+                    concat!($name, " takes no expressions or inputs").into(),
+                ))
+            }
+        }
+    };
+}
+pub(crate) use aggregate_leaf_node_methods;
 
 /// What a scan chose, shown by `EXPLAIN`. Counts are within the caller's policy only.
 #[derive(Clone, Debug)]

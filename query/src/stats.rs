@@ -35,7 +35,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchemaRef, ScalarValue};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::provider_as_source;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SessionState;
@@ -46,13 +46,9 @@ use datafusion::logical_expr::{
     UserDefinedLogicalNodeCore, lit,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, collect};
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
-use futures::StreamExt;
 
 use crate::newest::row_local;
 use crate::table::{READINGS, ReadingsTable, column_name};
@@ -79,37 +75,10 @@ pub(crate) struct CatalogAggregateNode {
 }
 
 impl UserDefinedLogicalNodeCore for CatalogAggregateNode {
-    fn name(&self) -> &str {
-        "CatalogAggregate"
-    }
-
-    fn inputs(&self) -> Vec<&LogicalPlan> {
-        Vec::new()
-    }
-
-    fn schema(&self) -> &DFSchemaRef {
-        self.aggregate.schema()
-    }
-
-    fn expressions(&self) -> Vec<Expr> {
-        Vec::new()
-    }
-
-    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "CatalogAggregate: metric statistics of files taken whole, the rest scanned; {}",
-            self.aggregate.display()
-        )
-    }
-
-    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> DfResult<Self> {
-        if exprs.is_empty() && inputs.is_empty() {
-            Ok(self.clone())
-        } else {
-            Err(DataFusionError::Internal("CatalogAggregate takes no expressions or inputs".into()))
-        }
-    }
+    crate::scan::aggregate_leaf_node_methods!(
+        "CatalogAggregate",
+        "CatalogAggregate: metric statistics of files taken whole, the rest scanned; {}"
+    );
 }
 
 /// The optimizer rule that finds aggregates the catalog's statistics can answer.
@@ -349,9 +318,7 @@ impl ExtensionPlanner for CatalogAggregatePlanner {
         _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
     ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
         let Some(node) = node.as_any().downcast_ref::<CatalogAggregateNode>() else { return Ok(None) };
-        let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
-            return Err(DataFusionError::Internal("CatalogAggregate needs a SessionState".into()));
-        };
+        let state = crate::scan::session_state(session, "CatalogAggregate")?;
         Ok(Some(Arc::new(CatalogAggregateExec::new(node.clone(), state.clone()))))
     }
 }
@@ -374,13 +341,8 @@ impl fmt::Debug for CatalogAggregateExec {
 
 impl CatalogAggregateExec {
     fn new(node: CatalogAggregateNode, state: SessionState) -> Self {
-        let schema = Arc::new(node.aggregate.schema().as_arrow().clone());
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let properties =
+            crate::scan::final_single_partition(Arc::new(node.aggregate.schema().as_arrow().clone()));
         Self { node, state, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 }
@@ -418,13 +380,7 @@ impl ExecutionPlan for CatalogAggregateExec {
             rows_scanned: MetricBuilder::new(&self.metrics).counter("rows_scanned", partition),
         };
         let schema = self.properties.eq_properties.schema().clone();
-        let batches = futures::stream::once(run.run())
-            .map(|r| match r {
-                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).left_stream(),
-                Err(e) => futures::stream::iter(vec![Err(e)]).right_stream(),
-            })
-            .flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        Ok(crate::scan::stream_of_answer(schema, run.run()))
     }
 }
 
