@@ -20,8 +20,9 @@
 //! equal to or in a list of literals, `ts` compared with or between timestamp literals, joined
 //! by `AND`; `OR` only among equalities of one name column). Anything else is scanned as
 //! DataFusion plans it. Sums are added in a different order than a scan's (as between two
-//! scans split differently), so they may differ in the last bits; counts, minimums and
-//! maximums are exact.
+//! scans split differently), so they carry order-dependent rounding (a few ulps for
+//! same-signed values, more where large values cancel); counts, minimums and maximums are
+//! exact.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
@@ -51,7 +52,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
 use crate::newest::row_local;
-use crate::table::{READINGS, ReadingsTable, column_name};
+use crate::table::{READINGS, ReadingsTable, column_name, string_literal, timestamp_literal};
 
 /// What one aggregate of the caller's computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Hash)]
@@ -228,28 +229,15 @@ fn name_equalities<'a>(e: &'a Expr, columns: &mut HashSet<&'a str>, depth: usize
     }
 }
 
-/// A non-null string literal (as the catalog narrowing reads them).
+/// A string literal the catalog narrowing reads (the same function, so the two cannot differ).
 fn string_value(e: &Expr) -> bool {
-    match e {
-        Expr::Literal(ScalarValue::Utf8(Some(_)) | ScalarValue::LargeUtf8(Some(_)), _) => true,
-        Expr::Literal(ScalarValue::Utf8View(Some(_)), _) => true,
-        Expr::Cast(c) => string_value(&c.expr),
-        _ => false,
-    }
+    string_literal(e).is_some()
 }
 
-/// A non-null timestamp literal (as the catalog narrowing reads them).
+/// A timestamp literal the catalog narrowing reads, in range as nanoseconds (the same
+/// function: a literal it ignores is never taken for exact).
 fn timestamp_value(e: &Expr) -> bool {
-    matches!(
-        e,
-        Expr::Literal(
-            ScalarValue::TimestampNanosecond(Some(_), _)
-                | ScalarValue::TimestampMicrosecond(Some(_), _)
-                | ScalarValue::TimestampMillisecond(Some(_), _)
-                | ScalarValue::TimestampSecond(Some(_), _),
-            _
-        )
-    )
+    timestamp_literal(e).is_some()
 }
 
 /// The `readings` scan under `plan` through exact filters, aliases and bare-column

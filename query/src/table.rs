@@ -172,7 +172,7 @@ impl ReadingsTable {
 }
 
 /// A string literal of a filter, after DataFusion's coercion.
-fn string_literal(e: &Expr) -> Option<String> {
+pub(crate) fn string_literal(e: &Expr) -> Option<String> {
     match e {
         Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => Some(s.clone()),
         Expr::Literal(ScalarValue::Utf8View(Some(s)), _) => Some(s.clone()),
@@ -182,7 +182,7 @@ fn string_literal(e: &Expr) -> Option<String> {
 }
 
 /// A timestamp literal of a filter, in ns (None when not a plain non-null timestamp).
-fn timestamp_literal(e: &Expr) -> Option<i64> {
+pub(crate) fn timestamp_literal(e: &Expr) -> Option<i64> {
     match e {
         Expr::Literal(v, _) => match v {
             ScalarValue::TimestampNanosecond(Some(t), _) => Some(*t),
