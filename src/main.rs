@@ -24,6 +24,32 @@ mod sql;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay`: its place in the `mi_option_t` enum of mimalloc.h (v3),
+/// which libmimalloc-sys does not name. `purge_delay_option_is_the_one_we_set` checks it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc's purge delay for this process: `-1`, memory the process frees is never returned
+/// to the OS (mimalloc's default returns it after 1 s). A flush frees hundreds of MiB of sort
+/// and encode buffers that the next flush, a few seconds later under load, allocates again;
+/// returned in between, every page comes back as a fault that zeroes it (2 MiB huge pages
+/// here), a fifth of the server's CPU at 2 M readings/s, and a 10 s delay still purges most of
+/// it (mimalloc purges an arena's free ranges together, when the first one expires)
+/// (BENCHMARKS.md, "allocator purge delay"). So the resident size stays at its high-water mark,
+/// which the engine's limits bound (`buffer_bytes_max`, `compaction_rows_max`, query memory).
+const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = -1;
+
+/// Sets [`ALLOCATOR_PURGE_DELAY_MS`], unless the operator set `MIMALLOC_PURGE_DELAY` (which
+/// mimalloc reads at start). Called first thing in `main`, before any other thread exists.
+#[allow(unsafe_code)]
+fn keep_freed_memory_mapped() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: `mi_option_set` takes two integers and writes one global option value; mimalloc
+    // documents it as not thread safe, and this runs before `main` starts any thread.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
+}
+
 /// BlueWave: a time-series engine for ocean buoy fleets.
 #[derive(Parser, Debug)]
 #[command(name = "bluewave", version, about)]
@@ -85,6 +111,7 @@ enum DurabilityArg {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory_mapped();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -242,4 +269,22 @@ fn inspect(data_dir: PathBuf) -> Result<(), Error> {
     );
     drop(snapshot);
     engine.shutdown()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[allow(unsafe_code)]
+    fn purge_delay_option_is_the_one_we_set() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads one option value.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        // 1,000 ms is mimalloc v3's default purge delay and no other option's default, so a
+        // shifted enum (another mimalloc version) fails here.
+        assert_eq!(get(), 1_000);
+        super::keep_freed_memory_mapped();
+        assert_eq!(get(), super::ALLOCATOR_PURGE_DELAY_MS);
+    }
 }

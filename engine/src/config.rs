@@ -81,6 +81,13 @@ pub struct EngineConfig {
     /// them): partitions are merged and files encoded in parallel. 1..=64; default: the number of
     /// cores.
     pub flush_threads: usize,
+    /// A flush or compaction holds at most one core against ingest: its helper threads (all of
+    /// `flush_threads` but the flusher's own) run at idle CPU priority (Linux `SCHED_IDLE`), so
+    /// they take only the CPU that ingest's network and WAL threads leave, while the buffer is
+    /// below the midpoint of `flush_buffer_bytes` and `buffer_bytes_max` when a phase starts;
+    /// past it (ingest is outrunning the flushes) they run at normal priority. `false`: always
+    /// at normal priority. Default `true`; on other systems the helpers keep normal priority.
+    pub flush_background: bool,
     /// Time partition length. Default one hour.
     pub partition_duration: PartitionDuration,
     /// A partition with at least this many flush generations is compacted after a flush, or,
@@ -119,6 +126,7 @@ impl EngineConfig {
             buffer_bytes_max: 256 << 20,
             flush_interval_ms: 60_000,
             flush_threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(LANES_MAX),
+            flush_background: true,
             partition_duration: PartitionDuration::HOUR,
             compaction_files_min: 4,
             compaction_rows_max: 2_000_000,
