@@ -19,6 +19,19 @@ use bluewave_loadtest::{Error, chart};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Freed memory stays mapped, as in the server (`ALLOCATOR_PURGE_DELAY_MS` in the root crate's
+/// `src/main.rs`): otherwise the fleet's buffers come back as page faults that zero 2 MiB pages
+/// on the threads that time the acks. An operator's `MIMALLOC_PURGE_DELAY` wins.
+#[allow(unsafe_code)]
+fn keep_freed_memory_mapped() {
+    /// `mi_option_purge_delay` in mimalloc.h (v3); the server's test checks the number.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: two integers into one global option, before `main` starts any thread.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
+    }
+}
+
 #[derive(clap::Parser, Debug)]
 #[command(name = "bluewave-loadtest", version, about = "Load generator and durability checker for BlueWave")]
 struct Cli {
@@ -356,6 +369,7 @@ async fn run(command: Command, info: RunInfo) -> Result<(&'static str, Report, O
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory_mapped();
     let cli: Cli = clap::Parser::parse();
     raise_nofile_limit();
     let commit = match &cli.command {
