@@ -93,7 +93,6 @@ section!(
         buffer_bytes_max: usize,
         flush_interval_ms: u64,
         flush_threads: usize,
-        flush_background: bool,
         compaction_files_min: usize,
         compaction_rows_max: usize,
     }
@@ -216,7 +215,6 @@ impl ConfigFile {
                 buffer_bytes_max,
                 flush_interval_ms,
                 flush_threads,
-                flush_background,
                 compaction_files_min,
                 compaction_rows_max,
             ]

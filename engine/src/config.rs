@@ -71,9 +71,9 @@ pub struct EngineConfig {
     /// A WAL segment is closed once it passes this size. Default 64 MiB.
     pub wal_segment_bytes: u64,
     /// Buffered bytes that start a flush. Default 96 MiB: a smaller flush holds a core for less
-    /// time, so ack latency while it runs stays lower (ack p99 23 ms at 2 M readings/s here
-    /// against 38–43 ms at 128 MiB); at 64 MiB the extra files' compactions cost throughput
-    /// (BENCHMARKS.md, fifth session).
+    /// time, so acks wait less behind it (ack p99 24–31 ms at 2 M readings/s on the benchmark
+    /// machine, against 36–56 ms at 128 MiB); at 64 MiB the extra generations' compactions cost
+    /// open-throttle throughput (BENCHMARKS.md, fifth session).
     pub flush_buffer_bytes: usize,
     /// Buffered bytes at which ingest answers `Busy(BufferFull)` until a flush frees memory.
     /// Default 256 MiB. Must be above `flush_buffer_bytes`.
@@ -84,13 +84,6 @@ pub struct EngineConfig {
     /// them): partitions are merged and files encoded in parallel. 1..=64; default: the number of
     /// cores.
     pub flush_threads: usize,
-    /// A flush or compaction holds at most one core against ingest: its helper threads (all of
-    /// `flush_threads` but the flusher's own) run at idle CPU priority (Linux `SCHED_IDLE`), so
-    /// they take only the CPU that ingest's network and WAL threads leave, while the buffer is
-    /// below the midpoint of `flush_buffer_bytes` and `buffer_bytes_max` when a phase starts;
-    /// past it (ingest is outrunning the flushes) they run at normal priority. `false`: always
-    /// at normal priority. Default `true`; on other systems the helpers keep normal priority.
-    pub flush_background: bool,
     /// Time partition length. Default one hour.
     pub partition_duration: PartitionDuration,
     /// A partition with at least this many flush generations is compacted after a flush, or,
@@ -129,7 +122,6 @@ impl EngineConfig {
             buffer_bytes_max: 256 << 20,
             flush_interval_ms: 60_000,
             flush_threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(LANES_MAX),
-            flush_background: true,
             partition_duration: PartitionDuration::HOUR,
             compaction_files_min: 4,
             compaction_rows_max: 2_000_000,

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -415,10 +415,10 @@ impl Flusher {
                 }
             }
         }
-        // Partitions are sorted and merged in parallel, then their files encoded in parallel.
         let started = Instant::now();
-        let workers = Workers::of(&self.shared);
-        let merged = parallel_map(by_partition.into_iter().collect(), workers, |(partition_start, rows)| {
+        let threads = self.shared.config.flush_threads;
+        // Partitions are sorted and merged in parallel, then their files encoded in parallel.
+        let merged = parallel_map(by_partition.into_iter().collect(), threads, |(partition_start, rows)| {
             let merged = merge_buffer_rows(chunks, &rows, partition_start, &view.tombstones);
             drop(rows);
             let mut jobs = Vec::new();
@@ -429,7 +429,12 @@ impl Flusher {
         });
         let merge_ms = started.elapsed().as_millis();
         self.write_jobs(merged.into_iter().flatten().collect(), generation, written)?;
-        tracing::debug!(generation, merge_ms, encode_and_write_ms = started.elapsed().as_millis() - merge_ms, "flush wrote its files");
+        tracing::debug!(
+            generation,
+            merge_ms,
+            encode_and_write_ms = started.elapsed().as_millis() - merge_ms,
+            "flush wrote its files"
+        );
         Ok(())
     }
 
@@ -442,7 +447,7 @@ impl Flusher {
             zstd_level: written_options.flush_zstd_level,
             ..written_options.clone()
         };
-        let encoded = parallel_map(jobs, Workers::of(&self.shared), |job| {
+        let encoded = parallel_map(jobs, self.shared.config.flush_threads, |job| {
             let encoded = partition::encode_partition_as(&job.rows, job.encoding, options);
             (job, encoded)
         });
@@ -615,8 +620,8 @@ impl Flusher {
         let buffer_bytes = &self.shared.buffer_bytes;
         let yield_now = || yield_above.is_some_and(|limit| buffer_bytes.load(Ordering::Relaxed) >= limit);
         let options = &self.shared.config.partition_write;
-        let workers = Workers::of(&self.shared);
-        let outputs = match merge_files(&inputs, partition_start, slice_rows, workers, options, &yield_now)? {
+        let threads = self.shared.config.flush_threads;
+        let outputs = match merge_files(&inputs, partition_start, slice_rows, threads, options, &yield_now)? {
             Some(outputs) => outputs,
             None => {
                 self.shared.metrics.compactions_yielded.fetch_add(1, Ordering::Relaxed);
@@ -1130,13 +1135,13 @@ fn merge_files(
     files: &[CompactionFile],
     base: i64,
     slice_rows: usize,
-    workers: Workers<'_>,
+    threads: usize,
     options: &PartitionWriteOptions,
     yield_now: &dyn Fn() -> bool,
 ) -> Result<Option<Vec<CompactionOutput>>> {
     let (buoys, _) = rank_dictionary(files.iter().map(|f| f.meta.buoys.as_slice()));
     let (metrics, _) = rank_dictionary(files.iter().map(|f| f.meta.metrics.as_slice()));
-    let merge = Merge { files, base, slice_rows, workers, options, yield_now, buoys, metrics };
+    let merge = Merge { files, base, slice_rows, threads, options, yield_now, buoys, metrics };
     merge.run()
 }
 
@@ -1145,7 +1150,7 @@ struct Merge<'a> {
     files: &'a [CompactionFile],
     base: i64,
     slice_rows: usize,
-    workers: Workers<'a>,
+    threads: usize,
     options: &'a PartitionWriteOptions,
     yield_now: &'a dyn Fn() -> bool,
     /// Sorted union of the inputs' buoys and metrics: the output dictionaries.
@@ -1314,7 +1319,7 @@ impl Merge<'_> {
                 .filter(|((stage, _), _)| !stage.is_empty())
                 .map(|((stage, writer), &encoding)| (stage, writer, encoding))
                 .collect();
-            let written = parallel_map(jobs, self.workers, |(stage, writer, encoding)| -> Result<()> {
+            let written = parallel_map(jobs, self.threads, |(stage, writer, encoding)| -> Result<()> {
                 let (writer, summary) = match writer {
                     Some(w) => w,
                     None => writer.insert((
@@ -1426,51 +1431,13 @@ fn split_by_encoding(
     }
 }
 
-/// How the parallel phases of a flush or compaction are scheduled: on how many threads, and
-/// whether the helpers run in the background.
-#[derive(Clone, Copy)]
-struct Workers<'a> {
-    threads: usize,
-    /// `Some((buffer_bytes, behind_at))`: while the buffer holds less than `behind_at` bytes when
-    /// a phase starts, the helper threads of the phase (all but the caller's own) run at the OS's
-    /// idle CPU priority ([`lower_to_idle_priority`]), so they take only the CPU that ingest's
-    /// network and WAL threads leave and a flush holds at most one core against them; once
-    /// ingest is behind, the helpers run at normal priority.
-    background: Option<(&'a AtomicUsize, usize)>,
-}
-
-impl Workers<'_> {
-    fn of(shared: &Shared) -> Workers<'_> {
-        let config = &shared.config;
-        Workers {
-            threads: config.flush_threads,
-            background: config
-                .flush_background
-                .then_some((&shared.buffer_bytes, config.flush_buffer_bytes / 2 + config.buffer_bytes_max / 2)),
-        }
-    }
-
-    /// The same threads, all at normal priority.
-    #[cfg(test)]
-    fn foreground(threads: usize) -> Workers<'static> {
-        Workers { threads, background: None }
-    }
-
-    /// True when this phase's helpers run at idle priority.
-    fn helpers_idle(&self) -> bool {
-        self.background.is_some_and(|(bytes, behind_at)| bytes.load(Ordering::Relaxed) < behind_at)
-    }
-}
-
-/// `f` over `items` on up to `workers.threads` scoped threads, the caller's thread one of them
-/// (at its own priority; the helpers as [`Workers::background`] says); results in item order.
-/// Items are taken one at a time, so uneven items balance.
-fn parallel_map<T: Send, R: Send>(items: Vec<T>, workers: Workers<'_>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = workers.threads.min(items.len());
+/// `f` over `items` on up to `threads` scoped threads (the caller's thread is one of them);
+/// results in item order. Items are taken one at a time, so uneven items balance.
+fn parallel_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = threads.min(items.len());
     if threads <= 1 {
         return items.into_iter().map(f).collect();
     }
-    let idle = workers.helpers_idle();
     let count = items.len();
     let (work_tx, work_rx) = crossbeam_channel::bounded(count);
     for item in items.into_iter().enumerate() {
@@ -1486,15 +1453,9 @@ fn parallel_map<T: Send, R: Send>(items: Vec<T>, workers: Workers<'_>, f: impl F
     };
     std::thread::scope(|scope| {
         for _ in 1..threads {
-            let helper = || {
-                if idle {
-                    lower_to_idle_priority();
-                }
-                work();
-            };
             // A thread the OS refuses is no error: the caller's thread takes its share.
             let _ =
-                std::thread::Builder::new().name("bluewave-flush-worker".into()).spawn_scoped(scope, helper);
+                std::thread::Builder::new().name("bluewave-flush-worker".into()).spawn_scoped(scope, work);
         }
         work();
     });
@@ -1502,27 +1463,6 @@ fn parallel_map<T: Send, R: Send>(items: Vec<T>, workers: Workers<'_>, f: impl F
     let mut results: Vec<(usize, R)> = done_rx.into_iter().collect();
     results.sort_unstable_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only on CPU time no other
-/// thread wants, a core running it counts as idle when a woken thread is placed, and any
-/// woken thread preempts it at once. An unprivileged thread cannot come back from it, so only
-/// short-lived workers call this. Elsewhere, or if the OS refuses, the thread keeps its
-/// priority.
-fn lower_to_idle_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
-            thread_native_id,
-        };
-        let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        if let Err(e) =
-            set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, policy)
-        {
-            tracing::debug!(error = ?e, "flush worker keeps its CPU priority");
-        }
-    }
 }
 
 /// Groups the metrics of sorted rows by the value encoding their values choose: the encoding and
@@ -1616,58 +1556,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What ran an item of [`parallel_map`]: a spawned worker or the caller, and whether at idle
-    /// priority.
-    fn runner() -> (bool, bool) {
-        let spawned = std::thread::current().name() == Some("bluewave-flush-worker");
-        #[cfg(target_os = "linux")]
-        let idle = matches!(
-            thread_priority::unix::thread_schedule_policy(),
-            Ok(thread_priority::unix::ThreadSchedulePolicy::Normal(
-                thread_priority::unix::NormalThreadSchedulePolicy::Idle
-            ))
-        );
-        #[cfg(not(target_os = "linux"))]
-        let idle = false;
-        (spawned, idle)
-    }
-
-    #[test]
-    fn background_helpers_run_at_idle_priority_and_item_order_is_kept() {
-        let buffer = AtomicUsize::new(99);
-        let workers = Workers { threads: 3, background: Some((&buffer, 100)) };
-        let (held_tx, held_rx) = crossbeam_channel::bounded::<()>(0);
-        let out = parallel_map((0..60).collect(), workers, |i: u32| {
-            if i < 2 {
-                // The first two items are held until the other threads arrive, so all three
-                // threads take items.
-                let _ = held_rx.recv_timeout(Duration::from_secs(30));
-            } else if i == 2 {
-                let _ = held_tx.send_timeout((), Duration::from_secs(30));
-                let _ = held_tx.send_timeout((), Duration::from_secs(30));
-            }
-            (i * 3, runner())
-        });
-        assert_eq!(out.iter().map(|(v, _)| *v).collect::<Vec<_>>(), (0..60).map(|i| i * 3).collect::<Vec<_>>());
-        let runners: std::collections::BTreeSet<(bool, bool)> = out.iter().map(|(_, r)| *r).collect();
-        // The caller at its own priority, the helpers at idle priority (on Linux).
-        let helper = (true, cfg!(target_os = "linux"));
-        assert_eq!(runners, [(false, false), helper].into_iter().collect());
-        assert!(!runner().1, "the caller's thread keeps its priority");
-    }
-
-    #[test]
-    fn once_ingest_is_behind_the_helpers_run_at_normal_priority() {
-        let buffer = AtomicUsize::new(100);
-        let workers = Workers { threads: 2, background: Some((&buffer, 100)) };
-        let out = parallel_map((0..40).collect(), workers, |i: u32| {
-            std::thread::sleep(Duration::from_millis(1));
-            (i, runner())
-        });
-        assert_eq!(out.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..40).collect::<Vec<_>>());
-        assert!(out.iter().all(|(_, (_, idle))| !idle));
-    }
 
     fn file(generation: u64, rows: u64) -> Arc<FileMeta> {
         Arc::new(FileMeta {
@@ -1912,7 +1800,7 @@ mod tests {
                 inputs.push(compaction_file(generation, &rows_of(&map), tombstones));
                 model_files.push((map, tombstone));
             }
-            let outputs = merge_files(&inputs, 0, slice_rows, Workers::foreground(2), &PartitionWriteOptions::default(), &|| false)
+            let outputs = merge_files(&inputs, 0, slice_rows, 2, &PartitionWriteOptions::default(), &|| false)
                 .unwrap_or_else(|e| panic!("merge: {e}"))
                 .unwrap_or_else(|| panic!("merge yielded"));
             proptest::prop_assert_eq!(decoded(&outputs), model_merge(&model_files));
@@ -1926,7 +1814,7 @@ mod tests {
         let fine = one(0.123_456_789);
         let inputs =
             vec![compaction_file(1, &rows_of(&big), vec![]), compaction_file(2, &rows_of(&fine), vec![])];
-        let outputs = merge_files(&inputs, 0, 1, Workers::foreground(2), &PartitionWriteOptions::default(), &|| false)
+        let outputs = merge_files(&inputs, 0, 1, 2, &PartitionWriteOptions::default(), &|| false)
             .unwrap_or_else(|e| panic!("merge: {e}"))
             .unwrap_or_else(|| panic!("merge yielded"));
         assert_eq!(outputs.len(), 1);
@@ -1946,7 +1834,7 @@ mod tests {
             calls.set(calls.get() + 1);
             calls.get() > 3
         };
-        let outcome = merge_files(&inputs, 0, 10, Workers::foreground(1), &PartitionWriteOptions::default(), &yield_now)
+        let outcome = merge_files(&inputs, 0, 10, 1, &PartitionWriteOptions::default(), &yield_now)
             .unwrap_or_else(|e| panic!("merge: {e}"));
         assert!(outcome.is_none(), "the merge did not yield");
         assert_eq!(calls.get(), 4, "yield is asked once per round");
