@@ -34,20 +34,20 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// returned in between, every page comes back as a fault that zeroes it (2 MiB huge pages
 /// here), a fifth of the server's CPU at 2 M readings/s, and a 10 s delay still purges most of
 /// it (mimalloc purges an arena's free ranges together, when the first one expires)
-/// (BENCHMARKS.md, "allocator purge delay"). So the resident size stays at its high-water mark,
+/// (BENCHMARKS.md, "Ack latency: allocator purge and 96 MiB flushes"). So the resident size stays at its high-water mark,
 /// which the engine's limits bound (`buffer_bytes_max`, `compaction_rows_max`, query memory).
 const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = -1;
 
-/// Sets [`ALLOCATOR_PURGE_DELAY_MS`], unless the operator set `MIMALLOC_PURGE_DELAY` (which
-/// mimalloc reads at start). Called first thing in `main`, before any other thread exists.
+/// Sets [`ALLOCATOR_PURGE_DELAY_MS`] as the default: mimalloc keeps a value the environment gave
+/// it at start (`MIMALLOC_PURGE_DELAY` in any case, or the legacy `MIMALLOC_RESET_DELAY`), so an
+/// operator's setting wins. Called first thing in `main`, before any other thread exists.
 #[allow(unsafe_code)]
 fn keep_freed_memory_mapped() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // SAFETY: `mi_option_set` takes two integers and writes one global option value; mimalloc
-    // documents it as not thread safe, and this runs before `main` starts any thread.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
+    // SAFETY: `mi_option_set_default` takes two integers, checks the option's range and stores
+    // one value (a plain word the purge path reads); mimalloc documents the option setters as
+    // not thread safe, and `main` calls this before it starts any thread (the unit test calls
+    // it beside other tests, where a torn read is impossible for a word-sized store).
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
 }
 
 /// BlueWave: a time-series engine for ocean buoy fleets.
@@ -276,7 +276,10 @@ mod tests {
     #[test]
     #[allow(unsafe_code)]
     fn purge_delay_option_is_the_one_we_set() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        if std::env::vars_os().any(|(k, _)| {
+            let k = k.to_string_lossy().to_ascii_uppercase();
+            k == "MIMALLOC_PURGE_DELAY" || k == "MIMALLOC_RESET_DELAY"
+        }) {
             return;
         }
         // SAFETY: reads one option value.

@@ -678,14 +678,14 @@ impl Flusher {
             next
         });
         // Open snapshots may still read the old files: they go once the last one is dropped.
-        let inputs = files.len();
+        let input_files = files.len();
         self.unlinked.extend(files);
         self.shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
         self.collect_tombstones()?;
         tracing::debug!(
             partition_start,
             ?scope,
-            inputs,
+            input_files,
             rows = written.iter().map(|f| f.rows).sum::<u64>(),
             ms = started.elapsed().as_millis(),
             "compaction done"

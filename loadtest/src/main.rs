@@ -21,15 +21,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Freed memory stays mapped, as in the server (`ALLOCATOR_PURGE_DELAY_MS` in the root crate's
 /// `src/main.rs`): otherwise the fleet's buffers come back as page faults that zero 2 MiB pages
-/// on the threads that time the acks. An operator's `MIMALLOC_PURGE_DELAY` wins.
+/// on the threads that time the acks. Only a default: an operator's `MIMALLOC_PURGE_DELAY` wins.
 #[allow(unsafe_code)]
 fn keep_freed_memory_mapped() {
     /// `mi_option_purge_delay` in mimalloc.h (v3); the server's test checks the number.
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: two integers into one global option, before `main` starts any thread.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
-    }
+    // SAFETY: two integers into one global option, before `main` starts any thread.
+    unsafe { libmimalloc_sys::mi_option_set_default(PURGE_DELAY, -1) };
 }
 
 #[derive(clap::Parser, Debug)]
