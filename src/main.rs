@@ -33,9 +33,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// and encode buffers that the next flush, a few seconds later under load, allocates again;
 /// returned in between, every page comes back as a fault that zeroes it (2 MiB huge pages
 /// here), a fifth of the server's CPU at 2 M readings/s, and a 10 s delay still purges most of
-/// it (mimalloc purges an arena's free ranges together, when the first one expires)
-/// (BENCHMARKS.md, "Ack latency: allocator purge and 96 MiB flushes"). So the resident size stays at its high-water mark,
-/// which the engine's limits bound (`buffer_bytes_max`, `compaction_rows_max`, query memory).
+/// it (mimalloc purges an arena's free ranges together, when the first one expires; BENCHMARKS.md,
+/// "Ack latency: allocator purge and 96 MiB flushes"). So the resident size stays at its
+/// high-water mark, which the engine's limits bound (`buffer_bytes_max`, `compaction_rows_max`,
+/// query memory).
 const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = -1;
 
 /// Sets [`ALLOCATOR_PURGE_DELAY_MS`] as the default: mimalloc keeps a value the environment gave

@@ -71,9 +71,9 @@ pub struct EngineConfig {
     /// A WAL segment is closed once it passes this size. Default 64 MiB.
     pub wal_segment_bytes: u64,
     /// Buffered bytes that start a flush. Default 96 MiB: a smaller flush holds a core for less
-    /// time, so acks wait less behind it (ack p99 26.6 ms at 2 M readings/s in one 60 s run on
-    /// the benchmark machine, against 36–56 ms at 128 MiB); at 64 MiB the extra generations'
-    /// compactions cost open-throttle throughput (BENCHMARKS.md, fifth session).
+    /// time, so acks wait less behind it (ack p99 25.7 and 26.6 ms at 2 M readings/s in two 60 s
+    /// runs on the benchmark machine; 21.8–43.2 ms in five runs at 128 MiB); at 64 MiB the extra
+    /// generations' compactions cost open-throttle throughput (BENCHMARKS.md, fifth session).
     pub flush_buffer_bytes: usize,
     /// Buffered bytes at which ingest answers `Busy(BufferFull)` until a flush frees memory.
     /// Default 256 MiB. Must be above `flush_buffer_bytes`.
