@@ -93,6 +93,7 @@ section!(
         buffer_bytes_max: usize,
         flush_interval_ms: u64,
         flush_threads: usize,
+        flush_nice: i32,
         compaction_files_min: usize,
         compaction_rows_max: usize,
     }
@@ -118,6 +119,7 @@ section!(
         busy_wait_bytes_max: usize,
         shutdown_retry_after_ms: u32,
         drain_deadline_ms: u64,
+        udp_buffer_bytes: usize,
     }
 );
 
@@ -215,6 +217,7 @@ impl ConfigFile {
                 buffer_bytes_max,
                 flush_interval_ms,
                 flush_threads,
+                flush_nice,
                 compaction_files_min,
                 compaction_rows_max,
             ]
@@ -244,6 +247,7 @@ impl ConfigFile {
                 busy_wait_bytes_max,
                 shutdown_retry_after_ms,
                 drain_deadline_ms,
+                udp_buffer_bytes,
             ]
         );
     }

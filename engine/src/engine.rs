@@ -386,9 +386,13 @@ impl Engine {
             // Only the catalog's own: tombstones replayed from the WAL still have to be written.
             persisted_tombstones,
         );
+        let flush_nice = shared.config.flush_nice;
         let flusher_handle = std::thread::Builder::new()
             .name("bluewave-flush".into())
-            .spawn(move || flusher.run())
+            .spawn(move || {
+                crate::flush::lower_thread_priority(flush_nice);
+                flusher.run()
+            })
             .map_err(|e| Error::io("spawn flusher", &data_dir, e))?;
 
         let engine = Self {

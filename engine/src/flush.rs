@@ -789,13 +789,67 @@ impl MergeRows {
 
     /// Positions in `(buoy, metric, ts, position)` order.
     ///
-    /// The common case packs each row into one `u128` (buoy rank 32 bits, metric rank 16, ts
-    /// relative to `base` 48, position 32) and sorts those: one integer comparison per step and
-    /// half the bytes moved of a tuple sort (`sort_order` in BENCHMARKS.md). Rows that do not
-    /// fit (over 65,536 metrics, a ts outside `base .. base + 2^48` ns) take a comparison sort
-    /// of positions with the same order. Positions are `u32`: a flush or compaction handles
-    /// fewer rows than that (sources index rows as `u32` too).
+    /// The common case (no more possible `(buoy, metric)` pairs than rows, or than
+    /// [`GROUPED_SORT_PAIRS_MIN`]) is a counting sort by pair that keeps positions in order within a pair, then a check
+    /// that each pair's timestamps already ascend, as a buoy's readings mostly arrive; only
+    /// the pairs that do not are sorted. That is two linear passes instead of an
+    /// `n log n` sort of the whole flush (`sort_order` in BENCHMARKS.md). Otherwise each row is
+    /// packed into one `u128` (buoy rank 32 bits, metric rank 16, ts relative to `base` 48,
+    /// position 32) and those are sorted; rows that do not fit that (over 65,536 metrics, a ts
+    /// outside `base .. base + 2^48` ns) take a comparison sort of positions. All three give
+    /// the same order. Positions are `u32`: a flush or compaction handles fewer rows than
+    /// that (sources index rows as `u32` too).
     fn sort_order(&self, base: i64, input: SortInput) -> Vec<u32> {
+        let pairs_max = self.len().max(GROUPED_SORT_PAIRS_MIN);
+        self.grouped_order(input, pairs_max)
+            .or_else(|| self.packed_order(base, input))
+            .unwrap_or_else(|| self.compared_order())
+    }
+
+    /// Counting sort by `(buoy, metric)`, then per pair by `(ts, position)` where its rows do
+    /// not already ascend. `None` when there are more than `pairs_max` possible pairs.
+    fn grouped_order(&self, input: SortInput, pairs_max: usize) -> Option<Vec<u32>> {
+        let n = self.len();
+        u32::try_from(n).ok()?;
+        let buoys = self.buoy.iter().max().map_or(0, |&b| b as usize + 1);
+        let metrics = self.metric.iter().max().map_or(0, |&m| m as usize + 1);
+        let pairs = buoys.checked_mul(metrics).filter(|&p| p <= pairs_max)?;
+        let pairs_of =
+            || self.buoy.iter().zip(&self.metric).map(|(&b, &m)| b as usize * metrics + m as usize);
+        // Start of each pair's run in `order`, then its write cursor.
+        let mut cursor = vec![0u32; pairs + 1];
+        for p in pairs_of() {
+            cursor[p + 1] += 1;
+        }
+        for p in 1..=pairs {
+            cursor[p] += cursor[p - 1];
+        }
+        let mut order = vec![0u32; n];
+        for (i, p) in pairs_of().enumerate() {
+            order[cursor[p] as usize] = i as u32;
+            cursor[p] += 1;
+        }
+        // Each cursor now stands at the start of the next pair's run.
+        let mut start = 0;
+        for &end in &cursor[..pairs] {
+            let run = &mut order[start as usize..end as usize];
+            start = end;
+            if run.windows(2).all(|w| self.ts[w[0] as usize] <= self.ts[w[1] as usize]) {
+                continue;
+            }
+            let key = |&i: &u32| (self.ts[i as usize], i);
+            match input {
+                SortInput::Unordered => run.sort_unstable_by_key(key),
+                // Keys are unique (they hold the position), so a stable sort gives the same
+                // order; it merges the runs it finds instead of partitioning.
+                SortInput::SortedRuns => run.sort_by_key(key),
+            }
+        }
+        Some(order)
+    }
+
+    /// Sort of packed `u128` keys; `None` when a row does not fit the packing.
+    fn packed_order(&self, base: i64, input: SortInput) -> Option<Vec<u32>> {
         const TS_BITS: u32 = 48;
         let n = self.len();
         let fits = u32::try_from(n).is_ok()
@@ -804,28 +858,37 @@ impl MergeRows {
                 .ts
                 .iter()
                 .all(|&t| t.checked_sub(base).is_some_and(|d| (0..1i64 << TS_BITS).contains(&d)));
-        if fits {
-            let mut keys: Vec<u128> = (0..n)
-                .map(|i| {
-                    (u128::from(self.buoy[i]) << 96)
-                        | (u128::from(self.metric[i]) << 80)
-                        | (((self.ts[i] - base) as u128) << 32)
-                        | i as u128
-                })
-                .collect();
-            match input {
-                SortInput::Unordered => keys.sort_unstable(),
-                // Keys are unique (they hold the position), so a stable sort gives the same
-                // order; it merges the runs it finds instead of partitioning.
-                SortInput::SortedRuns => keys.sort(),
-            }
-            return keys.into_iter().map(|k| k as u32).collect();
+        if !fits {
+            return None;
         }
-        let mut order: Vec<u32> = (0..n).map(|i| i as u32).collect();
+        let mut keys: Vec<u128> = (0..n)
+            .map(|i| {
+                (u128::from(self.buoy[i]) << 96)
+                    | (u128::from(self.metric[i]) << 80)
+                    | (((self.ts[i] - base) as u128) << 32)
+                    | i as u128
+            })
+            .collect();
+        match input {
+            SortInput::Unordered => keys.sort_unstable(),
+            // As in `grouped_order`.
+            SortInput::SortedRuns => keys.sort(),
+        }
+        Some(keys.into_iter().map(|k| k as u32).collect())
+    }
+
+    /// Comparison sort of positions by `(key, position)`.
+    fn compared_order(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.len()).map(|i| i as u32).collect();
         order.sort_unstable_by_key(|&i| (self.key(i as usize), i));
         order
     }
 }
+
+/// [`MergeRows::sort_order`] counts rows per `(buoy, metric)` pair when there are at most
+/// `max(rows, GROUPED_SORT_PAIRS_MIN)` possible pairs: its table of counts is then no larger
+/// than the rows themselves (or 256 KiB).
+const GROUPED_SORT_PAIRS_MIN: usize = 1 << 16;
 
 /// What [`MergeRows::sort_order`] is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1431,6 +1494,25 @@ fn split_by_encoding(
     }
 }
 
+/// Raises the calling thread's nice value to `nice` (never lowers it: that needs privilege).
+/// On Linux the nice value is the thread's own, and threads it starts inherit it; elsewhere
+/// it is the process's, so nothing is done. A refusal is logged, not an error: the flush
+/// still runs, at the thread's current priority.
+pub(crate) fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        // `None` is the calling thread on Linux.
+        let set = getpriority_process(None)
+            .and_then(|current| if current < nice { setpriority_process(None, nice) } else { Ok(()) });
+        if let Err(e) = set {
+            tracing::warn!(nice, %e, "flusher priority not lowered; flushes compete with acks");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 /// `f` over `items` on up to `threads` scoped threads (the caller's thread is one of them);
 /// results in item order. Items are taken one at a time, so uneven items balance.
 fn parallel_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
@@ -1597,26 +1679,40 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Both sort paths give `(buoy, metric, ts, position)` order, and last-write-wins keeps
+        /// Every sort path gives `(buoy, metric, ts, position)` order, and last-write-wins keeps
         /// exactly the highest precedence (latest position among equals) of every key.
         #[test]
         fn merge_order_and_last_write_wins_match_a_model(
             rows in proptest::collection::vec((0u32..4, 0u32..3, 0i64..6, 0u64..4), 0..200),
             wide_metric in proptest::bool::ANY,
             far_ts in proptest::bool::ANY,
+            arrival_order in proptest::bool::ANY,
         ) {
             let mut keyed = MergeRows::default();
             for (i, &(b, m, ts, p)) in rows.iter().enumerate() {
-                // A metric rank over 16 bits or a ts outside the 48-bit window takes the
-                // comparison path.
+                // A metric rank over 16 bits or a ts outside the 48-bit window cannot be
+                // packed; `arrival_order` makes every pair's timestamps ascend with position
+                // (the grouped sort's fast path), with rewrites of one key still possible.
                 let m = if wide_metric { m << 17 } else { m };
+                let ts = if arrival_order { i as i64 / 3 } else { ts };
                 let ts = if far_ts { ts << 50 } else { ts };
                 keyed.push(b, m, ts, p, 0, i as u32);
             }
             let mut model: Vec<u32> = (0..keyed.len() as u32).collect();
             model.sort_by_key(|&i| (keyed.key(i as usize), i));
-            proptest::prop_assert_eq!(&keyed.sort_order(0, SortInput::Unordered), &model);
-            proptest::prop_assert_eq!(keyed.sort_order(0, SortInput::SortedRuns), model);
+            for input in [SortInput::Unordered, SortInput::SortedRuns] {
+                proptest::prop_assert_eq!(&keyed.sort_order(0, input), &model);
+                // Every path that accepts the rows gives the model's order.
+                let grouped = keyed.grouped_order(input, usize::MAX);
+                proptest::prop_assert_eq!(grouped.as_ref(), Some(&model));
+                proptest::prop_assert_eq!(keyed.grouped_order(input, 0).is_none(), !keyed.buoy.is_empty());
+                if let Some(packed) = keyed.packed_order(0, input) {
+                    proptest::prop_assert_eq!(&packed, &model);
+                }
+                let packable = keyed.metric.iter().all(|&m| m <= 0xffff) && keyed.ts.iter().all(|&t| t < 1 << 48);
+                proptest::prop_assert_eq!(keyed.packed_order(0, input).is_some(), packable);
+            }
+            proptest::prop_assert_eq!(keyed.compared_order(), model.clone());
 
             let mut expected: BTreeMap<(u32, u32, i64), (u64, u32)> = BTreeMap::new();
             for i in 0..keyed.len() {
@@ -1634,6 +1730,32 @@ mod tests {
             let want: Vec<((u32, u32, i64), u32)> = expected.into_iter().map(|(k, (_, r))| (k, r)).collect();
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_flusher_priority_is_lowered_never_raised_and_inherited() {
+        use rustix::process::getpriority_process;
+        let nice_of = |nice: i32| {
+            std::thread::spawn(move || {
+                lower_thread_priority(nice);
+                let own = getpriority_process(None).unwrap_or_else(|e| panic!("getpriority: {e}"));
+                let inherited = std::thread::spawn(|| getpriority_process(None))
+                    .join()
+                    .unwrap_or_else(|_| panic!("child thread"))
+                    .unwrap_or_else(|e| panic!("getpriority: {e}"));
+                (own, inherited)
+            })
+            .join()
+            .unwrap_or_else(|_| panic!("thread"))
+        };
+        let base = getpriority_process(None).unwrap_or_else(|e| panic!("getpriority: {e}"));
+        let target = (base + 3).min(19);
+        assert_eq!(nice_of(target), (target, target));
+        // Never below the thread's own: 0 keeps the inherited value.
+        assert_eq!(nice_of(0), (base, base));
+        // The test thread itself is untouched.
+        assert_eq!(getpriority_process(None).ok(), Some(base));
     }
 
     #[test]

@@ -341,7 +341,8 @@ pub async fn run_ingest(
         } else {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = quinn::Endpoint::client(bind)
+        // Acks of `clients_per_endpoint` buoys arrive on one socket: the server's buffer size.
+        let (endpoint, _) = bluewave_wire::udp_endpoint(bind, bluewave_wire::UDP_BUFFER_BYTES_DEFAULT, None)
             .map_err(|source| Error::Io { what: "open a UDP endpoint", source })?;
         endpoint_list.push(endpoint);
     }

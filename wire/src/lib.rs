@@ -54,6 +54,7 @@ mod metrics;
 mod server;
 mod spool;
 mod tls;
+mod udp;
 
 pub use bluewave_engine::InputError;
 pub use codec::{
@@ -73,9 +74,10 @@ pub use auth::{
 pub use client::{
     AckFuture, AckOutcome, AckReport, BACKOFF_INITIAL_MS_DEFAULT, BACKOFF_MAX_MS_DEFAULT,
     BUFFER_BATCHES_DEFAULT, BUFFER_BATCHES_MAX, BUFFER_BYTES_DEFAULT, CA_CERTIFICATES_MAX,
-    CLOSE_TIMEOUT_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT, Client, ClientConfig, ClientError, ClientResult,
-    ClientStats, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_INTERVAL_MS_DEFAULT, PINS_MAX, ServerLimits, Trust,
-    WINDOW_DEFAULT, certificate_sha256, parse_pin, rustls_config,
+    CLIENT_UDP_BUFFER_BYTES_DEFAULT, CLOSE_TIMEOUT_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT, Client,
+    ClientConfig, ClientError, ClientResult, ClientStats, IDLE_TIMEOUT_MS_DEFAULT,
+    KEEP_ALIVE_INTERVAL_MS_DEFAULT, PINS_MAX, ServerLimits, Trust, WINDOW_DEFAULT, certificate_sha256,
+    parse_pin, rustls_config,
 };
 pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
 pub use metrics::ServerMetrics;
@@ -89,6 +91,10 @@ pub use spool::{
 pub use tls::{
     GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX, ServerIdentity,
     TlsError, cert_sha256,
+};
+pub use udp::{
+    UDP_BUFFER_BYTES_DEFAULT, UDP_BUFFER_BYTES_MAX, UDP_BUFFER_BYTES_MIN, UdpBuffers, bind as bind_udp,
+    endpoint as udp_endpoint,
 };
 
 /// Result with the crate's [`Error`].

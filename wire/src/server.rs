@@ -36,7 +36,8 @@ use crate::tls::ServerIdentity;
 use crate::{
     ALPN, Accepted, Ack, AckStatus, BATCH_READINGS_MAX_WIRE, ConnectionCloseCode, Disposition,
     FRAME_BYTES_MAX, FrameType, HEADER_BYTES, HELLO_PAYLOAD_BYTES_MAX, Hello, MetricDictionary, RefuseReason,
-    Refused, RejectReason, StreamErrorCode, decode_batch, peek_batch_seq,
+    Refused, RejectReason, StreamErrorCode, UDP_BUFFER_BYTES_DEFAULT, UDP_BUFFER_BYTES_MAX,
+    UDP_BUFFER_BYTES_MIN, decode_batch, peek_batch_seq,
 };
 
 /// How long the server waits for the client to acknowledge a REFUSED or the last ACK before it
@@ -104,6 +105,13 @@ pub struct ServerConfig {
     /// On shutdown, how long in-flight batches may take to be read, stored and answered before
     /// the connections are closed anyway. Default 10,000.
     pub drain_deadline_ms: u64,
+    /// Receive and send buffer asked of the UDP socket (`SO_RCVBUF` / `SO_SNDBUF`): datagrams
+    /// that arrive while the endpoint's task waits for a core queue here, and what does not fit
+    /// is dropped and recovered late by QUIC loss detection. The kernel caps it (Linux:
+    /// `net.core.rmem_max` / `wmem_max`; the server warns at start when it got less). Within
+    /// [`UDP_BUFFER_BYTES_MIN`]`..=`[`UDP_BUFFER_BYTES_MAX`]; default
+    /// [`UDP_BUFFER_BYTES_DEFAULT`] (8 MiB).
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +136,7 @@ impl Default for ServerConfig {
             busy_wait_bytes_max: 128 << 20,
             shutdown_retry_after_ms: 5_000,
             drain_deadline_ms: 10_000,
+            udp_buffer_bytes: UDP_BUFFER_BYTES_DEFAULT,
         }
     }
 }
@@ -168,6 +177,9 @@ impl ServerConfig {
         }
         if self.busy_wait_ms > 60_000 {
             return bad("busy_wait_ms must be within 0..=60000");
+        }
+        if !(UDP_BUFFER_BYTES_MIN..=UDP_BUFFER_BYTES_MAX).contains(&self.udp_buffer_bytes) {
+            return bad("udp_buffer_bytes must be within 65536..=1073741824");
         }
         Ok(())
     }
@@ -262,8 +274,18 @@ pub async fn start(
 ) -> Result<ServerHandle, ServerError> {
     config.validate()?;
     let quinn_config = quinn_server_config(&config, identity)?;
-    let endpoint = quinn::Endpoint::server(quinn_config, config.listen)
+    let (endpoint, buffers) = crate::udp_endpoint(config.listen, config.udp_buffer_bytes, Some(quinn_config))
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    if buffers.below(config.udp_buffer_bytes) {
+        tracing::warn!(
+            requested = config.udp_buffer_bytes,
+            recv_bytes = buffers.recv_bytes,
+            send_bytes = buffers.send_bytes,
+            "the kernel granted smaller UDP buffers than udp_buffer_bytes: datagrams that arrive \
+             while the server is busy may be dropped and their acks delayed (Linux: raise \
+             net.core.rmem_max and net.core.wmem_max)"
+        );
+    }
     let local_addr =
         endpoint.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let (shutdown_tx, _) = watch::channel(false);

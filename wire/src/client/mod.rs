@@ -64,6 +64,9 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default time [`Client::close`] waits for outstanding ACKs, ms.
 pub const CLOSE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default UDP buffer request of a client's own endpoint: 1 MiB (it receives ACKs, 28 bytes
+/// each, and sends at most a window of frames).
+pub const CLIENT_UDP_BUFFER_BYTES_DEFAULT: usize = 1 << 20;
 /// Receive window of the client's side of each stream: an ACK is 28 bytes.
 const STREAM_RECEIVE_WINDOW_BYTES: u32 = 4 * 1024;
 /// Receive window of the client's side of the connection.
@@ -208,6 +211,11 @@ pub struct ClientConfig {
     pub connect_timeout_ms: u64,
     /// How long [`Client::close`] waits for outstanding ACKs, ms.
     pub close_timeout_ms: u64,
+    /// UDP receive and send buffer asked for the endpoint [`Client::connect`] opens (not used
+    /// by [`Client::connect_on`], whose endpoint is the caller's). Within
+    /// [`crate::UDP_BUFFER_BYTES_MIN`]`..=`[`crate::UDP_BUFFER_BYTES_MAX`]. Default
+    /// [`CLIENT_UDP_BUFFER_BYTES_DEFAULT`].
+    pub udp_buffer_bytes: usize,
 }
 
 impl ClientConfig {
@@ -236,6 +244,7 @@ impl ClientConfig {
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             close_timeout_ms: CLOSE_TIMEOUT_MS_DEFAULT,
+            udp_buffer_bytes: CLIENT_UDP_BUFFER_BYTES_DEFAULT,
         }
     }
 
@@ -258,6 +267,9 @@ impl ClientConfig {
         }
         if self.connect_timeout_ms == 0 || self.idle_timeout_ms == 0 || self.keep_alive_interval_ms == 0 {
             return bad("timeouts and intervals must be > 0");
+        }
+        if !(crate::UDP_BUFFER_BYTES_MIN..=crate::UDP_BUFFER_BYTES_MAX).contains(&self.udp_buffer_bytes) {
+            return bad("udp_buffer_bytes must be within 65536..=1073741824");
         }
         Ok(())
     }
@@ -529,7 +541,9 @@ impl Client {
         } else {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Endpoint(Arc::new(e)))?;
+        config.validate()?;
+        let (endpoint, _) = crate::udp_endpoint(bind, config.udp_buffer_bytes, None)
+            .map_err(|e| ClientError::Endpoint(Arc::new(e)))?;
         let mut client = Self::connect_on(endpoint, config).await?;
         client.owns_endpoint = true;
         Ok(client)
