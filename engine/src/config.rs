@@ -86,12 +86,15 @@ pub struct EngineConfig {
     pub flush_threads: usize,
     /// Nice value (Linux scheduling priority, 0..=19) the flusher runs at, and so the threads it
     /// starts: a flush then yields the cores to the WAL writers and the network threads that
-    /// ack batches, and takes what they leave (at weight 335 against their 1,024). On two cores
-    /// at 2 M readings/s, 5 cut the ack p99 from 24–31 ms to 19.7 ms and the p99.9 from
-    /// 77–124 ms to 37 ms, and open-throttle ingest still reached 3.5 M/s (BENCHMARKS.md, sixth
-    /// session). 0 leaves the flusher at the server's own priority. A server started at a
-    /// higher nice keeps its own (a thread cannot raise its priority without privilege).
-    /// Other systems ignore it. Default 5.
+    /// ack batches, and takes what they leave (at weight 335 against their 1,024). The cost:
+    /// while the buffer is full, ingest waits on a flush that competes at that weight. On two
+    /// cores at 2 M readings/s, 60 s runs gave ack p99 16–25 ms (median 21.0 of five) at 5,
+    /// against 17–22 ms in two of three runs at 0 (the third stalled: p99 177 ms), with a
+    /// steadier p99.9; open throttle reached 4.47–4.62 M/s (BENCHMARKS.md, sixth session). An
+    /// earlier flusher, on a saturated machine, filled the buffer at 5: flushes cost half the
+    /// CPU now. 0 leaves the flusher at the server's own priority; a server started at a higher
+    /// nice keeps its own (a thread cannot raise its priority without privilege). Other systems
+    /// ignore it. Default 5.
     pub flush_nice: i32,
     /// Time partition length. Default one hour.
     pub partition_duration: PartitionDuration,

@@ -342,8 +342,15 @@ pub async fn run_ingest(
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
         // Acks of `clients_per_endpoint` buoys arrive on one socket: the server's buffer size.
-        let (endpoint, _) = bluewave_wire::udp_endpoint(bind, bluewave_wire::UDP_BUFFER_BYTES_DEFAULT, None)
+        let requested = bluewave_wire::UDP_BUFFER_BYTES_DEFAULT;
+        let (endpoint, buffers) = bluewave_wire::udp_endpoint(bind, requested, None)
             .map_err(|source| Error::Io { what: "open a UDP endpoint", source })?;
+        if buffers.below(requested) && endpoint_list.is_empty() {
+            eprintln!(
+                "warning: the kernel granted smaller UDP buffers ({buffers:?}) than {requested} bytes: \
+                 dropped acks would add to the measured latency (Linux: raise net.core.rmem_max)"
+            );
+        }
         endpoint_list.push(endpoint);
     }
     // Connect the whole fleet first: the clock starts once every buoy is accepted.

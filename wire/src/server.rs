@@ -110,7 +110,7 @@ pub struct ServerConfig {
     /// is dropped and recovered late by QUIC loss detection. The kernel caps it (Linux:
     /// `net.core.rmem_max` / `wmem_max`; the server warns at start when it got less). Within
     /// [`UDP_BUFFER_BYTES_MIN`]`..=`[`UDP_BUFFER_BYTES_MAX`]; default
-    /// [`UDP_BUFFER_BYTES_DEFAULT`] (8 MiB).
+    /// [`UDP_BUFFER_BYTES_DEFAULT`] (4 MiB).
     pub udp_buffer_bytes: usize,
 }
 

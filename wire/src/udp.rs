@@ -7,7 +7,7 @@
 //! 25 ms, plus the RTT variance) before the resend. At 2 million readings/s (22 MB/s of
 //! frames) a 10 ms wait is 220 KB of datagrams, more than Linux's default buffer
 //! (`net.core.rmem_default`, 208 KiB): measured on loopback, 4 % of the server's datagrams were
-//! dropped and each drop put a batch's ack 25–100 ms late (BENCHMARKS.md, "UDP buffers").
+//! dropped, recovered 25+ ms late (BENCHMARKS.md, sixth session).
 //!
 //! Linux caps a request at `net.core.rmem_max` / `net.core.wmem_max` (and reports twice the
 //! granted size: the kernel's bookkeeping); [`bind`] reports what was granted so the server can
@@ -17,10 +17,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Default receive and send buffer request of a QUIC endpoint's UDP socket: 8 MiB, room for
-/// about 0.4 s of frames at 2 million readings/s. The memory is the kernel's, taken only
-/// while datagrams wait.
-pub const UDP_BUFFER_BYTES_DEFAULT: usize = 8 << 20;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Default receive and send buffer request of a QUIC endpoint's UDP socket: 4 MiB, room for
+/// about 0.2 s of frames at 2 million readings/s (Linux grants twice it for its bookkeeping
+/// where `net.core.rmem_max` allows). The memory is the kernel's, taken only while datagrams
+/// wait.
+pub const UDP_BUFFER_BYTES_DEFAULT: usize = 4 << 20;
 
 /// Least accepted buffer request (64 KiB): below it a single GSO burst may not fit.
 pub const UDP_BUFFER_BYTES_MIN: usize = 64 << 10;
@@ -28,7 +31,8 @@ pub const UDP_BUFFER_BYTES_MIN: usize = 64 << 10;
 /// Largest accepted buffer request (1 GiB).
 pub const UDP_BUFFER_BYTES_MAX: usize = 1 << 30;
 
-/// Socket buffer sizes the kernel granted, as it reports them.
+/// Socket buffer sizes the kernel granted, as it reports them (Linux: twice the payload bytes
+/// granted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UdpBuffers {
     /// `SO_RCVBUF` after the request.
@@ -38,43 +42,48 @@ pub struct UdpBuffers {
 }
 
 impl UdpBuffers {
-    /// True when the kernel granted less than `requested` for either buffer (on Linux: the
-    /// `net.core.rmem_max` / `wmem_max` cap is below half of it).
+    /// True when the kernel granted less than `requested` for either buffer (on Linux, which
+    /// reports twice what it grants: the `net.core.rmem_max` / `wmem_max` cap is below
+    /// `requested`).
     pub fn below(&self, requested: usize) -> bool {
-        self.recv_bytes < requested || self.send_bytes < requested
+        let reported = if cfg!(target_os = "linux") { requested.saturating_mul(2) } else { requested };
+        self.recv_bytes < reported || self.send_bytes < reported
     }
 }
 
-/// Binds a UDP socket on `addr` and asks for `buffer_bytes` of receive and send buffer. A
-/// refused resize is not an error (the socket keeps the kernel's default; the returned sizes
-/// show it).
+/// Binds a UDP socket on `addr` (an IPv6 one dual-stack where the system allows, as quinn's
+/// own constructors do) and asks for `buffer_bytes` of receive and send buffer. A refused
+/// resize is not an error (the socket keeps the kernel's default; the returned sizes show it).
 pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> io::Result<(std::net::UdpSocket, UdpBuffers)> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    let sock = socket2::SockRef::from(&socket);
-    if let Err(e) = sock.set_recv_buffer_size(buffer_bytes) {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6()
+        && let Err(e) = socket.set_only_v6(false)
+    {
+        tracing::debug!(%e, "UDP socket not made dual-stack");
+    }
+    if let Err(e) = socket.set_recv_buffer_size(buffer_bytes) {
         tracing::debug!(%e, buffer_bytes, "UDP receive buffer not resized");
     }
-    if let Err(e) = sock.set_send_buffer_size(buffer_bytes) {
+    if let Err(e) = socket.set_send_buffer_size(buffer_bytes) {
         tracing::debug!(%e, buffer_bytes, "UDP send buffer not resized");
     }
-    let buffers = UdpBuffers { recv_bytes: sock.recv_buffer_size()?, send_bytes: sock.send_buffer_size()? };
-    Ok((socket, buffers))
+    socket.bind(&addr.into())?;
+    let buffers =
+        UdpBuffers { recv_bytes: socket.recv_buffer_size()?, send_bytes: socket.send_buffer_size()? };
+    Ok((socket.into(), buffers))
 }
 
 /// A quinn endpoint on a socket from [`bind`] (a server when `server` is given), on the current
-/// Tokio runtime.
+/// async runtime (an error outside one).
 pub fn endpoint(
     addr: SocketAddr,
     buffer_bytes: usize,
     server: Option<quinn::ServerConfig>,
 ) -> io::Result<(quinn::Endpoint, UdpBuffers)> {
+    let runtime: Arc<dyn quinn::Runtime> =
+        quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime found"))?;
     let (socket, buffers) = bind(addr, buffer_bytes)?;
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?;
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)?;
     Ok((endpoint, buffers))
 }
 
@@ -84,8 +93,9 @@ mod tests {
 
     #[test]
     fn a_small_request_is_granted_and_reported() {
-        // 64 KiB is under every Linux default cap (`rmem_max` and `wmem_max` are at least
-        // 208 KiB), so the request is granted: Linux reports twice it, other systems at least it.
+        // 64 KiB is under Linux's default caps (`rmem_max` and `wmem_max` are 208 KiB unless an
+        // operator lowered them), so the request is granted: Linux reports twice it, other
+        // systems at least it.
         let (_socket, buffers) = bind(SocketAddr::from(([127, 0, 0, 1], 0)), UDP_BUFFER_BYTES_MIN)
             .unwrap_or_else(|e| panic!("bind: {e}"));
         assert!(!buffers.below(UDP_BUFFER_BYTES_MIN), "{buffers:?}");
