@@ -70,10 +70,14 @@ pub struct EngineConfig {
     pub group_bytes_max: usize,
     /// A WAL segment is closed once it passes this size. Default 64 MiB.
     pub wal_segment_bytes: u64,
-    /// Buffered bytes that start a flush. Default 96 MiB: a smaller flush holds a core for less
-    /// time, so acks wait less behind it (ack p99 25.7 and 26.6 ms at 2 M readings/s in two 60 s
-    /// runs on the benchmark machine; 21.8–43.2 ms in five runs at 128 MiB); at 64 MiB the extra
-    /// generations' compactions cost open-throttle throughput (BENCHMARKS.md, fifth session).
+    /// Buffered bytes that start a flush. Default 96 MiB (3 M rows of the benchmark fleet). A
+    /// smaller flush holds a core for less time, so acks wait less behind it: 60 s runs at
+    /// 2 M readings/s gave ack p99 13.8 and 17.6 ms at 64 MiB against 16–25 ms (median 21.9 of
+    /// eleven) at 96 MiB, with open throttle within the runs' spread (3.91–3.98 against
+    /// 3.49–4.62 M/s). But with 16 analysts querying while 500,000 readings/s arrive, 64 MiB
+    /// gave 242 and 320 one-buoy queries/s and ingest ack p99 93 and 126 ms, against 365–386
+    /// and 33–56 ms at 96 MiB (more, smaller files to read and compact; BENCHMARKS.md, sixth
+    /// session). 64 MiB suits a server that ingests far more than it answers.
     pub flush_buffer_bytes: usize,
     /// Buffered bytes at which ingest answers `Busy(BufferFull)` until a flush frees memory.
     /// Default 256 MiB. Must be above `flush_buffer_bytes`.
