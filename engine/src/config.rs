@@ -92,11 +92,11 @@ pub struct EngineConfig {
     /// starts: a flush then yields the cores to the WAL writers and the network threads that
     /// ack batches, and takes what they leave (at weight 335 against their 1,024). The cost:
     /// while the buffer is full, ingest waits on a flush that competes at that weight. On two
-    /// cores at 2 M readings/s, 60 s runs gave ack p99 16–25 ms (median 21.0 of five) at 5,
-    /// against 17–22 ms in two of three runs at 0 (the third stalled: p99 177 ms), with a
-    /// steadier p99.9; open throttle reached 4.47–4.62 M/s (BENCHMARKS.md, sixth session). An
-    /// earlier flusher, on a saturated machine, filled the buffer at 5: flushes cost half the
-    /// CPU now. 0 leaves the flusher at the server's own priority; a server started at a higher
+    /// cores at 2 M readings/s the one clean A/B (one binary, the flusher reniced from outside)
+    /// gave ack p99 19.7 ms at 5 against 24.2 ms at 0; 60 s runs of the shipped defaults gave
+    /// 16–25 ms (median 21.9 of eleven), two at 0 gave 21.5 and 31.0 ms; open throttle was
+    /// 3.49–4.62 M/s at 5 and 3.95 M/s at 0 (BENCHMARKS.md, sixth session). An earlier flusher,
+    /// on a saturated machine, filled the buffer at 5: flushes cost half the CPU now. 0 leaves the flusher at the server's own priority; a server started at a higher
     /// nice keeps its own (a thread cannot raise its priority without privilege). Other systems
     /// ignore it. Default 5.
     pub flush_nice: i32,
