@@ -96,9 +96,10 @@ pub struct EngineConfig {
     /// gave ack p99 19.7 ms at 5 against 24.2 ms at 0; 60 s runs of the shipped defaults gave
     /// 16–25 ms (median 21.9 of eleven), two at 0 gave 21.5 and 31.0 ms; open throttle was
     /// 3.49–4.62 M/s at 5 and 3.95 M/s at 0 (BENCHMARKS.md, sixth session). An earlier flusher,
-    /// on a saturated machine, filled the buffer at 5: flushes cost half the CPU now. 0 leaves the flusher at the server's own priority; a server started at a higher
-    /// nice keeps its own (a thread cannot raise its priority without privilege). Other systems
-    /// ignore it. Default 5.
+    /// on a saturated machine, filled the buffer at 5: flushes cost half the CPU now. 0 leaves
+    /// the flusher at the server's own priority; a server started at a higher nice keeps its
+    /// own (a thread cannot raise its priority without privilege). Other systems ignore it.
+    /// Default 5.
     pub flush_nice: i32,
     /// Time partition length. Default one hour.
     pub partition_duration: PartitionDuration,

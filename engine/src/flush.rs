@@ -796,12 +796,11 @@ impl MergeRows {
     /// instead of an `n log n` sort of the whole flush (median merge of a 3 M-row flush 261 →
     /// 188 ms: BENCHMARKS.md, sixth session). A compaction's cut near the top buoy ranks may
     /// have more possible pairs (ranks index the whole dictionary) and take the next path.
-    /// Otherwise each row is
-    /// packed into one `u128` (buoy rank 32 bits, metric rank 16, ts relative to `base` 48,
-    /// position 32) and those are sorted; rows that do not fit that (over 65,536 metrics, a ts
-    /// outside `base .. base + 2^48` ns) take a comparison sort of positions. All three give
-    /// the same order. Positions are `u32`: a flush or compaction handles fewer rows than
-    /// that (sources index rows as `u32` too).
+    /// Otherwise each row is packed into one `u128` (buoy rank 32 bits, metric rank 16, ts
+    /// relative to `base` 48, position 32) and those are sorted; rows that do not fit that
+    /// (over 65,536 metrics, a ts outside `base .. base + 2^48` ns) take a comparison sort of
+    /// positions. All three give the same order. Positions are `u32`: a flush or compaction
+    /// handles fewer rows than that (sources index rows as `u32` too).
     fn sort_order(&self, base: i64, input: SortInput) -> Vec<u32> {
         let pairs_max = self.len().max(GROUPED_SORT_PAIRS_MIN);
         self.grouped_order(input, pairs_max)

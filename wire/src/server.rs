@@ -36,8 +36,7 @@ use crate::tls::ServerIdentity;
 use crate::{
     ALPN, Accepted, Ack, AckStatus, BATCH_READINGS_MAX_WIRE, ConnectionCloseCode, Disposition,
     FRAME_BYTES_MAX, FrameType, HEADER_BYTES, HELLO_PAYLOAD_BYTES_MAX, Hello, MetricDictionary, RefuseReason,
-    Refused, RejectReason, StreamErrorCode, UDP_BUFFER_BYTES_DEFAULT, UDP_BUFFER_BYTES_MAX,
-    UDP_BUFFER_BYTES_MIN, decode_batch, peek_batch_seq,
+    Refused, RejectReason, StreamErrorCode, UDP_BUFFER_BYTES_DEFAULT, decode_batch, peek_batch_seq,
 };
 
 /// How long the server waits for the client to acknowledge a REFUSED or the last ACK before it
@@ -109,7 +108,7 @@ pub struct ServerConfig {
     /// that arrive while the endpoint's task waits for a core queue here, and what does not fit
     /// is dropped and recovered late by QUIC loss detection. The kernel caps it (Linux:
     /// `net.core.rmem_max` / `wmem_max`; the server warns at start when it got less). Within
-    /// [`UDP_BUFFER_BYTES_MIN`]`..=`[`UDP_BUFFER_BYTES_MAX`]; default
+    /// [`crate::UDP_BUFFER_BYTES_MIN`]`..=`[`crate::UDP_BUFFER_BYTES_MAX`]; default
     /// [`UDP_BUFFER_BYTES_DEFAULT`] (4 MiB).
     pub udp_buffer_bytes: usize,
 }
@@ -178,8 +177,8 @@ impl ServerConfig {
         if self.busy_wait_ms > 60_000 {
             return bad("busy_wait_ms must be within 0..=60000");
         }
-        if !(UDP_BUFFER_BYTES_MIN..=UDP_BUFFER_BYTES_MAX).contains(&self.udp_buffer_bytes) {
-            return bad("udp_buffer_bytes must be within 65536..=1073741824");
+        if let Err(what) = crate::udp::check_buffer_bytes(self.udp_buffer_bytes) {
+            return bad(what);
         }
         Ok(())
     }

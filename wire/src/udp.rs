@@ -31,6 +31,16 @@ pub const UDP_BUFFER_BYTES_MIN: usize = 64 << 10;
 /// Largest accepted buffer request (1 GiB).
 pub const UDP_BUFFER_BYTES_MAX: usize = 1 << 30;
 
+/// Checks a `udp_buffer_bytes` setting (server or client) against
+/// [`UDP_BUFFER_BYTES_MIN`]`..=`[`UDP_BUFFER_BYTES_MAX`].
+pub(crate) fn check_buffer_bytes(bytes: usize) -> Result<(), &'static str> {
+    if (UDP_BUFFER_BYTES_MIN..=UDP_BUFFER_BYTES_MAX).contains(&bytes) {
+        Ok(())
+    } else {
+        Err("udp_buffer_bytes must be within 65536..=1073741824")
+    }
+}
+
 /// Socket buffer sizes the kernel granted, as it reports them (Linux: twice the payload bytes
 /// granted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -268,8 +268,8 @@ impl ClientConfig {
         if self.connect_timeout_ms == 0 || self.idle_timeout_ms == 0 || self.keep_alive_interval_ms == 0 {
             return bad("timeouts and intervals must be > 0");
         }
-        if !(crate::UDP_BUFFER_BYTES_MIN..=crate::UDP_BUFFER_BYTES_MAX).contains(&self.udp_buffer_bytes) {
-            return bad("udp_buffer_bytes must be within 65536..=1073741824");
+        if let Err(what) = crate::udp::check_buffer_bytes(self.udp_buffer_bytes) {
+            return bad(what);
         }
         Ok(())
     }
