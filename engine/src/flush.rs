@@ -322,20 +322,22 @@ impl Flusher {
             next.flushed_gen = generation;
             next
         });
+        report.files = written.len();
+        report.rows = written.iter().map(|f| f.rows).sum();
+        report.bytes = written.iter().map(|f| f.bytes).sum();
+        // Counted before the buffer is freed: an ingest that waited for this flush (and its
+        // client) sees it in the metrics, however late the flusher is scheduled after the wake.
+        let metrics = &self.shared.metrics;
+        metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        metrics.flush_rows.fetch_add(report.rows, Ordering::Relaxed);
+        metrics.flush_bytes.fetch_add(report.bytes, Ordering::Relaxed);
+        metrics.flush_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let mut freed = 0;
         for lane in &self.shared.lanes {
             freed += lane.remove_sealed(generation);
         }
         self.shared.buffer_bytes.fetch_sub(freed, Ordering::Relaxed);
         self.shared.buffer_freed.notify_waiters();
-        report.files = written.len();
-        report.rows = written.iter().map(|f| f.rows).sum();
-        report.bytes = written.iter().map(|f| f.bytes).sum();
-        let metrics = &self.shared.metrics;
-        metrics.flushes.fetch_add(1, Ordering::Relaxed);
-        metrics.flush_rows.fetch_add(report.rows, Ordering::Relaxed);
-        metrics.flush_bytes.fetch_add(report.bytes, Ordering::Relaxed);
-        metrics.flush_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 
         // The WAL below the watermarks is now redundant.
         if let Some(r) = &recovery {
