@@ -12,7 +12,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::dedup::DedupWindow;
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Error, Result};
 use crate::types::TimestampNs;
 
 const FILES: TableDefinition<u64, &[u8]> = TableDefinition::new("files");
@@ -507,7 +507,7 @@ impl std::fmt::Debug for Catalog {
 }
 
 fn corrupt_entry(table: &str, key: &str) -> Error {
-    Error::Catalog(format!("undecodable entry {key} in table {table}"))
+    Error::Catalog(CatalogError::Undecodable { table: table.to_owned(), key: key.to_owned() })
 }
 
 impl Catalog {
@@ -530,9 +530,10 @@ impl Catalog {
                 }
                 Some(v) if v == CATALOG_FORMAT_VERSION => {}
                 Some(v) => {
-                    return Err(Error::Catalog(format!(
-                        "catalog format version {v} is not supported (this build reads {CATALOG_FORMAT_VERSION})"
-                    )));
+                    return Err(Error::Catalog(CatalogError::UnsupportedVersion {
+                        version: v,
+                        supported: CATALOG_FORMAT_VERSION,
+                    }));
                 }
             }
         }

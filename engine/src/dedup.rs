@@ -5,13 +5,8 @@
 //! window that was seen is a duplicate, one that was not is new (out-of-order delivery from many
 //! in-flight batches is fine), and one below the window is refused as stale, never stored twice.
 
-/// How many sequences below the highest one a buoy may still deliver late.
-pub const DEDUP_WINDOW: u64 = 4096;
+pub use bluewave_model::{DEDUP_WINDOW, UNSEQUENCED};
 
-/// The batch sequence of writes that bypass the window (operator corrections through
-/// `Engine::write_unsequenced`): never deduplicated and never recorded, so they cannot move a
-/// buoy's window. Devices cannot use it: `Engine::ingest` refuses it.
-pub const UNSEQUENCED: u64 = u64::MAX;
 const WORDS: usize = (DEDUP_WINDOW / 64) as usize;
 const _: () = assert!(DEDUP_WINDOW.is_multiple_of(64));
 

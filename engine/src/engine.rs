@@ -2,96 +2,30 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use arc_swap::ArcSwap;
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::buffer::{ChunkBuilder, LaneBuffer};
-use crate::catalog::{BuoyInfo, Catalog, FileMeta, Tombstone};
+use crate::catalog::{BuoyInfo, Catalog, FileMeta};
 use crate::config::{Durability, EngineConfig};
-use crate::dedup::{DedupWindow, UNSEQUENCED};
+use crate::dedup::UNSEQUENCED;
 use crate::error::{BusyReason, Error, InputError, Result};
-use crate::flush::{FlushReport, Flusher, FlusherMsg, Recovery};
-use crate::metrics::{EngineMetrics, MetricsSnapshot};
+use crate::flush::{FlushReport, Flusher, FlusherMsg};
+use crate::metrics::MetricsSnapshot;
 use crate::pipeline::{
     DeleteRequest, IngestOutcome, IngestRequest, LaneMsg, LaneStart, LaneWriter, lane_dir_name,
 };
-use crate::read::{ReadView, Snapshot};
+use crate::read::Snapshot;
+use crate::recovery::{Recovered, Recovery, RecoveryReport, recover};
+use crate::state::{BUSY_RETRY_AFTER_MS, lane_of, queued_request_bytes};
 use crate::storage::{FsStorage, Storage, create_dir_durable};
 use crate::types::{BuoyId, MetricName, PhysicalRange, Quality, ReadingBatch, TimestampNs};
-use crate::wal::{self, DeleteEntry, Entry, SegmentWriter};
-
-/// Suggested wait before retrying after `Busy`.
-const BUSY_RETRY_AFTER_MS: u64 = 50;
-
-/// State shared by the engine handle, the lane writers and the flusher.
-pub(crate) struct Shared {
-    pub config: EngineConfig,
-    pub storage: Arc<dyn Storage>,
-    pub metrics: EngineMetrics,
-    pub next_seq: AtomicU64,
-    pub next_chunk_id: AtomicU64,
-    pub buffer_bytes: AtomicUsize,
-    /// Woken by the flusher whenever a flush frees buffer memory (see [`Engine::buffer_space`]).
-    pub buffer_freed: tokio::sync::Notify,
-    /// Bytes of requests sitting in lane queues (counted by `ingest`, released by the writer).
-    pub queued_bytes: AtomicUsize,
-    pub view: ArcSwap<ReadView>,
-    pub lanes: Vec<LaneBuffer>,
-    pub buoys: ArcSwap<HashMap<Arc<str>, BuoyInfo>>,
-}
-
-impl Shared {
-    /// The buffer holds `buffer_bytes_max`: ingest answers `Busy(BufferFull)`.
-    pub(crate) fn buffer_full(&self) -> bool {
-        self.buffer_bytes.load(Ordering::Relaxed) >= self.config.buffer_bytes_max
-    }
-
-    /// Makes a logged delete visible to readers at once.
-    pub(crate) fn publish_tombstone(&self, tombstone: Tombstone) {
-        let tombstone = Arc::new(tombstone);
-        self.view.rcu(|v| {
-            let mut next = ReadView::clone(v);
-            next.tombstones.push(tombstone.clone());
-            next
-        });
-    }
-
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        // Chunks first, then the view: a chunk missing from the lists was removed only after
-        // its file was published, so the view loaded next already has the file.
-        let lists: Vec<_> = self.lanes.iter().map(LaneBuffer::load).collect();
-        let view = self.view.load_full();
-        let chunks = lists
-            .iter()
-            .flat_map(|l| l.iter())
-            .filter(|c| {
-                let g = c.sealed_gen();
-                g == 0 || g > view.flushed_gen
-            })
-            .cloned()
-            .collect();
-        Snapshot { view, chunks, data_dir: self.config.data_dir.clone() }
-    }
-}
-
-/// Memory a queued ingest request holds: the batch columns, quality flags and the encoded entry.
-pub(crate) fn queued_request_bytes(batch: &ReadingBatch) -> usize {
-    const BYTES_PER_READING: usize = (8 + 2 + 8) + 1 + (8 + 2 + 8 + 1);
-    batch.len() * BYTES_PER_READING + 256
-}
-
-/// Lane of a buoy: stable across runs with the same lane count.
-pub(crate) fn lane_of(buoy: &str, lanes: usize) -> usize {
-    crc32c::crc32c(buoy.as_bytes()) as usize % lanes
-}
+use crate::wal::{self, DeleteEntry, SegmentWriter};
 
 /// Resolves once a batch is durable (or refused). `.await` it, or call [`IngestTicket::wait`]
 /// from a thread that is not driving an async runtime.
@@ -144,29 +78,13 @@ pub struct DeleteRange {
     pub end: TimestampNs,
 }
 
-/// What recovery found at open.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// WAL entries replayed (above the flushed watermarks).
-    pub entries_replayed: usize,
-    /// Torn tails cut off: (segment, offset, bytes dropped).
-    pub torn_tails: Vec<(PathBuf, u64, u64)>,
-    /// Leftover temporary files removed.
-    pub temp_files_removed: usize,
-    /// Parquet files without a catalog entry (a crash before the commit) removed.
-    pub orphan_files_removed: usize,
-    /// Catalog entries whose file is missing: data loss the operator must know about. These
-    /// files are left out of reads.
-    pub missing_files: Vec<String>,
-}
-
 struct Threads {
     lanes: Vec<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
 }
 
 struct Inner {
-    shared: Arc<Shared>,
+    shared: Arc<crate::state::Shared>,
     catalog: Arc<Catalog>,
     threads: std::sync::Mutex<Option<Threads>>,
     lane_txs: Vec<Sender<LaneMsg>>,
@@ -206,154 +124,18 @@ impl Engine {
                  loss loses it. Use this for benchmarks only."
             );
         }
-        let data_dir = config.data_dir.clone();
+        let Recovered {
+            shared,
+            catalog,
+            lane_dedup,
+            flushed_gen,
+            next_file_id,
+            persisted_tombstones,
+            report,
+            handover,
+        } = recover(config, storage.clone())?;
+        let data_dir = shared.config.data_dir.clone();
         let wal_dir = data_dir.join("wal");
-        let parquet_dir = data_dir.join("parquet");
-        for dir in [&data_dir, &wal_dir, &parquet_dir] {
-            create_dir_durable(storage.as_ref(), dir).map_err(|e| Error::io("create directory", dir, e))?;
-        }
-        let (catalog, state) = Catalog::open(&data_dir.join("catalog.redb"))?;
-        catalog.check_partition_duration(config.partition_duration.as_nanos())?;
-        let mut report = RecoveryReport::default();
-
-        // Files: drop temp and orphan files, note missing ones.
-        let known: HashMap<String, u64> = state.files.values().map(|f| (f.path.clone(), f.id)).collect();
-        let mut present = std::collections::HashSet::new();
-        walk_files(storage.as_ref(), &parquet_dir, &mut |path| {
-            let rel = relative_path(&data_dir, path);
-            if rel.ends_with(".tmp") {
-                storage.remove_file(path).map_err(|e| Error::io("remove temp file", path, e))?;
-                report.temp_files_removed += 1;
-            } else if rel.ends_with(".parquet") && !known.contains_key(&rel) {
-                storage.remove_file(path).map_err(|e| Error::io("remove orphan file", path, e))?;
-                report.orphan_files_removed += 1;
-            } else {
-                present.insert(rel);
-            }
-            Ok(())
-        })?;
-        let mut view = ReadView { flushed_gen: state.flushed_gen, ..ReadView::default() };
-        for f in state.files.values() {
-            if !present.contains(&f.path) {
-                tracing::error!(file = %f.path, "catalog lists a file that is missing; its rows are lost");
-                report.missing_files.push(f.path.clone());
-                continue;
-            }
-            view.partitions.entry(f.partition_start).or_default().push(Arc::new(f.clone()));
-        }
-        view.tombstones = state.tombstones.values().cloned().map(Arc::new).collect();
-        let persisted_tombstones: std::collections::HashSet<u64> = state.tombstones.keys().copied().collect();
-
-        // WAL replay.
-        let lanes = config.lanes;
-        let mut lane_dedup: Vec<HashMap<Arc<str>, DedupWindow>> = vec![HashMap::new(); lanes];
-        for (buoy, window) in state.dedup {
-            let buoy: Arc<str> = Arc::from(buoy.as_str());
-            lane_dedup[lane_of(&buoy, lanes)].insert(buoy, window);
-        }
-        let mut seq_max = state.watermarks.values().copied().max().unwrap_or(0);
-        seq_max = seq_max.max(state.tombstones.keys().copied().max().unwrap_or(0));
-        let mut builders: Vec<ChunkBuilder> = (0..lanes).map(|_| ChunkBuilder::new()).collect();
-        let mut recovery = Recovery::default();
-        let mut lane_dirs: Vec<PathBuf> = storage
-            .list_dir(&wal_dir)
-            .map_err(|e| Error::io("list WAL directory", &wal_dir, e))?
-            .into_iter()
-            .filter(|p| storage.is_dir(p))
-            .collect();
-        lane_dirs.sort();
-        let mut replay_entries: Vec<Entry> = Vec::new();
-        for dir in &lane_dirs {
-            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-            let replay = wal::read_lane(storage.as_ref(), dir)?;
-            let watermark = state.watermarks.get(&name).copied().unwrap_or(0);
-            if let Some(torn) = replay.torn_tail.clone() {
-                tracing::warn!(segment = %torn.0.display(), offset = torn.1, bytes = torn.2, "cut torn WAL tail");
-                report.torn_tails.push(torn);
-            }
-            seq_max = seq_max.max(replay.seq_max);
-            if !replay.segments.is_empty() {
-                recovery.watermarks.push((name, replay.seq_max.max(watermark)));
-                recovery.segments.extend(replay.segments);
-            }
-            replay_entries.extend(replay.entries.into_iter().filter(|e| e.seq() > watermark));
-        }
-        replay_entries.sort_by_key(Entry::seq);
-        report.entries_replayed = replay_entries.len();
-        let mut replayed_buoys: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
-        for entry in replay_entries {
-            match entry {
-                Entry::Batch(b) => {
-                    let lane = lane_of(&b.buoy, lanes);
-                    let buoy: Arc<str> = Arc::from(b.buoy.as_str());
-                    if b.batch_seq != UNSEQUENCED {
-                        lane_dedup[lane].entry(buoy.clone()).or_default().record(b.batch_seq);
-                    }
-                    replayed_buoys.insert(buoy.clone());
-                    let metric_names = b
-                        .metric_names
-                        .iter()
-                        .map(|m| MetricName::new(m))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| Error::Corrupt {
-                            file: wal_dir.clone(),
-                            offset: 0,
-                            reason: e.to_string(),
-                        })?;
-                    builders[lane].push_batch(
-                        &buoy,
-                        &metric_names,
-                        &b.timestamps,
-                        &b.metric_ids,
-                        &b.values,
-                        &b.quality,
-                        b.seq,
-                    );
-                }
-                Entry::Delete { seq, delete } => {
-                    if !view.tombstones.iter().any(|t| t.seq == seq) {
-                        view.tombstones.push(Arc::new(Tombstone {
-                            seq,
-                            generation: view.flushed_gen,
-                            buoy: Arc::from(delete.buoy.as_str()),
-                            metric: delete.metric.as_deref().map(Arc::from),
-                            start: delete.start,
-                            end: delete.end,
-                        }));
-                    }
-                }
-            }
-        }
-
-        for buoy in &replayed_buoys {
-            if let Some(w) = lane_dedup[lane_of(buoy, lanes)].get(buoy) {
-                recovery.dedup.push((buoy.to_string(), w.clone()));
-            }
-        }
-        let shared = Arc::new(Shared {
-            storage: storage.clone(),
-            metrics: EngineMetrics::default(),
-            next_seq: AtomicU64::new(seq_max + 1),
-            next_chunk_id: AtomicU64::new(1),
-            buffer_bytes: AtomicUsize::new(0),
-            buffer_freed: tokio::sync::Notify::new(),
-            queued_bytes: AtomicUsize::new(0),
-            view: ArcSwap::from_pointee(view),
-            lanes: (0..lanes).map(|_| LaneBuffer::default()).collect(),
-            buoys: ArcSwap::from_pointee(
-                state.buoys.into_values().map(|b| (b.id.clone(), b)).collect::<HashMap<_, _>>(),
-            ),
-            config,
-        });
-        for (lane, mut builder) in builders.into_iter().enumerate() {
-            if !builder.is_empty() {
-                let id = shared.next_chunk_id.fetch_add(1, Ordering::Relaxed);
-                let chunk = Arc::new(builder.finish(id));
-                shared.buffer_bytes.fetch_add(chunk.bytes(), Ordering::Relaxed);
-                shared.lanes[lane].push(chunk);
-            }
-        }
-
         let sync = shared.config.durability == Durability::Strict;
         let mut lane_handles = Vec::new();
         let mut lane_txs = Vec::new();
@@ -363,7 +145,7 @@ impl Engine {
             let (tx, rx) = crossbeam_channel::bounded(shared.config.queue_depth);
             let writer =
                 SegmentWriter::new(storage.clone(), dir, lane as u32, shared.config.wal_segment_bytes, sync);
-            let start = LaneStart { dedup, seal_gen: state.flushed_gen };
+            let start = LaneStart { dedup, seal_gen: flushed_gen };
             let lane_writer = LaneWriter::new(lane, rx, writer, shared.clone(), start);
             let handle = std::thread::Builder::new()
                 .name(format!("bluewave-wal-{lane}"))
@@ -381,8 +163,8 @@ impl Engine {
             catalog.clone(),
             lane_txs.clone(),
             flusher_rx,
-            state.flushed_gen + 1,
-            state.next_file_id,
+            flushed_gen + 1,
+            next_file_id,
             // Only the catalog's own: tombstones replayed from the WAL still have to be written.
             persisted_tombstones,
         );
@@ -409,8 +191,8 @@ impl Engine {
                 recovery: report,
             }),
         };
-        if !recovery.segments.is_empty() {
-            engine.request_flush(Some(recovery))?;
+        if !handover.segments.is_empty() {
+            engine.request_flush(Some(handover))?;
         }
         Ok(engine)
     }
@@ -682,24 +464,6 @@ impl Drop for Inner {
             }
         }
     }
-}
-
-fn walk_files(storage: &dyn Storage, dir: &Path, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
-    let entries = storage.list_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
-    for path in entries {
-        if storage.is_dir(&path) {
-            walk_files(storage, &path, f)?;
-        } else {
-            f(&path)?;
-        }
-    }
-    Ok(())
-}
-
-/// `/`-separated path of `path` below `base`.
-pub(crate) fn relative_path(base: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(base).unwrap_or(path);
-    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Buoys that share a lane with `buoy` never block it; exported for tests of the sharding.

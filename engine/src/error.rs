@@ -4,97 +4,10 @@
 
 use std::path::PathBuf;
 
+pub use bluewave_model::InputError;
+
 /// Result with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// A request the caller got wrong; nothing was stored and nothing else was affected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum InputError {
-    /// The buoy id breaks the rule `[A-Za-z0-9_.-]{1,64}`.
-    #[error("invalid buoy id {0:?}: use 1-64 characters of A-Z a-z 0-9 _ . -")]
-    InvalidBuoyId(String),
-    /// The metric name breaks the rule `[a-z0-9_]{1,64}`.
-    #[error("invalid metric name {0:?}: use 1-64 characters of a-z 0-9 _")]
-    InvalidMetricName(String),
-    /// A batch with no readings.
-    #[error("empty batch: a batch carries at least one reading")]
-    EmptyBatch,
-    /// A batch above [`crate::BATCH_READINGS_MAX`].
-    #[error("batch of {readings} readings is above the limit of {readings_max}")]
-    BatchTooLarge {
-        /// Readings in the refused batch.
-        readings: usize,
-        /// The limit.
-        readings_max: usize,
-    },
-    /// The columns of a batch differ in length.
-    #[error("column lengths differ: {timestamps} timestamps, {metric_ids} metric ids, {values} values")]
-    ColumnLengthMismatch {
-        /// Length of the timestamp column.
-        timestamps: usize,
-        /// Length of the metric id column.
-        metric_ids: usize,
-        /// Length of the value column.
-        values: usize,
-    },
-    /// The metric dictionary is empty or longer than [`crate::BATCH_METRICS_MAX`].
-    #[error("metric dictionary of {names} names: a batch names 1-256 metrics")]
-    BadMetricDictionary {
-        /// Names in the dictionary.
-        names: usize,
-    },
-    /// A name appears twice in the metric dictionary.
-    #[error("metric {0:?} appears twice in the batch's metric dictionary")]
-    DuplicateMetricName(String),
-    /// A reading's metric id is outside the dictionary.
-    #[error("reading {index} has metric id {id}, outside the batch's metric dictionary")]
-    UnknownMetricId {
-        /// Row of the reading.
-        index: usize,
-        /// The bad id.
-        id: u16,
-    },
-    /// NaN or an infinity.
-    #[error("reading {index} has a value that is NaN or infinite")]
-    NonFiniteValue {
-        /// Row of the reading.
-        index: usize,
-    },
-    /// A timestamp outside `TIMESTAMP_MIN..=TIMESTAMP_MAX` (years 1823-2116).
-    #[error("reading {index} has timestamp {ts} ns, outside the supported range (years 1823-2116)")]
-    TimestampOutOfRange {
-        /// Row of the reading.
-        index: usize,
-        /// The refused timestamp.
-        ts: i64,
-    },
-    /// The buoy is not registered, so it may not write.
-    #[error("buoy {0:?} is not registered")]
-    UnknownBuoy(String),
-    /// A batch sequence number below the buoy's deduplication window: it cannot be told apart
-    /// from an old retry, so it is refused rather than stored twice.
-    #[error("batch sequence {batch_seq} of buoy {buoy:?} is older than the last {window} batches")]
-    StaleSequence {
-        /// The buoy.
-        buoy: String,
-        /// The refused sequence number.
-        batch_seq: u64,
-        /// Size of the deduplication window.
-        window: u64,
-    },
-    /// A device batch used the sequence number reserved for unsequenced writes
-    /// ([`crate::UNSEQUENCED`]).
-    #[error("batch sequence {0} is reserved for unsequenced writes (operator corrections)")]
-    ReservedSequence(u64),
-    /// A time range whose end is before its start.
-    #[error("time range ends ({end}) before it starts ({start})")]
-    InvalidTimeRange {
-        /// Inclusive start, ns.
-        start: i64,
-        /// Exclusive end, ns.
-        end: i64,
-    },
-}
 
 /// Which bounded resource pushed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,20 +52,26 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// The catalog database failed.
+    /// The catalog database failed (its source tells an I/O failure, such as a full disk,
+    /// from a damaged or foreign catalog).
     #[error("catalog: {0}")]
-    Catalog(String),
-    /// Encoding or decoding a Parquet partition failed.
+    Catalog(#[source] CatalogError),
+    /// Encoding or decoding a Parquet partition failed (its source tells a refused encoding
+    /// from a damaged or foreign file).
     #[error("parquet: {0}")]
-    Parquet(String),
+    Parquet(#[source] PartitionError),
     /// A WAL writer hit an fsync or write error and stopped; nothing more is acknowledged until
     /// the engine is reopened (an fsync failure is never retried and then acknowledged).
     #[error("WAL writer of lane {lane} failed and stopped: {reason}")]
     WriterFailed {
         /// The lane.
         lane: usize,
-        /// The first error it hit.
+        /// The first error it hit, as text.
         reason: String,
+        /// That error itself (an [`Error::Io`] whose source tells a full disk from a failed
+        /// device), shared by every request the stopped lane answers.
+        #[source]
+        cause: std::sync::Arc<Error>,
     },
     /// The engine is shutting down and takes no more work.
     #[error("engine is shutting down")]
@@ -171,11 +90,88 @@ impl Error {
     pub fn is_input(&self) -> bool {
         matches!(self, Self::Input(_))
     }
+
+    /// The operating-system error behind this one, if an I/O call failed: a full disk
+    /// (`StorageFull`) or a permission problem, as opposed to damaged data ([`Error::Corrupt`],
+    /// a corrupt partition or catalog), which has none.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::Catalog(CatalogError::Database(redb::Error::Io(source))) => Some(source),
+            Self::Catalog(CatalogError::Database(redb::Error::Corrupted(_))) => None,
+            _ => {
+                let mut next = std::error::Error::source(self);
+                while let Some(e) = next {
+                    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                        return Some(io);
+                    }
+                    next = e.source();
+                }
+                None
+            }
+        }
+    }
+}
+
+/// What went wrong in the catalog database.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// redb failed: I/O (`redb::Error::Io`), corruption, or a misuse.
+    #[error(transparent)]
+    Database(#[from] redb::Error),
+    /// An entry's bytes do not decode: the catalog is damaged.
+    #[error("undecodable entry {key} in table {table}")]
+    Undecodable {
+        /// The table.
+        table: String,
+        /// The entry's key.
+        key: String,
+    },
+    /// The catalog was written by a build with another format.
+    #[error("catalog format version {version} is not supported (this build reads {supported})")]
+    UnsupportedVersion {
+        /// The catalog's version.
+        version: u64,
+        /// The version this build reads.
+        supported: u64,
+    },
+}
+
+/// What went wrong encoding or decoding a partition file.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// The Parquet library failed (its own I/O, a damaged page, an unsupported feature).
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow failed building or reading the columns.
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// Rows that cannot be written (unsorted, duplicate keys, a value outside its encoding): a
+    /// bug of the caller, nothing was written.
+    #[error("cannot encode partition: {0}")]
+    Unencodable(String),
+    /// The file is not a BlueWave partition (foreign schema, other format version).
+    #[error("not a BlueWave partition file: {0}")]
+    Foreign(String),
+    /// The file's content breaks the layout.
+    #[error("corrupt partition file: {0}")]
+    Corrupt(String),
+}
+
+/// Workload mistakes belong to the setup of a bench, demo or load run: [`Error::Config`], except
+/// a refused batch size, which keeps its [`InputError`].
+impl From<bluewave_model::workload::WorkloadError> for Error {
+    fn from(e: bluewave_model::workload::WorkloadError) -> Self {
+        match e {
+            bluewave_model::workload::WorkloadError::Batch(input) => Self::Input(input),
+            other => Self::Config(other.to_string()),
+        }
+    }
 }
 
 impl From<redb::Error> for Error {
     fn from(e: redb::Error) -> Self {
-        Self::Catalog(e.to_string())
+        Self::Catalog(CatalogError::Database(e))
     }
 }
 
@@ -183,7 +179,7 @@ macro_rules! catalog_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Self::Catalog(e.to_string())
+                Self::Catalog(CatalogError::Database(redb::Error::from(e)))
             }
         }
     )*};
@@ -198,12 +194,25 @@ catalog_error_from!(
 
 impl From<parquet::errors::ParquetError> for Error {
     fn from(e: parquet::errors::ParquetError) -> Self {
-        Self::Parquet(e.to_string())
+        Self::Parquet(PartitionError::Parquet(e))
     }
 }
 
 impl From<arrow_schema::ArrowError> for Error {
     fn from(e: arrow_schema::ArrowError) -> Self {
-        Self::Parquet(e.to_string())
+        Self::Parquet(PartitionError::Arrow(e))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluewave_model::workload::WorkloadError;
+
+    #[test]
+    fn workload_mistakes_are_configuration_errors_except_a_refused_batch() {
+        let engine_error: Error = WorkloadError::BuoyCount { buoys: 0 }.into();
+        assert!(matches!(engine_error, Error::Config(_)));
+        let engine_error: Error = WorkloadError::Batch(InputError::EmptyBatch).into();
+        assert!(engine_error.is_input());
     }
 }

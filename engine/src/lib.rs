@@ -2,7 +2,8 @@
 //!
 //! A batch travels through the modules in this order (DESIGN.md, *Ingest path*):
 //!
-//! - [`types`]: validated ids, [`ReadingBatch`], quality flags; checked once at the edge.
+//! - [`types`] (from the `bluewave-model` crate, re-exported with [`columns`] and [`workload`]):
+//!   validated ids, [`ReadingBatch`], quality flags; checked once at the edge.
 //! - `pipeline`: per-lane bounded lock-free queues, one WAL writer thread per lane doing group
 //!   commit; acks after fsync.
 //! - `wal`: segment files of checksummed group records (layout in `engine/WAL.md`).
@@ -11,9 +12,12 @@
 //!   trim; compaction and retention.
 //! - `partition`: the Parquet encoding (layout in `engine/PARTITION.md`).
 //! - `catalog`: `catalog.redb`, the durable index of files, tombstones, watermarks, buoys.
+//! - `precedence`: last-write-wins ([`Precedence`]), shared by flush, compaction, the reference
+//!   reader and the query crate.
 //! - [`read`]: consistent snapshots, catalog file selection, the reference merge reader.
+//! - `state`: the state the engine's threads share, every field's writer and lifetime noted.
+//! - `recovery`: replay at open, temp and orphan files, the WAL handover to the first flush.
 //! - `storage`: the file-system seam, swapped for a fault-injecting one in crash tests.
-//! - [`workload`]: the deterministic marine fleet used by benches, demos and the load generator.
 //!
 //! ```no_run
 //! use bluewave_engine::{BuoyId, BuoyInfo, Engine, EngineConfig, MetricName, ReadingBatch, ReadFilter};
@@ -45,18 +49,25 @@ mod metrics;
 
 mod partition;
 mod pipeline;
+mod precedence;
 pub mod read;
+mod recovery;
+mod state;
 mod storage;
-pub mod types;
 mod wal;
-pub mod workload;
 
+pub use bluewave_model::{columns, types, workload};
+
+pub use bluewave_model::{
+    BATCH_METRICS_MAX, BATCH_READINGS_MAX, BuoyId, MetricName, NANOS_PER_SECOND, PhysicalRange, Quality,
+    ReadingBatch, ReadingBatchBuilder, TIMESTAMP_MAX, TIMESTAMP_MIN, TimestampNs,
+};
 pub use buffer::Chunk;
 pub use catalog::{BuoyInfo, FileMeta, MetricStats, Tombstone};
 pub use config::{Durability, EngineConfig, PartitionDuration};
 pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
-pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, RecoveryReport, lane_for_buoy};
-pub use error::{BusyReason, Error, InputError, Result};
+pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, lane_for_buoy};
+pub use error::{BusyReason, CatalogError, Error, InputError, PartitionError, Result};
 pub use flush::{FlushReport, READINGS_TABLE};
 pub use metrics::{FSYNC_BUCKETS, MetricsSnapshot};
 pub use partition::{
@@ -65,12 +76,10 @@ pub use partition::{
     decode_partition, encode_partition, partition_schema, partition_value_encoding,
 };
 pub use pipeline::IngestOutcome;
+pub use precedence::Precedence;
 pub use read::{NewestWindow, ReadFilter, ReadView, Row, SelectedFile, Snapshot};
+pub use recovery::RecoveryReport;
 pub use storage::{FsStorage, Storage, StorageFile};
-pub use types::{
-    BATCH_METRICS_MAX, BATCH_READINGS_MAX, BuoyId, MetricName, NANOS_PER_SECOND, PhysicalRange, Quality,
-    ReadingBatch, ReadingBatchBuilder, TIMESTAMP_MAX, TIMESTAMP_MIN, TimestampNs,
-};
 
 /// Internals exposed for fuzz targets and benches; not a stable API.
 #[doc(hidden)]

@@ -48,23 +48,12 @@ use parquet::file::properties::{
 };
 use parquet::schema::types::ColumnPath;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PartitionError, Result};
 use crate::types::{BuoyId, MetricName, Quality, TimestampNs};
 
-/// Name of the buoy id column (leaf 0).
-pub const COLUMN_BUOY_ID: &str = "buoy_id";
-/// Name of the metric name column (leaf 1).
-pub const COLUMN_METRIC: &str = "metric";
-/// Name of the timestamp column (leaf 2).
-pub const COLUMN_TS: &str = "ts";
-/// Name of the value column (leaf 3).
-pub const COLUMN_VALUE: &str = "value";
-/// Name of the quality flag column (leaf 4).
-pub const COLUMN_QUALITY: &str = "quality";
-/// Every column, in file order.
-pub const COLUMN_NAMES: [&str; 5] = [COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_TS, COLUMN_VALUE, COLUMN_QUALITY];
-/// Time zone of the `ts` column's Arrow type.
-pub const TS_TIMEZONE: &str = "UTC";
+pub use bluewave_model::columns::{
+    COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_NAMES, COLUMN_QUALITY, COLUMN_TS, COLUMN_VALUE, TS_TIMEZONE,
+};
 
 /// Version of this file layout, written as [`METADATA_FORMAT_VERSION_KEY`]. A reader refuses
 /// any other version: a change of columns, types or value rule gets a new number.
@@ -412,7 +401,7 @@ pub fn encode_partition_as(
     options: &PartitionWriteOptions,
 ) -> Result<EncodedPartition> {
     options.validate()?;
-    check_rows(rows).map_err(|reason| Error::Parquet(format!("cannot encode partition: {reason}")))?;
+    check_rows(rows).map_err(|reason| Error::Parquet(PartitionError::Unencodable(reason)))?;
     let properties = writer_properties(options, value_encoding, &rows.values)?.build();
     let encoded = write_file(rows, value_encoding, properties)?;
     tracing::debug!(
@@ -549,7 +538,7 @@ impl PartitionWriter {
             metric_names: writer.metric_names.clone(),
             ..PartitionRows::default()
         };
-        check_names(&names).map_err(|reason| Error::Parquet(format!("cannot encode partition: {reason}")))?;
+        check_names(&names).map_err(|reason| Error::Parquet(PartitionError::Unencodable(reason)))?;
         Ok(writer)
     }
 
@@ -586,7 +575,7 @@ impl PartitionWriter {
     /// out of order, or hold a value that does not fit the value encoding; the writer is then
     /// not to be used further.
     pub fn write(&mut self, rows: &PartitionRows) -> Result<()> {
-        let refuse = |reason: String| Error::Parquet(format!("cannot encode partition: {reason}"));
+        let refuse = |reason: String| Error::Parquet(PartitionError::Unencodable(reason));
         if rows.buoy_names != self.buoy_names || rows.metric_names != self.metric_names {
             return Err(refuse("the rows' dictionaries are not the writer's".to_owned()));
         }
@@ -621,9 +610,9 @@ impl PartitionWriter {
                         .map(|&v| to_unscaled(v, scale))
                         .collect::<Option<Vec<i64>>>()
                         .ok_or_else(|| {
-                            Error::Parquet(format!(
-                                "cannot encode partition: a value does not fit {value_encoding}"
-                            ))
+                            Error::Parquet(PartitionError::Unencodable(format!(
+                                "a value does not fit {value_encoding}"
+                            )))
                         })?;
                     // The scale is at most 9, so the cast cannot wrap.
                     Arc::new(
@@ -1120,12 +1109,12 @@ fn from_unscaled(unscaled: i64, scale: u8) -> f64 {
 
 /// A file that is not a BlueWave partition (foreign schema, other format version).
 fn not_ours(reason: impl fmt::Display) -> Error {
-    Error::Parquet(format!("not a BlueWave partition file: {reason}"))
+    Error::Parquet(PartitionError::Foreign(reason.to_string()))
 }
 
 /// A partition file whose content breaks the layout.
 fn corrupt(reason: impl fmt::Display) -> Error {
-    Error::Parquet(format!("corrupt partition file: {reason}"))
+    Error::Parquet(PartitionError::Corrupt(reason.to_string()))
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 use crate::buffer::{Chunk, ChunkBuilder};
 use crate::catalog::Tombstone;
 use crate::dedup::{DEDUP_WINDOW, DedupWindow, Seen, UNSEQUENCED};
-use crate::engine::Shared;
 use crate::error::{Error, InputError, Result};
+use crate::state::{Shared, queued_request_bytes};
 use crate::types::{BuoyId, ReadingBatch};
 use crate::wal::{self, DeleteEntry, SegmentWriter};
 
@@ -89,7 +89,8 @@ pub(crate) struct LaneWriter {
     group_batches: HashSet<(Arc<str>, u64)>,
     seal_gen: u64,
     last_seq_written: Option<u64>,
-    failed: Option<String>,
+    /// The WAL error that stopped this lane (text, error); every later request is answered with it.
+    failed: Option<(String, Arc<Error>)>,
     record: Vec<u8>,
     builder: ChunkBuilder,
 }
@@ -164,9 +165,9 @@ impl LaneWriter {
         entries: &mut u32,
         seqs: &mut Option<(u64, u64)>,
     ) {
-        self.shared.queued_bytes.fetch_sub(crate::engine::queued_request_bytes(&req.batch), Ordering::AcqRel);
-        if let Some(reason) = &self.failed {
-            let _ = req.ack.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
+        self.shared.queued_bytes.fetch_sub(queued_request_bytes(&req.batch), Ordering::AcqRel);
+        if let Some(failed) = &self.failed {
+            let _ = req.ack.send(Err(self.writer_failed(failed)));
             return;
         }
         let sequenced = req.batch_seq != UNSEQUENCED;
@@ -222,8 +223,8 @@ impl LaneWriter {
         entries: &mut u32,
         seqs: &mut Option<(u64, u64)>,
     ) {
-        if let Some(reason) = &self.failed {
-            let _ = req.ack.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
+        if let Some(failed) = &self.failed {
+            let _ = req.ack.send(Err(self.writer_failed(failed)));
             return;
         }
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -269,7 +270,7 @@ impl LaneWriter {
                     // Fatal: after a failed fsync the page cache may claim data the disk lost.
                     let reason = format!("WAL append failed: {e}");
                     tracing::error!(lane = self.lane, %reason, "WAL writer stopped; reopen the engine to recover");
-                    self.failed = Some(reason);
+                    self.failed = Some((reason, Arc::new(Error::io("append WAL record", self.wal.dir(), e))));
                     self.builder = ChunkBuilder::new();
                     // Never stored, so never to be answered `Duplicate` later.
                     self.group_batches.clear();
@@ -285,11 +286,11 @@ impl LaneWriter {
         let mut tombstones = Vec::new();
         for ack in acks.drain(..) {
             match (ack, &self.failed) {
-                (Ack::Stored(tx, _, _), Some(reason)) | (Ack::Duplicate(tx), Some(reason)) => {
-                    let _ = tx.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
+                (Ack::Stored(tx, _, _), Some(failed)) | (Ack::Duplicate(tx), Some(failed)) => {
+                    let _ = tx.send(Err(self.writer_failed(failed)));
                 }
-                (Ack::Deleted(tx, _), Some(reason)) => {
-                    let _ = tx.send(Err(Error::WriterFailed { lane: self.lane, reason: reason.clone() }));
+                (Ack::Deleted(tx, _), Some(failed)) => {
+                    let _ = tx.send(Err(self.writer_failed(failed)));
                 }
                 (Ack::Stored(tx, seq, rows), None) => {
                     self.shared.metrics.batches_ingested.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +312,11 @@ impl LaneWriter {
             self.shared.metrics.deletes.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(Ok(seq));
         }
+    }
+
+    /// The answer of a stopped lane.
+    fn writer_failed(&self, (reason, cause): &(String, Arc<Error>)) -> Error {
+        Error::WriterFailed { lane: self.lane, reason: reason.clone(), cause: cause.clone() }
     }
 
     fn seal(&mut self, generation: u64, reply: &Sender<SealReply>) {

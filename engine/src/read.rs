@@ -10,6 +10,7 @@ use crate::buffer::Chunk;
 use crate::catalog::{FileMeta, Tombstone};
 use crate::error::{Error, InputError, Result};
 use crate::partition;
+use crate::precedence::Precedence;
 use crate::storage::Storage;
 use crate::types::TimestampNs;
 
@@ -110,8 +111,8 @@ fn sorted_lists_intersect(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
 
 /// `(buoy, metric, ts)`.
 type RowKey = (Arc<str>, Arc<str>, TimestampNs);
-/// `((source: 0 file / 1 buffer, generation or sequence), value, quality)`.
-type Candidate = ((u8, u64), f64, u8);
+/// `(precedence, value, quality)`.
+type Candidate = (Precedence, f64, u8);
 
 /// One merged reading.
 #[derive(Clone, Debug, PartialEq)]
@@ -370,8 +371,7 @@ impl Snapshot {
     /// layer's pruned scans are checked, and the engine of small tools (`bluewave inspect`).
     pub fn read(&self, storage: &dyn Storage, filter: &ReadFilter) -> Result<Vec<Row>> {
         filter.validate()?;
-        // Key -> (precedence, row). Buffer rows beat file rows; among files the higher
-        // generation wins; among buffer rows the higher sequence.
+        // Key -> (precedence, row), last-write-wins by `Precedence::replaces`.
         let mut merged: BTreeMap<RowKey, Candidate> = BTreeMap::new();
         for selected in self.select_files(filter) {
             let path = self.file_path(&selected.meta);
@@ -387,13 +387,13 @@ impl Snapshot {
                 if selected.tombstones.iter().any(|t| t.covers(buoy, metric, ts)) {
                     continue;
                 }
-                let precedence = (0u8, selected.meta.generation);
+                let precedence = Precedence::file(selected.meta.generation);
                 let key = (buoy.clone(), metric.clone(), ts);
                 let candidate = (precedence, rows.values[i], rows.quality[i]);
                 merged
                     .entry(key)
                     .and_modify(|e| {
-                        if precedence > e.0 {
+                        if precedence.replaces(e.0) {
                             *e = candidate
                         }
                     })
@@ -415,14 +415,14 @@ impl Snapshot {
                 if self.view.tombstones.iter().any(|t| t.seq > seq && t.covers(buoy, metric, ts)) {
                     continue;
                 }
-                let precedence = (1u8, seq);
+                let precedence = Precedence::buffered(seq);
                 let candidate = (precedence, c.values[i], c.quality[i]);
                 // `>=`: one batch may name a key twice (same sequence); its later row wins, as
                 // in a flush. Rows of one chunk are visited in arrival order.
                 merged
                     .entry((buoy.clone(), metric.clone(), ts))
                     .and_modify(|e| {
-                        if precedence >= e.0 {
+                        if precedence.replaces(e.0) {
                             *e = candidate
                         }
                     })

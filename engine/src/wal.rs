@@ -523,6 +523,11 @@ impl SegmentWriter {
         Self { storage, dir, lane, file: None, bytes_written: 0, segment_bytes_max, sync, tag: 0 }
     }
 
+    /// The lane's WAL directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Opens the segment the next record (whose first entry has sequence `first_seq`) goes to —
     /// a new one when there is none or the current one is full (the directory is synced so the
     /// new file survives a crash) — and returns its tag for [`finish_record`].

@@ -1,6 +1,7 @@
 //! Typed reads for the REST API: [`TelemetryFilter`] becomes DataFusion expressions (never SQL
 //! text), and [`Cursor`] pages through large ranges by keyset on `(buoy_id, metric, ts)`.
 
+use bluewave_engine::columns::{COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_QUALITY, COLUMN_TS};
 use bluewave_engine::{BuoyId, MetricName, Quality};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::utils::conjunction;
@@ -61,11 +62,11 @@ impl TelemetryFilter {
             {
                 return Err(Error::PolicyDenied(format!("buoy {} is not in your access scope", id.as_str())));
             }
-            terms.push(col("buoy_id").eq(lit(id.as_str())));
+            terms.push(col(COLUMN_BUOY_ID).eq(lit(id.as_str())));
         }
         if let Some(m) = &self.metric {
             let metric = MetricName::new(m).map_err(|e| Error::InvalidFilter(e.to_string()))?;
-            terms.push(col("metric").eq(lit(metric.as_str())));
+            terms.push(col(COLUMN_METRIC).eq(lit(metric.as_str())));
         }
         if let (Some(s), Some(e)) = (self.start, self.end)
             && e < s
@@ -73,23 +74,23 @@ impl TelemetryFilter {
             return Err(Error::InvalidFilter(format!("end {e} is before start {s}")));
         }
         if let Some(s) = self.start {
-            terms.push(col("ts").gt_eq(ts_lit(s)));
+            terms.push(col(COLUMN_TS).gt_eq(ts_lit(s)));
         }
         if let Some(e) = self.end {
-            terms.push(col("ts").lt(ts_lit(e)));
+            terms.push(col(COLUMN_TS).lt(ts_lit(e)));
         }
         if let Some(q) = &self.quality {
             if q.is_empty() {
                 return Err(Error::InvalidFilter("quality list is empty".into()));
             }
-            terms.push(col("quality").in_list(q.iter().map(|q| lit(*q as u8)).collect(), false));
+            terms.push(col(COLUMN_QUALITY).in_list(q.iter().map(|q| lit(*q as u8)).collect(), false));
         }
         if let Some(c) = &self.cursor {
             // Strictly after (buoy, metric, ts) in key order.
             let (b, m, t) = (lit(c.buoy.as_str()), lit(c.metric.as_str()), ts_lit(c.ts));
-            let after = col("buoy_id").gt(b.clone()).or(col("buoy_id")
-                .eq(b)
-                .and(col("metric").gt(m.clone()).or(col("metric").eq(m).and(col("ts").gt(t)))));
+            let after = col(COLUMN_BUOY_ID).gt(b.clone()).or(col(COLUMN_BUOY_ID).eq(b).and(
+                col(COLUMN_METRIC).gt(m.clone()).or(col(COLUMN_METRIC).eq(m).and(col(COLUMN_TS).gt(t))),
+            ));
             terms.push(after);
         }
         Ok(conjunction(terms))

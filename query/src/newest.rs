@@ -27,6 +27,7 @@
 //! aggregate and the scan only filters, aliases and projections of bare columns (no limit,
 //! join or window). Anything else runs as DataFusion plans it.
 
+use bluewave_engine::columns::{COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_TS};
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -139,11 +140,13 @@ fn latest_row_aggregate(e: &Expr) -> bool {
         return false;
     }
     // Our sessions register no user functions, so these names are DataFusion's own.
-    let by_ts = |asc: bool| matches!(p.order_by.as_slice(), [s] if s.asc == asc && column_name(&s.expr) == Some("ts"));
+    let by_ts = |asc: bool| matches!(p.order_by.as_slice(), [s] if s.asc == asc && column_name(&s.expr) == Some(COLUMN_TS));
     match f.func.name() {
         "last_value" => p.args.len() == 1 && by_ts(true),
         "first_value" => p.args.len() == 1 && by_ts(false),
-        "max" => p.order_by.is_empty() && matches!(p.args.as_slice(), [a] if column_name(a) == Some("ts")),
+        "max" => {
+            p.order_by.is_empty() && matches!(p.args.as_slice(), [a] if column_name(a) == Some(COLUMN_TS))
+        }
         _ => false,
     }
 }
@@ -177,8 +180,8 @@ fn latest_row_groups(aggregate: &Aggregate) -> Option<Vec<GroupColumn>> {
         .group_expr
         .iter()
         .map(|g| match column_name(g) {
-            Some("buoy_id") => Some(GroupColumn::Buoy),
-            Some("metric") => Some(GroupColumn::Metric),
+            Some(COLUMN_BUOY_ID) => Some(GroupColumn::Buoy),
+            Some(COLUMN_METRIC) => Some(GroupColumn::Metric),
             _ => None,
         })
         .collect();
@@ -261,8 +264,8 @@ impl DisplayAs for NewestFirstExec {
             .groups
             .iter()
             .map(|g| match g {
-                GroupColumn::Buoy => "buoy_id",
-                GroupColumn::Metric => "metric",
+                GroupColumn::Buoy => COLUMN_BUOY_ID,
+                GroupColumn::Metric => COLUMN_METRIC,
             })
             .collect();
         write!(
@@ -360,19 +363,20 @@ impl Rounds {
             }
             let mut filters = Vec::new();
             if let Some(t) = lo {
-                filters.push(col("ts").gt_eq(at(t)));
+                filters.push(col(COLUMN_TS).gt_eq(at(t)));
             }
             if let Some(t) = hi {
-                filters.push(col("ts").lt(at(t)));
+                filters.push(col(COLUMN_TS).lt(at(t)));
             }
             if let Some((buoys, metrics)) = &restrict {
                 if by_buoy {
-                    filters
-                        .push(col("buoy_id").in_list(buoys.iter().map(|b| lit(b.as_str())).collect(), false));
+                    filters.push(
+                        col(COLUMN_BUOY_ID).in_list(buoys.iter().map(|b| lit(b.as_str())).collect(), false),
+                    );
                 }
                 if by_metric {
                     filters.push(
-                        col("metric").in_list(metrics.iter().map(|m| lit(m.as_str())).collect(), false),
+                        col(COLUMN_METRIC).in_list(metrics.iter().map(|m| lit(m.as_str())).collect(), false),
                     );
                 }
             }

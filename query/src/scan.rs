@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bluewave_engine::{Chunk, ReadFilter, SelectedFile, Snapshot, Storage, decode_partition};
+use bluewave_engine::{Chunk, Precedence, ReadFilter, SelectedFile, Snapshot, Storage, decode_partition};
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, RecordBatch, StringBuilder, TimestampNanosecondArray, UInt8Array,
 };
@@ -352,8 +352,8 @@ struct Candidate {
     buoy: Arc<str>,
     metric: Arc<str>,
     ts: i64,
-    /// (0 file / 1 buffer, generation or sequence): higher wins.
-    precedence: (u8, u64),
+    /// Last-write-wins precedence (the engine's one rule).
+    precedence: Precedence,
     /// Arrival order, for rows of one batch naming a key twice (the later wins).
     order: u64,
     value: f64,
@@ -423,7 +423,7 @@ impl MergeJob {
                     buoy: buoy.clone(),
                     metric: metric.clone(),
                     ts,
-                    precedence: (0, selected.meta.generation),
+                    precedence: Precedence::file(selected.meta.generation),
                     order,
                     value: file.values[i],
                     quality: file.quality[i],
@@ -473,7 +473,7 @@ impl MergeJob {
                     buoy: buoy.clone(),
                     metric: metric.clone(),
                     ts,
-                    precedence: (1, seq),
+                    precedence: Precedence::buffered(seq),
                     order,
                     value: chunk.values[i],
                     quality: chunk.quality[i],
@@ -482,7 +482,8 @@ impl MergeJob {
             // Only what this chunk added is held: the buffer's other rows cost the query nothing.
             Self::grow(&mut reservation, rows.len() - before)?;
         }
-        // Last write wins: sort by key then precedence; keep each key's last candidate.
+        // Last write wins: sort by key, precedence and arrival; within a key each candidate then
+        // `replaces` the one before it (ties in precedence go to the later arrival).
         rows.sort_unstable_by(|a, b| {
             (&a.buoy, &a.metric, a.ts, a.precedence, a.order).cmp(&(
                 &b.buoy,
@@ -496,7 +497,9 @@ impl MergeJob {
         for row in rows {
             match winners.last_mut() {
                 Some(last) if last.buoy == row.buoy && last.metric == row.metric && last.ts == row.ts => {
-                    *last = row
+                    if row.precedence.replaces(last.precedence) {
+                        *last = row
+                    }
                 }
                 _ => winners.push(row),
             }

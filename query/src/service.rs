@@ -1,6 +1,7 @@
 //! [`QueryService`]: one per process. Plans and runs SQL and typed reads on its own bounded
 //! runtime, under each caller's [`AccessPolicy`], and streams results as Arrow batches.
 
+use bluewave_engine::columns::{COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_TS};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -235,9 +236,9 @@ impl QueryService {
             use datafusion::prelude::col;
             let frame = frame
                 .sort(vec![
-                    col("buoy_id").sort(true, false),
-                    col("metric").sort(true, false),
-                    col("ts").sort(true, false),
+                    col(COLUMN_BUOY_ID).sort(true, false),
+                    col(COLUMN_METRIC).sort(true, false),
+                    col(COLUMN_TS).sort(true, false),
                 ])
                 .map_err(map)?
                 .limit(0, Some(limit))

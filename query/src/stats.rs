@@ -24,6 +24,7 @@
 //! same-signed values, more where large values cancel); counts, minimums and maximums are
 //! exact.
 
+use bluewave_engine::columns::{COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_TS, COLUMN_VALUE};
 use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -125,7 +126,7 @@ fn kind_of(e: &Expr) -> Option<Kind> {
     if p.distinct || p.filter.is_some() || !p.order_by.is_empty() {
         return None;
     }
-    let on_value = matches!(p.args.as_slice(), [a] if column_name(a) == Some("value"));
+    let on_value = matches!(p.args.as_slice(), [a] if column_name(a) == Some(COLUMN_VALUE));
     // Our sessions register no user aggregates, so these names are DataFusion's own.
     match f.func.name() {
         // No column of `readings` is ever null: a count of any column (or of a non-null
@@ -181,8 +182,8 @@ fn exact_at(e: &Expr, depth: usize) -> bool {
                 _ => return false,
             };
             match column {
-                "buoy_id" | "metric" => op == Operator::Eq && string_value(value),
-                "ts" => {
+                COLUMN_BUOY_ID | COLUMN_METRIC => op == Operator::Eq && string_value(value),
+                COLUMN_TS => {
                     matches!(op, Operator::Eq | Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq)
                         && timestamp_value(value)
                 }
@@ -193,12 +194,12 @@ fn exact_at(e: &Expr, depth: usize) -> bool {
         Expr::Literal(ScalarValue::Boolean(Some(true)), _) => true,
         Expr::InList(list) => {
             !list.negated
-                && matches!(column_name(&list.expr), Some("buoy_id" | "metric"))
+                && matches!(column_name(&list.expr), Some(COLUMN_BUOY_ID | COLUMN_METRIC))
                 && list.list.iter().all(string_value)
         }
         Expr::Between(b) => {
             !b.negated
-                && column_name(&b.expr) == Some("ts")
+                && column_name(&b.expr) == Some(COLUMN_TS)
                 && timestamp_value(&b.low)
                 && timestamp_value(&b.high)
         }
@@ -221,7 +222,7 @@ fn name_equalities<'a>(e: &'a Expr, columns: &mut HashSet<&'a str>, depth: usize
                 (None, Some(c)) => (c, left.as_ref()),
                 _ => return false,
             };
-            let known = matches!(column, "buoy_id" | "metric") && string_value(value);
+            let known = matches!(column, COLUMN_BUOY_ID | COLUMN_METRIC) && string_value(value);
             columns.insert(column);
             known
         }
@@ -269,7 +270,7 @@ fn exact_scan(plan: &LogicalPlan, filters: &mut Vec<Expr>) -> Option<TableScan> 
 fn statistics_shape(aggregate: &Aggregate) -> Option<(bool, Vec<Kind>)> {
     let by_metric = match aggregate.group_expr.as_slice() {
         [] => false,
-        [g] if column_name(g) == Some("metric") => true,
+        [g] if column_name(g) == Some(COLUMN_METRIC) => true,
         _ => return None,
     };
     if aggregate.aggr_expr.is_empty() {

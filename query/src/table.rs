@@ -7,6 +7,7 @@
 //! applying last-write-wins and tombstones. The caller's [`AccessPolicy`] narrows the catalog
 //! selection and is re-checked row by row inside the scan, so no SQL shape can read around it.
 
+use bluewave_engine::columns::{COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_QUALITY, COLUMN_TS, COLUMN_VALUE};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -59,17 +60,17 @@ pub(crate) const COL_VALUE: usize = 3;
 pub(crate) const COL_QUALITY: usize = 4;
 
 /// The time zone of `ts`.
-pub(crate) const TS_TZ: &str = "UTC";
+pub(crate) const TS_TZ: &str = bluewave_engine::columns::TS_TIMEZONE;
 
 /// `readings(buoy_id, metric, ts, value, quality)`: names as text, `ts` as UTC nanoseconds,
 /// `value` always `Float64` whatever a file's value encoding.
 pub fn readings_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("buoy_id", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some(TS_TZ.into())), false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("quality", DataType::UInt8, false),
+        Field::new(COLUMN_BUOY_ID, DataType::Utf8, false),
+        Field::new(COLUMN_METRIC, DataType::Utf8, false),
+        Field::new(COLUMN_TS, DataType::Timestamp(TimeUnit::Nanosecond, Some(TS_TZ.into())), false),
+        Field::new(COLUMN_VALUE, DataType::Float64, false),
+        Field::new(COLUMN_QUALITY, DataType::UInt8, false),
     ]))
 }
 
@@ -295,17 +296,17 @@ impl Narrowing {
                     _ => return,
                 };
                 match (column, op) {
-                    ("buoy_id", Operator::Eq) => {
+                    (COLUMN_BUOY_ID, Operator::Eq) => {
                         if let Some(s) = string_literal(value) {
                             Self::restrict(&mut self.buoys, BTreeSet::from([s]));
                         }
                     }
-                    ("metric", Operator::Eq) => {
+                    (COLUMN_METRIC, Operator::Eq) => {
                         if let Some(s) = string_literal(value) {
                             Self::restrict(&mut self.metrics, BTreeSet::from([s]));
                         }
                     }
-                    ("ts", op) => {
+                    (COLUMN_TS, op) => {
                         let Some(t) = timestamp_literal(value) else { return };
                         match op {
                             Operator::GtEq => self.start_at(t),
@@ -326,12 +327,12 @@ impl Narrowing {
                 let Some(column) = column_name(&list.expr) else { return };
                 let values: Option<BTreeSet<String>> = list.list.iter().map(string_literal).collect();
                 match (column, values) {
-                    ("buoy_id", Some(v)) => Self::restrict(&mut self.buoys, v),
-                    ("metric", Some(v)) => Self::restrict(&mut self.metrics, v),
+                    (COLUMN_BUOY_ID, Some(v)) => Self::restrict(&mut self.buoys, v),
+                    (COLUMN_METRIC, Some(v)) => Self::restrict(&mut self.metrics, v),
                     _ => {}
                 }
             }
-            Expr::Between(b) if !b.negated && column_name(&b.expr) == Some("ts") => {
+            Expr::Between(b) if !b.negated && column_name(&b.expr) == Some(COLUMN_TS) => {
                 if let (Some(lo), Some(hi)) = (timestamp_literal(&b.low), timestamp_literal(&b.high)) {
                     self.start_at(lo);
                     self.end_before(hi.saturating_add(1));
@@ -368,11 +369,12 @@ impl Narrowing {
 pub(crate) fn policy_predicate(policy: &AccessPolicy) -> Option<Expr> {
     let mut terms = Vec::new();
     if let BuoyScope::Only(set) = &policy.buoys {
-        terms.push(col("buoy_id").in_list(set.iter().map(|b| lit(b.as_str())).collect(), false));
+        terms.push(col(COLUMN_BUOY_ID).in_list(set.iter().map(|b| lit(b.as_str())).collect(), false));
     }
     if let Some(earliest) = policy.earliest_ts {
-        terms
-            .push(col("ts").gt_eq(lit(ScalarValue::TimestampNanosecond(Some(earliest), Some(TS_TZ.into())))));
+        terms.push(
+            col(COLUMN_TS).gt_eq(lit(ScalarValue::TimestampNanosecond(Some(earliest), Some(TS_TZ.into())))),
+        );
     }
     conjunction(terms)
 }
@@ -658,7 +660,7 @@ impl TableProvider for ReadingsTable {
             let mut scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
             if !merge_buoys.is_empty() {
                 let list = merge_buoys.iter().map(|b| lit(&**b)).collect();
-                let excluded = col("buoy_id").in_list(list, true);
+                let excluded = col(COLUMN_BUOY_ID).in_list(list, true);
                 let scan_df_schema = DFSchema::try_from(scan_schema.as_ref().clone())?;
                 scan = Arc::new(
                     FilterExecBuilder::new(state.create_physical_expr(excluded, &scan_df_schema)?, scan)

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use bluewave_engine::BuoyId;
+use bluewave_model::BuoyId;
 
 use crate::RefuseReason;
 

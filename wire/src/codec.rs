@@ -6,7 +6,7 @@
 //! makes a decoder panic; every violation is a named [`Error`] variant, and
 //! [`Error::disposition`] says how the server answers it on the wire.
 
-use bluewave_engine::{
+use bluewave_model::{
     BATCH_METRICS_MAX, BATCH_READINGS_MAX, BuoyId, InputError, MetricName, ReadingBatch, TIMESTAMP_MAX,
     TIMESTAMP_MIN, TimestampNs,
 };

@@ -7,7 +7,7 @@
 //! # Layout
 //!
 //! - `codec` — encoders and decoders of every frame (HELLO, ACCEPTED, REFUSED, BATCH, ACK). A
-//!   BATCH decodes straight into the engine's [`bluewave_engine::ReadingBatch`]. Decoders check
+//!   BATCH decodes straight into the model's [`bluewave_model::ReadingBatch`]. Decoders check
 //!   the declared length against the frame type's limit before they allocate and never panic.
 //! - `io` — reads one frame from a quinn stream, check before parse: header, limit, payload,
 //!   FIN ([`read_frame`]); shared by the server and the client SDK.
@@ -15,8 +15,11 @@
 //!   generated once into `<data-dir>/tls/`; its SHA-256 pin for clients.
 //! - `auth` — [`DeviceAuthenticator`] (token → buoy or [`Refusal`]) and [`PresharedTokens`], the
 //!   token-file implementation used until the web crate supplies JWT device tokens.
-//! - `server` — the quinn endpoint ([`start`] → [`ServerHandle`]): HELLO, one batch per stream
-//!   into `Engine::ingest`, the durable ACK; every limit in [`ServerConfig`].
+//! - `server` (cargo feature `server`, on by default) — the quinn endpoint (`start` →
+//!   `ServerHandle`): HELLO, one batch per stream into `Engine::ingest`, the durable ACK; every
+//!   limit in `ServerConfig`. It is the only module that needs the storage engine: a buoy build
+//!   takes the crate with `default-features = false` and depends on `bluewave-model` alone (no
+//!   Parquet, Arrow or redb).
 //! - `metrics` — the server's lock-free counters, read as [`ServerMetrics`].
 //! - `client` — the buoy SDK ([`Client`], [`ClientConfig`], [`Trust`]): one QUIC connection,
 //!   HELLO, a window of batch streams, a bounded offline buffer, reconnect with backoff and
@@ -31,7 +34,7 @@
 //! # Example
 //!
 //! ```
-//! use bluewave_engine::{MetricName, ReadingBatch};
+//! use bluewave_model::{MetricName, ReadingBatch};
 //! use bluewave_wire::{MetricDictionary, decode_batch, encode_batch};
 //!
 //! let names = vec![MetricName::new("salinity_psu")?, MetricName::new("ph")?];
@@ -50,13 +53,16 @@ mod auth;
 mod client;
 mod codec;
 mod io;
+// The server's counters; a buoy build (no `server` feature) keeps only the public snapshot type.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod metrics;
+#[cfg(feature = "server")]
 mod server;
 mod spool;
 mod tls;
 mod udp;
 
-pub use bluewave_engine::InputError;
+pub use bluewave_model::InputError;
 pub use codec::{
     ACCEPTED_PAYLOAD_BYTES_MAX, ACK_PAYLOAD_BYTES, ALPN, Accepted, Ack, AckStatus,
     BATCH_COLUMN_BYTES_PER_READING, BATCH_FIXED_BYTES, BATCH_PAYLOAD_BYTES_MAX, BATCH_READINGS_MAX_WIRE,
@@ -81,6 +87,7 @@ pub use client::{
 };
 pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
 pub use metrics::ServerMetrics;
+#[cfg(feature = "server")]
 pub use server::{
     FRAME_LINGER_MS, SHUTDOWN_EXIT_MS, ServerConfig, ServerError, ServerHandle, ShutdownReport, start,
 };

@@ -51,7 +51,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use bluewave_engine::MetricName;
+use bluewave_model::MetricName;
 
 use crate::codec::{DICTIONARY_METRICS_MAX, FRAME_BYTES_MAX, HEADER_BYTES};
 

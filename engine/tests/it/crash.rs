@@ -1013,7 +1013,7 @@ fn wal_fault_is_fatal_to_its_lane(fault: WalFault) {
     }
     let failed = engine.ingest(&a, 1, one_row(1, 8.1)).unwrap().wait();
     match failed {
-        Err(Error::WriterFailed { lane: l, reason }) => {
+        Err(Error::WriterFailed { lane: l, reason, .. }) => {
             assert_eq!(l, lane);
             assert!(reason.starts_with("WAL append failed: "), "reason {reason:?}");
         }
@@ -1078,6 +1078,25 @@ fn a_failed_wal_fsync_fails_the_batch_and_stops_the_lane() {
 #[test]
 fn a_failed_wal_write_fails_the_batch_and_stops_the_lane() {
     wal_fault_is_fatal_to_its_lane(WalFault::Write);
+}
+
+/// A stopped lane's answer keeps the OS error behind it as its source (EIO here), so a failed or
+/// full disk can be told from damaged data, which has none.
+#[test]
+fn a_failed_wal_write_keeps_its_os_error_as_the_source() {
+    let dir = data_dir();
+    let storage = FaultStorage::new(dir.path());
+    let engine = Engine::open_with_storage(crash_config(dir.path()), Arc::new(storage.clone())).unwrap();
+    let (a, _, _) = lane_mates();
+    engine.register_buoy(bluewave_engine::BuoyInfo::new(&a)).unwrap();
+    let lane = lane_for_buoy(&a, 2);
+    storage.fail_write(&dir.path().join("wal").join(format!("lane-{lane:02}")), 1);
+    let error = match engine.ingest(&a, 0, one_row(0, 8.0)).unwrap().wait() {
+        Err(e @ Error::WriterFailed { .. }) => e,
+        other => panic!("the batch whose WAL write failed must fail, got {other:?}"),
+    };
+    assert!(std::error::Error::source(&error).is_some(), "no source kept");
+    assert_eq!(error.io_error().and_then(io::Error::raw_os_error), Some(5));
 }
 
 /// A batch whose WAL append failed was answered `WriterFailed`: the buoy will send it again

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bluewave_engine::{BuoyId, DEDUP_WINDOW, MetricName, ReadingBatch};
+use bluewave_model::{BuoyId, DEDUP_WINDOW, MetricName, ReadingBatch};
 use bytes::Bytes;
 use quinn::{ConnectionError, VarInt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};

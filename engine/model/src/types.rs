@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::{InputError, Result};
+use crate::error::InputError;
 
 /// Longest buoy id or metric name, in bytes (both are ASCII).
 pub const NAME_LEN_MAX: usize = 64;
@@ -13,6 +13,13 @@ pub const BATCH_READINGS_MAX: usize = 65_536;
 /// Most distinct metrics one batch may name (metric ids are `u16`).
 pub const BATCH_METRICS_MAX: usize = 256;
 
+/// How many sequences below the highest one a buoy may still deliver late.
+pub const DEDUP_WINDOW: u64 = 4096;
+
+/// The batch sequence of writes that bypass the window (operator corrections through
+/// the engine's `write_unsequenced`): never deduplicated and never recorded, so they cannot move a
+/// buoy's window. Devices cannot use it: the engine's `ingest` refuses it.
+pub const UNSEQUENCED: u64 = u64::MAX;
 /// A buoy's identity: 1–64 chars of `[A-Za-z0-9_.-]`. Cheap to clone (shared string).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BuoyId(Arc<str>);

@@ -62,7 +62,7 @@
 use std::iter::FusedIterator;
 use std::sync::Arc;
 
-use crate::error::{Error, InputError};
+use crate::error::InputError;
 use crate::types::{
     BATCH_READINGS_MAX, BuoyId, DEFAULT_METRIC_RANGES, MetricName, NANOS_PER_SECOND, ReadingBatch,
     TimestampNs,
@@ -393,17 +393,6 @@ pub enum WorkloadError {
     /// The requested batch is empty or above [`BATCH_READINGS_MAX`].
     #[error(transparent)]
     Batch(#[from] InputError),
-}
-
-/// Workload mistakes belong to the setup of a bench, demo or load run: [`Error::Config`], except
-/// a refused batch size, which keeps its [`InputError`].
-impl From<WorkloadError> for Error {
-    fn from(e: WorkloadError) -> Self {
-        match e {
-            WorkloadError::Batch(input) => Self::Input(input),
-            other => Self::Config(other.to_string()),
-        }
-    }
 }
 
 /// A validated workload: the fleet's names and the recipe of every reading. Cheap to clone (the
@@ -1158,10 +1147,6 @@ mod tests {
             Workload::new(WorkloadConfig { late_fraction: f64::NAN, ..Default::default() }),
             Err(WorkloadError::LateFraction { .. })
         ));
-        let engine_error: Error = WorkloadError::BuoyCount { buoys: 0 }.into();
-        assert!(matches!(engine_error, Error::Config(_)));
-        let engine_error: Error = WorkloadError::Batch(InputError::EmptyBatch).into();
-        assert!(engine_error.is_input());
     }
 
     #[test]
