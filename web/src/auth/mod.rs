@@ -1,7 +1,7 @@
 //! Identity, tokens, roles, plans: everything that decides who a caller is and what they may do.
 //!
 //! Layout:
-//! - `service`: [`AuthService`], the entry point (login, refresh, logout, users, sessions,
+//! - `service`: [`AuthService`], the entry point, one file per concern (users, login, sessions,
 //!   device tokens, RBAC, plans); every state change is audited.
 //! - `token`: JWT claims, signing, and the ordered verification checks.
 //! - `keys`: Ed25519 signing keys on disk, rotation.
