@@ -154,12 +154,13 @@ section!(
 );
 
 section!(
-    /// `[auth]`: see `AuthConfig` (web/src/auth/service.rs); lifetimes are capped there.
+    /// `[auth]`: see `AuthConfig` (web/src/auth/service/mod.rs); lifetimes are capped there.
     AuthSection {
         issuer: String,
         access_ttl_s: u64,
         refresh_ttl_s: u64,
         device_ttl_s: u64,
+        fresh_auth_s: u64,
     }
 );
 
@@ -292,7 +293,7 @@ impl ConfigFile {
 
     /// Sets the `[auth]` keys that are present.
     pub fn apply_auth(&self, c: &mut AuthConfig) {
-        apply!(self.auth, c, [issuer, access_ttl_s, refresh_ttl_s, device_ttl_s]);
+        apply!(self.auth, c, [issuer, access_ttl_s, refresh_ttl_s, device_ttl_s, fresh_auth_s]);
     }
 }
 

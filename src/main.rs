@@ -15,6 +15,7 @@ mod buoy;
 mod config_file;
 mod device_auth;
 mod devices;
+mod keys_cmd;
 mod metrics;
 mod serve;
 mod sql;
@@ -79,6 +80,9 @@ enum Command {
     /// Audit log tools (`verify` walks its hash chain).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Signing keys of the auth tokens (`rotate`; run with the server stopped).
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// Run one read-only SQL query against the data dir (offline, unrestricted).
     Sql(sql::SqlArgs),
 }
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Buoy(args) => return buoy::run(args),
         Command::Audit(command) => return audit_cmd::run(&cli.data_dir, &command),
         Command::Sql(args) => return sql::run(&cli.data_dir, &args),
+        Command::Keys(command) => return exit_code(keys_cmd::run(&cli.data_dir, &command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -424,10 +424,15 @@ fn buoy_streams_over_quic_with_an_api_issued_token_and_an_analyst_reads_it_back(
             (after.status, after.json()),
             (401, json!({ "error": "unauthorized", "message": "refresh token invalid" }))
         );
+        // The logged-out session's access tokens stop at once.
+        let refused = https.request("GET", "/api/buoys", Some(new_token), None, None).await;
+        assert_eq!(refused.status, 401, "{:?}", refused.body);
         // Logging out everywhere invalidates every access token issued so far, at once.
-        let all = https.request("POST", "/api/auth/logout-all", Some(new_token), None, None).await;
+        let again = https.login(ANALYST, PASSWORD).await;
+        let again = again["access_token"].as_str().unwrap();
+        let all = https.request("POST", "/api/auth/logout-all", Some(again), None, None).await;
         assert_eq!(all.status, 204);
-        for old in [token, new_token] {
+        for old in [token, new_token, again] {
             let refused = https.request("GET", "/api/buoys", Some(old), None, None).await;
             assert_eq!(refused.status, 401, "{:?}", refused.body);
             assert_eq!(refused.json()["error"], "unauthorized");

@@ -24,6 +24,7 @@ impl From<AuthError> for ApiError {
             AuthError::RateLimited { retry_after_secs } => {
                 Self::TooManyRequests { retry_after_s: retry_after_secs.max(1) }
             }
+            AuthError::StepUpRequired { max_age_s } => Self::StepUpRequired { max_age_s },
             AuthError::Forbidden { .. } | AuthError::RoleEscalation { .. } => {
                 Self::Forbidden(error.to_string())
             }

@@ -137,6 +137,13 @@ pub enum AuthError {
     /// (HTTP 401). Someone may hold a stolen token.
     #[error("refresh token reused; session revoked")]
     RefreshReused,
+    /// A sensitive action needs a login or MFA proof within the last `max_age_s` seconds
+    /// (HTTP 401 with a step-up hint).
+    #[error("this action needs a fresh login or MFA code (within {max_age_s} s)")]
+    StepUpRequired {
+        /// The fresh-auth window.
+        max_age_s: u64,
+    },
     /// The caller lacks a permission (HTTP 403).
     #[error("permission {permission} required")]
     Forbidden {

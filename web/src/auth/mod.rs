@@ -11,8 +11,10 @@
 //! - `plan`: data plans and the [`PolicyGrant`] they give.
 //! - `store`: `accounts.redb` tables and records.
 //! - `secret`: [`Secret`] (redacting wrapper) and randomness.
+//! - `clock`: [`AuthClock`], the time of logins, MFA steps and the fresh-auth window.
 //! - `error`: [`AuthError`], [`TokenRefusal`], [`DeviceRefusal`].
 
+mod clock;
 mod error;
 mod keys;
 mod limit;
@@ -24,6 +26,7 @@ mod service;
 mod store;
 mod token;
 
+pub use clock::AuthClock;
 pub use error::{AuthError, AuthResult, DeviceRefusal, TokenRefusal};
 pub use keys::{KID_CHARS, SIGNING_KEYS_MAX};
 pub use limit::{
@@ -39,9 +42,9 @@ pub use secret::Secret;
 pub use service::{
     ACCESS_TTL_S_DEFAULT, ACCESS_TTL_S_MAX, ACCOUNTS_FILE_NAME, AuthConfig, AuthService, Caller,
     DEVICE_TOKENS_MAX, DEVICE_TTL_S_DEFAULT, DEVICE_TTL_S_MAX, DEVICE_TTL_S_MIN, DeviceTokenInfo,
-    EMAIL_BYTES_MAX, FirstAdmin, IssuedDeviceToken, NewUser, REFRESH_TTL_S_DEFAULT, REFRESH_TTL_S_MAX,
-    ROTATIONS_PER_SESSION_MAX, SESSIONS_PER_USER_MAX, SessionInfo, TokenPair, USERS_MAX, USERS_PAGE_MAX,
-    UserInfo, normalize_email,
+    EMAIL_BYTES_MAX, FRESH_AUTH_S_DEFAULT, FRESH_AUTH_S_MAX, FirstAdmin, IssuedDeviceToken, NewUser,
+    REFRESH_TTL_S_DEFAULT, REFRESH_TTL_S_MAX, REVOKED_SESSIONS_MAX, ROTATIONS_PER_SESSION_MAX,
+    SESSIONS_PER_USER_MAX, SessionInfo, TokenPair, USERS_MAX, USERS_PAGE_MAX, UserInfo, normalize_email,
 };
 pub use store::UserStatus;
 pub use token::{LEEWAY_S, TOKEN_BYTES_MAX, TYP_ACCESS, TYP_DEVICE, TokenClaims};

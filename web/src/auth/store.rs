@@ -89,6 +89,10 @@ pub(crate) struct FamilyRecord {
     pub login_ip: String,
     pub last_ip: String,
     pub revoked: Option<Revocation>,
+    /// Last proof of identity in this session (login, MFA), s on the auth clock; carried into
+    /// every access token of the family as `auth_time`. Older records lack it (0: not fresh).
+    #[serde(default)]
+    pub auth_time_s: u64,
 }
 
 /// One refresh token (stored under its SHA-256).

@@ -166,8 +166,9 @@ fn logout_ends_one_session_and_logout_all_every_token() {
     fx.auth.logout(a.refresh_token.expose(), ip(1)).unwrap();
     assert!(matches!(fx.auth.refresh(a.refresh_token.expose(), ip(1)), Err(AuthError::RefreshInvalid)));
     assert_eq!(fx.auth.list_sessions(&caller, caller.user_id()).unwrap().len(), 1);
-    // Access tokens of a logged-out session live until exp (stateless), but logout-all kills all.
-    fx.caller(&a);
+    // The logged-out session's access token stops at once (revocation set); the other lives.
+    assert_eq!(token_refusal(fx.auth.verify_access_token(a.access_token.expose())), TokenRefusal::Revoked);
+    let caller = fx.caller(&b);
     fx.auth.logout_all(&caller).unwrap();
     assert_eq!(token_refusal(fx.auth.verify_access_token(a.access_token.expose())), TokenRefusal::Revoked);
     assert_eq!(token_refusal(fx.auth.verify_access_token(b.access_token.expose())), TokenRefusal::Revoked);
@@ -622,10 +623,16 @@ fn expired_refresh_tokens_are_refused_and_purged() {
 fn sessions_per_account_are_bounded_by_ending_the_least_recently_used() {
     let fx = Fixture::new();
     let first = fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), ip(0)).unwrap();
+    let mut last = None;
     for i in 1..=bluewave_web::SESSIONS_PER_USER_MAX {
-        fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), ip(i as u8)).unwrap();
+        last = Some(fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), ip(i as u8)).unwrap());
     }
-    let admin = fx.caller(&first);
+    // The evicted session's access token stops at once.
+    assert_eq!(
+        token_refusal(fx.auth.verify_access_token(first.access_token.expose())),
+        TokenRefusal::Revoked
+    );
+    let admin = fx.caller(&last.unwrap());
     let sessions = fx.auth.list_sessions(&admin, admin.user_id()).unwrap();
     assert_eq!(sessions.len(), bluewave_web::SESSIONS_PER_USER_MAX);
     assert!(sessions.iter().all(|s| s.session_id != first.session_id));
@@ -673,4 +680,20 @@ fn unsafe_configs_are_refused_at_open() {
         assert!(matches!(open(config), Err(AuthError::InvalidInput { .. })));
     }
     open(AuthConfig::default()).unwrap();
+}
+
+#[test]
+fn revoked_sessions_stay_refused_across_a_restart() {
+    let fx = Fixture::new();
+    let a = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let admin = fx.caller(&b);
+    assert_eq!(admin.session_id(), Some(b.session_id.as_str()));
+    fx.auth.revoke_session(&admin, &a.session_id).unwrap();
+    let fx = fx.reopen(AuthConfig::default());
+    // Loaded from the store at open: the revoked session's token is refused, the other is not.
+    assert_eq!(token_refusal(fx.auth.verify_access_token(a.access_token.expose())), TokenRefusal::Revoked);
+    assert_eq!(fx.caller(&b).session_id(), Some(b.session_id.as_str()));
+    let audit = fx.audit_text();
+    assert!(audit.contains(&format!("\"session:{}\"", a.session_id)), "{audit}");
 }

@@ -48,6 +48,7 @@ impl AuthService {
         ttl_s: Option<u64>,
     ) -> AuthResult<IssuedDeviceToken> {
         self.require(caller, Permission::DevicesManage, "devices.issue")?;
+        self.require_fresh(caller)?;
         let buoy = bluewave_engine::BuoyId::new(buoy_id)
             .map_err(|e| AuthError::InvalidInput { field: "buoy_id", reason: e.to_string() })?;
         let max = self.inner.config.device_ttl_s;
@@ -80,6 +81,8 @@ impl AuthService {
             role: Some(Role::Device.to_string()),
             plan: None,
             iat_ms: None,
+            sid: None,
+            auth_time: None,
         };
         let token = {
             let keys = self.inner.keys.read().map_err(|_| AuthError::Poisoned)?;

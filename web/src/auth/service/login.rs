@@ -110,7 +110,14 @@ impl AuthService {
         )
     }
 
-    pub(super) fn sign_access(&self, user: &UserRecord) -> AuthResult<(Secret, u64)> {
+    /// Signs an access token of `user` in session `session_id`, whose holder last proved who
+    /// they are at `auth_time_s` (auth clock).
+    pub(super) fn sign_access(
+        &self,
+        user: &UserRecord,
+        session_id: &str,
+        auth_time_s: u64,
+    ) -> AuthResult<(Secret, u64)> {
         let config = &self.inner.config;
         // Never earlier than the account's stamp, so a token issued right after a logout-all in
         // the same millisecond is still valid.
@@ -128,6 +135,8 @@ impl AuthService {
             role: Some(user.role.to_string()),
             plan: user.plan_id.clone(),
             iat_ms: Some(iat_ms),
+            sid: Some(session_id.to_owned()),
+            auth_time: Some(auth_time_s),
         };
         let keys = self.inner.keys.read().map_err(|_| AuthError::Poisoned)?;
         Ok((Secret::new(token::sign(&keys, &claims)?), config.access_ttl_s))
@@ -155,6 +164,11 @@ impl AuthService {
         if claims.iat_ms.unwrap_or(0) < user.valid_after_ms {
             return Err(TokenRefusal::Revoked.into());
         }
+        if let Some(sid) = &claims.sid
+            && self.session_revoked(sid)?
+        {
+            return Err(TokenRefusal::Revoked.into());
+        }
         Ok(Caller {
             user_id: user.id,
             email: user.email,
@@ -162,6 +176,8 @@ impl AuthService {
             plan_id: user.plan_id,
             token_id: claims.jti,
             expires_s: claims.exp,
+            session_id: claims.sid,
+            auth_time_s: claims.auth_time.unwrap_or(0),
         })
     }
 }

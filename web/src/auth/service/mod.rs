@@ -27,7 +27,7 @@ mod sessions;
 mod signing;
 mod users;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::ops::Bound;
 use std::os::unix::fs::PermissionsExt;
@@ -39,6 +39,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::clock::AuthClock;
 use super::error::{AuthError, AuthResult, DeviceRefusal, TokenRefusal};
 use super::keys::{self, KeyGrace, KeyRecord, KeySet, KeyUse, SIGNING_KEYS_MAX};
 use super::limit::{LoginLimiter, LoginLimits};
@@ -77,6 +78,15 @@ pub const ROTATIONS_PER_SESSION_MAX: u32 = 10_000;
 pub const DEVICE_TOKENS_MAX: u64 = 1_000_000;
 /// Most users one [`AuthService::list_users`] page returns.
 pub const USERS_PAGE_MAX: usize = 1_000;
+/// How long a login or MFA proof counts as fresh for sensitive actions (password, email and MFA
+/// changes, role and status changes, token issuance, key rotation, telemetry deletes): 10 min.
+pub const FRESH_AUTH_S_DEFAULT: u64 = 600;
+/// Longest fresh-auth window a config may set: 1 hour.
+pub const FRESH_AUTH_S_MAX: u64 = 3_600;
+/// Most revoked sessions remembered in memory at once (each for one access-token lifetime after
+/// its revocation). Past it, a revocation also bumps the account's `valid_after` stamp, which
+/// ends every access token of the account: stricter, never weaker.
+pub const REVOKED_SESSIONS_MAX: usize = 262_144;
 /// Refusal reason of a refresh token that is not on record.
 const UNKNOWN_TOKEN: &str = "unknown token";
 /// Longest refresh token accepted before hashing (ours are 43 chars).
@@ -101,6 +111,10 @@ pub struct AuthConfig {
     pub password_params: PasswordParams,
     /// Brute-force limits.
     pub login_limits: LoginLimits,
+    /// Seconds a login or MFA proof stays fresh for sensitive actions (1..=[`FRESH_AUTH_S_MAX`]).
+    pub fresh_auth_s: u64,
+    /// The clock of authentication events (system clock; tests use a manual one).
+    pub clock: AuthClock,
 }
 
 /// Longest access token lifetime a config may set: 1 hour (they cannot be revoked one by one).
@@ -129,6 +143,9 @@ impl AuthConfig {
         if self.issuer.is_empty() || self.api_audience.is_empty() || self.device_audience.is_empty() {
             return bad("issuer", "issuer and audiences must be non-empty");
         }
+        if !(1..=FRESH_AUTH_S_MAX).contains(&self.fresh_auth_s) {
+            return bad("fresh_auth_s", "1-3600");
+        }
         if self.api_audience == self.device_audience {
             return bad("device_audience", "must differ from api_audience");
         }
@@ -147,6 +164,8 @@ impl Default for AuthConfig {
             device_ttl_s: DEVICE_TTL_S_DEFAULT,
             password_params: PasswordParams::OWASP,
             login_limits: LoginLimits::default(),
+            fresh_auth_s: FRESH_AUTH_S_DEFAULT,
+            clock: AuthClock::system(),
         }
     }
 }
@@ -162,6 +181,8 @@ pub struct Caller {
     plan_id: Option<String>,
     token_id: String,
     expires_s: u64,
+    session_id: Option<String>,
+    auth_time_s: u64,
 }
 
 impl Caller {
@@ -188,6 +209,14 @@ impl Caller {
     /// The access token's expiry, s since the epoch.
     pub fn expires_s(&self) -> u64 {
         self.expires_s
+    }
+    /// The session (refresh family) the access token belongs to.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+    /// When the caller last proved who they are (login or MFA), s on the auth clock.
+    pub fn auth_time_s(&self) -> u64 {
+        self.auth_time_s
     }
     fn actor(&self) -> String {
         format!("user:{}", self.user_id)
@@ -316,6 +345,11 @@ struct Inner {
     /// A hash of a random password with the current parameters: unknown accounts are verified
     /// against it so their answer takes as long as a wrong password.
     dummy_hash: String,
+    /// Sessions revoked within the last access-token lifetime: family id → revocation time (s).
+    /// Loaded from `families` at open; written by every revocation (logout, revoke, reuse,
+    /// eviction, account disable, password change); an entry is dropped once every access token
+    /// of its session has expired. At most [`REVOKED_SESSIONS_MAX`] entries.
+    revoked_sessions: RwLock<HashMap<String, u64>>,
 }
 
 /// The auth module. Cheap to clone (shared state); `Send + Sync`.
@@ -399,6 +433,7 @@ impl AuthService {
                 limiter,
                 role_permissions: RwLock::new(role_permissions),
                 dummy_hash,
+                revoked_sessions: RwLock::new(HashMap::new()),
             }),
         };
         if report.torn_tail_bytes > 0 {
@@ -409,6 +444,7 @@ impl AuthService {
         }
         service.load_keys()?;
         service.purge_expired()?;
+        service.load_revoked_sessions()?;
         Ok(service)
     }
 

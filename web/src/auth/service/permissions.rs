@@ -61,4 +61,17 @@ impl AuthService {
                 .with_details(json!({ "before": before, "after": permissions })),
         )
     }
+
+    /// The fresh-auth gate of sensitive actions: Ok when the caller logged in or gave an MFA code
+    /// within `fresh_auth_s` (10 min by default), else [`AuthError::StepUpRequired`] (HTTP 401
+    /// with a step-up hint). Not audited: a refusal changes nothing.
+    pub fn require_fresh(&self, caller: &Caller) -> AuthResult<()> {
+        let max_age_s = self.inner.config.fresh_auth_s;
+        let now = self.inner.config.clock.now_s();
+        if caller.auth_time_s > 0 && caller.auth_time_s.saturating_add(max_age_s) >= now {
+            Ok(())
+        } else {
+            Err(AuthError::StepUpRequired { max_age_s })
+        }
+    }
 }

@@ -7,6 +7,7 @@ impl AuthService {
     /// Creates a session family with its first refresh token and signs an access token.
     pub(super) fn start_session(&self, user: &UserRecord, client_ip: IpAddr) -> AuthResult<TokenPair> {
         let now = now_ms();
+        let auth_time_s = self.inner.config.clock.now_s();
         let refresh = random_token()?;
         let family_id = random_id()?;
         let expires_s = now / 1_000 + self.inner.config.refresh_ttl_s;
@@ -52,6 +53,7 @@ impl AuthService {
                 login_ip: client_ip.to_string(),
                 last_ip: client_ip.to_string(),
                 revoked: None,
+                auth_time_s,
             };
             store::put(&mut families, &family_id, &family)?;
             store::put(&mut index, &store::user_family_key(&user.id, &family_id), &())?;
@@ -65,12 +67,13 @@ impl AuthService {
         }
         txn.commit()?;
         if let Some(old) = evicted {
+            self.remember_revoked(&old, &user.id)?;
             self.audit(
                 AuditEvent::new("system", "auth.session_revoke", format!("session:{old}"), "ok")
                     .with_details(json!({ "reason": "session limit", "max": SESSIONS_PER_USER_MAX })),
             )?;
         }
-        let (access, access_expires_in_s) = self.sign_access(user)?;
+        let (access, access_expires_in_s) = self.sign_access(user, &family_id, auth_time_s)?;
         Ok(TokenPair {
             access_token: access,
             access_expires_in_s,
@@ -96,7 +99,7 @@ impl AuthService {
         enum Outcome {
             Invalid(&'static str),
             Reused(String, String),
-            Rotated(UserRecord, String),
+            Rotated(UserRecord, String, u64),
         }
         let outcome = {
             let mut tokens = txn.open_table(REFRESH_TOKENS)?;
@@ -136,7 +139,7 @@ impl AuthService {
                                         f.expires_s = expires_s;
                                         f.last_ip = client_ip.to_string();
                                         store::put(&mut families, &record.family_id, &f)?;
-                                        Outcome::Rotated(u, record.family_id)
+                                        Outcome::Rotated(u, record.family_id, f.auth_time_s)
                                     }
                                 }
                                 _ => Outcome::Invalid("account disabled or gone"),
@@ -161,6 +164,7 @@ impl AuthService {
             }
             Outcome::Reused(family, user_id) => {
                 txn.commit()?;
+                self.remember_revoked(&family, &user_id)?;
                 tracing::warn!(session = %family, user = %user_id, "refresh token reuse: session revoked");
                 self.audit(
                     AuditEvent::new(actor, "auth.refresh_reuse", format!("session:{family}"), "denied")
@@ -168,9 +172,9 @@ impl AuthService {
                 )?;
                 Err(AuthError::RefreshReused)
             }
-            Outcome::Rotated(user, family) => {
+            Outcome::Rotated(user, family, auth_time_s) => {
                 txn.commit()?;
-                let (access, access_expires_in_s) = self.sign_access(&user)?;
+                let (access, access_expires_in_s) = self.sign_access(&user, &family, auth_time_s)?;
                 self.audit(
                     AuditEvent::new(
                         format!("user:{}", user.id),
@@ -223,16 +227,7 @@ impl AuthService {
 
     /// Ends every session of the caller and invalidates all their access tokens issued so far.
     pub fn logout_all(&self, caller: &Caller) -> AuthResult<()> {
-        let txn = self.inner.db.begin_write()?;
-        {
-            let mut users = txn.open_table(USERS)?;
-            let mut user: UserRecord =
-                store::get(&users, "users", &caller.user_id)?.ok_or(AuthError::NotFound { kind: "user" })?;
-            user.valid_after_ms = now_ms() + 1;
-            user.updated_ms = now_ms();
-            store::put(&mut users, &caller.user_id, &user)?;
-        }
-        txn.commit()?;
+        self.bump_valid_after(&caller.user_id)?;
         let revoked = self.revoke_all_families(&caller.user_id, "logout all")?;
         self.audit(
             AuditEvent::new(caller.actor(), "auth.logout_all", caller.actor(), "ok")
@@ -243,27 +238,33 @@ impl AuthService {
     /// Marks one family revoked; false if it was already (or does not exist).
     pub(super) fn revoke_family(&self, family_id: &str, reason: &str) -> AuthResult<bool> {
         let txn = self.inner.db.begin_write()?;
-        let changed;
+        let owner;
         {
             let mut families = txn.open_table(FAMILIES)?;
             match store::get::<FamilyRecord>(&families, "families", family_id)? {
                 Some(mut f) if f.revoked.is_none() => {
                     f.revoked = Some(Revocation { at_ms: now_ms(), reason: reason.into() });
                     store::put(&mut families, family_id, &f)?;
-                    changed = true;
+                    owner = Some(f.user_id);
                 }
-                _ => changed = false,
+                _ => owner = None,
             }
         }
         txn.commit()?;
-        Ok(changed)
+        match owner {
+            Some(user_id) => {
+                self.remember_revoked(family_id, &user_id)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Revokes every live family of `user_id`; returns how many.
     pub(super) fn revoke_all_families(&self, user_id: &str, reason: &str) -> AuthResult<u64> {
         let now = now_ms();
         let txn = self.inner.db.begin_write()?;
-        let mut n = 0;
+        let mut revoked = Vec::new();
         {
             let mut families = txn.open_table(FAMILIES)?;
             let index = txn.open_table(USER_FAMILIES)?;
@@ -276,12 +277,15 @@ impl AuthService {
                 {
                     f.revoked = Some(Revocation { at_ms: now, reason: reason.into() });
                     store::put(&mut families, &fid, &f)?;
-                    n += 1;
+                    revoked.push(fid);
                 }
             }
         }
         txn.commit()?;
-        Ok(n)
+        for fid in &revoked {
+            self.remember_revoked(fid, user_id)?;
+        }
+        Ok(revoked.len() as u64)
     }
 
     /// Live sessions of `user_id`. Needs `users:manage` unless it is the caller's own account.
@@ -339,6 +343,89 @@ impl AuthService {
                 "ok",
             ))?;
         }
+        Ok(())
+    }
+
+    // ----- revocation set ---------------------------------------------------------------------
+
+    /// Seconds a revoked session stays in the revocation set: until every access token of it
+    /// has expired (lifetime plus the verification leeway).
+    fn revocation_window_s(&self) -> u64 {
+        self.inner.config.access_ttl_s.saturating_add(token::LEEWAY_S)
+    }
+
+    /// Fills the revocation set from `families` (sessions revoked within the window).
+    pub(super) fn load_revoked_sessions(&self) -> AuthResult<()> {
+        let now = now_s();
+        let window = self.revocation_window_s();
+        let mut recent = HashMap::new();
+        {
+            let txn = self.inner.db.begin_read()?;
+            for item in txn.open_table(FAMILIES)?.iter()? {
+                let (k, v) = item?;
+                let f: FamilyRecord = store::decode("families", k.value(), v.value())?;
+                if let Some(r) = f.revoked
+                    && r.at_ms / 1_000 + window >= now
+                {
+                    recent.insert(k.value().to_owned(), (r.at_ms / 1_000, f.user_id));
+                }
+            }
+        }
+        for (fid, (at_s, user_id)) in recent {
+            self.remember_revoked_at(&fid, &user_id, at_s)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a just-revoked session to the revocation set.
+    pub(super) fn remember_revoked(&self, family_id: &str, user_id: &str) -> AuthResult<()> {
+        self.remember_revoked_at(family_id, user_id, now_s())
+    }
+
+    fn remember_revoked_at(&self, family_id: &str, user_id: &str, at_s: u64) -> AuthResult<()> {
+        let now = now_s();
+        let window = self.revocation_window_s();
+        let full = {
+            let mut set = self.inner.revoked_sessions.write().map_err(|_| AuthError::Poisoned)?;
+            if set.len() >= REVOKED_SESSIONS_MAX {
+                set.retain(|_, revoked_s| *revoked_s + window >= now);
+            }
+            if set.len() >= REVOKED_SESSIONS_MAX {
+                true
+            } else {
+                set.insert(family_id.to_owned(), at_s);
+                false
+            }
+        };
+        if full {
+            // No room: end every access token of the account instead (never weaker).
+            tracing::warn!(
+                max = REVOKED_SESSIONS_MAX,
+                "revocation set full: ending all access tokens of the account"
+            );
+            self.bump_valid_after(user_id)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `family_id` was revoked within the window (its access tokens are refused).
+    pub(super) fn session_revoked(&self, family_id: &str) -> AuthResult<bool> {
+        let set = self.inner.revoked_sessions.read().map_err(|_| AuthError::Poisoned)?;
+        Ok(set.contains_key(family_id))
+    }
+
+    /// Sets the account's `valid_after` stamp to now: every access token issued so far ends.
+    pub(super) fn bump_valid_after(&self, user_id: &str) -> AuthResult<()> {
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut users = txn.open_table(USERS)?;
+            let mut user: UserRecord =
+                store::get(&users, "users", user_id)?.ok_or(AuthError::NotFound { kind: "user" })?;
+            user.valid_after_ms = now_ms() + 1;
+            user.updated_ms = now_ms();
+            store::put(&mut users, user_id, &user)?;
+        }
+        txn.commit()?;
         Ok(())
     }
 }

@@ -60,6 +60,17 @@ impl AuthService {
     /// lifetimes). Needs `rbac:manage`. Returns the new key id.
     pub fn rotate_signing_key(&self, caller: &Caller) -> AuthResult<String> {
         self.require(caller, Permission::RbacManage, "keys.rotate")?;
+        self.require_fresh(caller)?;
+        self.rotate_key(&caller.actor())
+    }
+
+    /// Key rotation from the server's own command line (`bluewave keys rotate`, run with the
+    /// server stopped: a running server reads its key set at start). Audited as `cli`.
+    pub fn rotate_signing_key_offline(&self) -> AuthResult<String> {
+        self.rotate_key("cli")
+    }
+
+    fn rotate_key(&self, actor: &str) -> AuthResult<String> {
         let now = now_s();
         let mut set = self.inner.keys.write().map_err(|_| AuthError::Poisoned)?;
         let grace = self.inner.grace.max_s();
@@ -84,7 +95,7 @@ impl AuthService {
         set.keys.push(key);
         drop(set);
         self.audit(
-            AuditEvent::new(caller.actor(), "keys.rotate", format!("key:{kid}"), "ok")
+            AuditEvent::new(actor, "keys.rotate", format!("key:{kid}"), "ok")
                 .with_details(json!({ "retired": retired })),
         )?;
         Ok(kid)

@@ -134,6 +134,7 @@ impl AuthService {
     /// account's access tokens are invalidated (its sessions may refresh to get the new role).
     pub fn set_user_role(&self, caller: &Caller, user_id: &str, role: Role) -> AuthResult<UserInfo> {
         self.require(caller, Permission::UsersManage, "users.set_role")?;
+        self.require_fresh(caller)?;
         if role == Role::Device {
             return Err(AuthError::InvalidInput {
                 field: "role",
@@ -170,6 +171,7 @@ impl AuthService {
         status: UserStatus,
     ) -> AuthResult<UserInfo> {
         self.require(caller, Permission::UsersManage, "users.set_status")?;
+        self.require_fresh(caller)?;
         if user_id == caller.user_id && status == UserStatus::Disabled {
             return Err(AuthError::InvalidInput {
                 field: "status",
@@ -258,6 +260,7 @@ impl AuthService {
     /// Changes the caller's own password (current one required, argon2 runs twice). Every
     /// session and access token of the account ends; the caller logs in again.
     pub fn change_password(&self, caller: &Caller, current: &Secret, new: &Secret) -> AuthResult<()> {
+        self.require_fresh(caller)?;
         let user = self.user_record(&caller.user_id)?.ok_or(AuthError::NotFound { kind: "user" })?;
         if password::verify_password(
             current.expose(),
