@@ -19,6 +19,7 @@ mod keys_cmd;
 mod metrics;
 mod serve;
 mod sql;
+mod users_cmd;
 
 /// mimalloc instead of glibc malloc: fewer page faults in the flusher's large sort and encode
 /// buffers and no arena lock contention between threads (BENCHMARKS.md, "allocator").
@@ -80,6 +81,9 @@ enum Command {
     /// Audit log tools (`verify` walks its hash chain).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Accounts (`reset-mfa EMAIL`; run with the server stopped).
+    #[command(subcommand)]
+    Users(users_cmd::UsersCommand),
     /// Signing keys of the auth tokens (`rotate`; run with the server stopped).
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Audit(command) => return audit_cmd::run(&cli.data_dir, &command),
         Command::Sql(args) => return sql::run(&cli.data_dir, &args),
         Command::Keys(command) => return exit_code(keys_cmd::run(&cli.data_dir, &command)),
+        Command::Users(command) => return exit_code(users_cmd::run(&cli.data_dir, &command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

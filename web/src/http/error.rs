@@ -156,7 +156,7 @@ pub struct StepUpHint {
 }
 
 /// Endpoints named by the step-up hint.
-const STEP_UP_ENDPOINTS: &[&str] = &["/api/auth/token"];
+const STEP_UP_ENDPOINTS: &[&str] = &["/api/auth/token", "/api/auth/mfa/step-up"];
 
 impl ApiError {
     /// Wraps an internal fault (engine, I/O, bug) so it is logged, never shown.

@@ -6,8 +6,24 @@ use super::*;
 impl AuthService {
     /// Exchanges credentials for a token pair. Unknown account, wrong password and disabled
     /// account all give [`AuthError::InvalidCredentials`] after the same argon2 work. Limits
-    /// ([`AuthError::RateLimited`]) are checked first, per `client_ip` and per account.
+    /// ([`AuthError::RateLimited`]) are checked first, per `client_ip` and per account. An
+    /// account with MFA gets [`AuthError::MfaRequired`]: use [`AuthService::login_start`].
     pub fn login(&self, email: &str, password: &Secret, client_ip: IpAddr) -> AuthResult<TokenPair> {
+        match self.login_start(email, password, client_ip)? {
+            LoginOutcome::Tokens(pair) => Ok(pair),
+            LoginOutcome::MfaRequired { .. } => Err(AuthError::MfaRequired),
+        }
+    }
+
+    /// The password step of a login: limits, argon2 (a dummy hash for unknown accounts), the
+    /// audit of a refusal, rehash. The account's failure count is reset here only without MFA;
+    /// with MFA, only a right code resets it (so wrong codes keep adding up across logins).
+    pub(super) fn check_password(
+        &self,
+        email: &str,
+        password: &Secret,
+        client_ip: IpAddr,
+    ) -> AuthResult<UserRecord> {
         let actor = format!("ip:{client_ip}");
         // An oversized email cannot be an account: skip lower-casing megabytes of input.
         let account =
@@ -70,16 +86,13 @@ impl AuthService {
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        self.inner.limiter.record_success(&account_key)?;
+        if !user.mfa_enabled {
+            self.inner.limiter.record_success(&account_key)?;
+        }
         if verified == Verified::YesNeedsRehash {
             self.rehash(&user, password)?;
         }
-        let pair = self.start_session(&user, client_ip)?;
-        self.audit(
-            AuditEvent::new(format!("user:{}", user.id), "auth.login", format!("user:{}", user.id), "ok")
-                .with_details(json!({ "ip": client_ip.to_string(), "session": pair.session_id })),
-        )?;
-        Ok(pair)
+        Ok(user)
     }
 
     pub(super) fn rehash(&self, user: &UserRecord, password: &Secret) -> AuthResult<()> {
@@ -178,6 +191,7 @@ impl AuthService {
             expires_s: claims.exp,
             session_id: claims.sid,
             auth_time_s: claims.auth_time.unwrap_or(0),
+            mfa_enrolment_required: !user.mfa_enabled && self.mfa_required_for(user.role),
         })
     }
 }

@@ -16,23 +16,27 @@
 //! - `devices`: device tokens for buoys;
 //! - `permissions`: RBAC checks and the role table;
 //! - `plans`: data plans, policy grants, query quotas;
+//! - `mfa`: TOTP enrolment, the login challenge, step-up, disabling, the CLI reset;
 //! - `housekeeping`: audit paging and the purge of expired records.
 
 mod devices;
 mod housekeeping;
 mod login;
+mod mfa;
 mod permissions;
 mod plans;
 mod sessions;
 mod signing;
 mod users;
 
+pub use mfa::{LoginOutcome, MFA_CHALLENGE_TTL_S, MFA_CHALLENGES_MAX, MFA_FAILURES_MAX, MfaEnrolment};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::ops::Bound;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -49,8 +53,8 @@ use super::rbac::{Permission, Role};
 use super::secret::{Secret, random_id, random_password, random_token};
 use super::store::{
     self, ACCOUNTS_FORMAT_VERSION, DEVICE_TOKENS, DeviceRecord, EMAILS, FAMILIES, FamilyRecord, META,
-    META_FORMAT_VERSION, PLANS, QUERY_USAGE, REFRESH_TOKENS, ROLE_PERMISSIONS, RefreshRecord, Revocation,
-    SIGNING_KEYS, USER_FAMILIES, USERS, UserRecord, UserStatus,
+    META_FORMAT_VERSION, MFA, MfaRecord, PLANS, QUERY_USAGE, REFRESH_TOKENS, ROLE_PERMISSIONS, RefreshRecord,
+    Revocation, SIGNING_KEYS, USER_FAMILIES, USERS, UserRecord, UserStatus,
 };
 use super::token::{self, Expect, TYP_ACCESS, TYP_DEVICE, TokenClaims};
 use crate::audit::{AuditEvent, AuditLog, AuditPage};
@@ -115,6 +119,9 @@ pub struct AuthConfig {
     pub fresh_auth_s: u64,
     /// The clock of authentication events (system clock; tests use a manual one).
     pub clock: AuthClock,
+    /// Roles whose accounts must have MFA (default `admin` and `operator`): until they enrol,
+    /// their tokens open nothing but the enrolment endpoints.
+    pub mfa_required_roles: BTreeSet<Role>,
 }
 
 /// Longest access token lifetime a config may set: 1 hour (they cannot be revoked one by one).
@@ -166,6 +173,7 @@ impl Default for AuthConfig {
             login_limits: LoginLimits::default(),
             fresh_auth_s: FRESH_AUTH_S_DEFAULT,
             clock: AuthClock::system(),
+            mfa_required_roles: BTreeSet::from([Role::Admin, Role::Operator]),
         }
     }
 }
@@ -183,6 +191,7 @@ pub struct Caller {
     expires_s: u64,
     session_id: Option<String>,
     auth_time_s: u64,
+    mfa_enrolment_required: bool,
 }
 
 impl Caller {
@@ -217,6 +226,11 @@ impl Caller {
     /// When the caller last proved who they are (login or MFA), s on the auth clock.
     pub fn auth_time_s(&self) -> u64 {
         self.auth_time_s
+    }
+    /// True when the account's role requires MFA and it has none yet: such a caller may only
+    /// enrol (every other method answers [`AuthError::MfaEnrolmentRequired`]).
+    pub fn mfa_enrolment_required(&self) -> bool {
+        self.mfa_enrolment_required
     }
     fn actor(&self) -> String {
         format!("user:{}", self.user_id)
@@ -350,6 +364,13 @@ struct Inner {
     /// eviction, account disable, password change); an entry is dropped once every access token
     /// of its session has expired. At most [`REVOKED_SESSIONS_MAX`] entries.
     revoked_sessions: RwLock<HashMap<String, u64>>,
+    /// MFA challenges of logins that passed the password step: SHA-256 hex of the challenge →
+    /// its state. Written by `login_start` and `complete_mfa`; an entry ends at its first right
+    /// code, its `MFA_FAILURES_MAX`th wrong one or `MFA_CHALLENGE_TTL_S`. At most
+    /// `MFA_CHALLENGES_MAX` entries; lost at restart (the user logs in again).
+    challenges: Mutex<HashMap<String, mfa::Challenge>>,
+    /// The AEAD key sealing TOTP secrets, opened (or made) at the first MFA use.
+    sealer: OnceLock<crate::auth::mfa::SecretSealer>,
 }
 
 /// The auth module. Cheap to clone (shared state); `Send + Sync`.
@@ -434,6 +455,8 @@ impl AuthService {
                 role_permissions: RwLock::new(role_permissions),
                 dummy_hash,
                 revoked_sessions: RwLock::new(HashMap::new()),
+                challenges: Mutex::new(HashMap::new()),
+                sealer: OnceLock::new(),
             }),
         };
         if report.torn_tail_bytes > 0 {
@@ -497,6 +520,7 @@ fn init_tables(db: &Database) -> AuthResult<BTreeMap<Role, BTreeSet<Permission>>
             PLANS,
             QUERY_USAGE,
             SIGNING_KEYS,
+            MFA,
         ] {
             txn.open_table(def)?;
         }

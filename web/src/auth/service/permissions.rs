@@ -18,6 +18,9 @@ impl AuthService {
 
     /// Ok if the caller's role has `permission`, else [`AuthError::Forbidden`].
     pub fn authorize(&self, caller: &Caller, permission: Permission) -> AuthResult<()> {
+        if caller.mfa_enrolment_required {
+            return Err(AuthError::MfaEnrolmentRequired);
+        }
         let table = self.inner.role_permissions.read().map_err(|_| AuthError::Poisoned)?;
         if table.get(&caller.role).is_some_and(|set| set.contains(&permission)) {
             Ok(())

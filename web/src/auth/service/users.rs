@@ -53,6 +53,7 @@ impl AuthService {
             valid_after_ms: 0,
             created_ms: now,
             updated_ms: now,
+            mfa_enabled: false,
         };
         let txn = self.inner.db.begin_write()?;
         {
