@@ -154,12 +154,14 @@ section!(
 );
 
 section!(
-    /// `[auth]`: see `AuthConfig` (web/src/auth/service.rs); lifetimes are capped there.
+    /// `[auth]`: see `AuthConfig` (web/src/auth/service/mod.rs); lifetimes are capped there.
     AuthSection {
         issuer: String,
         access_ttl_s: u64,
         refresh_ttl_s: u64,
         device_ttl_s: u64,
+        fresh_auth_s: u64,
+        mfa_required_roles: std::collections::BTreeSet<bluewave_web::Role>,
     }
 );
 
@@ -292,13 +294,32 @@ impl ConfigFile {
 
     /// Sets the `[auth]` keys that are present.
     pub fn apply_auth(&self, c: &mut AuthConfig) {
-        apply!(self.auth, c, [issuer, access_ttl_s, refresh_ttl_s, device_ttl_s]);
+        apply!(
+            self.auth,
+            c,
+            [issuer, access_ttl_s, refresh_ttl_s, device_ttl_s, fresh_auth_s, mfa_required_roles]
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_keys_of_accounts_for_people_parse() {
+        let file =
+            ConfigFile::parse("[auth]\nfresh_auth_s = 300\nmfa_required_roles = [\"admin\"]\n").unwrap();
+        let mut auth = AuthConfig::default();
+        file.apply_auth(&mut auth);
+        assert_eq!(auth.fresh_auth_s, 300);
+        assert_eq!(auth.mfa_required_roles, [bluewave_web::Role::Admin].into());
+        let off = ConfigFile::parse("[auth]\nmfa_required_roles = []\n").unwrap();
+        let mut auth = AuthConfig::default();
+        off.apply_auth(&mut auth);
+        assert!(auth.mfa_required_roles.is_empty());
+        assert!(ConfigFile::parse("[auth]\nmfa_required_roles = [\"root\"]\n").is_err());
+    }
 
     #[test]
     fn keys_that_are_present_override_defaults_and_the_rest_stay() {

@@ -15,9 +15,11 @@ mod buoy;
 mod config_file;
 mod device_auth;
 mod devices;
+mod keys_cmd;
 mod metrics;
 mod serve;
 mod sql;
+mod users_cmd;
 
 /// mimalloc instead of glibc malloc: fewer page faults in the flusher's large sort and encode
 /// buffers and no arena lock contention between threads (BENCHMARKS.md, "allocator").
@@ -79,6 +81,12 @@ enum Command {
     /// Audit log tools (`verify` walks its hash chain).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Accounts (`reset-mfa EMAIL`; run with the server stopped).
+    #[command(subcommand)]
+    Users(users_cmd::UsersCommand),
+    /// Signing keys of the auth tokens (`rotate`; run with the server stopped).
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// Run one read-only SQL query against the data dir (offline, unrestricted).
     Sql(sql::SqlArgs),
 }
@@ -129,6 +137,8 @@ fn main() -> ExitCode {
         Command::Buoy(args) => return buoy::run(args),
         Command::Audit(command) => return audit_cmd::run(&cli.data_dir, &command),
         Command::Sql(args) => return sql::run(&cli.data_dir, &args),
+        Command::Keys(command) => return exit_code(keys_cmd::run(&cli.data_dir, &command)),
+        Command::Users(command) => return exit_code(users_cmd::run(&cli.data_dir, &command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

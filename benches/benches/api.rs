@@ -77,6 +77,8 @@ fn fixture() -> BenchResult<Fixture> {
     let auth_config = AuthConfig {
         // Every bench request comes from 127.0.0.1: lift the per-IP login limit (10/min).
         login_limits: LoginLimits { per_ip_per_minute: 1_000_000, ..LoginLimits::default() },
+        // The bench admin sets up plans and users with a password alone.
+        mfa_required_roles: std::collections::BTreeSet::new(),
         ..AuthConfig::default()
     };
     let auth = Arc::new(AuthService::open(dir.path(), auth_config)?);

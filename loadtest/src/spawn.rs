@@ -81,6 +81,15 @@ impl SpawnConfig {
         name.push(".server.log");
         self.data_dir.with_file_name(name)
     }
+
+    /// The child's config file (beside the data dir): this throwaway server's admin sets up
+    /// buoys, users and tokens through the API with a password alone, so the MFA requirement
+    /// of admins and operators is off.
+    pub fn server_config_path(&self) -> PathBuf {
+        let mut name = self.data_dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".server.toml");
+        self.data_dir.with_file_name(name)
+    }
 }
 
 /// 24 random bytes as hex: the spawned server's admin password.
@@ -266,6 +275,9 @@ fn launch(config: &SpawnConfig) -> Result<(Child, ServerInfo)> {
         .append(true)
         .open(&log_path)
         .map_err(|source| Error::File { path: log_path.clone(), source })?;
+    let config_path = config.server_config_path();
+    std::fs::write(&config_path, "[auth]\nmfa_required_roles = []\n")
+        .map_err(|source| Error::File { path: config_path.clone(), source })?;
     let mut command = Command::new(&config.binary);
     command
         .arg("--data-dir")
@@ -275,6 +287,8 @@ fn launch(config: &SpawnConfig) -> Result<(Child, ServerInfo)> {
         .arg(config.quic_addr.to_string())
         .arg("--https-listen")
         .arg(config.https_addr.to_string())
+        .arg("--config")
+        .arg(&config_path)
         .args(["--admin-email", SPAWN_ADMIN_EMAIL])
         .env(ADMIN_PASSWORD_ENV, &config.admin_password)
         .stdin(Stdio::null())

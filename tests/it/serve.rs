@@ -302,7 +302,11 @@ fn first_run_prints_a_generated_admin_password_once_and_it_logs_in() {
 /// An operator and an analyst whose plan covers `buoy-1`, created before the server takes the
 /// data dir (the admin comes from `BLUEWAVE_ADMIN_PASSWORD`, as on a real first run).
 fn seed_accounts(data_dir: &Path) {
-    let auth = AuthService::open(data_dir, AuthConfig::default()).unwrap();
+    let auth = AuthService::open(
+        data_dir,
+        AuthConfig { mfa_required_roles: Default::default(), ..AuthConfig::default() },
+    )
+    .unwrap();
     auth.ensure_first_admin(ADMIN, Some(Secret::new(PASSWORD))).unwrap();
     let pair = auth.login(ADMIN, &Secret::new(PASSWORD), [10, 0, 0, 1].into()).unwrap();
     let admin = auth.verify_access_token(pair.access_token.expose()).unwrap();
@@ -327,7 +331,11 @@ fn buoy_streams_over_quic_with_an_api_issued_token_and_an_analyst_reads_it_back(
     let dir = tempfile::tempdir().unwrap();
     seed_accounts(dir.path());
     let (identity, _) = ServerIdentity::load_or_generate(&dir.path().join("tls")).unwrap();
-    let server = Server::start(dir.path(), None);
+    // The operator works with a password alone here (MFA is proved in the web crate's suites).
+    let config = dir.path().join("no-mfa.toml");
+    std::fs::write(&config, "[auth]\nmfa_required_roles = []\n").unwrap();
+    let server =
+        Server::start_with(dir.path(), None, &[std::ffi::OsStr::new("--config"), config.as_os_str()]);
     let quic = server.quic;
     let metrics_text = runtime().block_on(async {
         let https = Https::new(server.https, &identity);
@@ -424,10 +432,15 @@ fn buoy_streams_over_quic_with_an_api_issued_token_and_an_analyst_reads_it_back(
             (after.status, after.json()),
             (401, json!({ "error": "unauthorized", "message": "refresh token invalid" }))
         );
+        // The logged-out session's access tokens stop at once.
+        let refused = https.request("GET", "/api/buoys", Some(new_token), None, None).await;
+        assert_eq!(refused.status, 401, "{:?}", refused.body);
         // Logging out everywhere invalidates every access token issued so far, at once.
-        let all = https.request("POST", "/api/auth/logout-all", Some(new_token), None, None).await;
+        let again = https.login(ANALYST, PASSWORD).await;
+        let again = again["access_token"].as_str().unwrap();
+        let all = https.request("POST", "/api/auth/logout-all", Some(again), None, None).await;
         assert_eq!(all.status, 204);
-        for old in [token, new_token] {
+        for old in [token, new_token, again] {
             let refused = https.request("GET", "/api/buoys", Some(old), None, None).await;
             assert_eq!(refused.status, 401, "{:?}", refused.body);
             assert_eq!(refused.json()["error"], "unauthorized");

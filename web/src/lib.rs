@@ -74,7 +74,7 @@ pub use auth::*;
 pub use crate::http::{
     ApiError, Authenticator, Body, BoxError, ErrorBody, HEADER_BYTES_MIN, Handler, HandlerFuture, Health,
     HttpConfig, HttpServer, Reply, Request, RouteInfo, RouteOptions, Router, ServerError, ShutdownSummary,
-    TlsIdentity,
+    StepUpHint, TlsIdentity,
 };
 /// Types of the `http` crate that appear in this API.
 pub use ::http::{HeaderName, HeaderValue, Method, StatusCode, header};

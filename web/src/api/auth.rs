@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StatusCode;
 use crate::api::{ApiState, blocking};
-use crate::auth::{Secret, TokenPair};
+use crate::auth::{LoginOutcome, Secret, TokenPair};
 use crate::http::{ApiError, Reply, Request};
 
 /// Logins waiting for a password-check slot at most; one more answers 503 at once.
@@ -108,9 +108,10 @@ impl From<TokenPair> for TokenAnswer {
     }
 }
 
-/// Logs in with email and password.
+/// Logs in with email and password. An account with MFA answers a challenge instead of tokens:
+/// send it with a code to `POST /api/auth/mfa`.
 #[utoipa::path(post, path = "/api/auth/token", request_body = LoginBody, tag = "auth",
-    responses((status = 200, description = "Access (15 min) and refresh (7 days) tokens", body = TokenAnswer),
+    responses((status = 200, description = "Access (15 min) and refresh (7 days) tokens, or an MFA challenge", body = LoginAnswer),
         (status = 401, description = "Invalid email or password"),
         (status = 429, description = "Too many attempts; see Retry-After"),
         (status = 503, description = "Too many logins in progress; see Retry-After")))]
@@ -120,12 +121,21 @@ pub(crate) async fn token(mut request: Request<ApiState>) -> Result<Reply, ApiEr
     let ip = request.peer().ip();
     let password = Secret::new(body.password);
     let slot = password_slot().await?;
-    let pair = blocking(move || {
+    let outcome = blocking(move || {
         let _slot = slot;
-        Ok(auth.login(&body.email, &password, ip)?)
+        Ok(auth.login_start(&body.email, &password, ip)?)
     })
     .await?;
-    Reply::json(&TokenAnswer::from(pair))
+    match outcome {
+        LoginOutcome::Tokens(pair) => Reply::json(&LoginAnswer::Tokens(TokenAnswer::from(pair))),
+        LoginOutcome::MfaRequired { challenge, expires_in_s } => {
+            Reply::json(&LoginAnswer::Mfa(MfaChallengeAnswer {
+                mfa_required: true,
+                mfa_challenge: challenge.expose().to_owned(),
+                expires_in: expires_in_s,
+            }))
+        }
+    }
 }
 
 /// Trades a refresh token for a new pair (the old refresh token is spent; reusing it revokes
@@ -161,5 +171,144 @@ pub(crate) async fn logout_all(request: Request<ApiState>) -> Result<Reply, ApiE
     let caller = request.caller()?;
     let auth = Arc::clone(&request.state().auth);
     blocking(move || Ok(auth.logout_all(&caller)?)).await?;
+    Ok(Reply::empty().status(StatusCode::NO_CONTENT))
+}
+
+/// An MFA challenge: the password was right and the account has MFA.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct MfaChallengeAnswer {
+    /// Always `true`.
+    mfa_required: bool,
+    /// Send it with a code to `POST /api/auth/mfa` (single use).
+    mfa_challenge: String,
+    /// Seconds the challenge stays valid.
+    expires_in: u64,
+}
+
+/// What `POST /api/auth/token` answers: tokens, or an MFA challenge.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(crate) enum LoginAnswer {
+    /// No MFA on the account.
+    Tokens(TokenAnswer),
+    /// MFA on: answer the challenge.
+    Mfa(MfaChallengeAnswer),
+}
+
+/// An MFA challenge and a code, for `POST /api/auth/mfa`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MfaBody {
+    /// The challenge from `POST /api/auth/token`.
+    challenge: String,
+    /// A 6-digit TOTP code or a backup code (`xxxxx-xxxxx`).
+    code: String,
+}
+
+/// An MFA code, for enrolment confirmation, step-up and disabling.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CodeBody {
+    /// A 6-digit TOTP code (or, for step-up and disabling, a backup code).
+    code: String,
+}
+
+/// An enrolment to scan.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct EnrolmentAnswer {
+    /// The TOTP secret in base32 (for typing in).
+    secret: String,
+    /// The `otpauth://` URL the QR code holds.
+    otpauth_url: String,
+    /// The QR code, an SVG document rendered by the server.
+    qr_svg: String,
+}
+
+/// Backup codes, shown once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct BackupCodesAnswer {
+    /// Ten single-use codes; only their hashes are kept.
+    backup_codes: Vec<String>,
+}
+
+/// A new access token of the same session.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AccessAnswer {
+    /// JWT access token with a fresh `auth_time`.
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Seconds until it expires.
+    expires_in: u64,
+}
+
+/// Answers a login's MFA challenge with a TOTP or backup code.
+#[utoipa::path(post, path = "/api/auth/mfa", request_body = MfaBody, tag = "auth",
+    responses((status = 200, description = "Access and refresh tokens", body = TokenAnswer),
+        (status = 401, description = "Challenge unknown, expired or ended; or a wrong code"),
+        (status = 429, description = "Too many attempts; see Retry-After")))]
+pub(crate) async fn mfa(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
+    let body: MfaBody = request.json().await?;
+    let auth = Arc::clone(&request.state().auth);
+    let ip = request.peer().ip();
+    let pair = blocking(move || Ok(auth.complete_mfa(&body.challenge, &body.code, ip)?)).await?;
+    Reply::json(&TokenAnswer::from(pair))
+}
+
+/// Starts MFA enrolment: a new TOTP secret and its QR code (fresh authentication needed).
+#[utoipa::path(post, path = "/api/auth/mfa/enrol", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "The secret to scan", body = EnrolmentAnswer),
+        (status = 401, description = "No valid access token, or not fresh (step_up_required)"),
+        (status = 409, description = "MFA is already on")))]
+pub(crate) async fn mfa_enrol(request: Request<ApiState>) -> Result<Reply, ApiError> {
+    let caller = request.state().enrolling_caller(request.bearer()?)?;
+    let auth = Arc::clone(&request.state().auth);
+    let enrolment = blocking(move || Ok(auth.begin_mfa_enrolment(&caller)?)).await?;
+    Reply::json(&EnrolmentAnswer {
+        secret: enrolment.secret_base32.expose().to_owned(),
+        otpauth_url: enrolment.otpauth_url.expose().to_owned(),
+        qr_svg: enrolment.qr_svg,
+    })
+}
+
+/// Confirms MFA enrolment with a first code; answers the backup codes (shown once).
+#[utoipa::path(post, path = "/api/auth/mfa/confirm", request_body = CodeBody, tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, description = "MFA is on", body = BackupCodesAnswer),
+        (status = 401, description = "Wrong code, no valid access token, or not fresh"),
+        (status = 404, description = "No enrolment started"),
+        (status = 409, description = "MFA is already on")))]
+pub(crate) async fn mfa_confirm(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
+    let caller = request.state().enrolling_caller(request.bearer()?)?;
+    let body: CodeBody = request.json().await?;
+    let auth = Arc::clone(&request.state().auth);
+    let codes = blocking(move || Ok(auth.confirm_mfa_enrolment(&caller, &body.code)?)).await?;
+    Reply::json(&BackupCodesAnswer { backup_codes: codes.iter().map(|c| c.expose().to_owned()).collect() })
+}
+
+/// Step-up: an MFA code makes the session's authentication fresh; answers a new access token.
+#[utoipa::path(post, path = "/api/auth/mfa/step-up", request_body = CodeBody, tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, description = "A fresh access token of the same session", body = AccessAnswer),
+        (status = 401, description = "Wrong code or no valid access token"),
+        (status = 429, description = "Too many attempts; see Retry-After")))]
+pub(crate) async fn mfa_step_up(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
+    let caller = request.caller()?;
+    let body: CodeBody = request.json().await?;
+    let auth = Arc::clone(&request.state().auth);
+    let (token, expires_in) = blocking(move || Ok(auth.step_up_mfa(&caller, &body.code)?)).await?;
+    Reply::json(&AccessAnswer { access_token: token.expose().to_owned(), token_type: "Bearer", expires_in })
+}
+
+/// Turns MFA off (a current code and fresh authentication needed).
+#[utoipa::path(post, path = "/api/auth/mfa/disable", request_body = CodeBody, tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "MFA is off"),
+        (status = 401, description = "Wrong code, no valid access token, or not fresh")))]
+pub(crate) async fn mfa_disable(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
+    let caller = request.caller()?;
+    let body: CodeBody = request.json().await?;
+    let auth = Arc::clone(&request.state().auth);
+    blocking(move || Ok(auth.disable_mfa(&caller, &body.code)?)).await?;
     Ok(Reply::empty().status(StatusCode::NO_CONTENT))
 }

@@ -18,19 +18,25 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::InvalidCredentials
+            | AuthError::MfaRequired
+            | AuthError::MfaChallengeInvalid
+            | AuthError::MfaCodeInvalid
             | AuthError::Token(_)
             | AuthError::RefreshInvalid
             | AuthError::RefreshReused => Self::Unauthorized(error.to_string()),
             AuthError::RateLimited { retry_after_secs } => {
                 Self::TooManyRequests { retry_after_s: retry_after_secs.max(1) }
             }
-            AuthError::Forbidden { .. } | AuthError::RoleEscalation { .. } => {
-                Self::Forbidden(error.to_string())
-            }
+            AuthError::StepUpRequired { max_age_s } => Self::StepUpRequired { max_age_s },
+            AuthError::Forbidden { .. }
+            | AuthError::RoleEscalation { .. }
+            | AuthError::MfaEnrolmentRequired => Self::Forbidden(error.to_string()),
             AuthError::WeakPassword(_) | AuthError::InvalidInput { .. } => {
                 Self::InvalidInput(error.to_string())
             }
-            AuthError::EmailTaken | AuthError::LimitReached { .. } => Self::Conflict(error.to_string()),
+            AuthError::EmailTaken | AuthError::LimitReached { .. } | AuthError::MfaAlreadyEnabled => {
+                Self::Conflict(error.to_string())
+            }
             AuthError::NotFound { .. } => Self::NotFound(error.to_string()),
             AuthError::QuotaExceeded { .. } => {
                 Self::TooManyRequests { retry_after_s: seconds_to_next_utc_day() }

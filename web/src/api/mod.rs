@@ -4,7 +4,8 @@
 //! - `state`: [`ApiState`] (what every handler shares) and its [`Authenticator`] impl.
 //! - `errors`: `From` impls turning auth, query and engine errors into [`ApiError`] — the one
 //!   place where those errors become statuses.
-//! - `auth`: `/api/auth/token`, `/refresh`, `/logout`, `/logout-all`.
+//! - `auth`: `/api/auth/token`, `/refresh`, `/logout`, `/logout-all`; MFA: `/api/auth/mfa`
+//!   (challenge + code), `/mfa/enrol`, `/mfa/confirm`, `/mfa/step-up`, `/mfa/disable`.
 //! - `telemetry`: `GET|POST /api/telemetry`, `GET|DELETE /api/telemetry/{id}`,
 //!   `POST /api/telemetry/delete` (range delete).
 //! - `query`: `POST /api/query` (SQL, answer format from `Accept`, streamed).
@@ -40,6 +41,11 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
         .route::<auth::__path_refresh>(auth::refresh)?
         .route::<auth::__path_logout>(auth::logout)?
         .route::<auth::__path_logout_all>(auth::logout_all)?
+        .route::<auth::__path_mfa>(auth::mfa)?
+        .route::<auth::__path_mfa_enrol>(auth::mfa_enrol)?
+        .route::<auth::__path_mfa_confirm>(auth::mfa_confirm)?
+        .route::<auth::__path_mfa_step_up>(auth::mfa_step_up)?
+        .route::<auth::__path_mfa_disable>(auth::mfa_disable)?
         .route::<telemetry::__path_read>(telemetry::read)?
         .route_with::<telemetry::__path_ingest>(
             RouteOptions { body_bytes_max: Some(TELEMETRY_BODY_BYTES_MAX), request_timeout_ms: None },

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bluewave_engine::Engine;
 use bluewave_query::{AccessPolicy, QueryService};
 
-use crate::auth::{AuthService, BuoyScope, Caller};
+use crate::auth::{AuthError, AuthService, BuoyScope, Caller};
 use crate::http::{ApiError, Authenticator};
 
 /// Called after a device token is revoked, with the buoy it belonged to, so the binary can
@@ -37,12 +37,24 @@ impl Authenticator for ApiState {
 
     /// An access-token check: one signature verification and one read of the account record
     /// (role, status, `valid_after`), cheap enough for the request's task.
+    /// A caller whose role requires MFA and who has none yet is refused here (403): only the
+    /// enrolment endpoints take such a token ([`ApiState::enrolling_caller`]).
     fn authenticate(&self, bearer: &str) -> Result<Caller, ApiError> {
-        Ok(self.auth.verify_access_token(bearer)?)
+        let caller = self.auth.verify_access_token(bearer)?;
+        if caller.mfa_enrolment_required() {
+            return Err(AuthError::MfaEnrolmentRequired.into());
+        }
+        Ok(caller)
     }
 }
 
 impl ApiState {
+    /// The caller of an MFA enrolment endpoint: any valid access token, including one of an
+    /// account that must enrol before anything else.
+    pub(crate) fn enrolling_caller(&self, bearer: &str) -> Result<Caller, ApiError> {
+        Ok(self.auth.verify_access_token(bearer)?)
+    }
+
     /// The caller's query policy, from their role and plan (`AuthService::policy_grant`).
     pub(crate) async fn policy(&self, caller: &Caller) -> Result<AccessPolicy, ApiError> {
         let auth = Arc::clone(&self.auth);

@@ -344,6 +344,7 @@ pub(crate) async fn delete_one(request: Request<ApiState>) -> Result<Reply, ApiE
     let caller = request.caller()?;
     let state = request.state().clone();
     state.auth.authorize(&caller, Permission::TelemetryDelete)?;
+    state.auth.require_fresh(&caller)?;
     let id = request.param("id")?.to_owned();
     let key = decode_reading_id(&id)?;
     let policy = state.policy(&caller).await?;
@@ -381,6 +382,7 @@ pub(crate) async fn correct_one(mut request: Request<ApiState>) -> Result<Reply,
     let state = request.state().clone();
     // Rewriting history is the same privilege as removing it.
     state.auth.authorize(&caller, Permission::TelemetryDelete)?;
+    state.auth.require_fresh(&caller)?;
     let id = request.param("id")?.to_owned();
     let key = decode_reading_id(&id)?;
     let body: CorrectionBody = request.json().await?;
@@ -431,6 +433,7 @@ pub(crate) async fn delete_range(mut request: Request<ApiState>) -> Result<Reply
     let caller = request.caller()?;
     let state = request.state().clone();
     state.auth.authorize(&caller, Permission::TelemetryDelete)?;
+    state.auth.require_fresh(&caller)?;
     let body: DeleteBody = request.json().await?;
     let buoy = BuoyId::new(&body.buoy_id).map_err(|error| ApiError::InvalidInput(error.to_string()))?;
     let metric = body

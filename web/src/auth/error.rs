@@ -137,6 +137,29 @@ pub enum AuthError {
     /// (HTTP 401). Someone may hold a stolen token.
     #[error("refresh token reused; session revoked")]
     RefreshReused,
+    /// A sensitive action needs a login or MFA proof within the last `max_age_s` seconds
+    /// (HTTP 401 with a step-up hint).
+    #[error("this action needs a fresh login or MFA code (within {max_age_s} s)")]
+    StepUpRequired {
+        /// The fresh-auth window.
+        max_age_s: u64,
+    },
+    /// The account has MFA: the password step answered a challenge, not tokens
+    /// (`AuthService::login_start` / `complete_mfa`).
+    #[error("MFA code required")]
+    MfaRequired,
+    /// The MFA challenge is unknown, expired, or ended by too many wrong codes (HTTP 401).
+    #[error("MFA challenge invalid or expired; sign in again")]
+    MfaChallengeInvalid,
+    /// The MFA code is wrong, already used, or not a code (HTTP 401).
+    #[error("MFA code invalid")]
+    MfaCodeInvalid,
+    /// MFA is already on; disable it before enrolling again (HTTP 409).
+    #[error("MFA is already enabled")]
+    MfaAlreadyEnabled,
+    /// The caller's role requires MFA and the account has none: only enrolment is open (HTTP 403).
+    #[error("MFA enrolment required: POST /api/auth/mfa/enrol, then /api/auth/mfa/confirm")]
+    MfaEnrolmentRequired,
     /// The caller lacks a permission (HTTP 403).
     #[error("permission {permission} required")]
     Forbidden {

@@ -16,6 +16,7 @@
 //! | `plans` | plan id | [`crate::Plan`] |
 //! | `query_usage` | `<user id>/<UTC day number>` | count (u32) |
 //! | `signing_keys` | kid | key bookkeeping (see `keys.rs`) |
+//! | `mfa` | user id | [`MfaRecord`] (TOTP secret sealed with the MFA key, used step, backup code hashes) |
 
 use redb::{ReadableTable, Table, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -38,6 +39,7 @@ pub(crate) const ROLE_PERMISSIONS: JsonTable = TableDefinition::new("role_permis
 pub(crate) const PLANS: JsonTable = TableDefinition::new("plans");
 pub(crate) const QUERY_USAGE: JsonTable = TableDefinition::new("query_usage");
 pub(crate) const SIGNING_KEYS: JsonTable = TableDefinition::new("signing_keys");
+pub(crate) const MFA: JsonTable = TableDefinition::new("mfa");
 
 /// `meta` key of the format version.
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
@@ -68,6 +70,10 @@ pub(crate) struct UserRecord {
     pub valid_after_ms: u64,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// MFA confirmed (a copy of `mfa` having a confirmed record, so a token check reads one
+    /// record). Written with the `mfa` record in one transaction.
+    #[serde(default)]
+    pub mfa_enabled: bool,
 }
 
 /// Why a session family ended.
@@ -89,6 +95,10 @@ pub(crate) struct FamilyRecord {
     pub login_ip: String,
     pub last_ip: String,
     pub revoked: Option<Revocation>,
+    /// Last proof of identity in this session (login, MFA), s on the auth clock; carried into
+    /// every access token of the family as `auth_time`. Older records lack it (0: not fresh).
+    #[serde(default)]
+    pub auth_time_s: u64,
 }
 
 /// One refresh token (stored under its SHA-256).
@@ -99,6 +109,20 @@ pub(crate) struct RefreshRecord {
     pub expires_s: u64,
     /// Set when the token was exchanged; presenting it again is reuse.
     pub used: bool,
+}
+
+/// An account's TOTP enrolment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MfaRecord {
+    /// The TOTP secret sealed with the MFA key (layout in `mfa.rs`).
+    pub sealed_secret: String,
+    /// False while the enrolment waits for its first code.
+    pub confirmed: bool,
+    pub created_ms: u64,
+    /// The highest TOTP step accepted so far: a code of this step or an older one is a replay.
+    pub last_step: Option<u64>,
+    /// SHA-256 hex of the unused backup codes.
+    pub backup_code_hashes: Vec<String>,
 }
 
 /// A device token's record (the token itself is never stored).

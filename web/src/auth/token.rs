@@ -62,6 +62,14 @@ pub struct TokenClaims {
     /// `iat` are too coarse to order a token and a logout-all in the same second).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat_ms: Option<u64>,
+    /// Session (refresh family) of an access token: a revoked session's access tokens are
+    /// refused at once (the revocation set of `AuthService`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// When the session's holder last proved who they are (password login or MFA code), s since
+    /// the epoch on the auth clock; the fresh-auth gate of sensitive actions compares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
 }
 
 /// What a token check expects.

@@ -73,6 +73,14 @@ pub enum ApiError {
     /// No or an unusable bearer credential (401, with `WWW-Authenticate: Bearer`).
     #[error("{0}")]
     Unauthorized(String),
+    /// A sensitive action and an authentication older than `max_age_s` (401 with
+    /// `WWW-Authenticate: Bearer error="insufficient_user_authentication", max_age=…` as in
+    /// RFC 9470, and a `step_up` hint in the body): log in again, or confirm with an MFA code.
+    #[error("this action needs a fresh authentication: sign in again or confirm with an MFA code")]
+    StepUpRequired {
+        /// How recent the authentication must be, s.
+        max_age_s: u64,
+    },
     /// The caller is known but may not do this (403).
     #[error("{0}")]
     Forbidden(String),
@@ -133,7 +141,22 @@ pub struct ErrorBody<'a> {
     pub error: &'a str,
     /// Human-readable explanation; never contains internal details.
     pub message: &'a str,
+    /// Only on `step_up_required`: how to get a fresh authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<StepUpHint>,
 }
+
+/// The step-up hint of a `step_up_required` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StepUpHint {
+    /// How recent a login or MFA proof must be, s.
+    pub max_age_s: u64,
+    /// Endpoints that give a fresh authentication: a new login, or an MFA code for the session.
+    pub endpoints: &'static [&'static str],
+}
+
+/// Endpoints named by the step-up hint.
+const STEP_UP_ENDPOINTS: &[&str] = &["/api/auth/token", "/api/auth/mfa/step-up"];
 
 impl ApiError {
     /// Wraps an internal fault (engine, I/O, bug) so it is logged, never shown.
@@ -149,7 +172,7 @@ impl ApiError {
             | Self::InvalidQuery(_)
             | Self::InvalidBody
             | Self::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -172,6 +195,7 @@ impl ApiError {
             Self::InvalidBody => "invalid_body",
             Self::InvalidInput(_) => "invalid_input",
             Self::Unauthorized(_) => "unauthorized",
+            Self::StepUpRequired { .. } => "step_up_required",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
@@ -207,7 +231,13 @@ impl ApiError {
             }
             other => other.to_string(),
         };
-        let json = serde_json::to_vec(&ErrorBody { error: self.code(), message: &message })
+        let step_up = match &self {
+            Self::StepUpRequired { max_age_s } => {
+                Some(StepUpHint { max_age_s: *max_age_s, endpoints: STEP_UP_ENDPOINTS })
+            }
+            _ => None,
+        };
+        let json = serde_json::to_vec(&ErrorBody { error: self.code(), message: &message, step_up })
             // Serializing two strings cannot fail; fall back to a fixed body all the same.
             .unwrap_or_else(|_| br#"{"error":"internal","message":"internal error"}"#.to_vec());
         let mut response = http::Response::new(Body::full(Bytes::from(json)));
@@ -225,6 +255,15 @@ impl ApiError {
             }
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::StepUpRequired { max_age_s } => {
+                let challenge = format!(
+                    "Bearer error=\"insufficient_user_authentication\", \
+                     error_description=\"fresh authentication required\", max_age={max_age_s}"
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             _ => {}
         }

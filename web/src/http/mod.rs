@@ -35,7 +35,7 @@ mod server;
 pub use body::Body;
 pub use builtin::Health;
 pub use config::{HEADER_BYTES_MIN, HttpConfig};
-pub use error::{ApiError, BoxError, ErrorBody, ServerError};
+pub use error::{ApiError, BoxError, ErrorBody, ServerError, StepUpHint};
 pub use reply::Reply;
 pub use request::{Authenticator, Request};
 pub use router::{Handler, HandlerFuture, RouteInfo, RouteOptions, Router};

@@ -59,11 +59,18 @@ pub(crate) fn fast_config(per_ip_per_minute: u32) -> AuthConfig {
         // Cheap hashes: these tests are about the API, not argon2's cost.
         password_params: PasswordParams { memory_kib: 1_024, iterations: 1, parallelism: 1 },
         login_limits: LoginLimits { per_ip_per_minute, ..LoginLimits::default() },
+        // The suites that predate MFA act as admin and operator with a password alone.
+        mfa_required_roles: std::collections::BTreeSet::new(),
         ..AuthConfig::default()
     }
 }
 
 impl Api {
+    /// The server's data dir.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub(crate) async fn start() -> Self {
         Self::start_with(fast_config(10_000)).await
     }

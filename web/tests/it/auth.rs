@@ -13,7 +13,7 @@ use bluewave_web::{
     PlanSpec, Role, Secret, TokenRefusal, UserStatus,
 };
 
-use crate::auth_fixtures::{ADMIN_EMAIL, ADMIN_PASSWORD, Fixture, USER_PASSWORD, ip, now_s, parts};
+use crate::auth_fixtures::{ADMIN_EMAIL, ADMIN_PASSWORD, Fixture, USER_PASSWORD, ip, no_mfa, now_s, parts};
 
 fn token_refusal<T: std::fmt::Debug>(r: Result<T, AuthError>) -> TokenRefusal {
     match r {
@@ -71,10 +71,10 @@ fn access_token_round_trip_has_the_documented_claims() {
 #[test]
 fn password_is_rehashed_when_parameters_change() {
     let weak = PasswordParams { memory_kib: 8_192, iterations: 1, parallelism: 1 };
-    let fx = Fixture::with_config(AuthConfig { password_params: weak, ..AuthConfig::default() });
+    let fx = Fixture::with_config(AuthConfig { password_params: weak, ..no_mfa() });
     drop(fx.login(ADMIN_EMAIL, ADMIN_PASSWORD));
     assert!(!fx.audit_text().contains("auth.password_rehash"));
-    let fx = fx.reopen(AuthConfig::default());
+    let fx = fx.reopen(no_mfa());
     fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
     let audit = fx.audit_text();
     assert_eq!(audit.matches("auth.password_rehash").count(), 1);
@@ -166,8 +166,9 @@ fn logout_ends_one_session_and_logout_all_every_token() {
     fx.auth.logout(a.refresh_token.expose(), ip(1)).unwrap();
     assert!(matches!(fx.auth.refresh(a.refresh_token.expose(), ip(1)), Err(AuthError::RefreshInvalid)));
     assert_eq!(fx.auth.list_sessions(&caller, caller.user_id()).unwrap().len(), 1);
-    // Access tokens of a logged-out session live until exp (stateless), but logout-all kills all.
-    fx.caller(&a);
+    // The logged-out session's access token stops at once (revocation set); the other lives.
+    assert_eq!(token_refusal(fx.auth.verify_access_token(a.access_token.expose())), TokenRefusal::Revoked);
+    let caller = fx.caller(&b);
     fx.auth.logout_all(&caller).unwrap();
     assert_eq!(token_refusal(fx.auth.verify_access_token(a.access_token.expose())), TokenRefusal::Revoked);
     assert_eq!(token_refusal(fx.auth.verify_access_token(b.access_token.expose())), TokenRefusal::Revoked);
@@ -340,7 +341,7 @@ fn authorize_follows_the_editable_table() {
     fx.auth.set_role_permissions(&admin, Role::Customer, perms.clone()).unwrap();
     assert!(fx.auth.authorize(&customer, Permission::QuerySql).is_ok());
     // The table survives a restart.
-    let fx = fx.reopen(AuthConfig::default());
+    let fx = fx.reopen(no_mfa());
     assert_eq!(fx.auth.role_permissions().unwrap()[&Role::Customer], perms);
     for p in Permission::ALL {
         assert_eq!(p.as_str().parse::<Permission>().unwrap(), *p);
@@ -467,7 +468,7 @@ fn keys_are_private_files_that_survive_restart_and_rotate() {
     let pair = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
     let old_kid = parts(pair.access_token.expose()).0["kid"].as_str().unwrap().to_owned();
     // Restart: same key, old tokens still valid.
-    let fx = fx.reopen(AuthConfig::default());
+    let fx = fx.reopen(no_mfa());
     let admin = fx.caller(&pair);
     let (analyst, _) = fx.user("ana@example.org", Role::Analyst);
     assert!(matches!(fx.auth.rotate_signing_key(&analyst), Err(AuthError::Forbidden { .. })));
@@ -477,7 +478,7 @@ fn keys_are_private_files_that_survive_restart_and_rotate() {
     fx.caller(&pair);
     let fresh = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
     assert_eq!(parts(fresh.access_token.expose()).0["kid"], new_kid.as_str());
-    let fx = fx.reopen(AuthConfig::default());
+    let fx = fx.reopen(no_mfa());
     fx.caller(&pair);
     fx.caller(&fresh);
     assert_eq!(std::fs::read_dir(&keys_dir).unwrap().count(), 2);
@@ -488,7 +489,7 @@ fn keys_are_private_files_that_survive_restart_and_rotate() {
 fn retired_key_keeps_verifying_device_tokens_within_their_lifetime() {
     // (That a retired key stops verifying after its grace is a unit test in `keys.rs`: the
     // shortest real grace is too long to wait out here.)
-    let config = AuthConfig { device_ttl_s: 60, ..AuthConfig::default() };
+    let config = AuthConfig { device_ttl_s: 60, ..no_mfa() };
     let fx = Fixture::with_config(config);
     let admin = fx.admin();
     let device = fx.auth.issue_device_token(&admin, "buoy-1", None).unwrap();
@@ -559,7 +560,7 @@ fn stray_key_files_are_removed_and_ipv6_is_limited_per_64() {
     std::fs::write(keys_dir.join(format!("{}.ed25519", "ab".repeat(16))), b"x").unwrap();
     std::fs::write(keys_dir.join("half.ed25519.tmp"), b"x").unwrap();
     std::fs::write(keys_dir.join("README"), b"kept").unwrap();
-    let fx = fx.reopen(AuthConfig::default());
+    let fx = fx.reopen(no_mfa());
     let mut names: Vec<String> = std::fs::read_dir(&keys_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -608,7 +609,7 @@ fn forbidden_state_changes_are_audited_and_unknown_refresh_tokens_are_not() {
 
 #[test]
 fn expired_refresh_tokens_are_refused_and_purged() {
-    let fx = Fixture::with_config(AuthConfig { refresh_ttl_s: 1, ..AuthConfig::default() });
+    let fx = Fixture::with_config(AuthConfig { refresh_ttl_s: 1, ..no_mfa() });
     let pair = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
     std::thread::sleep(std::time::Duration::from_millis(2_100));
     assert!(matches!(fx.auth.refresh(pair.refresh_token.expose(), ip(1)), Err(AuthError::RefreshInvalid)));
@@ -622,10 +623,16 @@ fn expired_refresh_tokens_are_refused_and_purged() {
 fn sessions_per_account_are_bounded_by_ending_the_least_recently_used() {
     let fx = Fixture::new();
     let first = fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), ip(0)).unwrap();
+    let mut last = None;
     for i in 1..=bluewave_web::SESSIONS_PER_USER_MAX {
-        fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), ip(i as u8)).unwrap();
+        last = Some(fx.auth.login(ADMIN_EMAIL, &Secret::new(ADMIN_PASSWORD), ip(i as u8)).unwrap());
     }
-    let admin = fx.caller(&first);
+    // The evicted session's access token stops at once.
+    assert_eq!(
+        token_refusal(fx.auth.verify_access_token(first.access_token.expose())),
+        TokenRefusal::Revoked
+    );
+    let admin = fx.caller(&last.unwrap());
     let sessions = fx.auth.list_sessions(&admin, admin.user_id()).unwrap();
     assert_eq!(sessions.len(), bluewave_web::SESSIONS_PER_USER_MAX);
     assert!(sessions.iter().all(|s| s.session_id != first.session_id));
@@ -664,13 +671,29 @@ fn unsafe_configs_are_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let open = |config: AuthConfig| bluewave_web::AuthService::open(dir.path(), config);
     for config in [
-        AuthConfig { access_ttl_s: 0, ..AuthConfig::default() },
-        AuthConfig { access_ttl_s: 86_400, ..AuthConfig::default() },
-        AuthConfig { device_ttl_s: 10, ..AuthConfig::default() },
-        AuthConfig { device_audience: "bluewave-api".into(), ..AuthConfig::default() },
-        AuthConfig { issuer: String::new(), ..AuthConfig::default() },
+        AuthConfig { access_ttl_s: 0, ..no_mfa() },
+        AuthConfig { access_ttl_s: 86_400, ..no_mfa() },
+        AuthConfig { device_ttl_s: 10, ..no_mfa() },
+        AuthConfig { device_audience: "bluewave-api".into(), ..no_mfa() },
+        AuthConfig { issuer: String::new(), ..no_mfa() },
     ] {
         assert!(matches!(open(config), Err(AuthError::InvalidInput { .. })));
     }
     open(AuthConfig::default()).unwrap();
+}
+
+#[test]
+fn revoked_sessions_stay_refused_across_a_restart() {
+    let fx = Fixture::new();
+    let a = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let b = fx.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let admin = fx.caller(&b);
+    assert_eq!(admin.session_id(), Some(b.session_id.as_str()));
+    fx.auth.revoke_session(&admin, &a.session_id).unwrap();
+    let fx = fx.reopen(no_mfa());
+    // Loaded from the store at open: the revoked session's token is refused, the other is not.
+    assert_eq!(token_refusal(fx.auth.verify_access_token(a.access_token.expose())), TokenRefusal::Revoked);
+    assert_eq!(fx.caller(&b).session_id(), Some(b.session_id.as_str()));
+    let audit = fx.audit_text();
+    assert!(audit.contains(&format!("\"session:{}\"", a.session_id)), "{audit}");
 }

@@ -31,10 +31,16 @@ pub fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
+/// The default settings without the MFA requirement of admins and operators: the suites that
+/// predate MFA act as admin with a password alone (the MFA suite uses the real default).
+pub fn no_mfa() -> AuthConfig {
+    AuthConfig { mfa_required_roles: std::collections::BTreeSet::new(), ..AuthConfig::default() }
+}
+
 impl Fixture {
-    /// A fresh service with default (OWASP) settings and a first admin.
+    /// A fresh service with default (OWASP) settings, no MFA requirement, and a first admin.
     pub fn new() -> Self {
-        Self::with_config(AuthConfig::default())
+        Self::with_config(no_mfa())
     }
 
     pub fn with_config(config: AuthConfig) -> Self {

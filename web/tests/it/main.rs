@@ -9,11 +9,14 @@
 //! - `security`: the security suite over real HTTPS, by attack vector (forgery, refresh reuse
 //!   and races, brute force, function- and object-level authorization, SQL abuse, malformed
 //!   requests);
+//! - `accounts`: accounts for people: immediate revocation of a session's access tokens, the
+//!   fresh-auth gate and its step-up hint (manual auth clock);
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
 
+mod accounts;
 mod api;
 mod audit;
 mod auth;

@@ -15,7 +15,13 @@
 //! - `sql_abuse_*`: DDL, DML, `COPY`, `SET`, several statements, file and URL tables,
 //!   `information_schema`;
 //! - `malformed_*`: oversized bodies (413), malformed JSON (400), wrong content type,
-//!   path traversal in ids.
+//!   path traversal in ids;
+//! - `mfa_*`: "password OK, MFA pending" grants nothing (no token; the challenge is no bearer or
+//!   refresh token), invented challenges, oversized codes, TOTP replay, backup-code reuse, code
+//!   guessing (the fifth wrong code ends the challenge);
+//! - `enrol_only_*`: a role that requires MFA without it reaches nothing but enrolment; a
+//!   logged-out session's access token stops at once; a stale token cannot re-role, disable,
+//!   mint device tokens or delete telemetry (step-up).
 //!
 //! Each check goes through [`Checks`], which counts it; run with `--nocapture` to see the
 //! count per test (the issue asks for well over the original system's 34).
@@ -25,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bluewave_web::{Method, StatusCode};
+use bluewave_web::{AuthClock, AuthConfig, Method, StatusCode, base32_decode, totp_code};
 use serde_json::{Value, json};
 
 use crate::api::{ADMIN, Answer, Api, PASSWORD, T0, fast_config};
@@ -382,6 +388,35 @@ async fn function_level_every_endpoint_times_every_role() {
             "/api/auth/logout",
             "/api/auth/logout",
             Some(json!({ "refresh_token": "bogus" })),
+            [401, 401, 401, 401, 401, 401],
+        ),
+        row(
+            M::POST,
+            "/api/auth/mfa",
+            "/api/auth/mfa",
+            Some(json!({ "challenge": "bogus", "code": "123456" })),
+            [401, 401, 401, 401, 401, 401],
+        ),
+        row(M::POST, "/api/auth/mfa/enrol", "/api/auth/mfa/enrol", None, [200, 200, 200, 200, 401, 401]),
+        row(
+            M::POST,
+            "/api/auth/mfa/confirm",
+            "/api/auth/mfa/confirm",
+            Some(json!({ "code": "not-a-code" })),
+            [401, 401, 401, 401, 401, 401],
+        ),
+        row(
+            M::POST,
+            "/api/auth/mfa/step-up",
+            "/api/auth/mfa/step-up",
+            Some(json!({ "code": "not-a-code" })),
+            [401, 401, 401, 401, 401, 401],
+        ),
+        row(
+            M::POST,
+            "/api/auth/mfa/disable",
+            "/api/auth/mfa/disable",
+            Some(json!({ "code": "not-a-code" })),
             [401, 401, 401, 401, 401, 401],
         ),
         row(M::GET, "/api/auth/sessions", "/api/auth/sessions", None, [200, 200, 200, 200, 401, 401]),
@@ -854,5 +889,168 @@ async fn malformed_bodies_sizes_types_and_paths_are_refused() {
         let method = if what.starts_with("device") { Method::DELETE } else { Method::GET };
         let answer = api.request(method, path, Some(&operator), &[], None).await;
         checks.status(what, &answer, StatusCode::from_u16(status).unwrap(), Some(code));
+    }
+}
+
+// ----- accounts for people: MFA, revocation, step-up ----------------------------------------
+
+/// A server whose operators must have MFA, on a manual auth clock; the operator enrolled.
+/// Returns the API, the clock, the operator's TOTP secret and backup codes.
+async fn mfa_server() -> (Api, AuthClock, Vec<u8>, Vec<String>) {
+    let clock = AuthClock::manual(1_800_000_010);
+    let config = AuthConfig {
+        clock: clock.clone(),
+        mfa_required_roles: BTreeSet::from([bluewave_web::Role::Operator]),
+        ..fast_config(10_000)
+    };
+    let api = Api::start_with(config).await;
+    let token = api.token("operator@example.org").await;
+    let enrol = api.post("/api/auth/mfa/enrol", Some(&token), json!({})).await.json();
+    let secret = base32_decode(enrol["secret"].as_str().unwrap()).unwrap();
+    let code = totp_code(&secret, clock.now_s()).unwrap();
+    let confirmed = api.post("/api/auth/mfa/confirm", Some(&token), json!({ "code": code })).await.json();
+    let backup = confirmed["backup_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned());
+    (api, clock, secret, backup.collect())
+}
+
+async fn challenge(api: &Api, email: &str) -> String {
+    let answer = api.post("/api/auth/token", None, json!({ "email": email, "password": PASSWORD })).await;
+    answer.json()["mfa_challenge"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn mfa_pending_grants_nothing_and_codes_resist_replay_and_guessing() {
+    let mut checks = Checks::new("mfa");
+    let (api, clock, secret, backup) = mfa_server().await;
+    let operator = "operator@example.org";
+
+    // "Password OK, MFA pending" gives no token, and the challenge is no bearer credential.
+    let answer = api.post("/api/auth/token", None, json!({ "email": operator, "password": PASSWORD })).await;
+    checks.that("no access token before MFA", answer.json().get("access_token").is_none());
+    checks.that("no refresh token before MFA", answer.json().get("refresh_token").is_none());
+    let pending = answer.json()["mfa_challenge"].as_str().unwrap().to_owned();
+    let as_bearer = api.get("/api/buoys", &pending).await;
+    checks.error(
+        "challenge as bearer",
+        &as_bearer,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "token refused: token malformed",
+    );
+    let as_refresh = api.post("/api/auth/refresh", None, json!({ "refresh_token": pending })).await;
+    checks.error(
+        "challenge as refresh token",
+        &as_refresh,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "refresh token invalid",
+    );
+    let forged =
+        api.post("/api/auth/mfa", None, json!({ "challenge": "x".repeat(43), "code": "123456" })).await;
+    checks.error(
+        "invented challenge",
+        &forged,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "MFA challenge invalid or expired; sign in again",
+    );
+    let huge =
+        api.post("/api/auth/mfa", None, json!({ "challenge": pending, "code": "1".repeat(10_000) })).await;
+    checks.error("oversized code", &huge, StatusCode::UNAUTHORIZED, "unauthorized", "MFA code invalid");
+
+    // A used TOTP code is refused within its window; a used backup code forever.
+    let later = clock.now_s() + 90;
+    clock.set_s(later);
+    let code = totp_code(&secret, later).unwrap();
+    let first = api.post("/api/auth/mfa", None, json!({ "challenge": pending, "code": code })).await;
+    checks.status("right code", &first, StatusCode::OK, None);
+    let again = challenge(&api, operator).await;
+    let replay = api.post("/api/auth/mfa", None, json!({ "challenge": again, "code": code })).await;
+    checks.error("TOTP replay", &replay, StatusCode::UNAUTHORIZED, "unauthorized", "MFA code invalid");
+    let used = api.post("/api/auth/mfa", None, json!({ "challenge": again, "code": backup[0] })).await;
+    checks.status("backup code", &used, StatusCode::OK, None);
+    let again = challenge(&api, operator).await;
+    let reused = api.post("/api/auth/mfa", None, json!({ "challenge": again, "code": backup[0] })).await;
+    checks.error("backup code reuse", &reused, StatusCode::UNAUTHORIZED, "unauthorized", "MFA code invalid");
+
+    // Guessing: the fifth wrong code ends the challenge; the right code cannot revive it.
+    for i in 1..5 {
+        let wrong =
+            api.post("/api/auth/mfa", None, json!({ "challenge": again, "code": format!("00000{i}") })).await;
+        checks.error("wrong code", &wrong, StatusCode::UNAUTHORIZED, "unauthorized", "MFA code invalid");
+    }
+    let right = totp_code(&secret, later + 30).unwrap();
+    let dead = api.post("/api/auth/mfa", None, json!({ "challenge": again, "code": right })).await;
+    checks.error(
+        "challenge after five wrong codes",
+        &dead,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "MFA challenge invalid or expired; sign in again",
+    );
+}
+
+#[tokio::test]
+async fn enrol_only_tokens_revoked_sessions_and_stale_auth_are_refused() {
+    let mut checks = Checks::new("accounts");
+    let clock = AuthClock::manual(1_800_000_010);
+    let config = AuthConfig {
+        clock: clock.clone(),
+        mfa_required_roles: BTreeSet::from([bluewave_web::Role::Operator]),
+        ..fast_config(10_000)
+    };
+    let api = Api::start_with(config).await;
+
+    // A role that requires MFA, not enrolled: every endpoint but enrolment answers 403.
+    let enrol_only = api.token("operator@example.org").await;
+    let message = "MFA enrolment required: POST /api/auth/mfa/enrol, then /api/auth/mfa/confirm";
+    for (method, path) in [
+        (Method::GET, "/api/buoys"),
+        (Method::GET, "/api/telemetry?buoy_id=buoy-a"),
+        (Method::GET, "/api/auth/sessions"),
+        (Method::POST, "/api/auth/logout-all"),
+        (Method::POST, "/api/auth/mfa/step-up"),
+    ] {
+        let body = (method == Method::POST).then(|| json!({ "code": "123456" }));
+        let answer = api.request(method, path, Some(&enrol_only), &[], body).await;
+        checks.error(path, &answer, StatusCode::FORBIDDEN, "forbidden", message);
+    }
+
+    // A session's access token stops the moment the session ends.
+    let admin = api.login(ADMIN).await;
+    let access = admin["access_token"].as_str().unwrap().to_owned();
+    checks.status("live session", &api.get("/api/buoys", &access).await, StatusCode::OK, None);
+    let logout = api.post("/api/auth/logout", None, json!({ "refresh_token": admin["refresh_token"] })).await;
+    checks.status("logout", &logout, StatusCode::NO_CONTENT, None);
+    let after = api.get("/api/buoys", &access).await;
+    checks.error(
+        "token of a logged-out session",
+        &after,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "token refused: token revoked",
+    );
+
+    // A stolen, older token of a live session cannot re-role, disable, mint or delete.
+    let admin = api.token(ADMIN).await;
+    let buoy = json!({ "id": "buoy-a", "name": "a", "lat": null, "lng": null, "status": "active" });
+    checks.status("buoy-a", &api.post("/api/buoys", Some(&admin), buoy).await, StatusCode::CREATED, None);
+    clock.advance_s(601);
+    let users = api.get("/api/rbac/users", &admin).await.json();
+    let customer = users.as_array().unwrap().iter().find(|u| u["email"] == "customer@example.org").unwrap();
+    let id = customer["id"].as_str().unwrap();
+    for (method, path, body) in [
+        (Method::PUT, format!("/api/rbac/users/{id}/role"), json!({ "role": "admin" })),
+        (Method::PUT, format!("/api/rbac/users/{id}/status"), json!({ "status": "disabled" })),
+        (Method::POST, "/api/buoys/buoy-a/device-tokens".to_owned(), json!({})),
+        (
+            Method::POST,
+            "/api/telemetry/delete".to_owned(),
+            json!({ "buoy_id": "buoy-a", "start": 0, "end": 1 }),
+        ),
+    ] {
+        let answer = api.request(method, &path, Some(&admin), &[], Some(body)).await;
+        checks.status(&path, &answer, StatusCode::UNAUTHORIZED, None);
+        checks.that("step-up code", answer.json()["error"] == "step_up_required");
     }
 }
