@@ -96,6 +96,10 @@ section!(
         flush_nice: i32,
         compaction_files_min: usize,
         compaction_rows_max: usize,
+        compaction_background: bool,
+        compaction_nice: i32,
+        compaction_debt_slowdown_generations: usize,
+        compaction_debt_busy_generations: usize,
     }
 );
 
@@ -222,6 +226,10 @@ impl ConfigFile {
                 flush_nice,
                 compaction_files_min,
                 compaction_rows_max,
+                compaction_background,
+                compaction_nice,
+                compaction_debt_slowdown_generations,
+                compaction_debt_busy_generations,
             ]
         );
     }

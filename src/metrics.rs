@@ -95,6 +95,37 @@ impl Collector for FleetCollector {
         counter(enc, "bluewave_engine_flush_bytes", "Parquet bytes written by flushes", e.flush_bytes)?;
         gauge(enc, "bluewave_engine_buffer_bytes", "Bytes in the in-memory buffer", e.buffer_bytes)?;
         gauge(enc, "bluewave_engine_queue_depth", "Batches waiting in lane queues", e.queue_depth)?;
+        counter(
+            enc,
+            "bluewave_engine_batches_refused_compaction_debt",
+            "Batches refused busy because of compaction debt",
+            e.batches_refused_compaction_debt,
+        )?;
+        counter(enc, "bluewave_engine_compactions", "Compactions and folds committed", e.compactions)?;
+        gauge(
+            enc,
+            "bluewave_engine_compaction_generations_max",
+            "Compaction debt: most flush generations in one partition",
+            e.compaction_generations_max,
+        )?;
+        gauge(
+            enc,
+            "bluewave_engine_compaction_generations_total",
+            "Compaction debt: flush generations over all partitions",
+            e.compaction_generations_total,
+        )?;
+        gauge(
+            enc,
+            "bluewave_engine_compaction_partitions_waiting",
+            "Compaction debt: partitions with more than one generation",
+            e.compaction_partitions_waiting,
+        )?;
+        gauge(
+            enc,
+            "bluewave_engine_compaction_bytes_waiting",
+            "Compaction debt: bytes of the files compaction has yet to rewrite",
+            e.compaction_bytes_waiting,
+        )?;
         let w = self.quic.metrics();
         gauge(enc, "bluewave_quic_connections_open", "Open buoy connections", w.connections_open)?;
         counter(

@@ -491,11 +491,12 @@ pub struct CatalogCommit {
     pub remove_tombstones: Vec<u64>,
     /// New highest committed flush generation, if it changes.
     pub flushed_gen: Option<u64>,
-    /// New next file id, if it changes.
+    /// New next file id, if it is higher than the stored one.
     pub next_file_id: Option<u64>,
 }
 
-/// Handle on `catalog.redb`. Writes come from one thread at a time (the flusher, or registration).
+/// Handle on `catalog.redb`. Writes come from the flusher, the compactor and registration; redb
+/// runs one write transaction at a time.
 pub struct Catalog {
     db: Database,
 }
@@ -610,8 +611,13 @@ impl Catalog {
             if let Some(g) = change.flushed_gen {
                 meta.insert(META_FLUSHED_GEN, g)?;
             }
+            // Two threads write files (flusher, compactor) and commit in either order: the
+            // catalog keeps the highest next id, so no id is ever handed out twice.
             if let Some(id) = change.next_file_id {
-                meta.insert(META_NEXT_FILE_ID, id)?;
+                let stored = meta.get(META_NEXT_FILE_ID)?.map_or(0, |v| v.value());
+                if id > stored {
+                    meta.insert(META_NEXT_FILE_ID, id)?;
+                }
             }
         }
         txn.commit()?;

@@ -103,16 +103,35 @@ pub struct EngineConfig {
     pub flush_nice: i32,
     /// Time partition length. Default one hour.
     pub partition_duration: PartitionDuration,
-    /// A partition with at least this many flush generations is compacted after a flush, or,
-    /// while the buffer holds over a quarter of `flush_buffer_bytes`, at the flusher's next
-    /// quiet tick (but at twice this many, after the flush regardless). Default 4.
+    /// Fan-in of the size-tiered compaction of a partition still being written: this many
+    /// consecutive flush generations of one size tier (sizes within a factor of this number)
+    /// are merged into one of the next tier, by the compactor thread, while ingest goes on;
+    /// at twice this many generations of mixed sizes, the lightest run of this many is merged.
+    /// Default 4. At least 2.
     pub compaction_files_min: usize,
     /// Most rows a compaction holds in memory at once (about 130 bytes a row at peak), shared
-    /// by its inputs: it streams them slice by slice. Also the most rows one compaction of the
-    /// newest partition (still being written) rewrites; an older partition is folded whole,
-    /// every generation into one file per value encoding, at the flusher's quiet ticks.
-    /// Default 2,000,000.
+    /// by its inputs: it streams them slice by slice, so a compaction may rewrite any number of
+    /// rows (one flush above this bound is compacted all the same). Default 2,000,000.
     pub compaction_rows_max: usize,
+    /// Whether the compactor thread compacts on its own: tiered runs of the partitions being
+    /// written, and folds of closed partitions (a newer one has files) into one generation, as
+    /// soon as they are due, beside ingest. `false` leaves only explicit [`crate::Engine::compact`]
+    /// and retention (tests and tools that want files to stay as flushed). Default `true`.
+    pub compaction_background: bool,
+    /// Nice value (Linux, 0..=19) the compactor thread runs at, and so the threads it starts:
+    /// above `flush_nice`, so a flush (which frees the buffer ingest waits on) takes the cores
+    /// first and compaction takes what ingest and flushes leave (weight 110 at 10 against 335
+    /// at 5 and 1,024 at 0). Default 10.
+    pub compaction_nice: i32,
+    /// Compaction debt (most flush generations in one partition) at which ingest slows down: a
+    /// network server waits (bounded by its own busy-wait) before handing a batch over, so acks
+    /// take longer and senders' windows throttle them (`Engine::ingest_throttled`,
+    /// `Engine::ingest_room`). Default 32.
+    pub compaction_debt_slowdown_generations: usize,
+    /// Compaction debt at which ingest answers `Busy(CompactionDebt)` with a retry delay, until
+    /// the compactor brings the debt back under it: the engine never takes more than it can keep
+    /// compacted. Default 64; above `compaction_debt_slowdown_generations`.
+    pub compaction_debt_busy_generations: usize,
     /// Partitions that ended longer ago than this are dropped; `None` keeps everything.
     pub retention: Option<Duration>,
     /// Physical range per metric name; readings outside are flagged `out_of_range`.
@@ -143,6 +162,10 @@ impl EngineConfig {
             partition_duration: PartitionDuration::HOUR,
             compaction_files_min: 4,
             compaction_rows_max: 2_000_000,
+            compaction_background: true,
+            compaction_nice: 10,
+            compaction_debt_slowdown_generations: 32,
+            compaction_debt_busy_generations: 64,
             retention: None,
             metric_ranges: DEFAULT_METRIC_RANGES
                 .iter()
@@ -180,6 +203,21 @@ impl EngineConfig {
         }
         if self.compaction_files_min < 2 {
             return Err(Error::Config("compaction_files_min must be at least 2".into()));
+        }
+        if !(0..=19).contains(&self.compaction_nice) {
+            return Err(Error::Config(format!(
+                "compaction_nice must be 0..=19, got {}",
+                self.compaction_nice
+            )));
+        }
+        if self.compaction_debt_slowdown_generations < 2
+            || self.compaction_debt_busy_generations <= self.compaction_debt_slowdown_generations
+        {
+            return Err(Error::Config(format!(
+                "compaction_debt_slowdown_generations ({}) must be at least 2 and below \
+                 compaction_debt_busy_generations ({})",
+                self.compaction_debt_slowdown_generations, self.compaction_debt_busy_generations
+            )));
         }
         Ok(())
     }

@@ -15,14 +15,14 @@ use crate::catalog::{BuoyInfo, Catalog, FileMeta};
 use crate::config::{Durability, EngineConfig};
 use crate::dedup::UNSEQUENCED;
 use crate::error::{BusyReason, Error, InputError, Result};
-use crate::flush::{FlushReport, Flusher, FlusherMsg};
+use crate::flush::{COMPACTOR_QUEUE_DEPTH, Compactor, CompactorMsg, FlushReport, Flusher, FlusherMsg};
 use crate::metrics::MetricsSnapshot;
 use crate::pipeline::{
     DeleteRequest, IngestOutcome, IngestRequest, LaneMsg, LaneStart, LaneWriter, lane_dir_name,
 };
 use crate::read::Snapshot;
 use crate::recovery::{Recovered, Recovery, RecoveryReport, recover};
-use crate::state::{BUSY_RETRY_AFTER_MS, lane_of, queued_request_bytes};
+use crate::state::{BUSY_RETRY_AFTER_MS, DEBT_RETRY_AFTER_MS, lane_of, queued_request_bytes};
 use crate::storage::{FsStorage, Storage, create_dir_durable};
 use crate::types::{BuoyId, MetricName, PhysicalRange, Quality, ReadingBatch, TimestampNs};
 use crate::wal::{self, DeleteEntry, SegmentWriter};
@@ -81,6 +81,7 @@ pub struct DeleteRange {
 struct Threads {
     lanes: Vec<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
+    compactor: Option<JoinHandle<()>>,
 }
 
 struct Inner {
@@ -89,6 +90,9 @@ struct Inner {
     threads: std::sync::Mutex<Option<Threads>>,
     lane_txs: Vec<Sender<LaneMsg>>,
     flusher_tx: Sender<FlusherMsg>,
+    compactor_tx: Sender<CompactorMsg>,
+    /// Tells the compactor to give up a merge in progress (set before its `Shutdown`).
+    compactor_stop: Arc<AtomicBool>,
     closed: AtomicBool,
     recovery: RecoveryReport,
 }
@@ -124,16 +128,8 @@ impl Engine {
                  loss loses it. Use this for benchmarks only."
             );
         }
-        let Recovered {
-            shared,
-            catalog,
-            lane_dedup,
-            flushed_gen,
-            next_file_id,
-            persisted_tombstones,
-            report,
-            handover,
-        } = recover(config, storage.clone())?;
+        let Recovered { shared, catalog, lane_dedup, flushed_gen, persisted_tombstones, report, handover } =
+            recover(config, storage.clone())?;
         let data_dir = shared.config.data_dir.clone();
         let wal_dir = data_dir.join("wal");
         let sync = shared.config.durability == Durability::Strict;
@@ -158,13 +154,24 @@ impl Engine {
         // The flusher's queue only carries control messages; a small bound is plenty.
         const FLUSHER_QUEUE_DEPTH: usize = 64;
         let (flusher_tx, flusher_rx) = crossbeam_channel::bounded(FLUSHER_QUEUE_DEPTH);
+        let (compactor_tx, compactor_rx) = crossbeam_channel::bounded(COMPACTOR_QUEUE_DEPTH);
+        let compactor_stop = Arc::new(AtomicBool::new(false));
+        let compactor = Compactor::new(shared.clone(), catalog.clone(), compactor_rx, compactor_stop.clone());
+        let compaction_nice = shared.config.compaction_nice;
+        let compactor_handle = std::thread::Builder::new()
+            .name("bluewave-compact".into())
+            .spawn(move || {
+                crate::flush::lower_thread_priority(compaction_nice);
+                compactor.run()
+            })
+            .map_err(|e| Error::io("spawn compactor", &data_dir, e))?;
         let flusher = Flusher::new(
             shared.clone(),
             catalog.clone(),
             lane_txs.clone(),
             flusher_rx,
+            compactor_tx.clone(),
             flushed_gen + 1,
-            next_file_id,
             // Only the catalog's own: tombstones replayed from the WAL still have to be written.
             persisted_tombstones,
         );
@@ -184,9 +191,12 @@ impl Engine {
                 threads: std::sync::Mutex::new(Some(Threads {
                     lanes: lane_handles,
                     flusher: Some(flusher_handle),
+                    compactor: Some(compactor_handle),
                 })),
                 lane_txs,
                 flusher_tx,
+                compactor_tx,
+                compactor_stop,
                 closed: AtomicBool::new(false),
                 recovery: report,
             }),
@@ -257,6 +267,15 @@ impl Engine {
             let _ = self.inner.flusher_tx.try_send(FlusherMsg::Wake);
             shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Busy { reason: BusyReason::BufferFull, retry_after_ms: BUSY_RETRY_AFTER_MS });
+        }
+        if shared.debt_generations() >= shared.config.compaction_debt_busy_generations {
+            let _ = self.inner.compactor_tx.try_send(CompactorMsg::Wake);
+            shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.batches_refused_compaction_debt.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Busy {
+                reason: BusyReason::CompactionDebt,
+                retry_after_ms: DEBT_RETRY_AFTER_MS,
+            });
         }
         let request_bytes = queued_request_bytes(&batch);
         if shared.queued_bytes.fetch_add(request_bytes, Ordering::AcqRel) + request_bytes
@@ -375,7 +394,10 @@ impl Engine {
     /// Compacts every partition with more than one file or with tombstones to apply.
     pub fn compact(&self) -> Result<usize> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.inner.flusher_tx.send(FlusherMsg::CompactAll { reply: tx }).map_err(|_| Error::ShuttingDown)?;
+        self.inner
+            .compactor_tx
+            .send(CompactorMsg::CompactAll { reply: tx })
+            .map_err(|_| Error::ShuttingDown)?;
         rx.recv().unwrap_or(Err(Error::ShuttingDown))
     }
 
@@ -383,8 +405,8 @@ impl Engine {
     pub fn drop_before(&self, cutoff: TimestampNs) -> Result<usize> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.inner
-            .flusher_tx
-            .send(FlusherMsg::DropBefore { cutoff, reply: tx })
+            .compactor_tx
+            .send(CompactorMsg::DropBefore { cutoff, reply: tx })
             .map_err(|_| Error::ShuttingDown)?;
         rx.recv().unwrap_or(Err(Error::ShuttingDown))
     }
@@ -403,11 +425,38 @@ impl Engine {
     pub async fn buffer_space(&self) {
         let shared = &self.inner.shared;
         loop {
-            let freed = shared.buffer_freed.notified();
+            let freed = shared.room_freed.notified();
             let mut freed = std::pin::pin!(freed);
             // Registered before the check, so a flush in between is not missed.
             freed.as_mut().enable();
             if !shared.buffer_full() {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// True while ingest should slow down: the buffer is full (ingest answers
+    /// `Busy(BufferFull)`), or the compaction debt (most flush generations in one partition) is
+    /// at `compaction_debt_slowdown_generations`. A network server then waits, under its own
+    /// deadline, on [`Engine::ingest_room`] before handing a batch over, so acks take longer and
+    /// a sender's in-flight window slows it; past `compaction_debt_busy_generations` ingest
+    /// answers `Busy(CompactionDebt)`.
+    pub fn ingest_throttled(&self) -> bool {
+        self.inner.shared.ingest_throttled()
+    }
+
+    /// Completes once [`Engine::ingest_throttled`] is false (at once when it is): a flush freed
+    /// the buffer and the compactor brought the debt under the slowdown bound. As with
+    /// [`Engine::buffer_space`], always bound the wait.
+    pub async fn ingest_room(&self) {
+        let shared = &self.inner.shared;
+        loop {
+            let freed = shared.room_freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before the check, so a flush or compaction in between is not missed.
+            freed.as_mut().enable();
+            if !shared.ingest_throttled() {
                 return;
             }
             freed.await;
@@ -419,10 +468,16 @@ impl Engine {
         let mut m = self.inner.shared.metrics.snapshot();
         m.buffer_bytes = self.inner.shared.buffer_bytes.load(Ordering::Relaxed) as u64;
         m.queue_depth = self.inner.lane_txs.iter().map(|t| t.len() as u64).sum();
+        let debt = self.inner.shared.view.load().debt;
+        m.compaction_generations_max = debt.generations_max as u64;
+        m.compaction_generations_total = debt.generations_total as u64;
+        m.compaction_partitions_waiting = debt.partitions_waiting as u64;
+        m.compaction_bytes_waiting = debt.bytes_waiting;
         m
     }
 
-    /// Stops taking work, flushes what is buffered, and stops the flusher. Idempotent. The
+    /// Stops taking work, flushes what is buffered, and stops the flusher and the compactor (a
+    /// compaction in progress gives up; the next open compacts). Idempotent. The
     /// lane writers end when the last handle of the engine is dropped.
     pub fn shutdown(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
@@ -430,11 +485,24 @@ impl Engine {
         }
         let flushed = self.flush();
         self.inner.stop_flusher();
+        self.inner.stop_compactor();
         flushed.map(|_| ())
     }
 }
 
 impl Inner {
+    fn stop_compactor(&self) {
+        self.compactor_stop.store(true, Ordering::Relaxed);
+        let _ = self.compactor_tx.send(CompactorMsg::Shutdown);
+        let compactor = match self.threads.lock() {
+            Ok(mut guard) => guard.as_mut().and_then(|t| t.compactor.take()),
+            Err(poisoned) => poisoned.into_inner().as_mut().and_then(|t| t.compactor.take()),
+        };
+        if let Some(handle) = compactor {
+            let _ = handle.join();
+        }
+    }
+
     fn stop_flusher(&self) {
         let _ = self.flusher_tx.send(FlusherMsg::Shutdown);
         let flusher = match self.threads.lock() {
@@ -453,6 +521,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
         self.stop_flusher();
+        self.stop_compactor();
         self.lane_txs.clear();
         let threads = match self.threads.get_mut() {
             Ok(t) => t.take(),

@@ -16,6 +16,9 @@ pub enum BusyReason {
     QueueFull,
     /// The in-memory buffer is at `buffer_bytes_max` until a flush frees it.
     BufferFull,
+    /// A partition holds `compaction_debt_busy_generations` flush generations until the
+    /// compactor merges them.
+    CompactionDebt,
 }
 
 /// Everything that can go wrong in the engine.

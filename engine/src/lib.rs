@@ -8,8 +8,9 @@
 //!   commit; acks after fsync.
 //! - `wal`: segment files of checksummed group records (layout in `engine/WAL.md`).
 //! - `buffer`: immutable columnar chunks, published per lane, snapshotted by readers.
-//! - `flush`: sort, last-write-wins, tombstones, Parquet partition files, catalog commit, WAL
-//!   trim; compaction and retention.
+//! - `flush`: the flusher thread (sort, last-write-wins, tombstones, Parquet partition files,
+//!   catalog commit, WAL trim) and the compactor thread beside it (size-tiered compaction of the
+//!   partition being written, folds of closed ones, retention; compaction debt held in bounds).
 //! - `partition`: the Parquet encoding (layout in `engine/PARTITION.md`).
 //! - `catalog`: `catalog.redb`, the durable index of files, tombstones, watermarks, buoys.
 //! - `precedence`: last-write-wins ([`Precedence`]), shared by flush, compaction, the reference
@@ -77,7 +78,7 @@ pub use partition::{
 };
 pub use pipeline::IngestOutcome;
 pub use precedence::Precedence;
-pub use read::{NewestWindow, ReadFilter, ReadView, Row, SelectedFile, Snapshot};
+pub use read::{CompactionDebt, NewestWindow, ReadFilter, ReadView, Row, SelectedFile, Snapshot};
 pub use recovery::RecoveryReport;
 pub use storage::{FsStorage, Storage, StorageFile};
 

@@ -13,6 +13,7 @@ pub struct EngineMetrics {
     pub(crate) batches_ingested: AtomicU64,
     pub(crate) batches_duplicate: AtomicU64,
     pub(crate) batches_refused_busy: AtomicU64,
+    pub(crate) batches_refused_compaction_debt: AtomicU64,
     pub(crate) readings_out_of_range: AtomicU64,
     pub(crate) deletes: AtomicU64,
     pub(crate) wal_records: AtomicU64,
@@ -40,6 +41,7 @@ impl EngineMetrics {
             batches_ingested: self.batches_ingested.load(Relaxed),
             batches_duplicate: self.batches_duplicate.load(Relaxed),
             batches_refused_busy: self.batches_refused_busy.load(Relaxed),
+            batches_refused_compaction_debt: self.batches_refused_compaction_debt.load(Relaxed),
             readings_out_of_range: self.readings_out_of_range.load(Relaxed),
             deletes: self.deletes.load(Relaxed),
             wal_records: self.wal_records.load(Relaxed),
@@ -54,6 +56,10 @@ impl EngineMetrics {
             partitions_dropped: self.partitions_dropped.load(Relaxed),
             buffer_bytes: 0,
             queue_depth: 0,
+            compaction_generations_max: 0,
+            compaction_generations_total: 0,
+            compaction_partitions_waiting: 0,
+            compaction_bytes_waiting: 0,
         }
     }
 }
@@ -67,8 +73,10 @@ pub struct MetricsSnapshot {
     pub batches_ingested: u64,
     /// Batches acknowledged as duplicates.
     pub batches_duplicate: u64,
-    /// Batches refused with `Busy`.
+    /// Batches refused with `Busy` (any reason).
     pub batches_refused_busy: u64,
+    /// Of those, batches refused with `Busy(CompactionDebt)`.
+    pub batches_refused_compaction_debt: u64,
     /// Readings flagged out of range.
     pub readings_out_of_range: u64,
     /// Deletes logged.
@@ -89,7 +97,8 @@ pub struct MetricsSnapshot {
     pub flush_rows: u64,
     /// Compactions committed.
     pub compactions: u64,
-    /// Folds of closed partitions that gave up to let a flush free the buffer (queued again).
+    /// Compactions that gave up because the engine was stopping (nothing written; the next
+    /// open compacts).
     pub compactions_yielded: u64,
     /// Partition files dropped by retention.
     pub partitions_dropped: u64,
@@ -97,4 +106,13 @@ pub struct MetricsSnapshot {
     pub buffer_bytes: u64,
     /// Batches waiting in lane queues now.
     pub queue_depth: u64,
+    /// Compaction debt now: most flush generations in one partition (ingest slows at
+    /// `compaction_debt_slowdown_generations`, answers busy at `compaction_debt_busy_generations`).
+    pub compaction_generations_max: u64,
+    /// Compaction debt now: flush generations summed over all partitions.
+    pub compaction_generations_total: u64,
+    /// Compaction debt now: partitions holding more than one generation.
+    pub compaction_partitions_waiting: u64,
+    /// Compaction debt now: bytes of the files of those partitions, which compaction rewrites.
+    pub compaction_bytes_waiting: u64,
 }

@@ -23,9 +23,47 @@ pub struct ReadView {
     pub flushed_gen: u64,
     /// Tombstones in force.
     pub tombstones: Vec<Arc<Tombstone>>,
+    /// Compaction debt of `partitions`, recomputed ([`ReadView::recompute_debt`]) by whoever
+    /// changes them, so it always matches the files of this view.
+    pub debt: CompactionDebt,
+}
+
+/// How far compaction is behind, from the files of one view: what queries pay for (every
+/// generation of a partition is one more file to open and merge) and what ingest is slowed, then
+/// refused, by (`compaction_debt_slowdown_generations`, `compaction_debt_busy_generations`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactionDebt {
+    /// Most flush generations in one partition (1 once compacted, 0 with no files).
+    pub generations_max: usize,
+    /// Flush generations summed over all partitions.
+    pub generations_total: usize,
+    /// Partitions with more than one generation.
+    pub partitions_waiting: usize,
+    /// Bytes of the files of partitions with more than one generation: what compaction has
+    /// yet to rewrite.
+    pub bytes_waiting: u64,
 }
 
 impl ReadView {
+    /// Recomputes [`ReadView::debt`] from `partitions`; O(files).
+    pub fn recompute_debt(&mut self) {
+        let mut debt = CompactionDebt::default();
+        let mut gens: Vec<u64> = Vec::new();
+        for files in self.partitions.values() {
+            gens.clear();
+            gens.extend(files.iter().map(|f| f.generation));
+            gens.sort_unstable();
+            gens.dedup();
+            debt.generations_max = debt.generations_max.max(gens.len());
+            debt.generations_total += gens.len();
+            if gens.len() > 1 {
+                debt.partitions_waiting += 1;
+                debt.bytes_waiting += files.iter().map(|f| f.bytes).sum::<u64>();
+            }
+        }
+        self.debt = debt;
+    }
+
     /// Number of committed files.
     pub fn file_count(&self) -> usize {
         self.partitions.values().map(Vec::len).sum()

@@ -57,8 +57,6 @@ pub(crate) struct Recovered {
     pub lane_dedup: Vec<HashMap<Arc<str>, DedupWindow>>,
     /// Highest committed flush generation.
     pub flushed_gen: u64,
-    /// Next partition file id.
-    pub next_file_id: u64,
     /// Tombstones already in the catalog (those replayed from the WAL still have to be written).
     pub persisted_tombstones: HashSet<u64>,
     /// What recovery found, for the operator.
@@ -106,6 +104,7 @@ pub(crate) fn recover(config: EngineConfig, storage: Arc<dyn Storage>) -> Result
         view.partitions.entry(f.partition_start).or_default().push(Arc::new(f.clone()));
     }
     view.tombstones = state.tombstones.values().cloned().map(Arc::new).collect();
+    view.recompute_debt();
     let persisted_tombstones: std::collections::HashSet<u64> = state.tombstones.keys().copied().collect();
 
     // WAL replay.
@@ -200,7 +199,9 @@ pub(crate) fn recover(config: EngineConfig, storage: Arc<dyn Storage>) -> Result
         next_seq: AtomicU64::new(seq_max + 1),
         next_chunk_id: AtomicU64::new(1),
         buffer_bytes: AtomicUsize::new(0),
-        buffer_freed: tokio::sync::Notify::new(),
+        room_freed: tokio::sync::Notify::new(),
+        unlinked: std::sync::Mutex::new(Vec::new()),
+        next_file_id: AtomicU64::new(state.next_file_id),
         queued_bytes: AtomicUsize::new(0),
         view: ArcSwap::from_pointee(view),
         lanes: (0..lanes).map(|_| LaneBuffer::default()).collect(),
@@ -223,7 +224,6 @@ pub(crate) fn recover(config: EngineConfig, storage: Arc<dyn Storage>) -> Result
         catalog,
         lane_dedup,
         flushed_gen: state.flushed_gen,
-        next_file_id: state.next_file_id,
         persisted_tombstones,
         report,
         handover,

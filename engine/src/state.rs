@@ -14,15 +14,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::buffer::LaneBuffer;
-use crate::catalog::{BuoyInfo, Tombstone};
+use crate::catalog::{BuoyInfo, FileMeta, Tombstone};
 use crate::config::EngineConfig;
 use crate::metrics::EngineMetrics;
 use crate::read::{ReadView, Snapshot};
 use crate::storage::Storage;
 use crate::types::ReadingBatch;
 
-/// Suggested wait before retrying after `Busy`.
+/// Suggested wait before retrying after `Busy(QueueFull | BufferFull)`: a flush frees them.
 pub(crate) const BUSY_RETRY_AFTER_MS: u64 = 50;
+/// Suggested wait before retrying after `Busy(CompactionDebt)`: a compaction takes seconds.
+pub(crate) const DEBT_RETRY_AFTER_MS: u64 = 1_000;
 
 /// State shared by the engine handle, the lane writers and the flusher; one per open engine,
 /// built by recovery at open and dropped when the last thread holding it ends (the engine
@@ -34,7 +36,7 @@ pub(crate) struct Shared {
     /// open, never changed.
     pub storage: Arc<dyn Storage>,
     /// Counters of every thread: each counter is bumped by the thread that does the counted
-    /// work (lane writers: ingest, WAL, fsync; flusher: flushes, compactions, retention; the
+    /// work (lane writers: ingest, WAL, fsync; flusher: flushes; compactor: compactions, retention; the
     /// engine handle: busy refusals, out-of-range flags). Read by `Engine::metrics`.
     pub metrics: EngineMetrics,
     /// The next WAL sequence to give out, shared by every lane so sequences order all writes.
@@ -49,9 +51,14 @@ pub(crate) struct Shared {
     /// Ingest answers `Busy(BufferFull)` at `buffer_bytes_max` and wakes the flusher at
     /// `flush_buffer_bytes`.
     pub buffer_bytes: AtomicUsize,
-    /// Notified by the flusher whenever a flush frees buffer memory; awaited by
-    /// `Engine::buffer_space`.
-    pub buffer_freed: tokio::sync::Notify,
+    /// Notified whenever ingest may find room again: by the flusher when a flush frees buffer
+    /// memory, by the compactor when a compaction lowers the compaction debt. Awaited by
+    /// `Engine::buffer_space` and `Engine::ingest_room`.
+    pub room_freed: tokio::sync::Notify,
+    /// Id of the next partition file. Set at open from the catalog; taken (`fetch_add`) by the
+    /// flusher and the compactor for every file they write, and committed with their files
+    /// (the catalog keeps the highest), so ids are never reused, not even after a crash.
+    pub next_file_id: AtomicU64,
     /// Bytes of requests sitting in lane queues: added by `Engine::ingest` before it enqueues,
     /// released by the lane writer that takes the request (or by `ingest` when the send fails).
     /// Bounded by `queue_bytes_max`.
@@ -65,6 +72,12 @@ pub(crate) struct Shared {
     /// one to push chunks and seal them; the flusher removes sealed chunks after its commit.
     /// Fixed length (`config.lanes`) for the engine's life.
     pub lanes: Vec<LaneBuffer>,
+    /// Files removed from the catalog (by compaction or retention) whose bytes still exist:
+    /// pushed by the compactor after its commit, deleted from disk by the flusher or the
+    /// compactor (`flush::reap_unlinked`) once no snapshot holds them (the list then holds the
+    /// last reference). A mutex between those two background threads only; a crash before the
+    /// delete leaves orphans, which the next open removes.
+    pub unlinked: std::sync::Mutex<Vec<Arc<FileMeta>>>,
     /// Registered buoys by id: loaded at open from the catalog, replaced whole (`rcu`) by
     /// `Engine::register_buoy` after its catalog write; read by every ingest.
     pub buoys: ArcSwap<HashMap<Arc<str>, BuoyInfo>>,
@@ -74,6 +87,17 @@ impl Shared {
     /// The buffer holds `buffer_bytes_max`: ingest answers `Busy(BufferFull)`.
     pub(crate) fn buffer_full(&self) -> bool {
         self.buffer_bytes.load(Ordering::Relaxed) >= self.config.buffer_bytes_max
+    }
+
+    /// Compaction debt: most flush generations in one partition of the current view.
+    pub(crate) fn debt_generations(&self) -> usize {
+        self.view.load().debt.generations_max
+    }
+
+    /// Ingest should wait before handing a batch over: the buffer is full, or the compaction
+    /// debt is at `compaction_debt_slowdown_generations`.
+    pub(crate) fn ingest_throttled(&self) -> bool {
+        self.buffer_full() || self.debt_generations() >= self.config.compaction_debt_slowdown_generations
     }
 
     /// Makes a logged delete visible to readers at once.

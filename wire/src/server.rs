@@ -89,11 +89,12 @@ pub struct ServerConfig {
     pub violations_max: u32,
     /// `retry_after_ms` of a REFUSED `SERVER_BUSY`. Default 1,000.
     pub busy_retry_after_ms: u32,
-    /// While the engine's buffer is full, how long a received batch waits for a flush to free
-    /// room before it is answered `busy`: the client's in-flight window then throttles it
-    /// (backpressure) instead of a resend every `retry_after_ms`, which costs both sides a
-    /// transfer and a decode per refusal. 0 answers `busy` at once; at most 60,000. Default
-    /// 2,000.
+    /// While the engine throttles ingest (its buffer is full, or its compaction debt is past
+    /// `compaction_debt_slowdown_generations`: `Engine::ingest_throttled`), how long a received
+    /// batch waits for room (a flush, a compaction) before it is handed over, and answered
+    /// `busy` if still refused: the client's in-flight window then throttles it (backpressure)
+    /// instead of a resend every `retry_after_ms`, which costs both sides a transfer and a
+    /// decode per refusal. 0 answers at once; at most 60,000. Default 2,000.
     pub busy_wait_ms: u64,
     /// Frame bytes of batches waiting that way, over all connections (a batch waits before it
     /// is decoded); past it a batch is answered `busy` at once, so waiting never holds more
@@ -223,7 +224,7 @@ struct Control {
     /// Connections past ACCEPTED (for `connections_max` and the drain).
     sessions: AtomicUsize,
     sessions_changed: Notify,
-    /// Bytes of batches waiting for engine buffer room (bounded by `busy_wait_bytes_max`).
+    /// Bytes of batches waiting for engine room (bounded by `busy_wait_bytes_max`).
     busy_waiting_bytes: AtomicUsize,
     shutting_down: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
@@ -796,13 +797,13 @@ impl Drop for WaitingBytes<'_> {
 async fn ingest(core: &Core, session: &Session, frame: &[u8]) -> Answer {
     let control = &core.control;
     let busy_wait = control.config.busy_wait_ms;
-    if busy_wait > 0 && core.engine.buffer_full() {
+    if busy_wait > 0 && core.engine.ingest_throttled() {
         // Waits before decoding, so a waiting batch holds its frame bytes only. The guard gives
         // them back also when the task is aborted mid-wait (connection lost, drain deadline).
         let held = WaitingBytes::add(&control.busy_waiting_bytes, frame.len());
         if held.total <= control.config.busy_wait_bytes_max {
             // Either way the batch is tried next: it may find room, or be answered busy.
-            let _ = tokio::time::timeout(Duration::from_millis(busy_wait), core.engine.buffer_space()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(busy_wait), core.engine.ingest_room()).await;
         }
     }
     let decoded = match decode_batch(frame, &session.dictionary) {

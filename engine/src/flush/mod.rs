@@ -1,5 +1,6 @@
 //! The flusher thread: seals the buffer, writes sorted, deduplicated Parquet partitions,
-//! commits them to the catalog, trims the WAL; also compaction and retention.
+//! commits them to the catalog, trims the WAL. Compaction and retention run on the compactor's
+//! own thread (`compactor`), so a flush never waits behind a merge.
 //!
 //! Order of a flush (each step durable before the next):
 //! seal every lane (generation `g`) → per touched partition: sort by (buoy, metric, ts), last
@@ -14,12 +15,13 @@
 //! - this file: the flusher loop and the flush itself (seal, write, commit, trim).
 //! - `sort`: sort of buffered rows by key and last-write-wins ([`crate::precedence`]).
 //! - `merge`: the streaming k-way merge of sorted partition files that compaction runs.
-//! - `policy`: which files a compaction takes ([`policy::CompactionScope`]).
-//! - `compact`: compaction, folds and retention as the flusher runs them.
+//! - `policy`: which files a compaction takes ([`policy::CompactionScope`]): size-tiered runs
+//!   of a partition being written, folds of closed ones.
+//! - `compactor`: the compactor thread: compaction, folds and retention, beside the flusher.
 //! - `layout`: partition directories, file summaries for the catalog, one file per value
 //!   encoding.
 
-mod compact;
+mod compactor;
 mod layout;
 mod merge;
 mod policy;
@@ -45,10 +47,10 @@ use crate::storage::create_dir_durable;
 use crate::types::TimestampNs;
 use crate::wal;
 
+pub(crate) use compactor::{COMPACTOR_QUEUE_DEPTH, Compactor, CompactorMsg};
 pub use layout::READINGS_TABLE;
 pub(crate) use layout::partition_dir;
 use layout::{FileJob, FileSummary, FileToWrite, split_by_encoding};
-use policy::CompactionScope;
 use sort::merge_buffer_rows;
 
 /// How often the flusher checks buffer age, size and retention without being woken.
@@ -64,16 +66,11 @@ pub struct FlushReport {
     pub bytes: u64,
     /// Rows read from the buffer.
     pub rows_buffered: u64,
-    /// Partitions compacted afterwards. Under ingest pressure compactions are put off to the
-    /// flusher's quiet ticks and not counted here.
-    pub compactions: usize,
 }
 
 pub(crate) enum FlusherMsg {
     Wake,
     Flush { recovery: Option<Recovery>, reply: Sender<Result<FlushReport>> },
-    CompactAll { reply: Sender<Result<usize>> },
-    DropBefore { cutoff: TimestampNs, reply: Sender<Result<usize>> },
     Shutdown,
 }
 
@@ -82,19 +79,13 @@ pub(crate) struct Flusher {
     catalog: Arc<Catalog>,
     lane_txs: Vec<Sender<LaneMsg>>,
     rx: Receiver<FlusherMsg>,
+    /// Wakes the compactor after a commit that gave a partition a new generation.
+    compactor_tx: Sender<CompactorMsg>,
     next_gen: u64,
-    next_file_id: u64,
     /// Dedup windows handed over by seals whose flush has not committed yet.
     pending_dedup: BTreeMap<String, DedupWindow>,
     /// Tombstones already in the catalog.
     persisted_tombstones: std::collections::HashSet<u64>,
-    /// Files removed from the catalog, deleted from disk once no snapshot holds them.
-    unlinked: Vec<Arc<FileMeta>>,
-    /// Partitions whose compaction a flush under ingest pressure put off to a quiet tick.
-    compaction_due: std::collections::BTreeSet<TimestampNs>,
-    /// Closed partitions (a newer one has files) with more than one generation, folded whole
-    /// at quiet ticks ([`CompactionScope::Fold`]).
-    fold_due: std::collections::BTreeSet<TimestampNs>,
 }
 
 impl Flusher {
@@ -103,8 +94,8 @@ impl Flusher {
         catalog: Arc<Catalog>,
         lane_txs: Vec<Sender<LaneMsg>>,
         rx: Receiver<FlusherMsg>,
+        compactor_tx: Sender<CompactorMsg>,
         next_gen: u64,
-        next_file_id: u64,
         persisted_tombstones: std::collections::HashSet<u64>,
     ) -> Self {
         Self {
@@ -112,37 +103,16 @@ impl Flusher {
             catalog,
             lane_txs,
             rx,
+            compactor_tx,
             next_gen,
-            next_file_id,
             pending_dedup: BTreeMap::new(),
             persisted_tombstones,
-            unlinked: Vec::new(),
-            compaction_due: std::collections::BTreeSet::new(),
-            fold_due: std::collections::BTreeSet::new(),
-        }
-        .with_due_compactions()
-    }
-
-    /// Deletes files no longer in the catalog once no snapshot references them (the list here
-    /// holds the last reference). A crash before that leaves orphans, which open removes.
-    fn reap_unlinked(&mut self) {
-        let (free, held): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.unlinked).into_iter().partition(|f| Arc::strong_count(f) == 1);
-        self.unlinked = held;
-        for f in free {
-            let path = self.shared.config.data_dir.join(&f.path);
-            self.remove_quietly(&path);
-            // Drops the partition directory once it is empty; fails harmlessly otherwise.
-            if let Some(dir) = path.parent() {
-                let _ = self.shared.storage.remove_dir(dir);
-            }
         }
     }
 
     pub(crate) fn run(mut self) {
         let mut failures = 0u32;
         loop {
-            self.reap_unlinked();
             let msg = match self.rx.recv_timeout(FLUSHER_TICK) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -150,30 +120,20 @@ impl Flusher {
             };
             match msg {
                 Some(FlusherMsg::Shutdown) => {
-                    self.reap_unlinked();
+                    reap_unlinked(&self.shared);
                     return;
                 }
                 Some(FlusherMsg::Flush { recovery, reply }) => {
                     let result = self.flush(recovery);
                     // Files nobody reads any more go before the caller hears back.
-                    self.reap_unlinked();
-                    let _ = reply.send(result);
-                }
-                Some(FlusherMsg::CompactAll { reply }) => {
-                    let result = self.compact_all();
-                    // Files nobody reads any more go before the caller hears back.
-                    self.reap_unlinked();
-                    let _ = reply.send(result);
-                }
-                Some(FlusherMsg::DropBefore { cutoff, reply }) => {
-                    let result = self.drop_before(cutoff);
-                    // Files nobody reads any more go before the caller hears back.
-                    self.reap_unlinked();
+                    reap_unlinked(&self.shared);
                     let _ = reply.send(result);
                 }
                 Some(FlusherMsg::Wake) | None => {
                     if self.flush_due() {
-                        match self.flush(None) {
+                        let result = self.flush(None);
+                        reap_unlinked(&self.shared);
+                        match result {
                             Ok(_) => failures = 0,
                             Err(e) => {
                                 failures += 1;
@@ -181,26 +141,6 @@ impl Flusher {
                                 // Back off so a full disk is not hammered.
                                 std::thread::sleep(FLUSHER_TICK * failures.min(50));
                             }
-                        }
-                    } else if !self.ingest_pressure() {
-                        // One deferred compaction, or else one fold, per quiet tick.
-                        if let Some(partition_start) = self.compaction_due.pop_first() {
-                            if let Err(e) = self.compact_if_due(partition_start) {
-                                tracing::error!(error = %e, "deferred compaction failed");
-                            }
-                        } else if let Some(partition_start) = self.fold_due.pop_first() {
-                            let scope = CompactionScope::Fold { yield_to_ingest: true };
-                            if let Err(e) = self.compact_partition(partition_start, scope) {
-                                tracing::error!(error = %e, "fold of a closed partition failed");
-                            }
-                        }
-                    }
-                    if let Some(retention) = self.shared.config.retention {
-                        let now = now_ns();
-                        let cutoff =
-                            now.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
-                        if let Err(e) = self.drop_before(cutoff) {
-                            tracing::error!(error = %e, "retention pass failed");
                         }
                     }
                 }
@@ -254,6 +194,8 @@ impl Flusher {
             }
         }
         let view = self.shared.view.load_full();
+        // Tombstones the compactor collected are gone from the view and from the catalog.
+        self.persisted_tombstones.retain(|seq| view.tombstones.iter().any(|t| t.seq == *seq));
         let new_tombstones: Vec<Tombstone> = view
             .tombstones
             .iter()
@@ -275,7 +217,7 @@ impl Flusher {
         let mut written: Vec<FileMeta> = Vec::new();
         let result = self.write_partitions(&chunks, &view, generation, &mut written);
         if let Err(e) = result {
-            self.remove_written(&written);
+            remove_written(&self.shared, &written);
             return Err(e);
         }
         let change = CatalogCommit {
@@ -284,24 +226,28 @@ impl Flusher {
             dedup: self.pending_dedup.iter().map(|(b, w)| (b.clone(), w.clone())).collect(),
             put_tombstones: new_tombstones.clone(),
             flushed_gen: Some(generation),
-            next_file_id: Some(self.next_file_id),
+            next_file_id: Some(self.shared.next_file_id.load(Ordering::Relaxed)),
             ..CatalogCommit::default()
         };
         if let Err(e) = self.catalog.commit(&change) {
-            self.remove_written(&written);
+            remove_written(&self.shared, &written);
             return Err(e);
         }
         self.pending_dedup.clear();
         self.persisted_tombstones.extend(new_tombstones.iter().map(|t| t.seq));
-        let touched: Vec<TimestampNs> = written.iter().map(|f| f.partition_start).collect();
         self.shared.view.rcu(|v| {
             let mut next = ReadView::clone(v);
             for f in &written {
                 next.partitions.entry(f.partition_start).or_default().push(Arc::new(f.clone()));
             }
             next.flushed_gen = generation;
+            next.recompute_debt();
             next
         });
+        if !written.is_empty() {
+            // A full queue already holds a wake-up.
+            let _ = self.compactor_tx.try_send(CompactorMsg::Wake);
+        }
         report.files = written.len();
         report.rows = written.iter().map(|f| f.rows).sum();
         report.bytes = written.iter().map(|f| f.bytes).sum();
@@ -317,51 +263,24 @@ impl Flusher {
             freed += lane.remove_sealed(generation);
         }
         self.shared.buffer_bytes.fetch_sub(freed, Ordering::Relaxed);
-        self.shared.buffer_freed.notify_waiters();
+        self.shared.room_freed.notify_waiters();
 
         // The WAL below the watermarks is now redundant.
         if let Some(r) = &recovery {
             for segment in &r.segments {
-                self.remove_quietly(segment);
+                remove_quietly(&self.shared, segment);
             }
         }
         self.trim_wal(&watermarks);
-        self.collect_tombstones()?;
-        // Compaction runs on this thread: under ingest pressure it waits for a quiet tick, so it
-        // never holds up the flush that frees ingest.
-        let pressure = self.ingest_pressure();
-        let mut touched = touched;
-        touched.dedup();
-        for &partition_start in &touched {
-            // Put off, but not without bound: at twice `compaction_files_min` generations the
-            // partition is compacted even under pressure.
-            let overdue = self.generations_of(partition_start) >= 2 * self.shared.config.compaction_files_min;
-            if pressure && !overdue {
-                self.compaction_due.insert(partition_start);
-            } else if self.compact_if_due(partition_start)? {
-                report.compactions += 1;
-            }
-        }
-        // A partition closes when a newer one gets files: the one newest before this flush,
-        // and any late rows this flush wrote to older ones.
-        let newest_before = view.partitions.keys().next_back().copied();
-        self.queue_folds(touched.into_iter().chain(newest_before));
+        collect_tombstones(&self.shared, &self.catalog)?;
         tracing::debug!(
             generation,
             rows = report.rows,
             files = report.files,
-            compactions = report.compactions,
             total_ms = started.elapsed().as_millis(),
             "flush done"
         );
         Ok(report)
-    }
-
-    /// True while the buffer holds over a quarter of `flush_buffer_bytes`: ingest is running
-    /// fast enough that a compaction (seconds for a large run) would let the buffer reach
-    /// `buffer_bytes_max` before the next flush, stalling ingest.
-    fn ingest_pressure(&self) -> bool {
-        self.shared.buffer_bytes.load(Ordering::Relaxed) > self.shared.config.flush_buffer_bytes / 4
     }
 
     fn write_partitions(
@@ -430,65 +349,10 @@ impl Flusher {
                 seq_min: job.seq_min,
                 seq_max: job.seq_max,
             };
-            let meta = self.write_file(file, &encoded?.bytes, generation)?;
+            let meta = write_file(&self.shared, file, &encoded?.bytes, generation)?;
             written.push(meta);
         }
         Ok(())
-    }
-
-    /// Writes one encoded partition file durably under its final name and returns its metadata
-    /// (not yet committed).
-    fn write_file(&mut self, file: FileToWrite<'_>, bytes: &[u8], generation: u64) -> Result<FileMeta> {
-        let FileToWrite { partition_start, summary, seq_min, seq_max } = file;
-        let storage = &self.shared.storage;
-        let id = self.next_file_id;
-        self.next_file_id += 1;
-        let dir_rel = partition_dir(partition_start);
-        let rel = format!("{dir_rel}/{id:016x}.parquet");
-        let dir = self.shared.config.data_dir.join(&dir_rel);
-        let path = self.shared.config.data_dir.join(&rel);
-        let tmp = path.with_extension("parquet.tmp");
-        create_dir_durable(storage.as_ref(), &dir)
-            .map_err(|e| Error::io("create partition directory", &dir, e))?;
-        let mut out = storage.create(&tmp).map_err(|e| Error::io("create partition file", &tmp, e))?;
-        out.write_all(bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
-        out.sync_data().map_err(|e| Error::io("fsync partition file", &tmp, e))?;
-        drop(out);
-        storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
-        storage.sync_dir(&dir).map_err(|e| Error::io("fsync partition directory", &dir, e))?;
-        let (buoys, buoy_ranges, metrics, metric_stats) = summary.lists();
-        Ok(FileMeta {
-            id,
-            partition_start,
-            partition_end: partition_start + self.shared.config.partition_duration.as_nanos(),
-            path: rel,
-            rows: summary.rows,
-            bytes: bytes.len() as u64,
-            ts_min: summary.ts_min,
-            ts_max: summary.ts_max,
-            generation,
-            seq_min,
-            seq_max,
-            buoys,
-            metrics,
-            applied_tombstones: Vec::new(),
-            buoy_ranges,
-            metric_stats,
-        })
-    }
-
-    fn remove_written(&self, written: &[FileMeta]) {
-        for f in written {
-            self.remove_quietly(&self.shared.config.data_dir.join(&f.path));
-        }
-    }
-
-    fn remove_quietly(&self, path: &std::path::Path) {
-        if let Err(e) = self.shared.storage.remove_file(path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove file");
-        }
     }
 
     /// Deletes segments whose every entry is at or below the lane's watermark. The newest
@@ -505,41 +369,123 @@ impl Flusher {
             for (segment, next_first) in segments.iter().zip(firsts.iter().skip(1)) {
                 // Entries of a segment end before the next segment's first sequence.
                 if *next_first > 0 && next_first - 1 <= *watermark {
-                    self.remove_quietly(segment);
+                    remove_quietly(&self.shared, segment);
                 }
             }
         }
     }
+}
 
-    /// Drops tombstones that no longer hide anything: every file they applied to was rewritten
-    /// and the buffer rows they hid were flushed.
-    fn collect_tombstones(&mut self) -> Result<()> {
-        let view = self.shared.view.load_full();
-        let dead: Vec<u64> = view
-            .tombstones
-            .iter()
-            .filter(|t| {
-                self.persisted_tombstones.contains(&t.seq)
-                    && view.flushed_gen > t.generation
-                    && !view.files().any(|f| t.applies_to_file(f))
-            })
-            .map(|t| t.seq)
-            .collect();
-        if dead.is_empty() {
-            return Ok(());
-        }
-        self.catalog
-            .commit(&CatalogCommit { remove_tombstones: dead.clone(), ..CatalogCommit::default() })?;
-        self.shared.view.rcu(|v| {
-            let mut next = ReadView::clone(v);
-            next.tombstones.retain(|t| !dead.contains(&t.seq));
-            next
-        });
-        for seq in dead {
-            self.persisted_tombstones.remove(&seq);
-        }
-        Ok(())
+/// Writes one encoded partition file durably under its final name (temp file, fsync, rename,
+/// directory fsync) and returns its metadata, not yet committed. Takes its id from
+/// `shared.next_file_id`; the flusher and the compactor both write through it.
+fn write_file(shared: &Shared, file: FileToWrite<'_>, bytes: &[u8], generation: u64) -> Result<FileMeta> {
+    let FileToWrite { partition_start, summary, seq_min, seq_max } = file;
+    let storage = &shared.storage;
+    let id = shared.next_file_id.fetch_add(1, Ordering::Relaxed);
+    let dir_rel = partition_dir(partition_start);
+    let rel = format!("{dir_rel}/{id:016x}.parquet");
+    let dir = shared.config.data_dir.join(&dir_rel);
+    let path = shared.config.data_dir.join(&rel);
+    let tmp = path.with_extension("parquet.tmp");
+    create_dir_durable(storage.as_ref(), &dir)
+        .map_err(|e| Error::io("create partition directory", &dir, e))?;
+    let mut out = storage.create(&tmp).map_err(|e| Error::io("create partition file", &tmp, e))?;
+    out.write_all(bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
+    out.sync_data().map_err(|e| Error::io("fsync partition file", &tmp, e))?;
+    drop(out);
+    storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
+    storage.sync_dir(&dir).map_err(|e| Error::io("fsync partition directory", &dir, e))?;
+    let (buoys, buoy_ranges, metrics, metric_stats) = summary.lists();
+    Ok(FileMeta {
+        id,
+        partition_start,
+        partition_end: partition_start + shared.config.partition_duration.as_nanos(),
+        path: rel,
+        rows: summary.rows,
+        bytes: bytes.len() as u64,
+        ts_min: summary.ts_min,
+        ts_max: summary.ts_max,
+        generation,
+        seq_min,
+        seq_max,
+        buoys,
+        metrics,
+        applied_tombstones: Vec::new(),
+        buoy_ranges,
+        metric_stats,
+    })
+}
+
+/// Hands files just removed from the catalog to [`reap_unlinked`].
+fn unlink(shared: &Shared, files: Vec<Arc<FileMeta>>) {
+    match shared.unlinked.lock() {
+        Ok(mut list) => list.extend(files),
+        Err(poisoned) => poisoned.into_inner().extend(files),
     }
+}
+
+/// Deletes the unlinked files no snapshot references any more (the list holds the last
+/// reference), and their partition directory once empty.
+fn reap_unlinked(shared: &Shared) {
+    let free: Vec<Arc<FileMeta>> = {
+        let mut list = match shared.unlinked.lock() {
+            Ok(list) => list,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (free, held) = std::mem::take(&mut *list).into_iter().partition(|f| Arc::strong_count(f) == 1);
+        *list = held;
+        free
+    };
+    for f in free {
+        let path = shared.config.data_dir.join(&f.path);
+        remove_quietly(shared, &path);
+        // Drops the partition directory once it is empty; fails harmlessly otherwise.
+        if let Some(dir) = path.parent() {
+            let _ = shared.storage.remove_dir(dir);
+        }
+    }
+}
+
+/// Removes files written but not committed (a failed flush or compaction).
+fn remove_written(shared: &Shared, written: &[FileMeta]) {
+    for f in written {
+        remove_quietly(shared, &shared.config.data_dir.join(&f.path));
+    }
+}
+
+fn remove_quietly(shared: &Shared, path: &std::path::Path) {
+    if let Err(e) = shared.storage.remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove file");
+    }
+}
+
+/// Drops tombstones that no longer hide anything: every file they applied to was rewritten and
+/// the buffer rows they hid were flushed. A committed flush of a later generation than the
+/// tombstone's wrote it to the catalog (every flush persists the tombstones in the view it seals
+/// against), so the view's `flushed_gen` says it is persisted. Run by the flusher after a flush
+/// and by the compactor after a compaction; either may find a tombstone the other just removed,
+/// which is harmless (removing an absent one is a no-op).
+fn collect_tombstones(shared: &Shared, catalog: &Catalog) -> Result<()> {
+    let view = shared.view.load_full();
+    let dead: Vec<u64> = view
+        .tombstones
+        .iter()
+        .filter(|t| view.flushed_gen > t.generation && !view.files().any(|f| t.applies_to_file(f)))
+        .map(|t| t.seq)
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    catalog.commit(&CatalogCommit { remove_tombstones: dead.clone(), ..CatalogCommit::default() })?;
+    shared.view.rcu(|v| {
+        let mut next = ReadView::clone(v);
+        next.tombstones.retain(|t| !dead.contains(&t.seq));
+        next
+    });
+    Ok(())
 }
 
 /// Raises the calling thread's nice value to `nice` (never lowers it: that needs privilege).

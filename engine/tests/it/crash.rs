@@ -595,6 +595,10 @@ const BUOYS: [&str; 3] = ["b-1", "b-2", "b-3"];
 fn crash_config(dir: &Path) -> EngineConfig {
     let mut c = crate::common::config(dir);
     c.wal_segment_bytes = 512;
+    // The sweeps count the operations of a scripted run and crash at each: compaction runs
+    // where the script says (`Step::Compact`), so every run performs the same operations. The
+    // background compactor has a sweep of its own below.
+    c.compaction_background = false;
     c
 }
 
@@ -953,6 +957,111 @@ fn a_crash_in_a_flush_racing_with_ingest_loses_no_acknowledged_write() {
                 )
                 .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
                 check_concurrent(&engine, &acked, &what);
+            }));
+            if let Err(panic) = outcome {
+                let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+                failures.push(format!(
+                    "{message}\nlog tail: {:?}",
+                    storage.log().iter().rev().take(12).collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n---\n"));
+}
+
+/// Data with compaction debt (two flush generations in a closed hour, three in the open one),
+/// written with the background compactor off; returns the rows.
+fn write_compaction_debt(engine: &Engine) -> RowMap {
+    let mut expected = RowMap::new();
+    for (flush, r) in [0i64, 1, 2].into_iter().enumerate() {
+        for (i, &b) in BUOYS.iter().enumerate() {
+            let i = i as i64;
+            let mut rows = vec![("water_temp_c", T0 + HOUR + r * MINUTE, milli(12_000 + i * 500 + r))];
+            if flush < 2 {
+                rows.push(("ph", T0 + r * MINUTE, milli(7_000 + i * 250 + r)));
+            }
+            let outcome = engine.ingest(&buoy(b), r as u64, batch(&rows)).unwrap().wait().unwrap();
+            assert!(matches!(outcome, IngestOutcome::Stored { .. }));
+            for (m, ts, v) in rows {
+                expected.insert((b.to_string(), m.to_string(), ts), (v, 0));
+            }
+        }
+        engine.flush().unwrap();
+    }
+    expected
+}
+
+/// The compactor thread folds a closed hour and merges the open one's generations on its own,
+/// and the machine goes down at every one of its operations in turn. Nothing else writes while
+/// it works (the data was flushed before it started), so each run performs the same operations
+/// and the catalog copy taken at the crash is never torn by another thread's commit. After each
+/// crash every row is there exactly once, and the reopened engine compacts what is left.
+#[test]
+fn a_crash_during_background_compaction_loses_no_acknowledged_write() {
+    const COMPACTOR: &str = "bluewave-compact";
+    let compacting = |dir: &Path| {
+        let mut c = crash_config(dir);
+        c.compaction_background = true;
+        c.compaction_files_min = 2;
+        c
+    };
+    // Runs the compactor over the debt until it is done or the machine is down.
+    let compact_in_background = |dir: &Path, storage: &FaultStorage, crash_at: Option<u64>| {
+        if let Some(n) = crash_at {
+            storage.crash_at_thread_op(COMPACTOR, n);
+        }
+        let engine = Engine::open_with_storage(compacting(dir), Arc::new(storage.clone())).unwrap();
+        let started = std::time::Instant::now();
+        while !storage.crashed() && engine.metrics().compaction_generations_max > 1 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(120), "the compactor hung");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(engine);
+    };
+    let (compactor_ops, expected) = {
+        let dir = data_dir();
+        let storage = FaultStorage::new(dir.path());
+        let engine = open_fresh(dir.path(), &storage);
+        let expected = write_compaction_debt(&engine);
+        drop(engine);
+        compact_in_background(dir.path(), &storage, None);
+        (storage.thread_ops(COMPACTOR), expected)
+    };
+    assert!(compactor_ops > 10, "the compactor performs {compactor_ops} operations");
+    eprintln!("background compaction crash sweep: {compactor_ops} compactor operations");
+    let mut failures = Vec::new();
+    for n in 1..=compactor_ops {
+        let dir = data_dir();
+        let storage = FaultStorage::new(dir.path());
+        let engine = open_fresh(dir.path(), &storage);
+        assert_eq!(write_compaction_debt(&engine), expected);
+        drop(engine);
+        compact_in_background(dir.path(), &storage, Some(n));
+        assert!(storage.crashed(), "crash at compactor op {n}: no crash");
+        let modes = [CrashMode::PowerLoss, CrashMode::TornWrite, CrashMode::ProcessKill];
+        let images: Vec<CrashImage> = modes.iter().map(|&m| storage.crash_image(m)).collect();
+        for (mode, image) in modes.into_iter().zip(images) {
+            let what = format!("crash at compactor op {n} of {compactor_ops}, {mode:?}");
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                image.restore_catalog();
+                let engine = Engine::open_with_storage(
+                    crash_config(dir.path()),
+                    Arc::new(FaultStorage::from_image(&image)),
+                )
+                .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+                assert_eq!(
+                    engine.recovery_report().missing_files,
+                    Vec::<String>::new(),
+                    "{what}: files missing"
+                );
+                decode_catalog_files(&engine);
+                assert_eq!(read_map(&engine), expected, "{what}: rows differ");
+                assert_eq!(assert_stored_once(&engine), expected, "{what}: rows changed by compaction");
+                for files in engine.snapshot().view.partitions.values() {
+                    let generations: BTreeSet<u64> = files.iter().map(|f| f.generation).collect();
+                    assert_eq!(generations.len(), 1, "{what}: a partition left uncompacted");
+                }
             }));
             if let Err(panic) = outcome {
                 let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();

@@ -5,6 +5,7 @@
 
 mod basic;
 mod common;
+mod compaction;
 mod crash;
 mod kill9;
 mod model;

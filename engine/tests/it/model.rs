@@ -8,7 +8,9 @@
 //!   every step the merged reader ([`bluewave_engine::Snapshot::read`]) must return exactly the
 //!   model, for the full range and for two random filters (time range, buoy and metric subsets),
 //!   and every ingest must be answered exactly as the model's deduplication window says
-//!   (`Stored`, `Duplicate`, or a stale-sequence error).
+//!   (`Stored`, `Duplicate`, or a stale-sequence error). The background compactor runs
+//!   throughout (folding closed partitions); `engine_matches_model_with_eager_background_compaction`
+//!   also has it merge every second generation of the open partition.
 //! - `garbage_never_panics`: the decoders of untrusted bytes (WAL entries, WAL segments, partition
 //!   files) answer arbitrary bytes and mutated valid records with an error or a consistent result,
 //!   never a panic; what decodes re-encodes to the same entries; a torn last record is cut off and
@@ -487,9 +489,14 @@ impl Run {
     }
 }
 
-fn run_model(lanes: usize, ops: &[(Op, [FilterPick; 2])]) -> Result<(), TestCaseError> {
+fn run_model(lanes: usize, ops: &[(Op, [FilterPick; 2])], eager: bool) -> Result<(), TestCaseError> {
     let dir = check(tempfile::tempdir(), "tempdir")?;
-    let config = model_config(dir.path(), lanes)?;
+    let mut config = model_config(dir.path(), lanes)?;
+    if eager {
+        // The background compactor merges every second generation of the open partition and
+        // folds closed ones as soon as they are due, racing the reads of every step.
+        config.compaction_files_min = 2;
+    }
     let engine = check(Engine::open(config.clone()), "open")?;
     register(&engine, &BUOYS);
     let mut run = Run { _dir: dir, config, engine: Some(engine), model: Model::default() };
@@ -522,7 +529,17 @@ proptest! {
 
     #[test]
     fn engine_matches_model(lanes in 1usize..=3, ops in vec((op(), [filter_pick(), filter_pick()]), 1..40)) {
-        run_model(lanes, &ops)?;
+        run_model(lanes, &ops, false)?;
+    }
+
+    /// The same with the background compactor at its most eager (it runs in both: closed
+    /// partitions are always folded in the background).
+    #[test]
+    fn engine_matches_model_with_eager_background_compaction(
+        lanes in 1usize..=3,
+        ops in vec((op(), [filter_pick(), filter_pick()]), 1..40),
+    ) {
+        run_model(lanes, &ops, true)?;
     }
 }
 

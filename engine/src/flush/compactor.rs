@@ -1,0 +1,317 @@
+//! The compactor thread: compaction, folds and retention, beside the flusher (never on its
+//! thread), at its own lower priority (`compaction_nice`), so flushes take the cores first and
+//! compaction uses what ingest and flushes leave.
+//!
+//! Every pass looks at the current read view and does the most urgent job, one at a time:
+//!
+//! - a partition being written (the newest) gets size-tiered compactions ([`tiered_run`]): a run
+//!   of `compaction_files_min` flush generations of one size merged into one of the next size;
+//! - a closed partition (a newer one has files) is folded whole into one generation;
+//!
+//! the partition with the most generations first, since that is the debt ingest is measured
+//! against (`compaction_debt_*_generations`). Only this thread removes files from the catalog
+//! (compaction, folds, retention), so a fold never races a retention pass; the flusher only adds
+//! files, which a compaction leaves in place (a merged run takes its highest generation and still
+//! loses to every newer file).
+//!
+//! Order of a compaction (each step durable before the next): read the inputs, stream-merge
+//! them (`merge`), write `<id>.parquet.tmp` → fsync → rename → fsync dir, one catalog
+//! transaction swapping inputs for outputs, publish the view, delete the inputs once no snapshot
+//! holds them. A crash before the commit leaves orphans, which the next open removes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::catalog::{Catalog, CatalogCommit, FileMeta, Tombstone};
+use crate::error::{Error, Result};
+use crate::read::ReadView;
+use crate::state::Shared;
+use crate::types::TimestampNs;
+
+use super::layout::FileToWrite;
+use super::merge::{CompactionFile, merge_files};
+use super::policy::{COMPACTION_SLICE_ROWS_MIN, CompactionScope, compaction_run, generations, tiered_run};
+use super::{collect_tombstones, now_ns, reap_unlinked, remove_written, unlink, write_file};
+
+/// How often the compactor looks for work (and applies retention) without being woken.
+const COMPACTOR_TICK: Duration = Duration::from_millis(100);
+
+/// The compactor's queue carries control messages only; a wake-up finds it non-empty.
+pub(crate) const COMPACTOR_QUEUE_DEPTH: usize = 64;
+
+pub(crate) enum CompactorMsg {
+    /// A flush committed new files: look for work now.
+    Wake,
+    /// Fold every partition (an explicit `Engine::compact`); replies with partitions compacted.
+    CompactAll { reply: Sender<Result<usize>> },
+    /// Drop partitions that ended before `cutoff`; replies with files dropped.
+    DropBefore { cutoff: TimestampNs, reply: Sender<Result<usize>> },
+    /// Stop (a merge in progress gives up first, see `stop`).
+    Shutdown,
+}
+
+pub(crate) struct Compactor {
+    shared: Arc<Shared>,
+    catalog: Arc<Catalog>,
+    rx: Receiver<CompactorMsg>,
+    /// Set by the engine before it sends `Shutdown`: a long merge gives up at its next slice.
+    stop: Arc<AtomicBool>,
+    /// The view in which the last pass found nothing to do: the next pass skips until it
+    /// changes. Weak, so it never keeps the files of an old view from being deleted (the
+    /// allocation stays, so its address is never taken by a newer view).
+    idle_view: Weak<ReadView>,
+}
+
+impl Compactor {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        catalog: Arc<Catalog>,
+        rx: Receiver<CompactorMsg>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Self { shared, catalog, rx, stop, idle_view: Weak::new() }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            reap_unlinked(&self.shared);
+            let msg = match self.rx.recv_timeout(COMPACTOR_TICK) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            match msg {
+                Some(CompactorMsg::Shutdown) => {
+                    reap_unlinked(&self.shared);
+                    return;
+                }
+                Some(CompactorMsg::CompactAll { reply }) => {
+                    let result = self.compact_all();
+                    // Files nobody reads any more go before the caller hears back.
+                    reap_unlinked(&self.shared);
+                    let _ = reply.send(result);
+                }
+                Some(CompactorMsg::DropBefore { cutoff, reply }) => {
+                    let result = self.drop_before(cutoff);
+                    reap_unlinked(&self.shared);
+                    let _ = reply.send(result);
+                }
+                Some(CompactorMsg::Wake) | None => {
+                    if self.shared.config.compaction_background {
+                        // Job after job while work is due, but an explicit request or a stop
+                        // waits for one job at most.
+                        while self.rx.is_empty() && !self.stop.load(Ordering::Relaxed) {
+                            match self.compact_next() {
+                                Ok(true) => {
+                                    failures = 0;
+                                    reap_unlinked(&self.shared);
+                                }
+                                Ok(false) => break,
+                                Err(e) => {
+                                    failures += 1;
+                                    tracing::error!(error = %e, failures, "background compaction failed; will retry");
+                                    // Back off so a full disk is not hammered.
+                                    std::thread::sleep(COMPACTOR_TICK * failures.min(50));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    if let Some(retention) = self.shared.config.retention {
+                        let cutoff =
+                            now_ns().saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+                        if let Err(e) = self.drop_before(cutoff) {
+                            tracing::error!(error = %e, "retention pass failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Does the most urgent job of the current view, if any: the partition with the most
+    /// generations that has a job due (a fold when closed, a tiered run when being written).
+    /// Returns whether it compacted something.
+    fn compact_next(&mut self) -> Result<bool> {
+        let view = self.shared.view.load_full();
+        if Weak::ptr_eq(&self.idle_view, &Arc::downgrade(&view)) {
+            return Ok(false);
+        }
+        let newest = view.partitions.keys().next_back().copied();
+        let mut candidates: Vec<(usize, TimestampNs, CompactionScope)> = view
+            .partitions
+            .iter()
+            .filter_map(|(&start, files)| {
+                let gens = generations(files);
+                if Some(start) != newest && gens > 1 {
+                    Some((gens, start, CompactionScope::Fold))
+                } else if gens >= self.shared.config.compaction_files_min {
+                    Some((gens, start, CompactionScope::Tiered))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        // Most generations first; among equals the older partition.
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, start, scope) in candidates {
+            if self.compact_partition(start, scope)? {
+                return Ok(true);
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+        }
+        self.idle_view = Arc::downgrade(&view);
+        Ok(false)
+    }
+
+    /// Folds every partition with more than one generation, or with tombstones to apply.
+    fn compact_all(&mut self) -> Result<usize> {
+        let view = self.shared.view.load_full();
+        let partitions: Vec<TimestampNs> = view.partitions.keys().copied().collect();
+        let mut compacted = 0;
+        for p in partitions {
+            if self.compact_partition(p, CompactionScope::Fold)? {
+                compacted += 1;
+            }
+        }
+        Ok(compacted)
+    }
+
+    /// Merges a run of a partition's files (see [`CompactionScope`]) into one sorted,
+    /// deduplicated file per value encoding without deleted rows, streaming: a slice of each
+    /// input at a time (`compaction_rows_max` rows in all), so memory stays bounded whatever
+    /// the partition's size. The swap is one catalog transaction; the old files are deleted
+    /// only after it (and once no snapshot reads them). Returns whether anything was compacted
+    /// (`false` also when the engine is stopping: the merge gives up, nothing is written).
+    fn compact_partition(&mut self, partition_start: TimestampNs, scope: CompactionScope) -> Result<bool> {
+        let started = Instant::now();
+        let view = self.shared.view.load_full();
+        let Some(all) = view.partitions.get(&partition_start) else { return Ok(false) };
+        let run = match scope {
+            CompactionScope::Tiered => tiered_run(all, self.shared.config.compaction_files_min),
+            CompactionScope::Fold => compaction_run(all, &view.tombstones, usize::MAX),
+        };
+        let Some(files) = run else { return Ok(false) };
+        let mut inputs = Vec::with_capacity(files.len());
+        for f in &files {
+            let path = self.shared.config.data_dir.join(&f.path);
+            let bytes =
+                self.shared.storage.read(&path).map_err(|e| Error::io("read partition file", &path, e))?;
+            let tombstones: Vec<Arc<Tombstone>> =
+                view.tombstones.iter().filter(|t| t.applies_to_file(f)).cloned().collect();
+            inputs.push(CompactionFile { meta: f.clone(), bytes: bytes.into(), tombstones });
+        }
+        let slice_rows =
+            (self.shared.config.compaction_rows_max / inputs.len().max(1)).max(COMPACTION_SLICE_ROWS_MIN);
+        let stop = &self.stop;
+        let yield_now = || stop.load(Ordering::Relaxed);
+        let options = &self.shared.config.partition_write;
+        let threads = self.shared.config.flush_threads;
+        let outputs = match merge_files(&inputs, partition_start, slice_rows, threads, options, &yield_now)? {
+            Some(outputs) => outputs,
+            None => {
+                self.shared.metrics.compactions_yielded.fetch_add(1, Ordering::Relaxed);
+                return Ok(false);
+            }
+        };
+        let generation = files.iter().map(|f| f.generation).max().unwrap_or(0);
+        let seq_min = files.iter().map(|f| f.seq_min).min().unwrap_or(0);
+        let seq_max = files.iter().map(|f| f.seq_max).max().unwrap_or(0);
+        let mut written = Vec::new();
+        for output in outputs {
+            let file = FileToWrite { partition_start, summary: &output.summary, seq_min, seq_max };
+            match write_file(&self.shared, file, &output.encoded.bytes, generation) {
+                Ok(meta) => written.push(meta),
+                Err(e) => {
+                    remove_written(&self.shared, &written);
+                    return Err(e);
+                }
+            }
+        }
+        // The output no longer holds what these tombstones hid; those still in force are noted
+        // so they stop applying to it and can be collected.
+        let mut applied: Vec<u64> = inputs
+            .iter()
+            .flat_map(|input| {
+                input.meta.applied_tombstones.iter().copied().chain(input.tombstones.iter().map(|t| t.seq))
+            })
+            .filter(|seq| view.tombstones.iter().any(|t| t.seq == *seq))
+            .collect();
+        applied.sort_unstable();
+        applied.dedup();
+        for meta in &mut written {
+            meta.applied_tombstones = applied.clone();
+        }
+        let change = CatalogCommit {
+            add_files: written.clone(),
+            remove_files: files.iter().map(|f| f.id).collect(),
+            next_file_id: Some(self.shared.next_file_id.load(Ordering::Relaxed)),
+            ..CatalogCommit::default()
+        };
+        if let Err(e) = self.catalog.commit(&change) {
+            remove_written(&self.shared, &written);
+            return Err(e);
+        }
+        self.shared.view.rcu(|v| {
+            let mut next = ReadView::clone(v);
+            let list = next.partitions.entry(partition_start).or_default();
+            list.retain(|f| !files.iter().any(|old| old.id == f.id));
+            list.extend(written.iter().cloned().map(Arc::new));
+            if list.is_empty() {
+                next.partitions.remove(&partition_start);
+            }
+            next.recompute_debt();
+            next
+        });
+        // Ingest held back by the debt may go on.
+        self.shared.room_freed.notify_waiters();
+        // Open snapshots may still read the old files: they go once the last one is dropped.
+        let input_files = files.len();
+        unlink(&self.shared, files);
+        self.shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+        collect_tombstones(&self.shared, &self.catalog)?;
+        tracing::debug!(
+            partition_start,
+            ?scope,
+            input_files,
+            rows = written.iter().map(|f| f.rows).sum::<u64>(),
+            ms = started.elapsed().as_millis(),
+            "compaction done"
+        );
+        Ok(true)
+    }
+
+    /// Retention: removes partitions that ended at or before `cutoff` (catalog first).
+    fn drop_before(&mut self, cutoff: TimestampNs) -> Result<usize> {
+        let view = self.shared.view.load_full();
+        let doomed: Vec<Arc<FileMeta>> =
+            view.files().filter(|f| f.partition_end <= cutoff).cloned().collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        self.catalog.commit(&CatalogCommit {
+            remove_files: doomed.iter().map(|f| f.id).collect(),
+            ..CatalogCommit::default()
+        })?;
+        self.shared.view.rcu(|v| {
+            let mut next = ReadView::clone(v);
+            next.partitions.retain(|_, files| {
+                files.retain(|f| f.partition_end > cutoff);
+                !files.is_empty()
+            });
+            next.recompute_debt();
+            next
+        });
+        let dropped = doomed.len();
+        self.shared.metrics.partitions_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        unlink(&self.shared, doomed);
+        collect_tombstones(&self.shared, &self.catalog)?;
+        Ok(dropped)
+    }
+}
