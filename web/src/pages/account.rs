@@ -17,8 +17,10 @@ use crate::http::{ApiError, Reply, Request};
 pub(crate) struct RevokeForm {
     #[serde(default)]
     csrf: String,
-    /// `browser` or `api`.
+    /// `browser` or `api` (defaults let the CSRF check run before the shape is judged).
+    #[serde(default)]
     kind: String,
+    #[serde(default)]
     id: String,
 }
 
