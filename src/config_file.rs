@@ -166,6 +166,8 @@ section!(
         device_ttl_s: u64,
         fresh_auth_s: u64,
         mfa_required_roles: std::collections::BTreeSet<bluewave_web::Role>,
+        browser_idle_s: u64,
+        browser_absolute_s: u64,
     }
 );
 
@@ -305,7 +307,16 @@ impl ConfigFile {
         apply!(
             self.auth,
             c,
-            [issuer, access_ttl_s, refresh_ttl_s, device_ttl_s, fresh_auth_s, mfa_required_roles]
+            [
+                issuer,
+                access_ttl_s,
+                refresh_ttl_s,
+                device_ttl_s,
+                fresh_auth_s,
+                mfa_required_roles,
+                browser_idle_s,
+                browser_absolute_s
+            ]
         );
     }
 }

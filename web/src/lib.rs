@@ -12,6 +12,8 @@
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
 //!   ([`api_router`] over an [`ApiState`]): `/api/auth/*`, `/api/telemetry` (and by reading
 //!   id, range deletes), `/api/query`, `/api/buoys`, device tokens, `/api/rbac/*`.
+//! - `pages`: server-rendered pages for people (login with its MFA step, account and
+//!   sessions, MFA enrolment) on browser sessions with CSRF protection; added by [`api_router`].
 //!
 //! **Not implemented:** `PUT /api/telemetry/{id}` (value corrections: the engine's ingest path
 //! has no safe `batch_seq` for a server-made write; see the `api::telemetry` module).
@@ -58,6 +60,7 @@ mod api;
 mod audit;
 mod auth;
 mod http;
+mod pages;
 
 pub use api::{
     ApiState, BUOY_NAME_BYTES_MAX, BUOY_STATUSES, DeviceRevoked, LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX,
@@ -70,6 +73,7 @@ pub use audit::{
     AuditResult, OpenReport, VerifyReport, verify_file,
 };
 pub use auth::*;
+pub use pages::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
 
 pub use crate::http::{
     ApiError, Authenticator, Body, BoxError, ErrorBody, HEADER_BYTES_MIN, Handler, HandlerFuture, Health,

@@ -41,7 +41,7 @@ struct PasswordSlots {
 static PASSWORD_SLOTS: OnceLock<PasswordSlots> = OnceLock::new();
 
 /// A password-check slot, or 503 when the waiting room is full or the wait runs out.
-async fn password_slot() -> Result<SemaphorePermit<'static>, ApiError> {
+pub(crate) async fn password_slot() -> Result<SemaphorePermit<'static>, ApiError> {
     let slots = PASSWORD_SLOTS.get_or_init(|| PasswordSlots {
         running: Semaphore::new(password_checks_max()),
         waiting: AtomicUsize::new(0),

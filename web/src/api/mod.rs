@@ -25,6 +25,7 @@ mod state;
 mod telemetry;
 mod time;
 
+pub(crate) use auth::password_slot;
 pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
 pub use buoys::{BUOY_NAME_BYTES_MAX, BUOY_STATUSES};
 pub use rbac::RBAC_PAGE_DEFAULT;
@@ -76,10 +77,11 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
         .route::<rbac::__path_list_plans>(rbac::list_plans)?
         .route::<rbac::__path_create_plan>(rbac::create_plan)?
         .route::<rbac::__path_audit_log>(rbac::audit_log)
+        .and_then(crate::pages::routes)
 }
 
 /// Runs a blocking `AuthService` call (redb commits, argon2) off the network threads.
-async fn blocking<T, F>(work: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,

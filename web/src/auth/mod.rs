@@ -44,14 +44,16 @@ pub use password::{
 };
 pub use plan::{BuoyScope, PLAN_BUOYS_MAX, PLANS_MAX, Plan, PlanSpec, PolicyGrant, grant_for};
 pub use rbac::{Permission, Role};
-pub use secret::Secret;
+pub use secret::{Secret, random_token_text};
 pub use service::{
-    ACCESS_TTL_S_DEFAULT, ACCESS_TTL_S_MAX, ACCOUNTS_FILE_NAME, AuthConfig, AuthService, Caller,
+    ACCESS_TTL_S_DEFAULT, ACCESS_TTL_S_MAX, ACCOUNTS_FILE_NAME, AuthConfig, AuthService,
+    BROWSER_ABSOLUTE_S_DEFAULT, BROWSER_ABSOLUTE_S_MAX, BROWSER_IDLE_S_DEFAULT,
+    BROWSER_SESSIONS_PER_USER_MAX, BrowserLogin, BrowserSession, BrowserSessionInfo, Caller,
     DEVICE_TOKENS_MAX, DEVICE_TTL_S_DEFAULT, DEVICE_TTL_S_MAX, DEVICE_TTL_S_MIN, DeviceTokenInfo,
     EMAIL_BYTES_MAX, FRESH_AUTH_S_DEFAULT, FRESH_AUTH_S_MAX, FirstAdmin, IssuedDeviceToken, LoginOutcome,
-    MFA_CHALLENGE_TTL_S, MFA_CHALLENGES_MAX, MFA_FAILURES_MAX, MfaEnrolment, NewUser, REFRESH_TTL_S_DEFAULT,
-    REFRESH_TTL_S_MAX, REVOKED_SESSIONS_MAX, ROTATIONS_PER_SESSION_MAX, SESSIONS_PER_USER_MAX, SessionInfo,
-    TokenPair, USERS_MAX, USERS_PAGE_MAX, UserInfo, normalize_email,
+    MFA_CHALLENGE_TTL_S, MFA_CHALLENGES_MAX, MFA_FAILURES_MAX, MfaEnrolment, NewBrowserSession, NewUser,
+    REFRESH_TTL_S_DEFAULT, REFRESH_TTL_S_MAX, REVOKED_SESSIONS_MAX, ROTATIONS_PER_SESSION_MAX,
+    SESSIONS_PER_USER_MAX, SessionInfo, TokenPair, USERS_MAX, USERS_PAGE_MAX, UserInfo, normalize_email,
 };
 pub use store::UserStatus;
 pub use token::{LEEWAY_S, TOKEN_BYTES_MAX, TYP_ACCESS, TYP_DEVICE, TokenClaims};

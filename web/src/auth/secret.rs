@@ -79,3 +79,8 @@ pub(crate) fn random_token() -> AuthResult<String> {
 pub(crate) fn random_password() -> AuthResult<String> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<18>()?))
 }
+
+/// 256 random bits as 43 base64url chars, for callers outside `auth` (page CSRF tokens).
+pub fn random_token_text() -> AuthResult<String> {
+    random_token()
+}

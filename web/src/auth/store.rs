@@ -16,6 +16,8 @@
 //! | `plans` | plan id | [`crate::Plan`] |
 //! | `query_usage` | `<user id>/<UTC day number>` | count (u32) |
 //! | `signing_keys` | kid | key bookkeeping (see `keys.rs`) |
+//! | `browser_sessions` | SHA-256 hex of the session cookie | [`BrowserSessionRecord`] |
+//! | `user_browser_sessions` | `<user id>/<session key>` | `null` (index) |
 //! | `mfa` | user id | [`MfaRecord`] (TOTP secret sealed with the MFA key, used step, backup code hashes) |
 
 use redb::{ReadableTable, Table, TableDefinition};
@@ -40,6 +42,8 @@ pub(crate) const PLANS: JsonTable = TableDefinition::new("plans");
 pub(crate) const QUERY_USAGE: JsonTable = TableDefinition::new("query_usage");
 pub(crate) const SIGNING_KEYS: JsonTable = TableDefinition::new("signing_keys");
 pub(crate) const MFA: JsonTable = TableDefinition::new("mfa");
+pub(crate) const BROWSER_SESSIONS: JsonTable = TableDefinition::new("browser_sessions");
+pub(crate) const USER_BROWSER_SESSIONS: JsonTable = TableDefinition::new("user_browser_sessions");
 
 /// `meta` key of the format version.
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
@@ -109,6 +113,25 @@ pub(crate) struct RefreshRecord {
     pub expires_s: u64,
     /// Set when the token was exchanged; presenting it again is reuse.
     pub used: bool,
+}
+
+/// A browser session (the cookie holds a random id; the key is its SHA-256).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BrowserSessionRecord {
+    pub user_id: String,
+    /// System time of the login, ms (compared with the account's `valid_after_ms`).
+    pub created_ms: u64,
+    /// Login time on the auth clock, s (absolute timeout).
+    pub created_s: u64,
+    /// Last request on the auth clock, s (idle timeout; written at most once a minute).
+    pub last_seen_s: u64,
+    /// Last proof of identity (login, MFA) on the auth clock, s (fresh-auth gate).
+    pub auth_time_s: u64,
+    /// The synchronizer token of this session's forms and `X-CSRF-Token` header.
+    pub csrf_token: String,
+    pub ip: String,
+    /// The browser's `User-Agent` at login, cut to 256 bytes.
+    pub user_agent: String,
 }
 
 /// An account's TOTP enrolment.

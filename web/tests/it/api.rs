@@ -168,6 +168,14 @@ impl Api {
         Answer { status: head.status, headers: head.headers, body: body.unwrap_or_default() }
     }
 
+    /// A form post (`application/x-www-form-urlencoded`) with extra headers (cookies, Origin).
+    pub(crate) async fn form(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let content_type = Some("application/x-www-form-urlencoded");
+        let (head, body) =
+            self.send(Method::POST, path, None, headers, content_type, Bytes::from(body.to_owned())).await;
+        Answer { status: head.status, headers: head.headers, body: body.unwrap() }
+    }
+
     /// One request on a fresh TLS connection that trusts only the server's certificate.
     async fn send(
         &self,

@@ -91,6 +91,12 @@ impl AuthService {
             )?;
             return Ok(LoginOutcome::Tokens(pair));
         }
+        let (challenge, expires_in_s) = self.new_challenge(&user, client_ip)?;
+        Ok(LoginOutcome::MfaRequired { challenge, expires_in_s })
+    }
+
+    /// Makes an MFA challenge for `user`, who passed the password step.
+    pub(super) fn new_challenge(&self, user: &UserRecord, client_ip: IpAddr) -> AuthResult<(Secret, u64)> {
         let challenge = random_token()?;
         let now = self.inner.config.clock.now_s();
         {
@@ -123,13 +129,31 @@ impl AuthService {
             )
             .with_details(json!({ "ip": client_ip.to_string() })),
         )?;
-        Ok(LoginOutcome::MfaRequired { challenge: Secret::new(challenge), expires_in_s: MFA_CHALLENGE_TTL_S })
+        Ok((Secret::new(challenge), MFA_CHALLENGE_TTL_S))
     }
 
     /// Answers a login's MFA challenge with a TOTP or backup code; tokens on success. A wrong
     /// code is [`AuthError::MfaCodeInvalid`] and a failed login of the account; the
     /// [`MFA_FAILURES_MAX`]th ends the challenge ([`AuthError::MfaChallengeInvalid`] after).
     pub fn complete_mfa(&self, challenge: &str, code: &str, client_ip: IpAddr) -> AuthResult<TokenPair> {
+        let user = self.answer_challenge(challenge, code, client_ip)?;
+        let pair = self.start_session(&user, client_ip)?;
+        let actor = format!("user:{}", user.id);
+        self.audit(
+            AuditEvent::new(&*actor, "auth.login", &*actor, "ok").with_details(
+                json!({ "ip": client_ip.to_string(), "session": pair.session_id, "mfa": true }),
+            ),
+        )?;
+        Ok(pair)
+    }
+
+    /// Checks a challenge and its code (see [`AuthService::complete_mfa`]); the account on success.
+    pub(super) fn answer_challenge(
+        &self,
+        challenge: &str,
+        code: &str,
+        client_ip: IpAddr,
+    ) -> AuthResult<UserRecord> {
         if challenge.is_empty() || challenge.len() > CHALLENGE_BYTES_MAX {
             return Err(AuthError::MfaChallengeInvalid);
         }
@@ -157,12 +181,8 @@ impl AuthService {
                 if user.status != UserStatus::Active {
                     return Err(AuthError::MfaChallengeInvalid);
                 }
-                let pair = self.start_session(&user, client_ip)?;
                 self.audit_proof(&actor, proof, "auth.mfa")?;
-                self.audit(AuditEvent::new(&*actor, "auth.login", &*actor, "ok").with_details(
-                    json!({ "ip": client_ip.to_string(), "session": pair.session_id, "mfa": true }),
-                ))?;
-                Ok(pair)
+                Ok(user)
             }
             None => {
                 self.inner.limiter.record_failure(&pending.account_key)?;
@@ -417,5 +437,10 @@ impl AuthService {
         Ok(store::get::<MfaRecord>(&txn.open_table(MFA)?, "mfa", &caller.user_id)?
             .filter(|r| r.confirmed)
             .map_or(0, |r| r.backup_code_hashes.len()))
+    }
+
+    /// Whether the caller's account has MFA on.
+    pub fn mfa_enabled(&self, caller: &Caller) -> AuthResult<bool> {
+        Ok(self.user_record(&caller.user_id)?.is_some_and(|u| u.mfa_enabled))
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! Layout: this file holds the settings, the shared state and `open`; one file per concern adds
 //! its methods to [`AuthService`]:
+//! - `browser`: browser sessions (cookie id, idle and absolute timeouts, CSRF token, rotation);
 //! - `users`: the first admin, accounts, roles, status, passwords;
 //! - `login`: login and its limits, access token signing and verification;
 //! - `sessions`: refresh families (start, rotation, reuse detection, logout, listing, revocation);
@@ -19,6 +20,7 @@
 //! - `mfa`: TOTP enrolment, the login challenge, step-up, disabling, the CLI reset;
 //! - `housekeeping`: audit paging and the purge of expired records.
 
+mod browser;
 mod devices;
 mod housekeeping;
 mod login;
@@ -29,6 +31,10 @@ mod sessions;
 mod signing;
 mod users;
 
+pub use browser::{
+    BROWSER_ABSOLUTE_S_DEFAULT, BROWSER_ABSOLUTE_S_MAX, BROWSER_IDLE_S_DEFAULT,
+    BROWSER_SESSIONS_PER_USER_MAX, BrowserLogin, BrowserSession, BrowserSessionInfo, NewBrowserSession,
+};
 pub use mfa::{LoginOutcome, MFA_CHALLENGE_TTL_S, MFA_CHALLENGES_MAX, MFA_FAILURES_MAX, MfaEnrolment};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -52,9 +58,10 @@ use super::plan::{PLANS_MAX, Plan, PlanSpec, PolicyGrant, grant_for};
 use super::rbac::{Permission, Role};
 use super::secret::{Secret, random_id, random_password, random_token};
 use super::store::{
-    self, ACCOUNTS_FORMAT_VERSION, DEVICE_TOKENS, DeviceRecord, EMAILS, FAMILIES, FamilyRecord, META,
-    META_FORMAT_VERSION, MFA, MfaRecord, PLANS, QUERY_USAGE, REFRESH_TOKENS, ROLE_PERMISSIONS, RefreshRecord,
-    Revocation, SIGNING_KEYS, USER_FAMILIES, USERS, UserRecord, UserStatus,
+    self, ACCOUNTS_FORMAT_VERSION, BROWSER_SESSIONS, BrowserSessionRecord, DEVICE_TOKENS, DeviceRecord,
+    EMAILS, FAMILIES, FamilyRecord, META, META_FORMAT_VERSION, MFA, MfaRecord, PLANS, QUERY_USAGE,
+    REFRESH_TOKENS, ROLE_PERMISSIONS, RefreshRecord, Revocation, SIGNING_KEYS, USER_BROWSER_SESSIONS,
+    USER_FAMILIES, USERS, UserRecord, UserStatus,
 };
 use super::token::{self, Expect, TYP_ACCESS, TYP_DEVICE, TokenClaims};
 use crate::audit::{AuditEvent, AuditLog, AuditPage};
@@ -122,6 +129,10 @@ pub struct AuthConfig {
     /// Roles whose accounts must have MFA (default `admin` and `operator`): until they enrol,
     /// their tokens open nothing but the enrolment endpoints.
     pub mfa_required_roles: BTreeSet<Role>,
+    /// Idle timeout of a browser session, s (default 30 min; at most the absolute timeout).
+    pub browser_idle_s: u64,
+    /// Absolute timeout of a browser session, s (default 12 h; at most 7 days).
+    pub browser_absolute_s: u64,
 }
 
 /// Longest access token lifetime a config may set: 1 hour (they cannot be revoked one by one).
@@ -153,6 +164,11 @@ impl AuthConfig {
         if !(1..=FRESH_AUTH_S_MAX).contains(&self.fresh_auth_s) {
             return bad("fresh_auth_s", "1-3600");
         }
+        if !(1..=BROWSER_ABSOLUTE_S_MAX).contains(&self.browser_absolute_s)
+            || !(1..=self.browser_absolute_s).contains(&self.browser_idle_s)
+        {
+            return bad("browser_idle_s", "1 s <= idle <= absolute <= 7 days");
+        }
         if self.api_audience == self.device_audience {
             return bad("device_audience", "must differ from api_audience");
         }
@@ -174,6 +190,8 @@ impl Default for AuthConfig {
             fresh_auth_s: FRESH_AUTH_S_DEFAULT,
             clock: AuthClock::system(),
             mfa_required_roles: BTreeSet::from([Role::Admin, Role::Operator]),
+            browser_idle_s: BROWSER_IDLE_S_DEFAULT,
+            browser_absolute_s: BROWSER_ABSOLUTE_S_DEFAULT,
         }
     }
 }
@@ -521,6 +539,8 @@ fn init_tables(db: &Database) -> AuthResult<BTreeMap<Role, BTreeSet<Permission>>
             QUERY_USAGE,
             SIGNING_KEYS,
             MFA,
+            BROWSER_SESSIONS,
+            USER_BROWSER_SESSIONS,
         ] {
             txn.open_table(def)?;
         }
