@@ -480,7 +480,12 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bluewave.toml");
-    std::fs::write(&config, "[https]\nbody_bytes_max = 2048\n\n[auth]\naccess_ttl_s = 600\n").unwrap();
+    std::fs::write(
+        &config,
+        "[https]\nbody_bytes_max = 2048\n\n[auth]\naccess_ttl_s = 600\n\n\
+         [query]\ntimeout_ms = 1500\ntable_function_rows_max = 1000000000000000\n",
+    )
+    .unwrap();
     let server = Server::start_with(
         dir.path(),
         Some("config-file-admin-pw"),
@@ -504,6 +509,27 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
         let refused = https.request("POST", "/api/auth/token", None, None, Some(big)).await;
         assert_eq!(refused.status, 413);
         assert_eq!(refused.json()["error"], "payload_too_large");
+        // [query] timeout_ms: a runaway count ends with the typed timeout after 1.5 s, and
+        // /metrics counts it.
+        let sql = json!({ "sql": "SELECT count(*) FROM generate_series(1, 1000000000000)" });
+        let runaway = https.request("POST", "/api/query", Some(token), None, Some(sql)).await;
+        assert_eq!(runaway.status, 503);
+        assert_eq!(
+            runaway.json(),
+            json!({ "error": "query_timeout", "message": "query timed out after 1500 ms and was cancelled" })
+        );
+        let timed_out = |text: &str| text.lines().any(|line| line == "bluewave_query_timed_out_total 1");
+        // The query task counts the timeout when its plan stops, just after the answer.
+        let mut metrics = String::new();
+        for _ in 0..100 {
+            let answer = https.request("GET", "/metrics", None, None, None).await;
+            metrics = String::from_utf8_lossy(&answer.body).into_owned();
+            if timed_out(&metrics) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(timed_out(&metrics), "{metrics}");
     });
     server.stop();
 
