@@ -7,7 +7,6 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::csv;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::{ArrayWriter, WriterBuilder};
@@ -29,7 +28,8 @@ pub const PARQUET_ROW_GROUP_ROWS_MAX: usize = 128 * 1024;
 pub enum Format {
     /// A JSON array of row objects (`[{"buoy_id":"…",…},…]`); timestamps as RFC 3339 text.
     Json,
-    /// CSV with a header row; timestamps as RFC 3339 text.
+    /// CSV with a header row; timestamps as RFC 3339 text; text cells that a spreadsheet
+    /// would run as a formula are neutralised (`'` in front, quoted: see `csv_safe`).
     Csv,
     /// Arrow IPC stream format.
     ArrowIpc,
@@ -105,10 +105,10 @@ impl Encoder {
                 Ok(std::mem::take(writer.get_mut()))
             }
             Encoder::Csv { header } => {
-                let mut writer = csv::WriterBuilder::new().with_header(*header).build(Vec::new());
-                writer.write(batch).map_err(encode_error)?;
+                let mut out = if *header { crate::csv_safe::header(batch) } else { Vec::new() };
                 *header = false;
-                Ok(writer.into_inner())
+                out.extend(crate::csv_safe::rows(batch).map_err(encode_error)?);
+                Ok(out)
             }
             Encoder::Ipc(writer) => {
                 writer.write(batch).map_err(encode_error)?;
@@ -139,9 +139,7 @@ impl Encoder {
             Encoder::Csv { header } => {
                 // An empty result still gets its header line.
                 if *header {
-                    let mut writer = csv::WriterBuilder::new().with_header(true).build(Vec::new());
-                    writer.write(&RecordBatch::new_empty(schema.clone())).map_err(encode_error)?;
-                    return Ok(writer.into_inner());
+                    return Ok(crate::csv_safe::header(&RecordBatch::new_empty(schema.clone())));
                 }
                 Ok(Vec::new())
             }

@@ -21,6 +21,7 @@
 //! - `filter`: [`TelemetryFilter`] and the paging [`Cursor`] of REST reads.
 //! - `encode`: [`encode`] into JSON, CSV, Arrow IPC or Parquet, batch by batch, and the
 //!   [`error_record`] that ends an output whose query failed midway.
+//! - `csv_safe`: the CSV writer, with formula cells neutralised by column type.
 //! - `metrics`: [`QueryMetrics`], the service's counters and latency histogram.
 //! - `error`: [`Error`], user errors apart from internal ones.
 //!
@@ -49,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+mod csv_safe;
 mod encode;
 mod error;
 mod filter;
@@ -61,6 +63,7 @@ mod service;
 mod stats;
 mod table;
 
+pub use csv_safe::FORMULA_TRIGGERS;
 pub use encode::{
     ByteStream, ERROR_RECORD_PREFIX, Format, PARQUET_ROW_GROUP_BYTES_MAX, PARQUET_ROW_GROUP_ROWS_MAX, encode,
     error_record,

@@ -4,6 +4,7 @@
 //!   routing, error answers, limits, timeouts, graceful shutdown, streaming, security headers,
 //!   OpenAPI and the docs page;
 //! - `api`: the REST endpoints over real HTTPS with real auth, query service and engine;
+//! - `csv_export`: formula cells neutralised in CSV answers, numbers kept;
 //! - `runaway`: query timeouts, stalls, table-function caps and the streamed error record over
 //!   HTTPS, and other users answered while runaway queries run;
 //! - `auth`: accounts, sessions, limits, RBAC, plans, device tokens through `AuthService`;
@@ -20,6 +21,7 @@ mod api;
 mod audit;
 mod auth;
 mod auth_fixtures;
+mod csv_export;
 mod forgery;
 mod http;
 mod runaway;
