@@ -22,7 +22,7 @@ use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerId
 use crate::config_file::{ConfigFile, ConfigFileError};
 
 use crate::DurabilityArg;
-use crate::device_auth::JwtDevices;
+use crate::device_auth::{AuditRefusals, JwtDevices};
 use crate::metrics::FleetCollector;
 
 /// File name of the pre-shared device tokens inside the data dir (where `bluewave devices add`
@@ -215,6 +215,7 @@ struct Parts {
 async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), ServeError> {
     let pin = parts.identity.pin_sha256();
     let quic = bluewave_wire::start(parts.quic, &parts.identity, engine.clone(), parts.devices).await?;
+    quic.set_refusal_audit(Arc::new(AuditRefusals::new(Arc::clone(&state.auth))));
     let disconnect = quic.clone();
     state.on_device_revoked = Some(Arc::new(move |buoy: &str| match bluewave_engine::BuoyId::new(buoy) {
         Ok(buoy) => disconnect.disconnect_buoy(&buoy),

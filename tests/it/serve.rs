@@ -457,6 +457,9 @@ fn buoy_streams_over_quic_with_an_api_issued_token_and_an_analyst_reads_it_back(
         metrics_text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
     };
     assert_eq!(sample("bluewave_quic_closed_device_revoked_total"), Some(1.0), "{metrics_text}");
+    // The revoked token's next HELLO, counted by its reason.
+    let refused_revoked = "bluewave_quic_hello_refused_total{reason=\"DEVICE_REVOKED\"}";
+    assert_eq!(sample(refused_revoked), Some(1.0), "{metrics_text}");
     assert_eq!(sample("bluewave_engine_readings_ingested_total"), Some(5.0), "{metrics_text}");
     // The analyst's read and two SQL queries ran; the read of buoy-2 was refused (outside the
     // plan); rows: 4 readings + 1 CSV group + 4 values.

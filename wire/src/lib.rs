@@ -15,6 +15,9 @@
 //!   generated once into `<data-dir>/tls/`; its SHA-256 pin for clients.
 //! - `auth` — [`DeviceAuthenticator`] (token → buoy or [`Refusal`]) and [`PresharedTokens`], the
 //!   token-file implementation used until the web crate supplies JWT device tokens.
+//! - `evidence` — what a refused HELLO leaves: a rate-limited `warn` line with the peer
+//!   address, and a report of addresses refused again and again to the binary's
+//!   [`RefusalAudit`] (the audit log lives in `web`).
 //! - `server` — the quinn endpoint ([`start`] → [`ServerHandle`]): HELLO, one batch per stream
 //!   into `Engine::ingest`, the durable ACK; every limit in [`ServerConfig`].
 //! - `metrics` — the server's lock-free counters, read as [`ServerMetrics`].
@@ -49,6 +52,7 @@
 mod auth;
 mod client;
 mod codec;
+mod evidence;
 mod io;
 mod metrics;
 mod server;
@@ -78,6 +82,10 @@ pub use client::{
     ClientConfig, ClientError, ClientResult, ClientStats, IDLE_TIMEOUT_MS_DEFAULT,
     KEEP_ALIVE_INTERVAL_MS_DEFAULT, PINS_MAX, ServerLimits, Trust, WINDOW_DEFAULT, certificate_sha256,
     parse_pin, rustls_config,
+};
+pub use evidence::{
+    REFUSAL_ADDRESSES_MAX, REFUSAL_LOG_LINES_PER_S, REFUSALS_AUDIT_THRESHOLD, REFUSALS_AUDIT_WINDOW_MS,
+    RefusalAudit, is_authentication_refusal,
 };
 pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
 pub use metrics::ServerMetrics;

@@ -29,7 +29,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::auth::DeviceAuthenticator;
+use crate::auth::{DeviceAuthenticator, Refusal};
+use crate::evidence::{RefusalAudit, RefusalEvidence};
 use crate::io::{ReadFrameError, read_frame, reset_stream, write_frame};
 use crate::metrics::{Metrics, ServerMetrics};
 use crate::tls::ServerIdentity;
@@ -229,6 +230,8 @@ struct Control {
     shutdown_tx: watch::Sender<bool>,
     /// Open connections by buoy, for `disconnect_buoy`. Touched at ACCEPTED and at close only.
     registry: Mutex<HashMap<BuoyId, HashMap<usize, Connection>>>,
+    /// Warn lines and per-address audit of refused HELLOs (`evidence`); lives with the server.
+    evidence: RefusalEvidence,
 }
 
 impl Control {
@@ -298,6 +301,7 @@ pub async fn start(
         shutting_down: AtomicBool::new(false),
         shutdown_tx,
         registry: Mutex::new(HashMap::new()),
+        evidence: RefusalEvidence::new(),
     });
     let core = Arc::new(Core { control: control.clone(), engine, auth });
     let accept_task = tokio::spawn(accept_loop(core, endpoint.clone()));
@@ -348,6 +352,17 @@ impl ServerHandle {
     /// A snapshot of the counters.
     pub fn metrics(&self) -> ServerMetrics {
         self.control.metrics.snapshot()
+    }
+
+    /// Hands in what records addresses that keep being refused (the binary writes them to the
+    /// audit log; `evidence` module). Returns false, changing nothing, if one was set before.
+    pub fn set_refusal_audit(&self, audit: Arc<dyn RefusalAudit>) -> bool {
+        self.control.evidence.set_audit(audit)
+    }
+
+    /// Addresses reported to the refusal audit hook since start.
+    pub fn refusals_audited(&self) -> u64 {
+        self.control.evidence.audited()
     }
 
     /// The settings in force.
@@ -585,16 +600,24 @@ async fn hello(core: &Core, connection: &Connection) -> Option<Session> {
         refuse(control, connection, send, RefuseReason::TokenMissing, 0, "no device token").await;
         return None;
     }
+    // The engine has no single-buoy lookup; one HELLO per connection makes this scan cheap
+    // enough next to the TLS handshake it follows.
+    let registered = |buoy: &str| core.engine.buoys().iter().any(|info| *info.id == *buoy);
     let buoy = match core.auth.authenticate(&hello.token) {
         Ok(buoy) => buoy,
+        // A verified token of a revoked device whose buoy is not registered (any more): the
+        // registration is what the buoy must fix first (PROTOCOL.md §3.4, order of checks).
+        Err(Refusal::DeviceRevoked(buoy)) if BuoyId::new(&buoy).is_ok() && !registered(&buoy) => {
+            let message = format!("buoy {buoy} is not registered");
+            refuse(control, connection, send, RefuseReason::BuoyNotRegistered, 0, &message).await;
+            return None;
+        }
         Err(refusal) => {
             refuse(control, connection, send, refusal.reason(), 0, &refusal.to_string()).await;
             return None;
         }
     };
-    // The engine has no single-buoy lookup; one HELLO per connection makes this scan cheap
-    // enough next to the TLS handshake it follows.
-    if !core.engine.buoys().iter().any(|info| *info.id == *buoy.as_str()) {
+    if !registered(buoy.as_str()) {
         let message = format!("buoy {buoy} is not registered");
         refuse(control, connection, send, RefuseReason::BuoyNotRegistered, 0, &message).await;
         return None;
@@ -654,6 +677,7 @@ async fn refuse(
     message: &str,
 ) {
     control.metrics.refused(reason);
+    control.evidence.refused(connection.remote_address(), reason, message);
     let mut message = message.to_owned();
     if message.len() > crate::REFUSED_MESSAGE_BYTES_MAX {
         let mut end = crate::REFUSED_MESSAGE_BYTES_MAX;
