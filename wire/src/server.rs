@@ -564,12 +564,12 @@ async fn hello(core: &Core, connection: &Connection) -> Option<Session> {
     };
     let frame = match read {
         Err(_) => {
-            reset_stream(&mut send, &mut recv, StreamErrorCode::StreamTimeout);
+            // A half-read HELLO: the close ends stream 0 (no reset first; see protocol_violation).
             close(control, connection, ConnectionCloseCode::HelloTimeout, "no HELLO within the deadline");
             return None;
         }
         Ok(Err(ReadFrameError::Frame(e))) => {
-            protocol_violation(control, connection, &mut send, &mut recv, &e);
+            protocol_violation(control, connection, &e);
             return None;
         }
         Ok(Err(_)) => return None,
@@ -585,7 +585,7 @@ async fn hello(core: &Core, connection: &Connection) -> Option<Session> {
                 return None;
             }
             Disposition::ResetStream(_) => {
-                protocol_violation(control, connection, &mut send, &mut recv, &e);
+                protocol_violation(control, connection, &e);
                 return None;
             }
         },
@@ -653,17 +653,10 @@ async fn hello(core: &Core, connection: &Connection) -> Option<Session> {
     Some(Session { buoy, dictionary: hello.dictionary, violations: AtomicU32::new(0) })
 }
 
-fn protocol_violation(
-    control: &Control,
-    connection: &Connection,
-    send: &mut SendStream,
-    recv: &mut RecvStream,
-    e: &crate::Error,
-) {
-    if let Disposition::ResetStream(code) = e.disposition() {
-        control.metrics.reset(code);
-        reset_stream(send, recv, code);
-    }
+/// A malformed HELLO: closes the connection `PROTOCOL_VIOLATION` (the close's reason names the
+/// fault). Stream 0 is not reset first: a close discards frames still queued, so a reset sent
+/// just before it would never reach the client (PROTOCOL.md §3.2); the close ends stream 0.
+fn protocol_violation(control: &Control, connection: &Connection, e: &crate::Error) {
     close(control, connection, ConnectionCloseCode::ProtocolViolation, &format!("bad HELLO: {e}"));
 }
 

@@ -12,6 +12,8 @@
 //!   restarts and offline spool without loss or doubles, trust (pin, CA file), terminal refusals;
 //! - `evidence`: refused HELLOs counted by reason and audited per address; the order of the
 //!   refusal reasons (nothing leaks to a token that does not verify);
+//! - `conformance`: the points where an independent client found the server and PROTOCOL.md
+//!   apart, each now one behaviour with its test;
 //! - `server`: the real QUIC server on loopback over a real engine, driven by a raw quinn client
 //!   sending exact bytes (`common` is the harness shared with the client tests).
 
@@ -19,6 +21,7 @@
 
 mod client;
 mod common;
+mod conformance;
 mod evidence;
 mod example;
 mod hostile;
