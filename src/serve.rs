@@ -17,7 +17,7 @@ use bluewave_web::{
     ApiState, AuthConfig, AuthService, FirstAdmin, HttpConfig, HttpServer, Registry, Secret, TlsIdentity,
     api_router,
 };
-use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity};
+use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity, StatelessResetKey};
 
 use crate::config_file::{ConfigFile, ConfigFileError};
 
@@ -132,6 +132,8 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     file.apply_quic(&mut config);
     config.listen = args.quic_listen;
     config.connections_max = args.connections_max;
+    // Kept across restarts so a buoy's connection to a killed server ends at its next packet.
+    config.stateless_reset_key = Some(StatelessResetKey::load_or_generate(&data_dir.join("tls"))?);
     config.validate()?;
     let mut http_config = HttpConfig::default();
     file.apply_https(&mut http_config);

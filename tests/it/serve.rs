@@ -78,7 +78,7 @@ impl Server {
         command
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["serve", "--quic-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0"])
+            .args(["serve", "--https-listen", "127.0.0.1:0"])
             .args(extra)
             .env_remove("BLUEWAVE_ADMIN_PASSWORD")
             .env("RUST_LOG", "warn")
@@ -87,6 +87,9 @@ impl Server {
             .stderr(Stdio::inherit());
         if let Some(password) = admin_password {
             command.env("BLUEWAVE_ADMIN_PASSWORD", password);
+        }
+        if !extra.iter().any(|arg| *arg == "--quic-listen") {
+            command.args(["--quic-listen", "127.0.0.1:0"]);
         }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -548,4 +551,48 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("body_bytes_maxx"), "{stderr}");
+}
+
+#[test]
+fn a_buoy_connected_to_a_killed_server_gets_a_stateless_reset_from_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long HELLO deadline: the test's connection sends no HELLO and must stay open until the kill.
+    let config = dir.path().join("bluewave.toml");
+    std::fs::write(&config, "[quic]\nhello_deadline_ms = 3600000\n").unwrap();
+    let first = Server::start_with(
+        dir.path(),
+        Some("reset-key-admin-password"),
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    let quic = first.quic;
+    let (identity, _) = ServerIdentity::load_or_generate(&dir.path().join("tls")).unwrap();
+    runtime().block_on(async {
+        let mut tls =
+            bluewave_wire::rustls_config(&Trust::Pinned(vec![identity.pin_sha256_bytes()])).unwrap();
+        tls.alpn_protocols = vec![bluewave_wire::ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let connection = within("handshake", endpoint.connect(quic, "localhost").unwrap()).await.unwrap();
+        // kill -9, then a new process on the same data dir and port.
+        drop(first);
+        let second = Server::start_with(
+            dir.path(),
+            None,
+            &[
+                std::ffi::OsStr::new("--config"),
+                config.as_os_str(),
+                std::ffi::OsStr::new("--quic-listen"),
+                std::ffi::OsStr::new(&quic.to_string()),
+            ],
+        );
+        assert_eq!(second.quic, quic);
+        // The next packet on the old connection meets the new process, which answers it with a
+        // stateless reset the client can authenticate (the key is in <data-dir>/tls).
+        let (mut send, _recv) = connection.open_bi().await.unwrap();
+        let _ = send.write_all(&[0u8; 1_000]).await;
+        let error = within("the reset", connection.closed()).await;
+        assert!(matches!(error, quinn::ConnectionError::Reset), "{error:?}");
+        second.stop();
+    });
 }

@@ -97,8 +97,8 @@ pub use spool::{
     SpoolConfig, SpoolError, SpoolRecovery, SpoolResult, SpooledBatch,
 };
 pub use tls::{
-    GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX, ServerIdentity,
-    TlsError, cert_sha256,
+    GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX,
+    RESET_KEY_BYTES, RESET_KEY_FILE, ServerIdentity, StatelessResetKey, TlsError, cert_sha256,
 };
 pub use udp::{
     UDP_BUFFER_BYTES_DEFAULT, UDP_BUFFER_BYTES_MAX, UDP_BUFFER_BYTES_MIN, UdpBuffers, bind as bind_udp,

@@ -112,6 +112,10 @@ pub struct ServerConfig {
     /// [`crate::UDP_BUFFER_BYTES_MIN`]`..=`[`crate::UDP_BUFFER_BYTES_MAX`]; default
     /// [`UDP_BUFFER_BYTES_DEFAULT`] (4 MiB).
     pub udp_buffer_bytes: usize,
+    /// The stateless-reset secret (`StatelessResetKey`): with one kept on disk, a server
+    /// restarted after a crash ends its predecessor's connections at their next packet instead
+    /// of leaving them to the idle timeout. `None` (the default): a random one per start.
+    pub stateless_reset_key: Option<crate::StatelessResetKey>,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +141,7 @@ impl Default for ServerConfig {
             shutdown_retry_after_ms: 5_000,
             drain_deadline_ms: 10_000,
             udp_buffer_bytes: UDP_BUFFER_BYTES_DEFAULT,
+            stateless_reset_key: None,
         }
     }
 }
@@ -276,8 +281,17 @@ pub async fn start(
 ) -> Result<ServerHandle, ServerError> {
     config.validate()?;
     let quinn_config = quinn_server_config(&config, identity)?;
-    let (endpoint, buffers) = crate::udp_endpoint(config.listen, config.udp_buffer_bytes, Some(quinn_config))
-        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let endpoint_config = config
+        .stateless_reset_key
+        .as_ref()
+        .map_or_else(quinn::EndpointConfig::default, crate::StatelessResetKey::endpoint_config);
+    let (endpoint, buffers) = crate::udp::endpoint_with(
+        config.listen,
+        config.udp_buffer_bytes,
+        Some(quinn_config),
+        endpoint_config,
+    )
+    .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     if buffers.below(config.udp_buffer_bytes) {
         tracing::warn!(
             requested = config.udp_buffer_bytes,
