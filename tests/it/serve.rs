@@ -554,6 +554,27 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
 }
 
 #[test]
+fn the_log_has_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // The HTTPS port is taken: serve logs its QUIC listener at info, then stops with an error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_bluewave"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--quic-listen", "127.0.0.1:0", "--https-listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .env("RUST_LOG", "info")
+        .env("BLUEWAVE_ADMIN_PASSWORD", "colour-test-admin-password")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("INFO") && stderr.contains("QUIC ingest server listening"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+#[test]
 fn a_buoy_connected_to_a_killed_server_gets_a_stateless_reset_from_its_restart() {
     let dir = tempfile::tempdir().unwrap();
     // A long HELLO deadline: the test's connection sends no HELLO and must stay open until the kill.
