@@ -16,6 +16,10 @@
 //!
 //! [query]
 //! queries_max = 8
+//! timeout_ms = 30000
+//!
+//! [query.plan_timeout_ms]   # per subscription plan id
+//! "3f2a…" = 300000
 //!
 //! [auth]
 //! access_ttl_s = 600
@@ -154,6 +158,11 @@ section!(
         sql_bytes_max: usize,
         read_limit_default: usize,
         read_limit_max: usize,
+        timeout_ms: u64,
+        plan_timeout_ms: std::collections::BTreeMap<String, u64>,
+        stall_timeout_ms: u64,
+        memory_max_bytes: usize,
+        table_function_rows_max: u64,
     }
 );
 
@@ -298,6 +307,11 @@ impl ConfigFile {
                 sql_bytes_max,
                 read_limit_default,
                 read_limit_max,
+                timeout_ms,
+                plan_timeout_ms,
+                stall_timeout_ms,
+                memory_max_bytes,
+                table_function_rows_max,
             ]
         );
     }
@@ -358,6 +372,7 @@ mod tests {
         let mut query = QueryConfig::default();
         file.apply_query(&mut query);
         assert_eq!(query.queries_max, 3);
+        assert_eq!(query.timeout_ms, QueryConfig::default().timeout_ms);
         let mut auth = AuthConfig::default();
         file.apply_auth(&mut auth);
         assert_eq!(auth.access_ttl_s, 600);
@@ -365,6 +380,26 @@ mod tests {
         let mut quic = ServerConfig::default();
         file.apply_quic(&mut quic);
         assert_eq!(quic.hello_deadline_ms, 1_500);
+    }
+
+    #[test]
+    fn query_budgets_and_plan_overrides_are_read() {
+        let file = ConfigFile::parse(
+            "[query]\ntimeout_ms = 2000\nstall_timeout_ms = 1000\nmemory_max_bytes = 4194304\n\
+             table_function_rows_max = 500\n[query.plan_timeout_ms]\nabc = 9000\n",
+        )
+        .unwrap();
+        let mut query = QueryConfig::default();
+        file.apply_query(&mut query);
+        query.validate().unwrap();
+        assert_eq!(query.timeout_for(None), std::time::Duration::from_millis(2_000));
+        assert_eq!(query.timeout_for(Some("abc")), std::time::Duration::from_millis(9_000));
+        assert_eq!(query.timeout_for(Some("other")), std::time::Duration::from_millis(2_000));
+        assert_eq!(query.timeout_max(), std::time::Duration::from_millis(9_000));
+        assert_eq!(
+            (query.stall_timeout_ms, query.memory_max_bytes, query.table_function_rows_max),
+            (1_000, 4 << 20, 500)
+        );
     }
 
     #[test]

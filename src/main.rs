@@ -121,12 +121,15 @@ enum DurabilityArg {
 
 fn main() -> ExitCode {
     keep_freed_memory_mapped();
+    // Colour codes only for a person at a terminal: a log file or a journal gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

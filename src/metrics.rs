@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bluewave_engine::Engine;
 use bluewave_query::{QUERY_LATENCY_BUCKETS_MS, QueryService};
-use bluewave_wire::ServerHandle;
+use bluewave_wire::{RefuseReason, ServerHandle};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -146,6 +146,22 @@ impl Collector for FleetCollector {
             "bluewave_quic_closed_device_revoked",
             "Connections closed after a revocation",
             w.closed_device_revoked,
+        )?;
+        let mut refused = enc.encode_descriptor(
+            "bluewave_quic_hello_refused",
+            "HELLOs refused, by REFUSED reason (wire/PROTOCOL.md 3.4)",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in RefuseReason::ALL {
+            let labels = [("reason", reason.name())];
+            ConstCounter::new(w.refused(reason)).encode(refused.encode_family(&labels)?)?;
+        }
+        counter(
+            enc,
+            "bluewave_quic_refusing_addresses_audited",
+            "Addresses audited for repeated authentication refusals",
+            self.quic.refusals_audited(),
         )?;
         counter(enc, "bluewave_quic_bytes_in", "Bytes received", w.bytes_in)?;
         counter(enc, "bluewave_quic_bytes_out", "Bytes sent", w.bytes_out)?;

@@ -17,12 +17,12 @@ use bluewave_web::{
     ApiState, AuthConfig, AuthService, FirstAdmin, HttpConfig, HttpServer, Registry, Secret, TlsIdentity,
     api_router,
 };
-use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity};
+use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity, StatelessResetKey};
 
 use crate::config_file::{ConfigFile, ConfigFileError};
 
 use crate::DurabilityArg;
-use crate::device_auth::JwtDevices;
+use crate::device_auth::{AuditRefusals, JwtDevices};
 use crate::metrics::FleetCollector;
 
 /// File name of the pre-shared device tokens inside the data dir (where `bluewave devices add`
@@ -132,6 +132,8 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     file.apply_quic(&mut config);
     config.listen = args.quic_listen;
     config.connections_max = args.connections_max;
+    // Kept across restarts so a buoy's connection to a killed server ends at its next packet.
+    config.stateless_reset_key = Some(StatelessResetKey::load_or_generate(&data_dir.join("tls"))?);
     config.validate()?;
     let mut http_config = HttpConfig::default();
     file.apply_https(&mut http_config);
@@ -215,6 +217,7 @@ struct Parts {
 async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), ServeError> {
     let pin = parts.identity.pin_sha256();
     let quic = bluewave_wire::start(parts.quic, &parts.identity, engine.clone(), parts.devices).await?;
+    quic.set_refusal_audit(Arc::new(AuditRefusals::new(Arc::clone(&state.auth))));
     let disconnect = quic.clone();
     state.on_device_revoked = Some(Arc::new(move |buoy: &str| match bluewave_engine::BuoyId::new(buoy) {
         Ok(buoy) => disconnect.disconnect_buoy(&buoy),

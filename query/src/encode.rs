@@ -2,11 +2,11 @@
 //! batch (Parquet: one per flushed row group), so memory stays bounded by a batch (Parquet:
 //! by [`PARQUET_ROW_GROUP_BYTES_MAX`]) whatever the result size.
 
+use std::fmt::Write as _;
 use std::pin::Pin;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::csv;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::{ArrayWriter, WriterBuilder};
@@ -28,7 +28,8 @@ pub const PARQUET_ROW_GROUP_ROWS_MAX: usize = 128 * 1024;
 pub enum Format {
     /// A JSON array of row objects (`[{"buoy_id":"…",…},…]`); timestamps as RFC 3339 text.
     Json,
-    /// CSV with a header row; timestamps as RFC 3339 text.
+    /// CSV with a header row; timestamps as RFC 3339 text; text cells that a spreadsheet
+    /// would run as a formula are neutralised (`'` in front, quoted: see `csv_safe`).
     Csv,
     /// Arrow IPC stream format.
     ArrowIpc,
@@ -104,10 +105,10 @@ impl Encoder {
                 Ok(std::mem::take(writer.get_mut()))
             }
             Encoder::Csv { header } => {
-                let mut writer = csv::WriterBuilder::new().with_header(*header).build(Vec::new());
-                writer.write(batch).map_err(encode_error)?;
+                let mut out = if *header { crate::csv_safe::header(batch) } else { Vec::new() };
                 *header = false;
-                Ok(writer.into_inner())
+                out.extend(crate::csv_safe::rows(batch).map_err(encode_error)?);
+                Ok(out)
             }
             Encoder::Ipc(writer) => {
                 writer.write(batch).map_err(encode_error)?;
@@ -138,9 +139,7 @@ impl Encoder {
             Encoder::Csv { header } => {
                 // An empty result still gets its header line.
                 if *header {
-                    let mut writer = csv::WriterBuilder::new().with_header(true).build(Vec::new());
-                    writer.write(&RecordBatch::new_empty(schema.clone())).map_err(encode_error)?;
-                    return Ok(writer.into_inner());
+                    return Ok(crate::csv_safe::header(&RecordBatch::new_empty(schema.clone())));
                 }
                 Ok(Vec::new())
             }
@@ -157,41 +156,106 @@ impl Encoder {
 }
 
 /// A result encoded as a stream of byte chunks (what an HTTP body or a file writer consumes).
-/// An error item means the output is incomplete and must not be presented as a whole result.
+/// An error item means the output is incomplete and must not be presented as a whole result;
+/// when bytes were already given out, the chunk before it is the [`error_record`].
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// What starts the error record that ends an incomplete output (after a newline).
+pub const ERROR_RECORD_PREFIX: &str = "#BLUEWAVE-ERROR ";
+
+/// The record that ends an output whose query failed after some of it was sent:
+/// `\n#BLUEWAVE-ERROR {"error":"<code>","message":"<text>"}\n`, the same JSON object as an
+/// HTTP error body, with [`Error::code`]. Internal faults say only `internal error`. In every
+/// format it makes the output unreadable as a whole (JSON: an unterminated array and then text;
+/// CSV: a last line no data row can start with, since a cell holding `"` is quoted; Arrow IPC:
+/// no end-of-stream marker and bytes that are no IPC message; Parquet: no footer), so a failed
+/// result is never taken for a complete one, and a client finds the reason in its last line.
+pub fn error_record(error: &Error) -> Vec<u8> {
+    let message = if error.is_user_error() { error.to_string() } else { "internal error".to_owned() };
+    let mut out = format!("\n{ERROR_RECORD_PREFIX}{{\"error\":\"{}\",\"message\":\"", error.code());
+    for c in message.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push_str("\"}\n");
+    out.into_bytes()
+}
+
+/// Where [`encode`] is in its output.
+struct EncodeState {
+    results: ResultStream,
+    encoder: Option<Encoder>,
+    /// Bytes were given out: a failure from now on is told by the error record.
+    started: bool,
+    /// The error to give after its error record.
+    failed: Option<Error>,
+    finished: bool,
+}
 
 /// Encodes `results` in `format`, batch by batch.
 pub fn encode(results: ResultStream, format: Format) -> ByteStream {
     let schema = results.schema();
-    let state = (results, None::<Encoder>, false);
-    let stream = futures::stream::unfold(state, move |(mut results, mut encoder, finished)| {
+    let state = EncodeState { results, encoder: None, started: false, failed: None, finished: false };
+    let stream = futures::stream::unfold(state, move |mut state| {
         let schema = schema.clone();
         async move {
-            if finished {
+            if let Some(error) = state.failed.take() {
+                state.finished = true;
+                return Some((Err(error), state));
+            }
+            if state.finished {
                 return None;
             }
-            let enc = match encoder.as_mut() {
-                Some(e) => e,
-                None => match Encoder::new(format, &schema) {
-                    Ok(e) => encoder.insert(e),
-                    Err(e) => return Some((Err(e), (results, None, true))),
-                },
-            };
-            loop {
-                match results.next().await {
-                    Some(Ok(batch)) => match enc.batch(&batch) {
-                        Ok(bytes) if bytes.is_empty() => continue,
-                        Ok(bytes) => return Some((Ok(Bytes::from(bytes)), (results, encoder, false))),
-                        Err(e) => return Some((Err(e), (results, None, true))),
-                    },
-                    Some(Err(e)) => return Some((Err(e), (results, None, true))),
-                    None => {
-                        let last = enc.finish(&schema).map(Bytes::from);
-                        return Some((last, (results, None, true)));
-                    }
+            let outcome = next_chunk(&mut state, format, &schema).await;
+            match outcome {
+                Ok(Some(bytes)) => {
+                    state.started = true;
+                    Some((Ok(bytes), state))
+                }
+                Ok(None) => None,
+                Err(error) if state.started => {
+                    let record = Bytes::from(error_record(&error));
+                    state.failed = Some(error);
+                    Some((Ok(record), state))
+                }
+                Err(error) => {
+                    state.finished = true;
+                    Some((Err(error), state))
                 }
             }
         }
     });
     Box::pin(stream)
+}
+
+/// The next non-empty chunk, `None` after the last.
+async fn next_chunk(state: &mut EncodeState, format: Format, schema: &SchemaRef) -> Result<Option<Bytes>> {
+    if state.finished {
+        return Ok(None);
+    }
+    let encoder = match state.encoder.as_mut() {
+        Some(encoder) => encoder,
+        None => state.encoder.insert(Encoder::new(format, schema)?),
+    };
+    loop {
+        match state.results.next().await {
+            Some(Ok(batch)) => {
+                let bytes = encoder.batch(&batch)?;
+                if !bytes.is_empty() {
+                    return Ok(Some(Bytes::from(bytes)));
+                }
+            }
+            Some(Err(error)) => return Err(error),
+            None => {
+                state.finished = true;
+                return encoder.finish(schema).map(|last| Some(Bytes::from(last)));
+            }
+        }
+    }
 }

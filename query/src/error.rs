@@ -40,6 +40,23 @@ pub enum Error {
         /// The budget.
         timeout_ms: u64,
     },
+    /// The query handed no batch to its consumer for longer than its stall limit and was
+    /// cancelled.
+    #[error("query produced nothing for {stall_ms} ms and was cancelled")]
+    Stalled {
+        /// The stall limit.
+        stall_ms: u64,
+    },
+    /// A table function call asks for more rows than the policy allows; refused before it ran.
+    #[error(
+        "table function {function} would produce more than {rows_max} rows; narrow its range or raise its step"
+    )]
+    TableFunctionLimit {
+        /// The function (`generate_series`, `range`).
+        function: &'static str,
+        /// The cap.
+        rows_max: u64,
+    },
     /// Too many queries are running; retry later.
     #[error("query service busy: {queries_max} queries already running")]
     Busy {
@@ -76,8 +93,28 @@ impl Error {
                 | Self::RowLimit { .. }
                 | Self::MemoryLimit { .. }
                 | Self::Timeout { .. }
+                | Self::Stalled { .. }
+                | Self::TableFunctionLimit { .. }
                 | Self::Busy { .. }
         )
+    }
+
+    /// A stable machine-readable code per variant, for API answers and for the error record
+    /// at the end of a streamed result (`query/README.md`, *Errors after the first byte*).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidSql(_) => "invalid_sql",
+            Self::Refused(_) => "statement_refused",
+            Self::InvalidFilter(_) => "invalid_filter",
+            Self::PolicyDenied(_) => "policy_denied",
+            Self::RowLimit { .. } => "query_row_limit",
+            Self::MemoryLimit { .. } => "query_memory_limit",
+            Self::Timeout { .. } => "query_timeout",
+            Self::Stalled { .. } => "query_stalled",
+            Self::TableFunctionLimit { .. } => "table_function_limit",
+            Self::Busy { .. } => "query_busy",
+            Self::InvalidConfig(_) | Self::Engine(_) | Self::Internal(_) | Self::Encode(_) => "internal",
+        }
     }
 
     /// Maps a DataFusion error met while planning a query: SQL and plan errors are the
@@ -130,6 +167,10 @@ impl Error {
                 Self::MemoryLimit { memory_max_bytes: *memory_max_bytes, detail: detail.clone() }
             }
             Self::Timeout { timeout_ms } => Self::Timeout { timeout_ms: *timeout_ms },
+            Self::Stalled { stall_ms } => Self::Stalled { stall_ms: *stall_ms },
+            Self::TableFunctionLimit { function, rows_max } => {
+                Self::TableFunctionLimit { function, rows_max: *rows_max }
+            }
             Self::Busy { queries_max } => Self::Busy { queries_max: *queries_max },
             Self::InvalidConfig(m) => Self::InvalidConfig(m.clone()),
             Self::Engine(e) => Self::Internal(format!("storage engine: {e}")),

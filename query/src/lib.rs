@@ -12,12 +12,16 @@
 //!   the `buoys` table.
 //! - `newest`: latest-row aggregates (`last_value(… ORDER BY ts)` per buoy or metric) run
 //!   over each buoy's newest data first, older data only for the groups not found there.
+//! - `runaway`: guards against runaway queries (table-function row cap, yield points above
+//!   joins).
 //! - `scan`: execution plans of the scan: snapshot-holding leaf, last-write-wins merge of
 //!   overlapping files and the buffer.
 //! - `service`: [`QueryService`] (runtime, sessions, read-only check, limits) and
 //!   [`ResultStream`].
 //! - `filter`: [`TelemetryFilter`] and the paging [`Cursor`] of REST reads.
-//! - `encode`: [`encode`] into JSON, CSV, Arrow IPC or Parquet, batch by batch.
+//! - `encode`: [`encode`] into JSON, CSV, Arrow IPC or Parquet, batch by batch, and the
+//!   [`error_record`] that ends an output whose query failed midway.
+//! - `csv_safe`: the CSV writer, with formula cells neutralised by column type.
 //! - `metrics`: [`QueryMetrics`], the service's counters and latency histogram.
 //! - `error`: [`Error`], user errors apart from internal ones.
 //!
@@ -46,25 +50,33 @@
 //! # Ok(()) }
 //! ```
 
+mod csv_safe;
 mod encode;
 mod error;
 mod filter;
 mod metrics;
 mod newest;
 mod policy;
+mod runaway;
 mod scan;
 mod service;
 mod stats;
 mod table;
 
-pub use encode::{ByteStream, Format, PARQUET_ROW_GROUP_BYTES_MAX, PARQUET_ROW_GROUP_ROWS_MAX, encode};
+pub use csv_safe::FORMULA_TRIGGERS;
+pub use encode::{
+    ByteStream, ERROR_RECORD_PREFIX, Format, PARQUET_ROW_GROUP_BYTES_MAX, PARQUET_ROW_GROUP_ROWS_MAX, encode,
+    error_record,
+};
 pub use error::{Error, Result};
 pub use filter::{CURSOR_CHARS_MAX, Cursor, TelemetryFilter};
 pub use metrics::{QUERY_LATENCY_BUCKETS_MS, QueryMetrics};
 pub use policy::{
-    AccessPolicy, BATCH_ROWS_DEFAULT, BuoyScope, MEMORY_MIN_BYTES, QUERIES_MAX_DEFAULT, QueryConfig,
-    READ_LIMIT_DEFAULT, READ_LIMIT_MAX, RESULT_QUEUE_BATCHES_DEFAULT, SQL_BYTES_MAX_DEFAULT,
-    UNRESTRICTED_MEMORY_MAX_BYTES, UNRESTRICTED_ROWS_MAX, UNRESTRICTED_TIMEOUT, WORKER_THREADS_DEFAULT,
+    AccessPolicy, BATCH_ROWS_DEFAULT, BuoyScope, MEMORY_MAX_BYTES_DEFAULT, MEMORY_MIN_BYTES,
+    QUERIES_MAX_DEFAULT, QueryConfig, READ_LIMIT_DEFAULT, READ_LIMIT_MAX, RESULT_QUEUE_BATCHES_DEFAULT,
+    SQL_BYTES_MAX_DEFAULT, STALL_TIMEOUT_MS_DEFAULT, TABLE_FUNCTION_ROWS_MAX_DEFAULT, TIMEOUT_MS_DEFAULT,
+    TIMEOUT_MS_MAX, UNRESTRICTED_MEMORY_MAX_BYTES, UNRESTRICTED_ROWS_MAX, UNRESTRICTED_TIMEOUT,
+    WORKER_THREADS_DEFAULT,
 };
 pub use service::{
     BLOCKING_THREADS_MAX, FILE_METADATA_CACHE_BYTES, QueryService, ResultStream, WATCHDOG_TICK,

@@ -23,7 +23,7 @@ pub struct QueryMetrics {
     pub refused_busy: u64,
     /// Queries that failed while running (row or memory limit, execution or internal error).
     pub failed: u64,
-    /// Queries stopped at their deadline.
+    /// Queries stopped at their deadline or for producing nothing for their stall limit.
     pub timed_out: u64,
     /// Queries that delivered their whole result (or whose caller stopped reading).
     pub completed: u64,
@@ -67,10 +67,14 @@ impl Counters {
     pub(crate) fn ended(&self, outcome: Result<(), &Error>, rows: u64, elapsed: Duration) {
         let counter = match outcome {
             Ok(()) => &self.completed,
-            Err(Error::Timeout { .. }) => &self.timed_out,
+            Err(Error::Timeout { .. } | Error::Stalled { .. }) => &self.timed_out,
             // Planning found the statement wrong or outside the policy: a refusal, not a fault.
             Err(
-                Error::InvalidSql(_) | Error::Refused(_) | Error::PolicyDenied(_) | Error::InvalidFilter(_),
+                Error::InvalidSql(_)
+                | Error::Refused(_)
+                | Error::PolicyDenied(_)
+                | Error::InvalidFilter(_)
+                | Error::TableFunctionLimit { .. },
             ) => &self.refused,
             Err(_) => &self.failed,
         };

@@ -1,7 +1,7 @@
 //! Who may read what, and how much: the per-request [`AccessPolicy`] and the service-wide
 //! [`QueryConfig`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -43,6 +43,12 @@ pub struct AccessPolicy {
     /// Time budget of one query, from the call until its last batch is delivered
     /// ([`Error::Timeout`] beyond; the query is cancelled).
     pub timeout: Duration,
+    /// Longest time the query may go without handing a batch to its consumer, from planning
+    /// on ([`Error::Stalled`] beyond; the query is cancelled); `None` = only `timeout` applies.
+    pub stall_timeout: Option<Duration>,
+    /// Most rows one call of a table function (`generate_series`, `range`) may produce; a call
+    /// whose arguments ask for more is refused before it runs ([`Error::TableFunctionLimit`]).
+    pub table_function_rows_max: u64,
 }
 
 /// Rows an unrestricted policy may return (operators, CLI): large but finite.
@@ -61,6 +67,8 @@ impl AccessPolicy {
             rows_max: UNRESTRICTED_ROWS_MAX,
             memory_max_bytes: UNRESTRICTED_MEMORY_MAX_BYTES,
             timeout: UNRESTRICTED_TIMEOUT,
+            stall_timeout: None,
+            table_function_rows_max: UNRESTRICTED_ROWS_MAX,
         }
     }
 
@@ -89,11 +97,18 @@ impl AccessPolicy {
         if self.timeout.is_zero() {
             return Err(Error::InvalidConfig("policy timeout is zero".into()));
         }
+        if self.stall_timeout.is_some_and(|stall| stall.is_zero()) {
+            return Err(Error::InvalidConfig("policy stall_timeout is zero".into()));
+        }
         Ok(())
     }
 
     pub(crate) fn timeout_ms(&self) -> u64 {
         u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn stall_timeout_ms(&self) -> Option<u64> {
+        self.stall_timeout.map(|stall| u64::try_from(stall.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -115,6 +130,17 @@ pub const READ_LIMIT_MAX: usize = 1_000_000;
 pub const RESULT_QUEUE_BATCHES_DEFAULT: usize = 4;
 /// Default largest SQL text, bytes.
 pub const SQL_BYTES_MAX_DEFAULT: usize = 64 << 10;
+/// Default time budget of a served (HTTP) query: 30 s.
+pub const TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default stall limit of a served query (no batch for this long): 30 s, the same as the
+/// budget, so it matters for plans given a longer budget in [`QueryConfig::plan_timeout_ms`].
+pub const STALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default memory pool of a served query: 512 MiB (no spilling: beyond it the query fails).
+pub const MEMORY_MAX_BYTES_DEFAULT: usize = 512 << 20;
+/// Default rows one table-function call of a served query may produce: 10,000,000.
+pub const TABLE_FUNCTION_ROWS_MAX_DEFAULT: u64 = 10_000_000;
+/// Longest time budget a plan override may give: one hour (the unrestricted budget).
+pub const TIMEOUT_MS_MAX: u64 = 3_600_000;
 
 /// Service-wide settings of a [`crate::QueryService`]. Every queue and pool has a bound here.
 #[derive(Clone, Debug)]
@@ -135,6 +161,22 @@ pub struct QueryConfig {
     pub read_limit_default: usize,
     /// Largest page of a typed read.
     pub read_limit_max: usize,
+    /// Time budget of a served query (HTTP API), ms, unless its plan is in `plan_timeout_ms`.
+    /// Applied by [`QueryConfig::limit_policy`]; the offline CLI keeps its own. Default
+    /// [`TIMEOUT_MS_DEFAULT`], at most [`TIMEOUT_MS_MAX`].
+    pub timeout_ms: u64,
+    /// Time budgets of served queries by subscription plan id (overrides `timeout_ms`), ms,
+    /// each at most [`TIMEOUT_MS_MAX`]. Default empty.
+    pub plan_timeout_ms: BTreeMap<String, u64>,
+    /// A served query that hands no batch to its client for this long is cancelled
+    /// ([`Error::Stalled`]), ms. Default [`STALL_TIMEOUT_MS_DEFAULT`].
+    pub stall_timeout_ms: u64,
+    /// Memory pool of a served query, bytes (no spilling). Default [`MEMORY_MAX_BYTES_DEFAULT`],
+    /// at least [`MEMORY_MIN_BYTES`].
+    pub memory_max_bytes: usize,
+    /// Rows one table-function call of a served query may produce. Default
+    /// [`TABLE_FUNCTION_ROWS_MAX_DEFAULT`].
+    pub table_function_rows_max: u64,
 }
 
 impl Default for QueryConfig {
@@ -148,6 +190,11 @@ impl Default for QueryConfig {
             sql_bytes_max: SQL_BYTES_MAX_DEFAULT,
             read_limit_default: READ_LIMIT_DEFAULT,
             read_limit_max: READ_LIMIT_MAX,
+            timeout_ms: TIMEOUT_MS_DEFAULT,
+            plan_timeout_ms: BTreeMap::new(),
+            stall_timeout_ms: STALL_TIMEOUT_MS_DEFAULT,
+            memory_max_bytes: MEMORY_MAX_BYTES_DEFAULT,
+            table_function_rows_max: TABLE_FUNCTION_ROWS_MAX_DEFAULT,
         }
     }
 }
@@ -171,6 +218,49 @@ impl QueryConfig {
         if self.read_limit_default > self.read_limit_max {
             return Err(Error::InvalidConfig("read_limit_default exceeds read_limit_max".into()));
         }
+        let budgets = std::iter::once(("timeout_ms", self.timeout_ms))
+            .chain(self.plan_timeout_ms.values().map(|ms| ("plan_timeout_ms", *ms)))
+            .chain(std::iter::once(("stall_timeout_ms", self.stall_timeout_ms)));
+        for (name, ms) in budgets {
+            if ms == 0 || ms > TIMEOUT_MS_MAX {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} must be 1..={TIMEOUT_MS_MAX} ms, not {ms}"
+                )));
+            }
+        }
+        if self.memory_max_bytes < MEMORY_MIN_BYTES {
+            return Err(Error::InvalidConfig(format!(
+                "memory_max_bytes {} is below the minimum {MEMORY_MIN_BYTES}",
+                self.memory_max_bytes
+            )));
+        }
+        if self.table_function_rows_max == 0 {
+            return Err(Error::InvalidConfig("table_function_rows_max must be positive".into()));
+        }
         Ok(())
+    }
+
+    /// The time budget of a served query under `plan_id` (the plan's override, or
+    /// `timeout_ms`).
+    pub fn timeout_for(&self, plan_id: Option<&str>) -> Duration {
+        let ms = plan_id.and_then(|plan| self.plan_timeout_ms.get(plan)).copied().unwrap_or(self.timeout_ms);
+        Duration::from_millis(ms)
+    }
+
+    /// The longest budget any served query may get (for a front's own request deadline).
+    pub fn timeout_max(&self) -> Duration {
+        let ms = self.plan_timeout_ms.values().copied().fold(self.timeout_ms, u64::max);
+        Duration::from_millis(ms)
+    }
+
+    /// Puts the served-query limits on `policy` (built from a caller's identity): the time
+    /// budget of `plan_id`, the stall limit, the memory pool and the table-function row cap,
+    /// each only ever tightening what the policy already has.
+    pub fn limit_policy(&self, policy: &mut AccessPolicy, plan_id: Option<&str>) {
+        policy.timeout = policy.timeout.min(self.timeout_for(plan_id));
+        let stall = Duration::from_millis(self.stall_timeout_ms);
+        policy.stall_timeout = Some(policy.stall_timeout.map_or(stall, |own| own.min(stall)));
+        policy.memory_max_bytes = policy.memory_max_bytes.min(self.memory_max_bytes);
+        policy.table_function_rows_max = policy.table_function_rows_max.min(self.table_function_rows_max);
     }
 }

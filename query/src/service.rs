@@ -28,6 +28,7 @@ use crate::filter::{Cursor, TelemetryFilter};
 use crate::metrics::{Counters, QueryMetrics};
 use crate::newest::{BlueWavePlanner, NewestFirstRule};
 use crate::policy::{AccessPolicy, QueryConfig};
+use crate::runaway::{CappedSeries, YieldAboveJoins};
 use crate::stats::CatalogAggregateRule;
 use crate::table::{BUOYS, COL_BUOY, COL_METRIC, COL_TS, READINGS, ReadingsTable, ScanOptions, buoys_table};
 
@@ -131,7 +132,9 @@ impl QueryService {
     }
 
     /// A fresh session for one query: only our two tables, policy-bound; no information
-    /// schema, no URL tables, a memory pool of the policy's size and no spilling to disk.
+    /// schema, no URL tables, a memory pool of the policy's size and no spilling to disk; the
+    /// series table functions capped at the policy's `table_function_rows_max`, and a yield
+    /// point above every join (`runaway`).
     fn session(&self, policy: &Arc<AccessPolicy>) -> Result<SessionContext> {
         let internal = |e: datafusion::error::DataFusionError| Error::Internal(e.to_string());
         let runtime = RuntimeEnvBuilder::new()
@@ -164,8 +167,12 @@ impl QueryService {
             .with_optimizer_rule(Arc::new(NewestFirstRule))
             .with_optimizer_rule(Arc::new(CatalogAggregateRule))
             .with_query_planner(Arc::new(BlueWavePlanner))
+            .with_physical_optimizer_rule(Arc::new(YieldAboveJoins))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        for (name, function) in CappedSeries::both(policy.table_function_rows_max) {
+            ctx.register_udtf(name, function);
+        }
         let readings = ReadingsTable::new(self.engine.clone(), policy.clone(), self.scan.clone());
         ctx.register_table(READINGS, Arc::new(readings)).map_err(internal)?;
         let buoys = buoys_table(&self.engine.buoys(), policy).map_err(internal)?;
@@ -301,7 +308,7 @@ impl QueryService {
                 return;
             }
             let mut rows_sent = 0;
-            let outcome = pump(&mut stream, &batch_tx, deadline, &policy, &mut rows_sent).await;
+            let outcome = pump(&mut stream, &batch_tx, deadline, started, &policy, &mut rows_sent).await;
             drop(stream); // cancels the rest of the plan
             drop(permit);
             counters.ended(outcome.as_ref().map(|_| ()), rows_sent, started.elapsed());
@@ -390,18 +397,32 @@ impl Watchdog {
     }
 }
 
-/// Moves batches from the plan to the consumer, enforcing the deadline and the row cap.
+/// Moves batches from the plan to the consumer, enforcing the deadline, the stall limit (from
+/// `started`, then from each batch handed over) and the row cap.
 async fn pump(
     stream: &mut SendableRecordBatchStream,
     out: &mpsc::Sender<RecordBatch>,
     deadline: Instant,
+    started: Instant,
     policy: &AccessPolicy,
     rows_sent: &mut u64,
 ) -> Result<()> {
     let timeout = || Error::Timeout { timeout_ms: policy.timeout_ms() };
+    let stall_ms = policy.stall_timeout_ms();
+    let mut last_progress = started;
     let mut rows: u64 = 0;
     loop {
-        let next = tokio::time::timeout_at(deadline, stream.next()).await.map_err(|_| timeout())?;
+        // The earlier of the deadline and the stall limit ends the wait for the next batch.
+        let stall_at = policy.stall_timeout.map(|stall| last_progress + stall).filter(|at| *at < deadline);
+        let next = match tokio::time::timeout_at(stall_at.unwrap_or(deadline), stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return Err(match stall_ms.filter(|_| stall_at.is_some()) {
+                    Some(stall_ms) => Error::Stalled { stall_ms },
+                    None => timeout(),
+                });
+            }
+        };
         let batch = match next {
             None => return Ok(()),
             Some(Ok(batch)) => batch,
@@ -416,7 +437,10 @@ async fn pump(
         }
         let batch_rows = batch.num_rows() as u64;
         match tokio::time::timeout_at(deadline, out.send(batch)).await {
-            Ok(Ok(())) => *rows_sent += batch_rows,
+            Ok(Ok(())) => {
+                *rows_sent += batch_rows;
+                last_progress = Instant::now();
+            }
             Ok(Err(_)) => return Ok(()), // the consumer went away: stop quietly
             Err(_) => return Err(timeout()),
         }

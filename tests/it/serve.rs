@@ -78,7 +78,7 @@ impl Server {
         command
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["serve", "--quic-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0"])
+            .args(["serve", "--https-listen", "127.0.0.1:0"])
             .args(extra)
             .env_remove("BLUEWAVE_ADMIN_PASSWORD")
             .env("RUST_LOG", "warn")
@@ -87,6 +87,9 @@ impl Server {
             .stderr(Stdio::inherit());
         if let Some(password) = admin_password {
             command.env("BLUEWAVE_ADMIN_PASSWORD", password);
+        }
+        if !extra.iter().any(|arg| *arg == "--quic-listen") {
+            command.args(["--quic-listen", "127.0.0.1:0"]);
         }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -470,6 +473,9 @@ fn buoy_streams_over_quic_with_an_api_issued_token_and_an_analyst_reads_it_back(
         metrics_text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
     };
     assert_eq!(sample("bluewave_quic_closed_device_revoked_total"), Some(1.0), "{metrics_text}");
+    // The revoked token's next HELLO, counted by its reason.
+    let refused_revoked = "bluewave_quic_hello_refused_total{reason=\"DEVICE_REVOKED\"}";
+    assert_eq!(sample(refused_revoked), Some(1.0), "{metrics_text}");
     assert_eq!(sample("bluewave_engine_readings_ingested_total"), Some(5.0), "{metrics_text}");
     // The analyst's read and two SQL queries ran; the read of buoy-2 was refused (outside the
     // plan); rows: 4 readings + 1 CSV group + 4 values.
@@ -493,7 +499,12 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bluewave.toml");
-    std::fs::write(&config, "[https]\nbody_bytes_max = 2048\n\n[auth]\naccess_ttl_s = 600\n").unwrap();
+    std::fs::write(
+        &config,
+        "[https]\nbody_bytes_max = 2048\n\n[auth]\naccess_ttl_s = 600\n\n\
+         [query]\ntimeout_ms = 1500\ntable_function_rows_max = 1000000000000000\n",
+    )
+    .unwrap();
     let server = Server::start_with(
         dir.path(),
         Some("config-file-admin-pw"),
@@ -517,6 +528,27 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
         let refused = https.request("POST", "/api/auth/token", None, None, Some(big)).await;
         assert_eq!(refused.status, 413);
         assert_eq!(refused.json()["error"], "payload_too_large");
+        // [query] timeout_ms: a runaway count ends with the typed timeout after 1.5 s, and
+        // /metrics counts it.
+        let sql = json!({ "sql": "SELECT count(*) FROM generate_series(1, 1000000000000)" });
+        let runaway = https.request("POST", "/api/query", Some(token), None, Some(sql)).await;
+        assert_eq!(runaway.status, 503);
+        assert_eq!(
+            runaway.json(),
+            json!({ "error": "query_timeout", "message": "query timed out after 1500 ms and was cancelled" })
+        );
+        let timed_out = |text: &str| text.lines().any(|line| line == "bluewave_query_timed_out_total 1");
+        // The query task counts the timeout when its plan stops, just after the answer.
+        let mut metrics = String::new();
+        for _ in 0..100 {
+            let answer = https.request("GET", "/metrics", None, None, None).await;
+            metrics = String::from_utf8_lossy(&answer.body).into_owned();
+            if timed_out(&metrics) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(timed_out(&metrics), "{metrics}");
     });
     server.stop();
 
@@ -532,4 +564,69 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("body_bytes_maxx"), "{stderr}");
+}
+
+#[test]
+fn the_log_has_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // The HTTPS port is taken: serve logs its QUIC listener at info, then stops with an error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_bluewave"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--quic-listen", "127.0.0.1:0", "--https-listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .env("RUST_LOG", "info")
+        .env("BLUEWAVE_ADMIN_PASSWORD", "colour-test-admin-password")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("INFO") && stderr.contains("QUIC ingest server listening"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+#[test]
+fn a_buoy_connected_to_a_killed_server_gets_a_stateless_reset_from_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long HELLO deadline: the test's connection sends no HELLO and must stay open until the kill.
+    let config = dir.path().join("bluewave.toml");
+    std::fs::write(&config, "[quic]\nhello_deadline_ms = 3600000\n").unwrap();
+    let first = Server::start_with(
+        dir.path(),
+        Some("reset-key-admin-password"),
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    let quic = first.quic;
+    let (identity, _) = ServerIdentity::load_or_generate(&dir.path().join("tls")).unwrap();
+    runtime().block_on(async {
+        let mut tls =
+            bluewave_wire::rustls_config(&Trust::Pinned(vec![identity.pin_sha256_bytes()])).unwrap();
+        tls.alpn_protocols = vec![bluewave_wire::ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let connection = within("handshake", endpoint.connect(quic, "localhost").unwrap()).await.unwrap();
+        // kill -9, then a new process on the same data dir and port.
+        drop(first);
+        let second = Server::start_with(
+            dir.path(),
+            None,
+            &[
+                std::ffi::OsStr::new("--config"),
+                config.as_os_str(),
+                std::ffi::OsStr::new("--quic-listen"),
+                std::ffi::OsStr::new(&quic.to_string()),
+            ],
+        );
+        assert_eq!(second.quic, quic);
+        // The next packet on the old connection meets the new process, which answers it with a
+        // stateless reset the client can authenticate (the key is in <data-dir>/tls).
+        let (mut send, _recv) = connection.open_bi().await.unwrap();
+        let _ = send.write_all(&[0u8; 1_000]).await;
+        let error = within("the reset", connection.closed()).await;
+        assert!(matches!(error, quinn::ConnectionError::Reset), "{error:?}");
+        second.stop();
+    });
 }

@@ -373,6 +373,36 @@ pub enum RefuseReason {
 }
 
 impl RefuseReason {
+    /// Every reason, in code order.
+    pub const ALL: [Self; 10] = [
+        Self::TokenMissing,
+        Self::TokenMalformed,
+        Self::TokenBadSignature,
+        Self::TokenExpired,
+        Self::TokenWrongType,
+        Self::DeviceRevoked,
+        Self::BuoyNotRegistered,
+        Self::BadDictionary,
+        Self::ServerBusy,
+        Self::ShuttingDown,
+    ];
+
+    /// The name PROTOCOL.md §3.4 gives the reason (`TOKEN_BAD_SIGNATURE`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TokenMissing => "TOKEN_MISSING",
+            Self::TokenMalformed => "TOKEN_MALFORMED",
+            Self::TokenBadSignature => "TOKEN_BAD_SIGNATURE",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::TokenWrongType => "TOKEN_WRONG_TYPE",
+            Self::DeviceRevoked => "DEVICE_REVOKED",
+            Self::BuoyNotRegistered => "BUOY_NOT_REGISTERED",
+            Self::BadDictionary => "BAD_DICTIONARY",
+            Self::ServerBusy => "SERVER_BUSY",
+            Self::ShuttingDown => "SHUTTING_DOWN",
+        }
+    }
+
     /// Parses the wire value.
     pub fn from_u16(v: u16) -> Option<Self> {
         Some(match v {

@@ -15,6 +15,9 @@
 //!   generated once into `<data-dir>/tls/`; its SHA-256 pin for clients.
 //! - `auth` — [`DeviceAuthenticator`] (token → buoy or [`Refusal`]) and [`PresharedTokens`], the
 //!   token-file implementation used until the web crate supplies JWT device tokens.
+//! - `evidence` (feature `server`) — what a refused HELLO leaves: a rate-limited `warn` line
+//!   with the peer address, and a report of addresses refused again and again to the binary's
+//!   [`RefusalAudit`] (the audit log lives in `web`).
 //! - `server` (cargo feature `server`, on by default) — the quinn endpoint (`start` →
 //!   `ServerHandle`): HELLO, one batch per stream into `Engine::ingest`, the durable ACK; every
 //!   limit in `ServerConfig`. It is the only module that needs the storage engine: a buoy build
@@ -52,6 +55,8 @@
 mod auth;
 mod client;
 mod codec;
+#[cfg(feature = "server")]
+mod evidence;
 mod io;
 // The server's counters; a buoy build (no `server` feature) keeps only the public snapshot type.
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
@@ -85,6 +90,11 @@ pub use client::{
     KEEP_ALIVE_INTERVAL_MS_DEFAULT, PINS_MAX, ServerLimits, Trust, WINDOW_DEFAULT, certificate_sha256,
     parse_pin, rustls_config,
 };
+#[cfg(feature = "server")]
+pub use evidence::{
+    REFUSAL_ADDRESSES_MAX, REFUSAL_LOG_LINES_PER_S, REFUSALS_AUDIT_THRESHOLD, REFUSALS_AUDIT_WINDOW_MS,
+    RefusalAudit, is_authentication_refusal,
+};
 pub use io::{ReadFrameError, read_frame, reset_stream, write_frame};
 pub use metrics::ServerMetrics;
 #[cfg(feature = "server")]
@@ -96,8 +106,8 @@ pub use spool::{
     SpoolConfig, SpoolError, SpoolRecovery, SpoolResult, SpooledBatch,
 };
 pub use tls::{
-    GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX, ServerIdentity,
-    TlsError, cert_sha256,
+    GENERATED_CERT_FILE, GENERATED_KEY_FILE, GENERATED_SUBJECT_ALT_NAMES, PEM_FILE_BYTES_MAX,
+    RESET_KEY_BYTES, RESET_KEY_FILE, ServerIdentity, StatelessResetKey, TlsError, cert_sha256,
 };
 pub use udp::{
     UDP_BUFFER_BYTES_DEFAULT, UDP_BUFFER_BYTES_MAX, UDP_BUFFER_BYTES_MIN, UdpBuffers, bind as bind_udp,

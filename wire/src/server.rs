@@ -29,7 +29,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::auth::DeviceAuthenticator;
+use crate::auth::{DeviceAuthenticator, Refusal};
+use crate::evidence::{RefusalAudit, RefusalEvidence};
 use crate::io::{ReadFrameError, read_frame, reset_stream, write_frame};
 use crate::metrics::{Metrics, ServerMetrics};
 use crate::tls::ServerIdentity;
@@ -112,6 +113,10 @@ pub struct ServerConfig {
     /// [`crate::UDP_BUFFER_BYTES_MIN`]`..=`[`crate::UDP_BUFFER_BYTES_MAX`]; default
     /// [`UDP_BUFFER_BYTES_DEFAULT`] (4 MiB).
     pub udp_buffer_bytes: usize,
+    /// The stateless-reset secret (`StatelessResetKey`): with one kept on disk, a server
+    /// restarted after a crash ends its predecessor's connections at their next packet instead
+    /// of leaving them to the idle timeout. `None` (the default): a random one per start.
+    pub stateless_reset_key: Option<crate::StatelessResetKey>,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +142,7 @@ impl Default for ServerConfig {
             shutdown_retry_after_ms: 5_000,
             drain_deadline_ms: 10_000,
             udp_buffer_bytes: UDP_BUFFER_BYTES_DEFAULT,
+            stateless_reset_key: None,
         }
     }
 }
@@ -230,6 +236,8 @@ struct Control {
     shutdown_tx: watch::Sender<bool>,
     /// Open connections by buoy, for `disconnect_buoy`. Touched at ACCEPTED and at close only.
     registry: Mutex<HashMap<BuoyId, HashMap<usize, Connection>>>,
+    /// Warn lines and per-address audit of refused HELLOs (`evidence`); lives with the server.
+    evidence: RefusalEvidence,
 }
 
 impl Control {
@@ -274,8 +282,17 @@ pub async fn start(
 ) -> Result<ServerHandle, ServerError> {
     config.validate()?;
     let quinn_config = quinn_server_config(&config, identity)?;
-    let (endpoint, buffers) = crate::udp_endpoint(config.listen, config.udp_buffer_bytes, Some(quinn_config))
-        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let endpoint_config = config
+        .stateless_reset_key
+        .as_ref()
+        .map_or_else(quinn::EndpointConfig::default, crate::StatelessResetKey::endpoint_config);
+    let (endpoint, buffers) = crate::udp::endpoint_with(
+        config.listen,
+        config.udp_buffer_bytes,
+        Some(quinn_config),
+        endpoint_config,
+    )
+    .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     if buffers.below(config.udp_buffer_bytes) {
         tracing::warn!(
             requested = config.udp_buffer_bytes,
@@ -299,6 +316,7 @@ pub async fn start(
         shutting_down: AtomicBool::new(false),
         shutdown_tx,
         registry: Mutex::new(HashMap::new()),
+        evidence: RefusalEvidence::new(),
     });
     let core = Arc::new(Core { control: control.clone(), engine, auth });
     let accept_task = tokio::spawn(accept_loop(core, endpoint.clone()));
@@ -349,6 +367,17 @@ impl ServerHandle {
     /// A snapshot of the counters.
     pub fn metrics(&self) -> ServerMetrics {
         self.control.metrics.snapshot()
+    }
+
+    /// Hands in what records addresses that keep being refused (the binary writes them to the
+    /// audit log; `evidence` module). Returns false, changing nothing, if one was set before.
+    pub fn set_refusal_audit(&self, audit: Arc<dyn RefusalAudit>) -> bool {
+        self.control.evidence.set_audit(audit)
+    }
+
+    /// Addresses reported to the refusal audit hook since start.
+    pub fn refusals_audited(&self) -> u64 {
+        self.control.evidence.audited()
     }
 
     /// The settings in force.
@@ -550,12 +579,12 @@ async fn hello(core: &Core, connection: &Connection) -> Option<Session> {
     };
     let frame = match read {
         Err(_) => {
-            reset_stream(&mut send, &mut recv, StreamErrorCode::StreamTimeout);
+            // A half-read HELLO: the close ends stream 0 (no reset first; see protocol_violation).
             close(control, connection, ConnectionCloseCode::HelloTimeout, "no HELLO within the deadline");
             return None;
         }
         Ok(Err(ReadFrameError::Frame(e))) => {
-            protocol_violation(control, connection, &mut send, &mut recv, &e);
+            protocol_violation(control, connection, &e);
             return None;
         }
         Ok(Err(_)) => return None,
@@ -571,7 +600,7 @@ async fn hello(core: &Core, connection: &Connection) -> Option<Session> {
                 return None;
             }
             Disposition::ResetStream(_) => {
-                protocol_violation(control, connection, &mut send, &mut recv, &e);
+                protocol_violation(control, connection, &e);
                 return None;
             }
         },
@@ -586,16 +615,24 @@ async fn hello(core: &Core, connection: &Connection) -> Option<Session> {
         refuse(control, connection, send, RefuseReason::TokenMissing, 0, "no device token").await;
         return None;
     }
+    // The engine has no single-buoy lookup; one HELLO per connection makes this scan cheap
+    // enough next to the TLS handshake it follows.
+    let registered = |buoy: &str| core.engine.buoys().iter().any(|info| *info.id == *buoy);
     let buoy = match core.auth.authenticate(&hello.token) {
         Ok(buoy) => buoy,
+        // A verified token of a revoked device whose buoy is not registered (any more): the
+        // registration is what the buoy must fix first (PROTOCOL.md §3.4, order of checks).
+        Err(Refusal::DeviceRevoked(buoy)) if BuoyId::new(&buoy).is_ok() && !registered(&buoy) => {
+            let message = format!("buoy {buoy} is not registered");
+            refuse(control, connection, send, RefuseReason::BuoyNotRegistered, 0, &message).await;
+            return None;
+        }
         Err(refusal) => {
             refuse(control, connection, send, refusal.reason(), 0, &refusal.to_string()).await;
             return None;
         }
     };
-    // The engine has no single-buoy lookup; one HELLO per connection makes this scan cheap
-    // enough next to the TLS handshake it follows.
-    if !core.engine.buoys().iter().any(|info| *info.id == *buoy.as_str()) {
+    if !registered(buoy.as_str()) {
         let message = format!("buoy {buoy} is not registered");
         refuse(control, connection, send, RefuseReason::BuoyNotRegistered, 0, &message).await;
         return None;
@@ -631,17 +668,10 @@ async fn hello(core: &Core, connection: &Connection) -> Option<Session> {
     Some(Session { buoy, dictionary: hello.dictionary, violations: AtomicU32::new(0) })
 }
 
-fn protocol_violation(
-    control: &Control,
-    connection: &Connection,
-    send: &mut SendStream,
-    recv: &mut RecvStream,
-    e: &crate::Error,
-) {
-    if let Disposition::ResetStream(code) = e.disposition() {
-        control.metrics.reset(code);
-        reset_stream(send, recv, code);
-    }
+/// A malformed HELLO: closes the connection `PROTOCOL_VIOLATION` (the close's reason names the
+/// fault). Stream 0 is not reset first: a close discards frames still queued, so a reset sent
+/// just before it would never reach the client (PROTOCOL.md §3.2); the close ends stream 0.
+fn protocol_violation(control: &Control, connection: &Connection, e: &crate::Error) {
     close(control, connection, ConnectionCloseCode::ProtocolViolation, &format!("bad HELLO: {e}"));
 }
 
@@ -655,6 +685,7 @@ async fn refuse(
     message: &str,
 ) {
     control.metrics.refused(reason);
+    control.evidence.refused(connection.remote_address(), reason, message);
     let mut message = message.to_owned();
     if message.len() > crate::REFUSED_MESSAGE_BYTES_MAX {
         let mut end = crate::REFUSED_MESSAGE_BYTES_MAX;

@@ -180,3 +180,61 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     std::fs::rename(&tmp, path).map_err(|source| io_error("renaming", path, source))?;
     Ok(())
 }
+
+/// File name of the stateless-reset secret in the TLS directory.
+pub const RESET_KEY_FILE: &str = "quic-reset.key";
+/// Bytes of the stateless-reset secret.
+pub const RESET_KEY_BYTES: usize = 32;
+
+/// The server's QUIC stateless-reset secret, kept on disk so a restarted server can end the
+/// connections of the process before it (RFC 9000 §10.3): the reset token of a connection id
+/// is an HMAC under this key, and the server's connection ids are keyed from it too, so the new
+/// process recognises the old ids as its own and answers them with a reset their client can
+/// authenticate. Never printed (`Debug` hides it).
+#[derive(Clone)]
+pub struct StatelessResetKey([u8; RESET_KEY_BYTES]);
+
+impl std::fmt::Debug for StatelessResetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatelessResetKey(…)")
+    }
+}
+
+impl StatelessResetKey {
+    /// Reads `<tls_dir>/quic-reset.key`, or makes one (32 random bytes, mode 0600) if absent.
+    /// A file of another size is refused (`BadPem`), never replaced silently.
+    pub fn load_or_generate(tls_dir: &Path) -> Result<Self, TlsError> {
+        let path = tls_dir.join(RESET_KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => <[u8; RESET_KEY_BYTES]>::try_from(bytes.as_slice()).map(Self).map_err(|_| {
+                TlsError::BadPem { path, reason: format!("a stateless-reset key is {RESET_KEY_BYTES} bytes") }
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; RESET_KEY_BYTES];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                    .map_err(|_| TlsError::Generate("random stateless-reset key".into()))?;
+                std::fs::create_dir_all(tls_dir).map_err(|source| io_error("creating", tls_dir, source))?;
+                write_atomic(&path, &key, 0o600)?;
+                Ok(Self(key))
+            }
+            Err(source) => Err(io_error("reading", &path, source)),
+        }
+    }
+
+    /// A key from bytes (tests, or a secret kept elsewhere).
+    pub fn from_bytes(bytes: [u8; RESET_KEY_BYTES]) -> Self {
+        Self(bytes)
+    }
+
+    /// The endpoint configuration that uses this key for reset tokens and connection ids.
+    pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        let cid_tag = ring::hmac::sign(&reset, b"bluewave connection id key");
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(cid_tag.as_ref().get(..8).unwrap_or(&[0; 8]));
+        let cid_key = u64::from_le_bytes(cid_key);
+        let mut config = quinn::EndpointConfig::new(std::sync::Arc::new(reset));
+        config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+        config
+    }
+}

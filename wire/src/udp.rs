@@ -90,10 +90,20 @@ pub fn endpoint(
     buffer_bytes: usize,
     server: Option<quinn::ServerConfig>,
 ) -> io::Result<(quinn::Endpoint, UdpBuffers)> {
+    endpoint_with(addr, buffer_bytes, server, quinn::EndpointConfig::default())
+}
+
+/// [`endpoint`] with an endpoint configuration (the server's persisted stateless-reset key).
+pub(crate) fn endpoint_with(
+    addr: SocketAddr,
+    buffer_bytes: usize,
+    server: Option<quinn::ServerConfig>,
+    config: quinn::EndpointConfig,
+) -> io::Result<(quinn::Endpoint, UdpBuffers)> {
     let runtime: Arc<dyn quinn::Runtime> =
         quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime found"))?;
     let (socket, buffers) = bind(addr, buffer_bytes)?;
-    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)?;
+    let endpoint = quinn::Endpoint::new(config, server, socket, runtime)?;
     Ok((endpoint, buffers))
 }
 

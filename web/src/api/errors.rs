@@ -56,14 +56,15 @@ impl From<bluewave_query::Error> for ApiError {
     fn from(error: bluewave_query::Error) -> Self {
         use bluewave_query::Error as Q;
         match error {
-            Q::InvalidSql(_)
-            | Q::Refused(_)
-            | Q::InvalidFilter(_)
-            | Q::RowLimit { .. }
-            | Q::MemoryLimit { .. } => Self::InvalidInput(error.to_string()),
+            Q::InvalidSql(_) | Q::Refused(_) | Q::InvalidFilter(_) => Self::InvalidInput(error.to_string()),
+            Q::RowLimit { .. } | Q::MemoryLimit { .. } | Q::TableFunctionLimit { .. } => {
+                Self::QueryLimit { code: error.code(), message: error.to_string() }
+            }
             // A buoy outside the caller's plan: the same answer as a buoy that does not exist.
             Q::PolicyDenied(_) => Self::NotFound("no such buoy".to_owned()),
-            Q::Timeout { timeout_ms } => Self::Timeout { timeout_ms },
+            Q::Timeout { .. } | Q::Stalled { .. } => {
+                Self::QueryTimeout { code: error.code(), message: error.to_string() }
+            }
             Q::Busy { .. } => Self::Unavailable { retry_after_s: 1 },
             Q::InvalidConfig(_) | Q::Engine(_) | Q::Internal(_) | Q::Encode(_) => Self::internal(error),
         }

@@ -35,8 +35,19 @@ pub use time::TIME_TEXT_BYTES_MAX;
 
 use crate::http::{ApiError, RouteOptions, Router, ServerError};
 
+/// Time the query route waits beyond the longest query budget (`QueryConfig::timeout_max`)
+/// before its own request timeout answers: 5 s.
+pub const QUERY_ROUTE_MARGIN_MS: u64 = 5_000;
+
 /// A router with every API endpoint over `state` (plus the framework's built-in routes).
 pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
+    // The query route waits for a query's first chunk: its deadline is the longest query budget
+    // plus a margin, so the query's own timeout (a typed `query_timeout`) always comes first.
+    let query_budget_ms = u64::try_from(state.query.config().timeout_max().as_millis()).unwrap_or(u64::MAX);
+    let query_route = RouteOptions {
+        body_bytes_max: None,
+        request_timeout_ms: Some(query_budget_ms.saturating_add(QUERY_ROUTE_MARGIN_MS)),
+    };
     Router::new(state, "BlueWave", env!("CARGO_PKG_VERSION"))?
         .route::<auth::__path_token>(auth::token)?
         .route::<auth::__path_refresh>(auth::refresh)?
@@ -56,7 +67,7 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
         .route::<telemetry::__path_delete_one>(telemetry::delete_one)?
         .route::<telemetry::__path_correct_one>(telemetry::correct_one)?
         .route::<telemetry::__path_delete_range>(telemetry::delete_range)?
-        .route::<query::__path_sql>(query::sql)?
+        .route_with::<query::__path_sql>(query_route, query::sql)?
         .route::<buoys::__path_list>(buoys::list)?
         .route::<buoys::__path_register>(buoys::register)?
         .route::<buoys::__path_get>(buoys::get)?

@@ -55,7 +55,9 @@ impl ApiState {
         Ok(self.auth.verify_access_token(bearer)?)
     }
 
-    /// The caller's query policy, from their role and plan (`AuthService::policy_grant`).
+    /// The caller's query policy, from their role and plan (`AuthService::policy_grant`), with
+    /// the served-query limits of the query configuration (time budget of the plan, stall
+    /// limit, memory pool, table-function rows: `QueryConfig::limit_policy`).
     pub(crate) async fn policy(&self, caller: &Caller) -> Result<AccessPolicy, ApiError> {
         let auth = Arc::clone(&self.auth);
         let caller = caller.clone();
@@ -68,6 +70,7 @@ impl ApiState {
         if let Some(rows_max) = grant.max_rows {
             policy.rows_max = rows_max;
         }
+        self.query.config().limit_policy(&mut policy, grant.plan_id.as_deref());
         Ok(policy)
     }
 

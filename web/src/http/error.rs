@@ -123,6 +123,25 @@ pub enum ApiError {
         /// The deadline that ran out.
         timeout_ms: u64,
     },
+    /// A query ran past its time budget or its stall limit and was cancelled (503, no
+    /// `Retry-After`: the same query would run as long again). `code` is the query layer's
+    /// (`query_timeout`, `query_stalled`).
+    #[error("{message}")]
+    QueryTimeout {
+        /// The query layer's stable code.
+        code: &'static str,
+        /// What happened, for the client.
+        message: String,
+    },
+    /// A query hit a limit of the caller's policy (400): `code` is the query layer's
+    /// (`query_row_limit`, `query_memory_limit`, `table_function_limit`).
+    #[error("{message}")]
+    QueryLimit {
+        /// The query layer's stable code.
+        code: &'static str,
+        /// Which limit, for the client.
+        message: String,
+    },
     /// A dependency is busy or the server is shutting down (503, with `Retry-After`).
     #[error("service unavailable; retry after {retry_after_s} s")]
     Unavailable {
@@ -171,7 +190,8 @@ impl ApiError {
             | Self::InvalidJson(_)
             | Self::InvalidQuery(_)
             | Self::InvalidBody
-            | Self::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidInput(_)
+            | Self::QueryLimit { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) | Self::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -181,7 +201,9 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Timeout { .. } | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout { .. } | Self::QueryTimeout { .. } | Self::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -205,6 +227,7 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Timeout { .. } => "timeout",
+            Self::QueryTimeout { code, .. } | Self::QueryLimit { code, .. } => code,
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }

@@ -36,6 +36,7 @@ pub(crate) struct Api {
     cert: CertificateDer<'static>,
     pub(crate) auth: Arc<AuthService>,
     pub(crate) revoked: Arc<AtomicUsize>,
+    pub(crate) query: Arc<QueryService>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -78,6 +79,11 @@ impl Api {
     /// A server with an admin, an operator, an analyst whose plan covers `buoy-a` only, and a
     /// customer without a plan.
     pub(crate) async fn start_with(config: AuthConfig) -> Self {
+        Self::start_with_query(config, QueryConfig::default()).await
+    }
+
+    /// [`Self::start_with`] with a query service of `query_config`.
+    pub(crate) async fn start_with_query(config: AuthConfig, query_config: QueryConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let auth = Arc::new(AuthService::open(dir.path(), config).unwrap());
         auth.ensure_first_admin(ADMIN, Some(Secret::new(PASSWORD))).unwrap();
@@ -104,12 +110,12 @@ impl Api {
             auth.create_user(&admin, new).unwrap();
         }
         let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
-        let query = Arc::new(QueryService::new(Arc::new(engine.clone()), QueryConfig::default()).unwrap());
+        let query = Arc::new(QueryService::new(Arc::new(engine.clone()), query_config).unwrap());
         let revoked = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&revoked);
         let state = ApiState {
             auth: Arc::clone(&auth),
-            query,
+            query: Arc::clone(&query),
             engine: Arc::new(engine),
             on_device_revoked: Some(Arc::new(move |buoy: &str| {
                 assert!(["buoy-a", "buoy-c"].contains(&buoy), "{buoy}");
@@ -135,7 +141,7 @@ impl Api {
         tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        Self { _dir: dir, addr, cert, auth, revoked, stop: Some(stop) }
+        Self { _dir: dir, addr, cert, auth, revoked, query, stop: Some(stop) }
     }
 
     pub(crate) async fn request(

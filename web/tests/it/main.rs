@@ -4,6 +4,9 @@
 //!   routing, error answers, limits, timeouts, graceful shutdown, streaming, security headers,
 //!   OpenAPI and the docs page;
 //! - `api`: the REST endpoints over real HTTPS with real auth, query service and engine;
+//! - `csv_export`: formula cells neutralised in CSV answers, numbers kept;
+//! - `runaway`: query timeouts, stalls, table-function caps and the streamed error record over
+//!   HTTPS, and other users answered while runaway queries run;
 //! - `auth`: accounts, sessions, limits, RBAC, plans, device tokens through `AuthService`;
 //! - `forgery`: the token forgery suite, one exact refusal per attack;
 //! - `security`: the security suite over real HTTPS, by attack vector (forgery, refresh reuse
@@ -23,7 +26,9 @@ mod api;
 mod audit;
 mod auth;
 mod auth_fixtures;
+mod csv_export;
 mod forgery;
 mod http;
 mod pages;
+mod runaway;
 mod security;

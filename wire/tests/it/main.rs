@@ -10,6 +10,10 @@
 //!   record round trips and hostile files;
 //! - `client`: the buoy SDK against the real server on loopback: stored, duplicates, rejects,
 //!   restarts and offline spool without loss or doubles, trust (pin, CA file), terminal refusals;
+//! - `evidence`: refused HELLOs counted by reason and audited per address; the order of the
+//!   refusal reasons (nothing leaks to a token that does not verify);
+//! - `conformance`: the points where an independent client found the server and PROTOCOL.md
+//!   apart, each now one behaviour with its test;
 //! - `server`: the real QUIC server on loopback over a real engine, driven by a raw quinn client
 //!   sending exact bytes (`common` is the harness shared with the client tests).
 
@@ -17,6 +21,8 @@
 
 mod client;
 mod common;
+mod conformance;
+mod evidence;
 mod example;
 mod hostile;
 mod round_trip;
