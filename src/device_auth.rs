@@ -87,3 +87,21 @@ impl RefusalAudit for AuditRefusals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::verified_subject;
+
+    #[test]
+    fn the_subject_is_read_from_the_payload_part_only() {
+        let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let token =
+            format!("{}.{}.sig", encode(r#"{"alg":"EdDSA"}"#), encode(r#"{"sub":"buoy-7","typ":"device"}"#));
+        assert_eq!(verified_subject(&token).as_deref(), Some("buoy-7"));
+        assert_eq!(verified_subject("no-dots"), None);
+        assert_eq!(verified_subject(&format!("h.{}.s", encode(r#"{"sub":7}"#))), None);
+        assert_eq!(verified_subject("h.!!!.s"), None);
+    }
+}
