@@ -191,6 +191,8 @@ pub const RESET_KEY_BYTES: usize = 32;
 /// is an HMAC under this key, and the server's connection ids are keyed from it too, so the new
 /// process recognises the old ids as its own and answers them with a reset their client can
 /// authenticate. Never printed (`Debug` hides it).
+// Only the server (feature `server`) reads the key; a buoy build keeps the type for its API.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 #[derive(Clone)]
 pub struct StatelessResetKey([u8; RESET_KEY_BYTES]);
 
@@ -227,6 +229,7 @@ impl StatelessResetKey {
     }
 
     /// The endpoint configuration that uses this key for reset tokens and connection ids.
+    #[cfg(feature = "server")]
     pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
         let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
         let cid_tag = ring::hmac::sign(&reset, b"bluewave connection id key");
