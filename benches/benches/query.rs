@@ -74,8 +74,8 @@ fn dataset(buoys: usize, hours: f64) -> Result<PathBuf, Box<dyn std::error::Erro
         t.wait()?;
     }
     engine.flush()?;
-    // The steady state of a server: the flusher folds every closed partition (all but the
-    // newest) into one file per value encoding at its quiet ticks. Wait for it.
+    // The steady state of a server: the compactor thread folds every closed partition (all but
+    // the newest) into one file per value encoding. Wait for it.
     let folded = |engine: &Engine| {
         let view = engine.snapshot().view;
         let newest = view.partitions.keys().next_back().copied();

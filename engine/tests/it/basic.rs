@@ -327,7 +327,7 @@ fn a_closed_partition_is_folded_whole_at_a_quiet_tick() {
     // Nothing closes the first hour yet: it is the newest partition.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(first_hour(&engine).len(), 5, "the newest partition is not folded");
-    // Data of the next hour closes it; the flusher folds it at its next quiet tick.
+    // Data of the next hour closes it; the compactor thread folds it.
     engine.ingest(&buoy("b"), 3, batch(&[("ph", HOUR + 1, 8.0)])).unwrap().wait().unwrap();
     engine.flush().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -278,6 +278,67 @@ async fn a_batch_that_finds_the_buffer_full_waits_for_a_flush_instead_of_busy() 
     assert_eq!((metrics.acks_stored, metrics.acks_busy), (2, 0));
 }
 
+/// A server whose engine keeps its compaction debt (no background compactor; ingest slows at 2
+/// generations in a partition and is refused at 3), and a session whose buoy has three batches
+/// stored through the engine, each flushed into the same partition: the debt is at the busy
+/// bound.
+async fn session_with_compaction_debt(busy_wait_ms: u64) -> (TestServer, quinn::Connection) {
+    let config = ServerConfig { busy_wait_ms, ..test_config() };
+    let server = TestServer::start_with_engine(config, |engine| {
+        engine.compaction_background = false;
+        engine.compaction_debt_slowdown_generations = 2;
+        engine.compaction_debt_busy_generations = 3;
+    })
+    .await;
+    let connection = server.raw_client().session(&server.add_device("buoy-1"), NAMES).await;
+    let engine = server.engine().clone();
+    tokio::task::spawn_blocking(move || {
+        let buoy = bluewave_engine::BuoyId::new("buoy-1").unwrap();
+        for seq in 1..=3 {
+            engine.ingest(&buoy, seq, batch(3)).unwrap().wait().unwrap();
+            engine.flush().unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.engine().metrics().compaction_generations_max, 3);
+    assert!(server.engine().ingest_throttled());
+    (server, connection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_debt_at_its_bound_is_answered_busy_with_the_debts_retry_delay() {
+    // `busy_wait_ms` 0: no waiting for the compactor.
+    let (server, connection) = session_with_compaction_debt(0).await;
+    assert_eq!(
+        send_raw(&connection, &batch_frame(4, 3)).await,
+        ack(4, AckStatus::Busy { retry_after_ms: 1_000 })
+    );
+    assert_eq!(server.engine().metrics().batches_refused_compaction_debt, 1);
+    let engine = server.engine().clone();
+    assert_eq!(tokio::task::spawn_blocking(move || engine.compact()).await.unwrap().unwrap(), 1);
+    assert_eq!(send_raw(&connection, &batch_frame(4, 3)).await, ack(4, AckStatus::Stored));
+    assert_eq!(stored_rows(&server, "buoy-1"), expected_rows(&[batch(3)]));
+    let metrics = server.handle().metrics();
+    assert_eq!((metrics.acks_stored, metrics.acks_busy), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_held_back_by_compaction_debt_waits_for_the_compactor_instead_of_busy() {
+    let (server, connection) = session_with_compaction_debt(60_000).await;
+    // The batch waits on the engine's room (the debt is past the slowdown bound) and is stored
+    // once a compaction brings the debt down, where `busy_wait_ms` 0 answers busy.
+    let sent = tokio::spawn(async move { send_raw(&connection, &batch_frame(4, 3)).await });
+    // Gives the batch time to reach the server first (not an assertion: either order stores it).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let engine = server.engine().clone();
+    assert_eq!(tokio::task::spawn_blocking(move || engine.compact()).await.unwrap().unwrap(), 1);
+    assert_eq!(sent.await.unwrap(), ack(4, AckStatus::Stored));
+    assert_eq!(server.engine().metrics().batches_refused_compaction_debt, 0);
+    let metrics = server.handle().metrics();
+    assert_eq!((metrics.acks_stored, metrics.acks_busy), (1, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_refusals_carry_their_reason_and_close_hello_refused() {
     let server = TestServer::start().await;
