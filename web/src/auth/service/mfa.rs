@@ -160,22 +160,24 @@ impl AuthService {
         self.inner.limiter.check_ip(client_ip)?;
         let key = sha256_hex(challenge);
         let now = self.inner.config.clock.now_s();
-        let pending = {
+        // The challenge is taken out while its code is checked: concurrent answers to one
+        // challenge find none (at most one code is tried at a time, so at most
+        // MFA_FAILURES_MAX guesses per challenge, and one session per challenge).
+        let mut pending = {
             let mut challenges = self.inner.challenges.lock().map_err(|_| AuthError::Poisoned)?;
-            match challenges.get(&key) {
-                Some(c) if c.created_s + MFA_CHALLENGE_TTL_S >= now => c.clone(),
-                Some(_) => {
-                    challenges.remove(&key);
-                    return Err(AuthError::MfaChallengeInvalid);
-                }
-                None => return Err(AuthError::MfaChallengeInvalid),
+            match challenges.remove(&key) {
+                Some(c) if c.created_s + MFA_CHALLENGE_TTL_S >= now => c,
+                _ => return Err(AuthError::MfaChallengeInvalid),
             }
         };
-        self.inner.limiter.check_account(&pending.account_key)?;
+        if let Err(e) = self.inner.limiter.check_account(&pending.account_key) {
+            // Rate limited is no wrong code: the challenge stays as it was.
+            self.inner.challenges.lock().map_err(|_| AuthError::Poisoned)?.insert(key, pending);
+            return Err(e);
+        }
         let actor = format!("user:{}", pending.user_id);
         match self.check_code(&pending.user_id, code)? {
             Some(proof) => {
-                self.inner.challenges.lock().map_err(|_| AuthError::Poisoned)?.remove(&key);
                 self.inner.limiter.record_success(&pending.account_key)?;
                 let user = self.user_record(&pending.user_id)?.ok_or(AuthError::MfaChallengeInvalid)?;
                 if user.status != UserStatus::Active {
@@ -186,20 +188,11 @@ impl AuthService {
             }
             None => {
                 self.inner.limiter.record_failure(&pending.account_key)?;
-                let ended = {
-                    let mut challenges = self.inner.challenges.lock().map_err(|_| AuthError::Poisoned)?;
-                    match challenges.get_mut(&key) {
-                        Some(c) => {
-                            c.failures += 1;
-                            let ended = c.failures >= MFA_FAILURES_MAX;
-                            if ended {
-                                challenges.remove(&key);
-                            }
-                            ended
-                        }
-                        None => true,
-                    }
-                };
+                pending.failures += 1;
+                let ended = pending.failures >= MFA_FAILURES_MAX;
+                if !ended {
+                    self.inner.challenges.lock().map_err(|_| AuthError::Poisoned)?.insert(key, pending);
+                }
                 self.audit(
                     AuditEvent::new(&*actor, "auth.mfa", &*actor, "denied")
                         .with_details(json!({ "reason": "wrong code", "challenge_ended": ended })),
