@@ -11,6 +11,8 @@
 //!   requests);
 //! - `accounts`: accounts for people: immediate revocation of a session's access tokens, the
 //!   fresh-auth gate and its step-up hint (manual auth clock);
+//! - `mfa_review`: the findings of the first accounts security review (sessions opened before
+//!   MFA enrolment, racing and guessing MFA codes, logins racing a password change);
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
@@ -23,4 +25,5 @@ mod auth;
 mod auth_fixtures;
 mod forgery;
 mod http;
+mod mfa_review;
 mod security;
