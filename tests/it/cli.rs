@@ -59,7 +59,9 @@ fn keys_rotate_makes_a_new_current_key_and_keeps_the_old_one() {
 
 #[test]
 fn users_reset_mfa_removes_mfa_ends_sessions_and_is_audited() {
-    use bluewave_web::{AuthClock, AuthConfig, AuthService, LoginOutcome, NewUser, Role, Secret};
+    use bluewave_web::{
+        AuthClock, AuthConfig, AuthError, AuthService, LoginOutcome, NewUser, Role, Secret, TokenRefusal,
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let email = "ops@example.org";
@@ -88,6 +90,9 @@ fn users_reset_mfa_removes_mfa_ends_sessions_and_is_audited() {
         let secret = bluewave_web::base32_decode(enrolment.secret_base32.expose()).unwrap();
         let code = bluewave_web::totp_code(&secret, clock.now_s()).unwrap();
         auth.confirm_mfa_enrolment(&caller, &code).unwrap();
+        // The enrolment ended the session's access token; its refresh token gives a live one.
+        let pair = auth.refresh(pair.refresh_token.expose(), [10, 0, 0, 2].into()).unwrap();
+        auth.verify_access_token(pair.access_token.expose()).unwrap();
         assert!(matches!(
             auth.login_start(email, &Secret::new(password), [10, 0, 0, 2].into()).unwrap(),
             LoginOutcome::MfaRequired { .. }
@@ -97,6 +102,7 @@ fn users_reset_mfa_removes_mfa_ends_sessions_and_is_audited() {
 
     let unknown = bluewave(dir.path(), &["users", "reset-mfa", "nobody@example.org"]);
     assert!(!unknown.status.success());
+    assert_eq!(String::from_utf8_lossy(&unknown.stderr).lines().last(), Some("bluewave: user not found"));
     let reset = bluewave(dir.path(), &["users", "reset-mfa", email]);
     assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
 
@@ -106,8 +112,14 @@ fn users_reset_mfa_removes_mfa_ends_sessions_and_is_audited() {
         auth.login_start(email, &Secret::new(password), [10, 0, 0, 2].into()).unwrap(),
         LoginOutcome::Tokens(_)
     ));
-    assert!(auth.verify_access_token(pair.access_token.expose()).is_err());
-    assert!(auth.refresh(pair.refresh_token.expose(), [10, 0, 0, 2].into()).is_err());
+    assert!(matches!(
+        auth.verify_access_token(pair.access_token.expose()),
+        Err(AuthError::Token(TokenRefusal::Revoked))
+    ));
+    assert!(matches!(
+        auth.refresh(pair.refresh_token.expose(), [10, 0, 0, 2].into()),
+        Err(AuthError::RefreshInvalid)
+    ));
     let audit = std::fs::read_to_string(dir.path().join("audit").join("audit.jsonl")).unwrap();
     let resets: Vec<&str> = audit.lines().filter(|l| l.contains("\"mfa.reset\"")).collect();
     assert_eq!(resets.len(), 1, "{audit}");

@@ -501,7 +501,7 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
     let config = dir.path().join("bluewave.toml");
     std::fs::write(
         &config,
-        "[https]\nbody_bytes_max = 2048\n\n[auth]\naccess_ttl_s = 600\n\n\
+        "[https]\nbody_bytes_max = 2048\n\n[auth]\naccess_ttl_s = 600\nmfa_required_roles = []\n\n\
          [query]\ntimeout_ms = 1500\ntable_function_rows_max = 1000000000000000\n",
     )
     .unwrap();

@@ -229,6 +229,14 @@ pub(crate) struct EnrolmentAnswer {
 pub(crate) struct BackupCodesAnswer {
     /// Ten single-use codes; only their hashes are kept.
     backup_codes: Vec<String>,
+    /// A new access token of the caller's session: every access token issued before enrolment
+    /// (this session's too) and every other session of the account ended. Absent when the
+    /// caller's token named no live session (then log in again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<String>,
+    /// Seconds until `access_token` expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in: Option<u64>,
 }
 
 /// A new access token of the same session.
@@ -271,7 +279,8 @@ pub(crate) async fn mfa_enrol(request: Request<ApiState>) -> Result<Reply, ApiEr
     })
 }
 
-/// Confirms MFA enrolment with a first code; answers the backup codes (shown once).
+/// Confirms MFA enrolment with a first code; answers the backup codes (shown once) and a new
+/// access token of this session (every other session of the account ends).
 #[utoipa::path(post, path = "/api/auth/mfa/confirm", request_body = CodeBody, tag = "auth",
     security(("bearer" = [])),
     responses((status = 200, description = "MFA is on", body = BackupCodesAnswer),
@@ -282,8 +291,12 @@ pub(crate) async fn mfa_confirm(mut request: Request<ApiState>) -> Result<Reply,
     let caller = request.state().enrolling_caller(request.bearer()?)?;
     let body: CodeBody = request.json().await?;
     let auth = Arc::clone(&request.state().auth);
-    let codes = blocking(move || Ok(auth.confirm_mfa_enrolment(&caller, &body.code)?)).await?;
-    Reply::json(&BackupCodesAnswer { backup_codes: codes.iter().map(|c| c.expose().to_owned()).collect() })
+    let confirmed = blocking(move || Ok(auth.confirm_mfa_enrolment_session(&caller, &body.code)?)).await?;
+    Reply::json(&BackupCodesAnswer {
+        backup_codes: confirmed.backup_codes.iter().map(|c| c.expose().to_owned()).collect(),
+        access_token: confirmed.access.as_ref().map(|(token, _)| token.expose().to_owned()),
+        expires_in: confirmed.access.as_ref().map(|(_, expires_in)| *expires_in),
+    })
 }
 
 /// Step-up: an MFA code makes the session's authentication fresh; answers a new access token.
@@ -296,7 +309,8 @@ pub(crate) async fn mfa_step_up(mut request: Request<ApiState>) -> Result<Reply,
     let caller = request.caller()?;
     let body: CodeBody = request.json().await?;
     let auth = Arc::clone(&request.state().auth);
-    let (token, expires_in) = blocking(move || Ok(auth.step_up_mfa(&caller, &body.code)?)).await?;
+    let ip = request.peer().ip();
+    let (token, expires_in) = blocking(move || Ok(auth.step_up_mfa(&caller, &body.code, ip)?)).await?;
     Reply::json(&AccessAnswer { access_token: token.expose().to_owned(), token_type: "Bearer", expires_in })
 }
 
@@ -304,11 +318,13 @@ pub(crate) async fn mfa_step_up(mut request: Request<ApiState>) -> Result<Reply,
 #[utoipa::path(post, path = "/api/auth/mfa/disable", request_body = CodeBody, tag = "auth",
     security(("bearer" = [])),
     responses((status = 204, description = "MFA is off"),
-        (status = 401, description = "Wrong code, no valid access token, or not fresh")))]
+        (status = 401, description = "Wrong code, no valid access token, or not fresh"),
+        (status = 429, description = "Too many attempts; see Retry-After")))]
 pub(crate) async fn mfa_disable(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
     let caller = request.caller()?;
     let body: CodeBody = request.json().await?;
     let auth = Arc::clone(&request.state().auth);
-    blocking(move || Ok(auth.disable_mfa(&caller, &body.code)?)).await?;
+    let ip = request.peer().ip();
+    blocking(move || Ok(auth.disable_mfa(&caller, &body.code, ip)?)).await?;
     Ok(Reply::empty().status(StatusCode::NO_CONTENT))
 }

@@ -38,6 +38,9 @@ impl From<AuthError> for ApiError {
                 Self::Conflict(error.to_string())
             }
             AuthError::NotFound { .. } => Self::NotFound(error.to_string()),
+            AuthError::Unavailable { retry_after_secs, .. } => {
+                Self::Unavailable { retry_after_s: retry_after_secs.max(1) }
+            }
             AuthError::QuotaExceeded { .. } => {
                 Self::TooManyRequests { retry_after_s: seconds_to_next_utc_day() }
             }

@@ -200,6 +200,14 @@ pub enum AuthError {
         /// Its value.
         max: u64,
     },
+    /// A server-wide table is full (HTTP 503 + `Retry-After`): not the caller's fault.
+    #[error("server busy: {what} full, retry after {retry_after_secs} s")]
+    Unavailable {
+        /// Which table.
+        what: &'static str,
+        /// Seconds after which a retry may succeed.
+        retry_after_secs: u64,
+    },
     /// The caller's plan allows no more queries today (HTTP 429).
     #[error("daily query quota of {quota} used up")]
     QuotaExceeded {

@@ -138,6 +138,35 @@ impl LoginLimiter {
         let until = f.last + Duration::from_secs(backoff_s);
         until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
     }
+
+    /// Starts an attempt on `account` whose outcome is known only after the check (an MFA
+    /// code): refuses while the account is in backoff, and otherwise counts the attempt as a
+    /// failure at once, under the same lock. Parallel attempts therefore each see the ones
+    /// before them, and a burst cannot slip past the backoff between a check and its failure.
+    /// [`LoginLimiter::record_success`] clears the count when the attempt succeeds.
+    pub fn begin_attempt(&self, account: &str) -> AuthResult<()> {
+        let mut accounts = self.accounts.lock().map_err(|_| AuthError::Poisoned)?;
+        if let Some(f) = accounts.get(account)
+            && let Some(wait) = self.backoff(f)
+        {
+            return Err(AuthError::RateLimited { retry_after_secs: ceil_secs(wait) });
+        }
+        let now = Instant::now();
+        if !accounts.contains_key(account) && accounts.len() >= TRACKED_ACCOUNTS_MAX {
+            let window = Duration::from_secs(ACCOUNT_FAILURE_WINDOW_S);
+            accounts.retain(|_, f| now.duration_since(f.last) < window);
+            if accounts.len() >= TRACKED_ACCOUNTS_MAX {
+                return Err(AuthError::RateLimited { retry_after_secs: 60 });
+            }
+        }
+        let entry = accounts.entry(account.to_owned()).or_insert(Failures { count: 0, last: now });
+        if now.duration_since(entry.last) >= Duration::from_secs(ACCOUNT_FAILURE_WINDOW_S) {
+            entry.count = 0;
+        }
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        Ok(())
+    }
 }
 
 /// The limiter key of a client address: IPv4 as is (also when IPv4-mapped), IPv6 by its /64.

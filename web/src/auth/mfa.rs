@@ -1,5 +1,6 @@
 //! MFA building blocks: TOTP (RFC 6238 through `totp-rs`), the sealing of TOTP secrets at rest
-//! (AES-256-GCM from `ring`, key in `<data-dir>/keys/`), backup codes, and the enrolment QR code
+//! (AES-256-GCM from `ring`, key in `<data-dir>/keys/`), backup codes (stored as HMAC-SHA-256
+//! tags, key in `<data-dir>/keys/` too), and the enrolment QR code
 //! (SVG rendered by the server, so the secret never goes to a third party).
 //!
 //! TOTP parameters are the ones every authenticator app reads from an `otpauth://` URL without
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use sha2::{Digest, Sha256};
+use ring::hmac;
 use totp_rs::{Algorithm, Builder, Totp};
 
 use super::error::{AuthError, AuthResult};
@@ -40,6 +41,8 @@ pub const BACKUP_CODE_CHARS: usize = 10;
 pub const MFA_CODE_BYTES_MAX: usize = 32;
 /// File name of the AEAD key that seals TOTP secrets, in `<data-dir>/keys/`.
 pub const MFA_KEY_FILE: &str = "mfa-secrets.aes256gcm";
+/// File name of the HMAC-SHA-256 key of stored backup codes, in `<data-dir>/keys/`.
+pub const BACKUP_CODE_KEY_FILE: &str = "mfa-backup-codes.hmac-sha256";
 
 /// Version byte of a sealed secret.
 const SEALED_VERSION: u8 = 1;
@@ -52,47 +55,21 @@ const BACKUP_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// The AEAD key that seals TOTP secrets.
 pub(crate) struct SecretSealer {
     key: LessSafeKey,
+    /// HMAC-SHA-256 key of the stored form of backup codes ([`BACKUP_CODE_KEY_FILE`]).
+    backup_key: hmac::Key,
 }
 
 impl SecretSealer {
-    /// Loads `<keys_dir>/<MFA_KEY_FILE>`, creating it (mode 0600, 32 random bytes, fsynced) on
-    /// first use. A file of the wrong size is an error, never replaced: a new key would make
-    /// every enrolled secret unreadable.
+    /// Loads `<keys_dir>/<MFA_KEY_FILE>` and `<keys_dir>/<BACKUP_CODE_KEY_FILE>`, creating them
+    /// (mode 0600, 32 random bytes, fsynced) on first use. A file of the wrong size is an
+    /// error, never replaced: a new key would make every enrolled secret unreadable.
     pub(crate) fn open(keys_dir: &Path) -> AuthResult<Self> {
-        let path = keys_dir.join(MFA_KEY_FILE);
-        let io = |op: &'static str, path: &PathBuf| {
-            let path = path.clone();
-            move |source| AuthError::KeyIo { op, path, source }
-        };
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = random_bytes::<AEAD_KEY_BYTES>()?;
-                let tmp = keys_dir.join(format!("{MFA_KEY_FILE}.tmp"));
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io("create", &tmp))?;
-                file.write_all(&key).map_err(io("write", &tmp))?;
-                file.sync_all().map_err(io("fsync", &tmp))?;
-                fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-                fs::File::open(keys_dir).and_then(|d| d.sync_all()).map_err(io("fsync", &path))?;
-                key.to_vec()
-            }
-            Err(e) => return Err(AuthError::KeyIo { op: "read", path, source: e }),
-        };
-        let mode = fs::metadata(&path).map_err(io("stat", &path))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io("chmod", &path))?;
-        }
-        if bytes.len() != AEAD_KEY_BYTES {
-            return Err(AuthError::KeyInvalid { path, reason: format!("want {AEAD_KEY_BYTES} bytes") });
-        }
+        let (path, bytes) = load_or_create_key(keys_dir, MFA_KEY_FILE)?;
+        let (_, backup_bytes) = load_or_create_key(keys_dir, BACKUP_CODE_KEY_FILE)?;
+        let backup_key = hmac::Key::new(hmac::HMAC_SHA256, &backup_bytes);
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| AuthError::KeyInvalid { path, reason: "not an AES-256 key".into() })?;
-        Ok(Self { key: LessSafeKey::new(key) })
+        Ok(Self { key: LessSafeKey::new(key), backup_key })
     }
 
     /// Seals `secret` for `user_id` (random nonce; the user id is the additional data).
@@ -251,16 +228,90 @@ pub(crate) fn new_backup_codes() -> AuthResult<Vec<Secret>> {
     Ok(codes)
 }
 
-/// The stored form of a backup code: SHA-256 hex of its normalised text (lower case, without
-/// the dash and spaces). A fast hash is enough: each code carries 50 random bits and is
-/// refused after five wrong tries per challenge, unlike a chosen password.
-pub(crate) fn backup_code_hash(code: &str) -> String {
+impl SecretSealer {
+    /// The stored form of a backup code of `user_id`: HMAC-SHA-256 (key in
+    /// [`BACKUP_CODE_KEY_FILE`]) of the user id and the normalised code (lower case, without the
+    /// dash and spaces), base64url. Keyed and salted by the account, so a copy of the store alone
+    /// does not allow an offline search of the 50-bit codes.
+    pub(crate) fn backup_code_tag(&self, user_id: &str, code: &str) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.backup_key, &backup_code_input(user_id, code)))
+    }
+
+    /// The position of `code` among `stored` tags of `user_id`, if any. Every tag is compared
+    /// (in constant time, by `ring::hmac::verify`), with no early exit on a match.
+    pub(crate) fn backup_code_position(&self, user_id: &str, code: &str, stored: &[String]) -> Option<usize> {
+        let input = backup_code_input(user_id, code);
+        let mut found = None;
+        for (i, tag) in stored.iter().enumerate() {
+            let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else { continue };
+            if hmac::verify(&self.backup_key, &input, &tag).is_ok() && found.is_none() {
+                found = Some(i);
+            }
+        }
+        found
+    }
+}
+
+/// The HMAC input of a backup code: the user id's length (8 bytes, little-endian), the user id,
+/// the normalised code.
+fn backup_code_input(user_id: &str, code: &str) -> Vec<u8> {
     let normalised: String =
         code.chars().filter(|c| !c.is_whitespace() && *c != '-').map(|c| c.to_ascii_lowercase()).collect();
-    crate::audit::hex(&Sha256::digest(normalised.as_bytes()))
+    let mut input = Vec::with_capacity(8 + user_id.len() + normalised.len());
+    input.extend_from_slice(&(user_id.len() as u64).to_le_bytes());
+    input.extend_from_slice(user_id.as_bytes());
+    input.extend_from_slice(normalised.as_bytes());
+    input
 }
 
 /// Whether `code` looks like a backup code rather than a TOTP code.
 pub(crate) fn is_backup_code(code: &str) -> bool {
     code.chars().filter(|c| c.is_ascii_alphanumeric()).count() == BACKUP_CODE_CHARS
+}
+
+/// Loads the 32-byte key `<keys_dir>/<file_name>`, creating it on first use. Creation is
+/// race-free across threads and processes: the key is written and fsynced under a unique
+/// temporary name and installed with `hard_link`, which fails when the file already exists;
+/// the loser of a race drops its key and reads the winner's. An existing key is never replaced.
+fn load_or_create_key(keys_dir: &Path, file_name: &str) -> AuthResult<(PathBuf, Vec<u8>)> {
+    let path = keys_dir.join(file_name);
+    let io = |op: &'static str, path: &PathBuf| {
+        let path = path.clone();
+        move |source| AuthError::KeyIo { op, path, source }
+    };
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = random_bytes::<AEAD_KEY_BYTES>()?;
+            let suffix = crate::audit::hex(&random_bytes::<8>()?);
+            let tmp = keys_dir.join(format!("{file_name}.{suffix}.tmp"));
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?;
+            file.write_all(&key).map_err(io("write", &tmp))?;
+            file.sync_all().map_err(io("fsync", &tmp))?;
+            let installed = fs::hard_link(&tmp, &path);
+            fs::remove_file(&tmp).map_err(io("remove", &tmp))?;
+            fs::File::open(keys_dir).and_then(|d| d.sync_all()).map_err(io("fsync", &path))?;
+            match installed {
+                Ok(()) => key.to_vec(),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    fs::read(&path).map_err(io("read", &path))?
+                }
+                Err(e) => return Err(AuthError::KeyIo { op: "link", path, source: e }),
+            }
+        }
+        Err(e) => return Err(AuthError::KeyIo { op: "read", path, source: e }),
+    };
+    let mode = fs::metadata(&path).map_err(io("stat", &path))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io("chmod", &path))?;
+    }
+    if bytes.len() != AEAD_KEY_BYTES {
+        return Err(AuthError::KeyInvalid { path, reason: format!("want {AEAD_KEY_BYTES} bytes") });
+    }
+    Ok((path, bytes))
 }

@@ -144,7 +144,7 @@ pub(crate) struct MfaRecord {
     pub created_ms: u64,
     /// The highest TOTP step accepted so far: a code of this step or an older one is a replay.
     pub last_step: Option<u64>,
-    /// SHA-256 hex of the unused backup codes.
+    /// HMAC-SHA-256 tags (base64url) of the unused backup codes (see `mfa.rs`).
     pub backup_code_hashes: Vec<String>,
 }
 

@@ -211,7 +211,9 @@ async fn mfa_enrolment_totp_window_replay_backup_codes_and_step_up() {
         .collect();
     assert_eq!(backup.len(), 10);
     assert!(backup.iter().all(|c| c.len() == 11 && c.as_bytes()[5] == b'-'), "{backup:?}");
-    // Enrolled: the same token now opens the API.
+    // Enrolled: the pre-enrolment token ended; the one from the confirmation opens the API.
+    assert_error(&api.get("/api/buoys", &first).await, StatusCode::UNAUTHORIZED, "unauthorized", REVOKED);
+    let first = confirmed.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(api.get("/api/buoys", &first).await.status, StatusCode::OK);
     let again = api.post("/api/auth/mfa/enrol", Some(&first), json!({})).await;
     assert_error(&again, StatusCode::CONFLICT, "conflict", "MFA is already enabled");
@@ -295,11 +297,17 @@ async fn mfa_enrolment_totp_window_replay_backup_codes_and_step_up() {
         "MFA challenge invalid or expired; sign in again",
     );
 
+    // Each action has a successful entry of the operator (denied entries of it do not count).
     let audit = std::fs::read_to_string(api.auth.audit_log().path()).unwrap();
-    for action in ["\"mfa.enrol\"", "\"auth.mfa\"", "\"mfa.backup_code_used\"", "\"auth.step_up\""] {
-        assert!(audit.contains(action), "{action}");
+    let entries: Vec<Value> = audit.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let actor = format!("user:{operator_id}");
+    for action in ["mfa.enrol", "auth.mfa", "mfa.backup_code_used", "auth.step_up"] {
+        let ok =
+            entries.iter().filter(|e| e["action"] == action && e["outcome"] == "ok" && e["actor"] == *actor);
+        assert!(ok.count() >= 1, "{action}");
     }
-    assert!(audit.contains(&format!("\"user:{operator_id}\"")));
+    let enrolled: Vec<&Value> = entries.iter().filter(|e| e["action"] == "mfa.enrol").collect();
+    assert_eq!(enrolled.iter().map(|e| e["outcome"].as_str().unwrap()).collect::<Vec<_>>(), ["denied", "ok"]);
 }
 
 #[test]

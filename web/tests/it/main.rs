@@ -16,6 +16,8 @@
 //!   fresh-auth gate and its step-up hint (manual auth clock);
 //! - `pages`: the browser pages as HTML — forms, tokens, headers, cookies, fixation, CSRF,
 //!   timeouts, MFA in the browser;
+//! - `mfa_review`: the findings of the first accounts security review (sessions opened before
+//!   MFA enrolment, racing and guessing MFA codes, logins racing a password change);
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
@@ -29,6 +31,7 @@ mod auth_fixtures;
 mod csv_export;
 mod forgery;
 mod http;
+mod mfa_review;
 mod pages;
 mod runaway;
 mod security;

@@ -20,6 +20,7 @@ impl AuthService {
     pub fn purge_expired(&self) -> AuthResult<u64> {
         let now = now_s();
         let refresh_ttl = self.inner.config.refresh_ttl_s;
+        let keep_revoked_s = refresh_ttl.max(self.inner.config.access_ttl_s.saturating_add(token::LEEWAY_S));
         let today = now / 86_400;
         let txn = self.inner.db.begin_write()?;
         let mut removed = 0u64;
@@ -33,9 +34,13 @@ impl AuthService {
                 let (k, v) = item?;
                 let f: FamilyRecord = store::decode("families", k.value(), v.value())?;
                 // A revoked family's tokens stay until they would have expired, so reuse of one is
-                // still recognised (and answered) until then.
-                let ended = f.expires_s < now
-                    || f.revoked.as_ref().is_some_and(|r| r.at_ms / 1_000 + refresh_ttl < now);
+                // still recognised (and answered) until then; and at least until its access
+                // tokens have expired, so the revocation set is rebuilt from it after a restart
+                // even when refresh tokens live shorter than access tokens.
+                let ended = match &f.revoked {
+                    Some(r) => r.at_ms / 1_000 + keep_revoked_s < now,
+                    None => f.expires_s < now,
+                };
                 if ended {
                     dead_families.insert(k.value().to_owned());
                     dead_index.push(store::user_family_key(&f.user_id, k.value()));

@@ -89,23 +89,32 @@ impl AuthService {
         if !user.mfa_enabled {
             self.inner.limiter.record_success(&account_key)?;
         }
-        if verified == Verified::YesNeedsRehash {
-            self.rehash(&user, password)?;
+        let mut user = user;
+        if verified == Verified::YesNeedsRehash
+            && let Some(hash) = self.rehash(&user, password)?
+        {
+            user.password_hash = hash;
         }
         Ok(user)
     }
 
-    pub(super) fn rehash(&self, user: &UserRecord, password: &Secret) -> AuthResult<()> {
+    /// Stores a hash of `password` with the current parameters, unless the account's hash is no
+    /// longer the one just verified (a password change won the race: it must not be undone).
+    /// Returns the new hash when it was stored.
+    pub(super) fn rehash(&self, user: &UserRecord, password: &Secret) -> AuthResult<Option<String>> {
         let params = self.inner.config.password_params;
         let from = password::stored_params(&user.password_hash);
         let hash = password::hash_password(password.expose(), params)?;
         let txn = self.inner.db.begin_write()?;
         {
             let mut users = txn.open_table(USERS)?;
-            if let Some(mut current) = store::get::<UserRecord>(&users, "users", &user.id)? {
-                current.password_hash = hash;
-                current.updated_ms = now_ms();
-                store::put(&mut users, &user.id, &current)?;
+            match store::get::<UserRecord>(&users, "users", &user.id)? {
+                Some(mut current) if current.password_hash == user.password_hash => {
+                    current.password_hash = hash.clone();
+                    current.updated_ms = now_ms();
+                    store::put(&mut users, &user.id, &current)?;
+                }
+                _ => return Ok(None),
             }
         }
         txn.commit()?;
@@ -120,7 +129,8 @@ impl AuthService {
                 "from": from.map(|p| [p.memory_kib, p.iterations, p.parallelism]),
                 "to": [params.memory_kib, params.iterations, params.parallelism],
             })),
-        )
+        )?;
+        Ok(Some(hash))
     }
 
     /// Signs an access token of `user` in session `session_id`, whose holder last proved who

@@ -4,7 +4,8 @@
 //! A login of an account with MFA answers a challenge instead of tokens ([`LoginOutcome`]);
 //! the challenge (256 random bits, kept in memory as its SHA-256, [`MFA_CHALLENGE_TTL_S`])
 //! grants nothing but [`AuthService::complete_mfa`]. Every wrong code counts as a failed login
-//! of the account (the login backoff applies), and the [`MFA_FAILURES_MAX`]th ends the
+//! of the account (the login backoff applies; each attempt is counted before its code is
+//! checked, so parallel guesses cannot outrun it), and the [`MFA_FAILURES_MAX`]th ends the
 //! challenge. A TOTP step is accepted once: the highest used step is stored with the secret.
 
 use super::*;
@@ -14,8 +15,11 @@ use crate::auth::mfa::{self, SecretSealer};
 pub const MFA_CHALLENGE_TTL_S: u64 = 300;
 /// Wrong codes that end a challenge (each also counts as a failed login of the account).
 pub const MFA_FAILURES_MAX: u32 = 5;
-/// Most MFA challenges held at once (a login beyond it answers 503-like `LimitReached`).
+/// Most MFA challenges held at once (a login beyond it answers `Unavailable`, HTTP 503).
 pub const MFA_CHALLENGES_MAX: usize = 10_000;
+/// Most MFA challenges of one account held at once: a further login ends the account's
+/// oldest, so one account cannot fill the table for everyone.
+pub const MFA_CHALLENGES_PER_USER_MAX: usize = 3;
 /// Longest challenge token accepted before hashing (ours are 43 chars).
 const CHALLENGE_BYTES_MAX: usize = 128;
 
@@ -30,6 +34,12 @@ pub(crate) struct Challenge {
     created_s: u64,
     /// Wrong codes so far.
     failures: u32,
+    /// The account's password hash and `valid_after` stamp at the password step: a password
+    /// change, logout-all or MFA reset in between ends the challenge.
+    password_hash: String,
+    valid_after_ms: u64,
+    /// Issue instant (monotonic): the order of an account's challenges for the per-account cap.
+    issued_at: std::time::Instant,
 }
 
 /// What a password login gives.
@@ -104,11 +114,18 @@ impl AuthService {
             if challenges.len() >= MFA_CHALLENGES_MAX {
                 challenges.retain(|_, c| c.created_s + MFA_CHALLENGE_TTL_S >= now);
             }
+            let mut own: Vec<(std::time::Instant, String)> = challenges
+                .iter()
+                .filter(|(_, c)| c.user_id == user.id)
+                .map(|(k, c)| (c.issued_at, k.clone()))
+                .collect();
+            own.sort();
+            let surplus = (own.len() + 1).saturating_sub(MFA_CHALLENGES_PER_USER_MAX);
+            for (_, oldest) in own.iter().take(surplus) {
+                challenges.remove(oldest);
+            }
             if challenges.len() >= MFA_CHALLENGES_MAX {
-                return Err(AuthError::LimitReached {
-                    what: "MFA challenges",
-                    max: MFA_CHALLENGES_MAX as u64,
-                });
+                return Err(AuthError::Unavailable { what: "MFA challenges", retry_after_secs: 60 });
             }
             challenges.insert(
                 sha256_hex(&challenge),
@@ -117,6 +134,9 @@ impl AuthService {
                     account_key: user.email.clone(),
                     created_s: now,
                     failures: 0,
+                    password_hash: user.password_hash.clone(),
+                    valid_after_ms: user.valid_after_ms,
+                    issued_at: std::time::Instant::now(),
                 },
             );
         }
@@ -137,7 +157,11 @@ impl AuthService {
     /// [`MFA_FAILURES_MAX`]th ends the challenge ([`AuthError::MfaChallengeInvalid`] after).
     pub fn complete_mfa(&self, challenge: &str, code: &str, client_ip: IpAddr) -> AuthResult<TokenPair> {
         let user = self.answer_challenge(challenge, code, client_ip)?;
-        let pair = self.start_session(&user, client_ip)?;
+        // The session write re-checks the account: a password change since the challenge ends it.
+        let pair = self.start_session(&user, client_ip).map_err(|e| match e {
+            AuthError::InvalidCredentials => AuthError::MfaChallengeInvalid,
+            other => other,
+        })?;
         let actor = format!("user:{}", user.id);
         self.audit(
             AuditEvent::new(&*actor, "auth.login", &*actor, "ok").with_details(
@@ -170,7 +194,7 @@ impl AuthService {
                 _ => return Err(AuthError::MfaChallengeInvalid),
             }
         };
-        if let Err(e) = self.inner.limiter.check_account(&pending.account_key) {
+        if let Err(e) = self.inner.limiter.begin_attempt(&pending.account_key) {
             // Rate limited is no wrong code: the challenge stays as it was.
             self.inner.challenges.lock().map_err(|_| AuthError::Poisoned)?.insert(key, pending);
             return Err(e);
@@ -180,14 +204,17 @@ impl AuthService {
             Some(proof) => {
                 self.inner.limiter.record_success(&pending.account_key)?;
                 let user = self.user_record(&pending.user_id)?.ok_or(AuthError::MfaChallengeInvalid)?;
-                if user.status != UserStatus::Active {
+                if user.status != UserStatus::Active
+                    || user.password_hash != pending.password_hash
+                    || user.valid_after_ms != pending.valid_after_ms
+                {
                     return Err(AuthError::MfaChallengeInvalid);
                 }
                 self.audit_proof(&actor, proof, "auth.mfa")?;
                 Ok(user)
             }
             None => {
-                self.inner.limiter.record_failure(&pending.account_key)?;
+                // The failure was counted by `begin_attempt`.
                 pending.failures += 1;
                 let ended = pending.failures >= MFA_FAILURES_MAX;
                 if !ended {
@@ -218,8 +245,7 @@ impl AuthService {
                 return Ok(None);
             }
             let proof = if mfa::is_backup_code(code) {
-                let hash = mfa::backup_code_hash(code);
-                match record.backup_code_hashes.iter().position(|h| *h == hash) {
+                match self.sealer()?.backup_code_position(user_id, code, &record.backup_code_hashes) {
                     Some(i) => {
                         record.backup_code_hashes.remove(i);
                         Some(Proof::BackupCode)
@@ -296,11 +322,17 @@ impl AuthService {
 
     /// Confirms the caller's enrolment with a first TOTP code: MFA is on from now, and the ten
     /// backup codes are returned (shown once; only their hashes are kept).
-    pub fn confirm_mfa_enrolment(&self, caller: &Caller, code: &str) -> AuthResult<Vec<Secret>> {
+    ///
+    /// Sessions opened before enrolment were opened with the password alone: in the same write
+    /// transaction every other session of the account is revoked and its `valid_after` stamp is
+    /// bumped (ending every access token issued so far). The caller's own session stays (its
+    /// `auth_time` becomes now: the code is an MFA proof) and gets a new access token here.
+    pub fn confirm_mfa_enrolment_session(&self, caller: &Caller, code: &str) -> AuthResult<MfaConfirmation> {
         self.require_fresh(caller)?;
         let now = self.inner.config.clock.now_s();
         let codes = mfa::new_backup_codes()?;
         let txn = self.inner.db.begin_write()?;
+        let mut revoked = Vec::new();
         let accepted = {
             let mut table = txn.open_table(MFA)?;
             let mut record = store::get::<MfaRecord>(&table, "mfa", &caller.user_id)?
@@ -313,21 +345,24 @@ impl AuthService {
                 Some(step) if code.len() <= mfa::MFA_CODE_BYTES_MAX => {
                     record.confirmed = true;
                     record.last_step = Some(step);
+                    let sealer = self.sealer()?;
                     record.backup_code_hashes =
-                        codes.iter().map(|c| mfa::backup_code_hash(c.expose())).collect();
+                        codes.iter().map(|c| sealer.backup_code_tag(&caller.user_id, c.expose())).collect();
                     store::put(&mut table, &caller.user_id, &record)?;
                     let mut users = txn.open_table(USERS)?;
                     let mut user: UserRecord = store::get(&users, "users", &caller.user_id)?
                         .ok_or(AuthError::NotFound { kind: "user" })?;
                     user.mfa_enabled = true;
                     user.updated_ms = now_ms();
+                    user.valid_after_ms = user.updated_ms + 1;
                     store::put(&mut users, &caller.user_id, &user)?;
-                    true
+                    revoked = end_sessions_opened_before_mfa(&txn, caller, now)?;
+                    Some(user)
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if !accepted {
+        let Some(user) = accepted else {
             txn.abort()?;
             self.inner.limiter.record_failure(&caller.email)?;
             self.audit(
@@ -335,22 +370,31 @@ impl AuthService {
                     .with_details(json!({ "reason": "wrong code" })),
             )?;
             return Err(AuthError::MfaCodeInvalid);
-        }
+        };
         txn.commit()?;
+        for family in &revoked {
+            self.remember_revoked(family, &caller.user_id)?;
+        }
         self.audit(
             AuditEvent::new(caller.actor(), "mfa.enrol", caller.actor(), "ok")
-                .with_details(json!({ "backup_codes": codes.len() })),
+                .with_details(json!({ "backup_codes": codes.len(), "sessions_revoked": revoked.len() })),
         )?;
-        Ok(codes)
+        let access = match &caller.session_id {
+            Some(session) if !self.session_revoked(session)? => Some(self.sign_access(&user, session, now)?),
+            _ => None,
+        };
+        Ok(MfaConfirmation { backup_codes: codes, access })
     }
 
     /// Step-up of the caller's session with an MFA code: the session's authentication time
     /// becomes now, and a new access token carries it. Needs MFA on.
-    pub fn step_up_mfa(&self, caller: &Caller, code: &str) -> AuthResult<(Secret, u64)> {
-        self.inner.limiter.check_account(&caller.email)?;
+    /// Limits as for a login: `client_ip`'s budget, and the account's backoff (each attempt
+    /// counts as a failure until its code is right).
+    pub fn step_up_mfa(&self, caller: &Caller, code: &str, client_ip: IpAddr) -> AuthResult<(Secret, u64)> {
+        self.inner.limiter.check_ip(client_ip)?;
         let session = caller.session_id.clone().ok_or(AuthError::NotFound { kind: "session" })?;
+        self.inner.limiter.begin_attempt(&caller.email)?;
         let Some(proof) = self.check_code(&caller.user_id, code)? else {
-            self.inner.limiter.record_failure(&caller.email)?;
             self.audit(
                 AuditEvent::new(caller.actor(), "auth.step_up", caller.actor(), "denied")
                     .with_details(json!({ "reason": "wrong code" })),
@@ -375,17 +419,20 @@ impl AuthService {
     }
 
     /// Turns the caller's MFA off (a current code and fresh auth needed). An account whose role
-    /// requires MFA is then led to enrol again before anything else.
-    pub fn disable_mfa(&self, caller: &Caller, code: &str) -> AuthResult<()> {
+    /// requires MFA is then led to enrol again before anything else. Limits as for
+    /// [`AuthService::step_up_mfa`].
+    pub fn disable_mfa(&self, caller: &Caller, code: &str, client_ip: IpAddr) -> AuthResult<()> {
         self.require_fresh(caller)?;
+        self.inner.limiter.check_ip(client_ip)?;
+        self.inner.limiter.begin_attempt(&caller.email)?;
         let Some(proof) = self.check_code(&caller.user_id, code)? else {
-            self.inner.limiter.record_failure(&caller.email)?;
             self.audit(
                 AuditEvent::new(caller.actor(), "mfa.disable", caller.actor(), "denied")
                     .with_details(json!({ "reason": "wrong code" })),
             )?;
             return Err(AuthError::MfaCodeInvalid);
         };
+        self.inner.limiter.record_success(&caller.email)?;
         self.remove_mfa(&caller.user_id)?;
         self.audit_proof(&caller.actor(), proof, "mfa.disable")
     }
@@ -436,4 +483,51 @@ impl AuthService {
     pub fn mfa_enabled(&self, caller: &Caller) -> AuthResult<bool> {
         Ok(self.user_record(&caller.user_id)?.is_some_and(|u| u.mfa_enabled))
     }
+    /// [`AuthService::confirm_mfa_enrolment_session`] for callers that only show the backup
+    /// codes: the caller's access token ends with the others (its session's refresh token still
+    /// works, or the caller logs in again).
+    pub fn confirm_mfa_enrolment(&self, caller: &Caller, code: &str) -> AuthResult<Vec<Secret>> {
+        Ok(self.confirm_mfa_enrolment_session(caller, code)?.backup_codes)
+    }
+}
+
+/// What a confirmed enrolment gives.
+#[derive(Debug, Clone)]
+pub struct MfaConfirmation {
+    /// The ten backup codes (shown once).
+    pub backup_codes: Vec<Secret>,
+    /// A new access token of the caller's session and its lifetime in s (`None` when the caller's
+    /// token named no live session: then the caller logs in again).
+    pub access: Option<(Secret, u64)>,
+}
+
+/// Inside the enrolment's write transaction: revokes every live session of the caller except
+/// the caller's own, whose `auth_time` becomes `now_s`. Returns the revoked family ids (for the
+/// revocation set, after commit).
+fn end_sessions_opened_before_mfa(
+    txn: &redb::WriteTransaction,
+    caller: &Caller,
+    now_s: u64,
+) -> AuthResult<Vec<String>> {
+    let now = now_ms();
+    let mut families = txn.open_table(FAMILIES)?;
+    let index = txn.open_table(USER_FAMILIES)?;
+    let (lo, hi) = store::user_family_range(&caller.user_id);
+    let mut revoked = Vec::new();
+    for item in index.range::<&str>(lo.as_str()..hi.as_str())? {
+        let (k, _) = item?;
+        let fid = k.value().rsplit('/').next().unwrap_or_default().to_owned();
+        let Some(mut f) = store::get::<FamilyRecord>(&families, "families", &fid)? else { continue };
+        if f.revoked.is_some() {
+            continue;
+        }
+        if caller.session_id.as_deref() == Some(fid.as_str()) {
+            f.auth_time_s = now_s;
+        } else {
+            f.revoked = Some(Revocation { at_ms: now, reason: "MFA enrolled".into() });
+            revoked.push(fid.clone());
+        }
+        store::put(&mut families, &fid, &f)?;
+    }
+    Ok(revoked)
 }

@@ -5,6 +5,12 @@ use super::*;
 
 impl AuthService {
     /// Creates a session family with its first refresh token and signs an access token.
+    ///
+    /// `user` is the record the credentials were checked against; inside the write transaction
+    /// the account is read again, and a login that raced a password change, a logout-all, an MFA
+    /// reset or a disable (status, hash or `valid_after` differ) is refused
+    /// ([`AuthError::InvalidCredentials`]) instead of opening a session the change should have
+    /// ended.
     pub(super) fn start_session(&self, user: &UserRecord, client_ip: IpAddr) -> AuthResult<TokenPair> {
         let now = now_ms();
         let auth_time_s = self.inner.config.clock.now_s();
@@ -14,6 +20,14 @@ impl AuthService {
         let txn = self.inner.db.begin_write()?;
         let mut evicted = None;
         {
+            let current = store::get::<UserRecord>(&txn.open_table(USERS)?, "users", &user.id)?;
+            if !current.is_some_and(|u| {
+                u.status == UserStatus::Active
+                    && u.password_hash == user.password_hash
+                    && u.valid_after_ms == user.valid_after_ms
+            }) {
+                return Err(AuthError::InvalidCredentials);
+            }
             let mut families = txn.open_table(FAMILIES)?;
             let mut index = txn.open_table(USER_FAMILIES)?;
             // Live sessions of this user; drop dead ones from the index as we go.

@@ -77,9 +77,11 @@ impl AuthService {
         Ok(user)
     }
 
-    /// Creates an account. Needs `users:manage`; the role may not be above the caller's.
+    /// Creates an account. Needs `users:manage` and fresh auth; the role may not be above the
+    /// caller's.
     pub fn create_user(&self, caller: &Caller, new: NewUser) -> AuthResult<UserInfo> {
         self.require(caller, Permission::UsersManage, "users.create")?;
+        self.require_fresh(caller)?;
         if new.role.rank() > caller.role.rank() {
             self.audit(
                 AuditEvent::new(caller.actor(), "users.create", "-", "denied")
