@@ -62,6 +62,13 @@ mod auth;
 mod http;
 mod pages;
 
+/// The InfluxDB line-protocol parser (`api::line_protocol`).
+pub mod line_protocol {
+    pub use crate::api::{
+        BodyError, FIELDS_PER_LINE_MAX, FieldValue, LINE_BYTES_MAX, LINES_PER_BODY_MAX, Line, LineError,
+        LineOutcome, Point, Precision, TAGS_PER_LINE_MAX, parse_body, parse_line,
+    };
+}
 pub use api::{
     ApiState, BUOY_NAME_BYTES_MAX, BUOY_STATUSES, DeviceRevoked, LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX,
     RBAC_PAGE_DEFAULT, READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX, TIME_TEXT_BYTES_MAX, api_router,

@@ -11,6 +11,8 @@
 //! - `query`: `POST /api/query` (SQL, answer format from `Accept`, streamed).
 //! - `buoys`: `/api/buoys`, `GET|PUT|DELETE /api/buoys/{id}` (delete = retire), device tokens.
 //! - `rbac`: `/api/rbac/roles`, `/users`, `/plans`, `/audit-log`; `/api/auth/sessions`.
+//! - `line_protocol`: the InfluxDB line-protocol parser (measurement, escaped tags, numeric
+//!   fields, timestamps by precision; per-line errors with line numbers).
 //! - `time`: integer-ns or RFC 3339 times at the edge.
 //!
 //! Not implemented: `PUT /api/telemetry/{id}` (value corrections; see the `telemetry` module
@@ -19,6 +21,7 @@
 mod auth;
 mod buoys;
 mod errors;
+mod line_protocol;
 mod query;
 mod rbac;
 mod state;
@@ -28,6 +31,10 @@ mod time;
 pub(crate) use auth::password_slot;
 pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
 pub use buoys::{BUOY_NAME_BYTES_MAX, BUOY_STATUSES};
+pub use line_protocol::{
+    BodyError, FIELDS_PER_LINE_MAX, FieldValue, LINE_BYTES_MAX, LINES_PER_BODY_MAX, Line, LineError,
+    LineOutcome, Point, Precision, TAGS_PER_LINE_MAX, parse_body, parse_line,
+};
 pub use rbac::RBAC_PAGE_DEFAULT;
 pub use state::{ApiState, DeviceRevoked};
 pub use telemetry::{READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX};

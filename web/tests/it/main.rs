@@ -16,6 +16,8 @@
 //!   fresh-auth gate and its step-up hint (manual auth clock);
 //! - `pages`: the browser pages as HTML — forms, tokens, headers, cookies, fixation, CSRF,
 //!   timeouts, MFA in the browser;
+//! - `line_protocol`: the InfluxDB line-protocol parser — round trips with hostile characters,
+//!   per-line errors and line numbers, limits, arbitrary bytes never panic;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
@@ -29,6 +31,7 @@ mod auth_fixtures;
 mod csv_export;
 mod forgery;
 mod http;
+mod line_protocol;
 mod pages;
 mod runaway;
 mod security;
