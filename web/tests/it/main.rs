@@ -16,6 +16,8 @@
 //!   fresh-auth gate and its step-up hint (manual auth clock);
 //! - `pages`: the browser pages as HTML — forms, tokens, headers, cookies, fixation, CSRF,
 //!   timeouts, MFA in the browser;
+//! - `influx`: InfluxDB v1/v2 line-protocol writes over HTTPS — 204 when durable, rows read
+//!   back, numbered refusals, atomic bodies, device scope, 401/403/413/415;
 //! - `line_protocol`: the InfluxDB line-protocol parser — round trips with hostile characters,
 //!   per-line errors and line numbers, limits, arbitrary bytes never panic;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
@@ -31,6 +33,7 @@ mod auth_fixtures;
 mod csv_export;
 mod forgery;
 mod http;
+mod influx;
 mod line_protocol;
 mod pages;
 mod runaway;
