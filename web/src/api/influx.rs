@@ -226,7 +226,7 @@ async fn write(
         return Ok(refusal(refused, 0));
     }
     let mut tickets = Vec::new();
-    let mut readings_total = 0_usize;
+    let readings_total: usize = per_buoy.values().map(Vec::len).sum();
     for (buoy, readings) in &per_buoy {
         let buoy_id = BuoyId::new(buoy).map_err(|error| ApiError::InvalidInput(error.to_string()))?;
         for chunk in readings.chunks(bluewave_engine::BATCH_READINGS_MAX) {
@@ -242,7 +242,6 @@ async fn write(
                         .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
                 }
             }
-            readings_total += builder.len();
             tickets.push(submit(&state, &buoy_id, builder)?);
         }
     }
