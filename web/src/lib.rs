@@ -11,7 +11,7 @@
 //!
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
 //!   ([`api_router`] over an [`ApiState`]): `/api/auth/*`, `/api/telemetry` (and by reading
-//!   id, range deletes), `/api/query`, `/api/buoys`, device tokens, `/api/rbac/*`.
+//!   id, range deletes), `/api/v2/write` and `/write` (InfluxDB line protocol), `/api/query`, `/api/buoys`, device tokens, `/api/rbac/*`.
 //! - `pages`: server-rendered pages for people (login with its MFA step, account and
 //!   sessions, MFA enrolment) on browser sessions with CSRF protection; added by [`api_router`].
 //!
@@ -62,10 +62,17 @@ mod auth;
 mod http;
 mod pages;
 
+/// The InfluxDB line-protocol parser (`api::line_protocol`).
+pub mod line_protocol {
+    pub use crate::api::{
+        BodyError, FIELDS_PER_LINE_MAX, FieldValue, LINE_BYTES_MAX, LINES_PER_BODY_MAX, Line, LineError,
+        LineOutcome, Point, Precision, TAGS_PER_LINE_MAX, parse_body, parse_line,
+    };
+}
 pub use api::{
-    ApiState, BUOY_NAME_BYTES_MAX, BUOY_STATUSES, DeviceRevoked, LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX,
-    RBAC_PAGE_DEFAULT, READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX, TIME_TEXT_BYTES_MAX, api_router,
-    password_checks_max,
+    ApiState, BUOY_NAME_BYTES_MAX, BUOY_STATUSES, BUOY_TAG, DeviceRevoked, LINE_ERRORS_LISTED_MAX,
+    LINE_PROTOCOL_BODY_BYTES_MAX, LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, RBAC_PAGE_DEFAULT,
+    READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX, TIME_TEXT_BYTES_MAX, api_router, password_checks_max,
 };
 pub use audit::{
     AUDIT_DETAILS_BYTES_MAX, AUDIT_FIELD_BYTES_MAX, AUDIT_FILE_NAME, AUDIT_FORMAT_VERSION,

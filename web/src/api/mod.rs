@@ -11,6 +11,9 @@
 //! - `query`: `POST /api/query` (SQL, answer format from `Accept`, streamed).
 //! - `buoys`: `/api/buoys`, `GET|PUT|DELETE /api/buoys/{id}` (delete = retire), device tokens.
 //! - `rbac`: `/api/rbac/roles`, `/users`, `/plans`, `/audit-log`; `/api/auth/sessions`.
+//! - `influx`: `POST /api/v2/write` and `POST /write` (InfluxDB line protocol into the engine).
+//! - `line_protocol`: the InfluxDB line-protocol parser (measurement, escaped tags, numeric
+//!   fields, timestamps by precision; per-line errors with line numbers).
 //! - `time`: integer-ns or RFC 3339 times at the edge.
 //!
 //! Not implemented: `PUT /api/telemetry/{id}` (value corrections; see the `telemetry` module
@@ -19,6 +22,8 @@
 mod auth;
 mod buoys;
 mod errors;
+mod influx;
+mod line_protocol;
 mod query;
 mod rbac;
 mod state;
@@ -28,6 +33,11 @@ mod time;
 pub(crate) use auth::password_slot;
 pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
 pub use buoys::{BUOY_NAME_BYTES_MAX, BUOY_STATUSES};
+pub use influx::{BUOY_TAG, LINE_ERRORS_LISTED_MAX, LINE_PROTOCOL_BODY_BYTES_MAX};
+pub use line_protocol::{
+    BodyError, FIELDS_PER_LINE_MAX, FieldValue, LINE_BYTES_MAX, LINES_PER_BODY_MAX, Line, LineError,
+    LineOutcome, Point, Precision, TAGS_PER_LINE_MAX, parse_body, parse_line,
+};
 pub use rbac::RBAC_PAGE_DEFAULT;
 pub use state::{ApiState, DeviceRevoked};
 pub use telemetry::{READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX};
@@ -62,6 +72,14 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
         .route_with::<telemetry::__path_ingest>(
             RouteOptions { body_bytes_max: Some(TELEMETRY_BODY_BYTES_MAX), request_timeout_ms: None },
             telemetry::ingest,
+        )?
+        .route_with::<influx::__path_write_v2>(
+            RouteOptions { body_bytes_max: Some(LINE_PROTOCOL_BODY_BYTES_MAX), request_timeout_ms: None },
+            influx::write_v2,
+        )?
+        .route_with::<influx::__path_write_v1>(
+            RouteOptions { body_bytes_max: Some(LINE_PROTOCOL_BODY_BYTES_MAX), request_timeout_ms: None },
+            influx::write_v1,
         )?
         .route::<telemetry::__path_get_one>(telemetry::get_one)?
         .route::<telemetry::__path_delete_one>(telemetry::delete_one)?

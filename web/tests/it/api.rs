@@ -183,7 +183,7 @@ impl Api {
     }
 
     /// One request on a fresh TLS connection that trusts only the server's certificate.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -651,6 +651,8 @@ async fn openapi_lists_every_api_endpoint() {
         ("/api/auth/logout-all", "post"),
         ("/api/telemetry", "get"),
         ("/api/telemetry", "post"),
+        ("/api/v2/write", "post"),
+        ("/write", "post"),
         ("/api/query", "post"),
         ("/api/buoys", "get"),
         ("/api/buoys", "post"),

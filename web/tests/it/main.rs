@@ -18,6 +18,10 @@
 //!   timeouts, MFA in the browser;
 //! - `mfa_review`: the findings of the first accounts security review (sessions opened before
 //!   MFA enrolment, racing and guessing MFA codes, logins racing a password change);
+//! - `influx`: InfluxDB v1/v2 line-protocol writes over HTTPS — 204 when durable, rows read
+//!   back, numbered refusals, atomic bodies, device scope, 401/403/413/415;
+//! - `line_protocol`: the InfluxDB line-protocol parser — round trips with hostile characters,
+//!   per-line errors and line numbers, limits, arbitrary bytes never panic;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
@@ -31,6 +35,8 @@ mod auth_fixtures;
 mod csv_export;
 mod forgery;
 mod http;
+mod influx;
+mod line_protocol;
 mod mfa_review;
 mod pages;
 mod runaway;
