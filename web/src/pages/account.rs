@@ -198,8 +198,11 @@ pub(crate) async fn mfa_confirm(mut request: Request<ApiState>) -> Result<Reply,
     };
     check_csrf(&request, &current, Some(&body.csrf))?;
     let auth = Arc::clone(&request.state().auth);
-    let outcome = blocking(move || match auth.confirm_mfa_enrolment(&current.caller, &body.code) {
-        Ok(codes) => Ok(Ok((codes, auth.rotate_browser_session(&current)?))),
+    let outcome = blocking(move || match auth.confirm_mfa_enrolment_session(&current.caller, &body.code) {
+        Ok(done) => {
+            let rotated = auth.rotate_browser_session(&current, Some(done.valid_after_ms))?;
+            Ok(Ok((done.backup_codes, rotated)))
+        }
         Err(AuthError::MfaCodeInvalid) => Ok(Err(())),
         Err(e) => Err(e.into()),
     })

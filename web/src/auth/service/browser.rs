@@ -257,7 +257,17 @@ impl AuthService {
 
     /// A new id (and CSRF token) for the same session, the old cookie dead: at every privilege
     /// change of the holder (e.g. MFA enrolment ends the enrol-only state).
-    pub fn rotate_browser_session(&self, session: &BrowserSession) -> AuthResult<NewBrowserSession> {
+    ///
+    /// `enrolled_valid_after_ms`: the account's `valid_after` stamp that this session's own MFA
+    /// enrolment set (`MfaConfirmation::valid_after_ms`). The enrolment ends every session
+    /// opened before it, this one too; when the stamp is still the account's (no later reset
+    /// or revocation), the rotated session counts from it and its authentication time becomes
+    /// now (the enrolment code was an MFA proof).
+    pub fn rotate_browser_session(
+        &self,
+        session: &BrowserSession,
+        enrolled_valid_after_ms: Option<u64>,
+    ) -> AuthResult<NewBrowserSession> {
         let cookie = random_token()?;
         let key = sha256_hex(&cookie);
         let csrf_token = random_token()?;
@@ -271,6 +281,13 @@ impl AuthService {
             sessions.remove(session.key.as_str())?;
             index.remove(store::user_family_key(user_id, &session.key).as_str())?;
             record.csrf_token = csrf_token.clone();
+            if let Some(stamp) = enrolled_valid_after_ms {
+                let user: Option<UserRecord> = store::get(&txn.open_table(USERS)?, "users", user_id)?;
+                if user.is_some_and(|u| u.valid_after_ms == stamp) {
+                    record.created_ms = record.created_ms.max(stamp);
+                    record.auth_time_s = self.inner.config.clock.now_s();
+                }
+            }
             store::put(&mut sessions, &key, &record)?;
             store::put(&mut index, &store::user_family_key(user_id, &key), &())?;
         }

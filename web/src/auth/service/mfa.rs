@@ -383,7 +383,7 @@ impl AuthService {
             Some(session) if !self.session_revoked(session)? => Some(self.sign_access(&user, session, now)?),
             _ => None,
         };
-        Ok(MfaConfirmation { backup_codes: codes, access })
+        Ok(MfaConfirmation { backup_codes: codes, access, valid_after_ms: user.valid_after_ms })
     }
 
     /// Step-up of the caller's session with an MFA code: the session's authentication time
@@ -499,6 +499,10 @@ pub struct MfaConfirmation {
     /// A new access token of the caller's session and its lifetime in s (`None` when the caller's
     /// token named no live session: then the caller logs in again).
     pub access: Option<(Secret, u64)>,
+    /// The account's new `valid_after` stamp (every session opened before the enrolment ends
+    /// at it; [`AuthService::rotate_browser_session`] carries the enrolling browser session
+    /// over it).
+    pub valid_after_ms: u64,
 }
 
 /// Inside the enrolment's write transaction: revokes every live session of the caller except
