@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use maud::{PreEscaped, html};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::browser::{check_csrf, html, read_form, see_other, session, session_cookie, with_cookie};
 use super::layout::{button_form, csrf_field, notice, page};
@@ -40,6 +41,44 @@ pub(crate) struct CodeForm {
 /// The session of a page request, or the redirect to `/login`.
 async fn require_session(request: &Request<ApiState>) -> Result<Result<BrowserSession, Reply>, ApiError> {
     Ok(session(request).await?.ok_or_else(|| see_other("/login")))
+}
+
+/// A form that carries the session's CSRF token in its `csrf` field.
+trait CsrfCarrier: DeserializeOwned {
+    fn csrf(&self) -> &str;
+}
+
+impl CsrfCarrier for RevokeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl CsrfCarrier for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl CsrfCarrier for CodeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// A form posted by a signed-in browser: the body read first (its limits apply before any
+/// store read), then the session found and the form's CSRF token checked. The inner `Err` is
+/// the redirect to `/login` for a request without a live session.
+async fn session_form<F: CsrfCarrier>(
+    request: &mut Request<ApiState>,
+) -> Result<Result<(F, BrowserSession), Reply>, ApiError> {
+    let form: F = read_form(request).await?;
+    let current = match require_session(request).await? {
+        Ok(s) => s,
+        Err(redirect) => return Ok(Err(redirect)),
+    };
+    check_csrf(request, &current, Some(form.csrf()))?;
+    Ok(Ok((form, current)))
 }
 
 /// `GET /account`.
@@ -101,12 +140,10 @@ pub(crate) async fn show(request: Request<ApiState>) -> Result<Reply, ApiError> 
 
 /// `POST /account/sessions/revoke`: ends one of the caller's own sessions.
 pub(crate) async fn revoke(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let body: RevokeForm = read_form(&mut request).await?;
-    let current = match require_session(&request).await? {
-        Ok(s) => s,
+    let (body, current) = match session_form::<RevokeForm>(&mut request).await? {
+        Ok(form) => form,
         Err(redirect) => return Ok(redirect),
     };
-    check_csrf(&request, &current, Some(&body.csrf))?;
     let auth = Arc::clone(&request.state().auth);
     let caller = current.caller.clone();
     blocking(move || {
@@ -128,12 +165,10 @@ pub(crate) async fn revoke(mut request: Request<ApiState>) -> Result<Reply, ApiE
 
 /// `POST /account/sessions/revoke-others`: ends every session but this one.
 pub(crate) async fn revoke_others(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let body: CsrfForm = read_form(&mut request).await?;
-    let current = match require_session(&request).await? {
-        Ok(s) => s,
+    let (_, current) = match session_form::<CsrfForm>(&mut request).await? {
+        Ok(form) => form,
         Err(redirect) => return Ok(redirect),
     };
-    check_csrf(&request, &current, Some(&body.csrf))?;
     let auth = Arc::clone(&request.state().auth);
     blocking(move || Ok(auth.revoke_other_sessions(&current.caller, &current.key)?)).await?;
     Ok(see_other("/account"))
@@ -165,12 +200,10 @@ pub(crate) async fn mfa_page(request: Request<ApiState>) -> Result<Reply, ApiErr
 /// `POST /account/mfa/enrol`: a new secret; the page shows its QR code (SVG rendered by the
 /// server, inline: no script, nothing loaded) and the confirmation form.
 pub(crate) async fn mfa_enrol(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let body: CsrfForm = read_form(&mut request).await?;
-    let current = match require_session(&request).await? {
-        Ok(s) => s,
+    let (_, current) = match session_form::<CsrfForm>(&mut request).await? {
+        Ok(form) => form,
         Err(redirect) => return Ok(redirect),
     };
-    check_csrf(&request, &current, Some(&body.csrf))?;
     let auth = Arc::clone(&request.state().auth);
     let caller = current.caller.clone();
     let enrolment = blocking(move || Ok(auth.begin_mfa_enrolment(&caller)?)).await?;
@@ -191,12 +224,10 @@ pub(crate) async fn mfa_enrol(mut request: Request<ApiState>) -> Result<Reply, A
 /// `POST /account/mfa/confirm`: turns MFA on, shows the backup codes once, and gives the
 /// session a new id (a privilege change: the enrol-only state ends).
 pub(crate) async fn mfa_confirm(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let body: CodeForm = read_form(&mut request).await?;
-    let current = match require_session(&request).await? {
-        Ok(s) => s,
+    let (body, current) = match session_form::<CodeForm>(&mut request).await? {
+        Ok(form) => form,
         Err(redirect) => return Ok(redirect),
     };
-    check_csrf(&request, &current, Some(&body.csrf))?;
     let auth = Arc::clone(&request.state().auth);
     let outcome = blocking(move || match auth.confirm_mfa_enrolment_session(&current.caller, &body.code) {
         Ok(done) => {
