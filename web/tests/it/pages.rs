@@ -243,6 +243,8 @@ async fn mfa_in_the_browser_enrol_rotates_the_session_then_login_asks_for_a_code
     let api = Api::start_with(config).await;
     let operator = "operator@example.org";
     let session = browser_login(&api, operator, &[]).await;
+    // A second browser signed in with the password alone (e.g. someone who has it).
+    let other = browser_login(&api, operator, &[]).await;
     // Enrol-only: the account page leads to enrolment.
     let account = get_page(&api, "/account", &session).await;
     assert_eq!((account.status, account.header("location")), (StatusCode::SEE_OTHER, "/account/mfa"));
@@ -275,6 +277,8 @@ async fn mfa_in_the_browser_enrol_rotates_the_session_then_login_asks_for_a_code
     assert_ne!(rotated, session);
     assert!(is_login_redirect(&get_page(&api, "/account", &session).await));
     assert_eq!(get_page(&api, "/account", &rotated).await.status, StatusCode::OK);
+    // Every other session was opened without MFA: the enrolment ends it.
+    assert!(is_login_redirect(&get_page(&api, "/account", &other).await), "other browser session ended");
 
     // A later login asks for a code before any session exists.
     let login_token = login_form(&api).await;
