@@ -184,7 +184,9 @@ mod tests {
             proptest::prop_assert_eq!(&read, &if guarded { format!("'{cell}") } else { cell.clone() });
             if text {
                 proptest::prop_assert!(!read.starts_with(FORMULA_TRIGGERS), "{read:?}");
-                proptest::prop_assert_eq!(guarded, written.starts_with("\"'"));
+                // A guarded cell is written quoted with its guard first (an unguarded one may
+                // start the same way: a cell of its own that begins with `'` and needs quotes).
+                proptest::prop_assert!(!guarded || written.starts_with("\"'"), "{written:?}");
             }
         }
 
