@@ -2,7 +2,7 @@
 //!
 //! Flags name what an operator changes per run (addresses, certificate, durability, first
 //! admin); the file holds the rest, by component: `[engine]`, `[quic]`, `[https]`, `[query]`,
-//! `[auth]`. Every key is optional (absent = the documented default) and an unknown key or
+//! `[auth]`, `[line_protocol]`. Every key is optional (absent = the documented default) and an unknown key or
 //! section is an error that names it, so a typo never silently falls back to a default. Each
 //! component still validates its own settings when it starts. Example:
 //!
@@ -23,13 +23,17 @@
 //!
 //! [auth]
 //! access_ttl_s = 600
+//!
+//! [line_protocol]
+//! buoy_from = "measurement"       # or "tag" (default): which part of a line names the buoy
+//! idempotency_key_ttl_s = 86400
 //! ```
 
 use std::path::Path;
 
 use bluewave_engine::EngineConfig;
 use bluewave_query::QueryConfig;
-use bluewave_web::{AuthConfig, HttpConfig};
+use bluewave_web::{AuthConfig, BuoySource, HttpConfig, LineProtocolConfig};
 use bluewave_wire::ServerConfig;
 use serde::Deserialize;
 
@@ -180,6 +184,25 @@ section!(
     }
 );
 
+section!(
+    /// `[line_protocol]`: the InfluxDB write routes (web/src/api/influx.rs, idempotency.rs).
+    LineProtocolSection {
+        buoy_from: BuoyFrom,
+        idempotency_key_ttl_s: u64,
+        idempotency_keys_max: u64,
+    }
+);
+
+/// `[line_protocol] buoy_from`: `"tag"` (the `buoy_id` tag, default) or `"measurement"`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuoyFrom {
+    /// The `buoy_id` tag.
+    Tag,
+    /// The measurement.
+    Measurement,
+}
+
 /// The parsed file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +222,9 @@ pub struct ConfigFile {
     /// `[auth]`.
     #[serde(default)]
     pub auth: AuthSection,
+    /// `[line_protocol]`.
+    #[serde(default)]
+    pub line_protocol: LineProtocolSection,
 }
 
 impl ConfigFile {
@@ -332,6 +358,25 @@ impl ConfigFile {
                 browser_absolute_s
             ]
         );
+    }
+}
+
+impl ConfigFile {
+    /// Sets the `[line_protocol]` keys that are present.
+    pub fn apply_line_protocol(&self, c: &mut LineProtocolConfig) {
+        let section = &self.line_protocol;
+        if let Some(from) = section.buoy_from {
+            c.buoy_from = match from {
+                BuoyFrom::Tag => BuoySource::Tag,
+                BuoyFrom::Measurement => BuoySource::Measurement,
+            };
+        }
+        if let Some(ttl_s) = section.idempotency_key_ttl_s {
+            c.idempotency.ttl_s = ttl_s;
+        }
+        if let Some(keys_max) = section.idempotency_keys_max {
+            c.idempotency.keys_max = keys_max;
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use bluewave_engine::{Durability, Engine, EngineConfig};
 use bluewave_query::{QueryConfig, QueryService};
 use bluewave_web::{
-    ApiState, AuthConfig, AuthService, FirstAdmin, HttpConfig, HttpServer, Registry, Secret, TlsIdentity,
-    api_router,
+    ApiState, AuthConfig, AuthService, FirstAdmin, HttpConfig, HttpServer, LineProtocol, LineProtocolConfig,
+    Registry, Secret, TlsIdentity, api_router,
 };
 use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity, StatelessResetKey};
 
@@ -84,6 +84,9 @@ pub enum ServeError {
     /// The auth store, keys or first admin could not be set up.
     #[error("auth: {0}")]
     Auth(#[from] bluewave_web::AuthError),
+    /// The line-protocol idempotency key store could not be opened.
+    #[error("line protocol: {0}")]
+    LineProtocol(#[from] bluewave_web::IdempotencyError),
     /// The query service could not start.
     #[error("query service: {0}")]
     Query(#[from] bluewave_query::Error),
@@ -141,8 +144,11 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     file.apply_query(&mut query_config);
     let mut auth_config = AuthConfig::default();
     file.apply_auth(&mut auth_config);
+    let mut line_protocol_config = LineProtocolConfig::default();
+    file.apply_line_protocol(&mut line_protocol_config);
 
     let auth = Arc::new(AuthService::open(data_dir, auth_config)?);
+    let line_protocol = Arc::new(LineProtocol::open(data_dir, line_protocol_config)?);
     let password = std::env::var(ADMIN_PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Secret::new);
     match auth.ensure_first_admin(&args.admin_email, password)? {
         FirstAdmin::AlreadyPresent => {}
@@ -177,6 +183,7 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
         auth,
         query: Arc::clone(&query),
         engine: Arc::new(engine.clone()),
+        line_protocol,
         on_device_revoked: None,
     };
     let parts = Parts {

@@ -27,8 +27,9 @@ use bluewave_engine::workload::{Workload, WorkloadConfig};
 use bluewave_engine::{BuoyInfo, Durability, Engine, EngineConfig};
 use bluewave_query::{QueryConfig, QueryService};
 use bluewave_web::{
-    ApiState, AuthConfig, AuthService, BuoyScope, CertificateDer, HttpConfig, HttpServer, LoginLimits,
-    NewUser, PlanSpec, PrivateKeyDer, PrivatePkcs8KeyDer, Registry, Role, Secret, TlsIdentity, api_router,
+    ApiState, AuthConfig, AuthService, BuoyScope, CertificateDer, HttpConfig, HttpServer, LineProtocol,
+    LineProtocolConfig, LoginLimits, NewUser, PlanSpec, PrivateKeyDer, PrivatePkcs8KeyDer, Registry, Role,
+    Secret, TlsIdentity, api_router,
 };
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -103,7 +104,8 @@ fn fixture() -> BenchResult<Fixture> {
     let analyst_pair = auth.login(ANALYST, &Secret::new(PASSWORD), [10, 0, 0, 1].into())?;
 
     let query = Arc::new(QueryService::new(Arc::new(engine.clone()), QueryConfig::default())?);
-    let state = ApiState { auth, query, engine: Arc::new(engine), on_device_revoked: None };
+    let line_protocol = Arc::new(LineProtocol::open(dir.path(), LineProtocolConfig::default())?);
+    let state = ApiState { auth, query, engine: Arc::new(engine), line_protocol, on_device_revoked: None };
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
     let cert: CertificateDer<'static> = certified.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));

@@ -3,6 +3,7 @@
 
 use bluewave_engine::Error as EngineError;
 
+use crate::api::IdempotencyError;
 use crate::auth::AuthError;
 use crate::http::ApiError;
 
@@ -51,6 +52,20 @@ impl From<AuthError> for ApiError {
             | AuthError::Crypto(_)
             | AuthError::Audit(_)
             | AuthError::Poisoned => Self::internal(error),
+        }
+    }
+}
+
+impl From<IdempotencyError> for ApiError {
+    fn from(error: IdempotencyError) -> Self {
+        match error {
+            IdempotencyError::InvalidKey => Self::InvalidInput(error.to_string()),
+            IdempotencyError::InUse => Self::IdempotencyKeyInUse,
+            IdempotencyError::Reused => Self::IdempotencyKeyReused,
+            IdempotencyError::InvalidConfig { .. }
+            | IdempotencyError::FormatVersion { .. }
+            | IdempotencyError::Storage(_)
+            | IdempotencyError::Record(_) => Self::internal(error),
         }
     }
 }

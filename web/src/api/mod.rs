@@ -12,6 +12,7 @@
 //! - `buoys`: `/api/buoys`, `GET|PUT|DELETE /api/buoys/{id}` (delete = retire), device tokens.
 //! - `rbac`: `/api/rbac/roles`, `/users`, `/plans`, `/audit-log`; `/api/auth/sessions`.
 //! - `influx`: `POST /api/v2/write` and `POST /write` (InfluxDB line protocol into the engine).
+//! - `idempotency`: the `Idempotency-Key` store of those writes (`idempotency.redb`).
 //! - `line_protocol`: the InfluxDB line-protocol parser (measurement, escaped tags, numeric
 //!   fields, timestamps by precision; per-line errors with line numbers).
 //! - `time`: integer-ns or RFC 3339 times at the edge.
@@ -22,6 +23,7 @@
 mod auth;
 mod buoys;
 mod errors;
+mod idempotency;
 mod influx;
 mod line_protocol;
 mod query;
@@ -33,7 +35,14 @@ mod time;
 pub(crate) use auth::password_slot;
 pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
 pub use buoys::{BUOY_NAME_BYTES_MAX, BUOY_STATUSES};
-pub use influx::{BUOY_TAG, LINE_ERRORS_LISTED_MAX, LINE_PROTOCOL_BODY_BYTES_MAX};
+pub use idempotency::{
+    IDEMPOTENCY_FILE_NAME, IDEMPOTENCY_KEY_BYTES_MAX, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_TTL_S_DEFAULT,
+    IDEMPOTENCY_KEYS_MAX_DEFAULT, IDEMPOTENT_REPLAYED_HEADER, IdempotencyError, IdempotencyLimits,
+};
+pub use influx::{
+    BUOY_TAG, BuoySource, LINE_ERRORS_LISTED_MAX, LINE_PROTOCOL_BODY_BYTES_MAX, LineProtocol,
+    LineProtocolConfig,
+};
 pub use line_protocol::{
     BodyError, FIELDS_PER_LINE_MAX, FieldValue, LINE_BYTES_MAX, LINES_PER_BODY_MAX, Line, LineError,
     LineOutcome, Point, Precision, TAGS_PER_LINE_MAX, parse_body, parse_line,

@@ -22,6 +22,8 @@ pub struct ApiState {
     pub query: Arc<QueryService>,
     /// The storage engine (JSON ingest, buoy registry).
     pub engine: Arc<Engine>,
+    /// Settings and idempotency keys of the line-protocol writes.
+    pub line_protocol: Arc<crate::api::LineProtocol>,
     /// Hook run after a device token is revoked; `None` when no ingest server runs.
     pub on_device_revoked: Option<DeviceRevoked>,
 }

@@ -99,6 +99,12 @@ pub enum ApiError {
     /// The request conflicts with the current state of the resource (409).
     #[error("{0}")]
     Conflict(String),
+    /// A request with the same `Idempotency-Key` is still running (409, with `Retry-After`).
+    #[error("a request with this Idempotency-Key is still running; retry when it has answered")]
+    IdempotencyKeyInUse,
+    /// The `Idempotency-Key` was used before with another body (422).
+    #[error("this Idempotency-Key was used before with a different body")]
+    IdempotencyKeyReused,
     /// The body is larger than the route's limit (413).
     #[error("request body larger than {limit_bytes} bytes")]
     PayloadTooLarge {
@@ -197,7 +203,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -223,6 +230,8 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::NotAcceptable(_) => "not_acceptable",
             Self::Conflict(_) => "conflict",
+            Self::IdempotencyKeyInUse => "idempotency_key_in_use",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::TooManyRequests { .. } => "rate_limited",
@@ -238,7 +247,7 @@ impl ApiError {
             Self::TooManyRequests { retry_after_s } | Self::Unavailable { retry_after_s } => {
                 Some(*retry_after_s)
             }
-            Self::Timeout { .. } => Some(1),
+            Self::Timeout { .. } | Self::IdempotencyKeyInUse => Some(1),
             _ => None,
         }
     }

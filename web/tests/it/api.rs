@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bluewave_engine::{Engine, EngineConfig};
 use bluewave_query::{QueryConfig, QueryService};
 use bluewave_web::{
-    ApiState, AuthConfig, AuthService, BuoyScope, CertificateDer, HttpConfig, HttpServer, LoginLimits,
-    Method, NewUser, PasswordParams, PlanSpec, PrivateKeyDer, PrivatePkcs8KeyDer, Registry, Role, Secret,
-    StatusCode, TlsIdentity, api_router,
+    ApiState, AuthConfig, AuthService, BuoyScope, CertificateDer, HttpConfig, HttpServer, LineProtocol,
+    LineProtocolConfig, LoginLimits, Method, NewUser, PasswordParams, PlanSpec, PrivateKeyDer,
+    PrivatePkcs8KeyDer, Registry, Role, Secret, StatusCode, TlsIdentity, api_router,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -84,6 +84,15 @@ impl Api {
 
     /// [`Self::start_with`] with a query service of `query_config`.
     pub(crate) async fn start_with_query(config: AuthConfig, query_config: QueryConfig) -> Self {
+        Self::start_with_all(config, query_config, LineProtocolConfig::default()).await
+    }
+
+    /// [`Self::start_with_query`] with line-protocol settings.
+    pub(crate) async fn start_with_all(
+        config: AuthConfig,
+        query_config: QueryConfig,
+        line_protocol: LineProtocolConfig,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let auth = Arc::new(AuthService::open(dir.path(), config).unwrap());
         auth.ensure_first_admin(ADMIN, Some(Secret::new(PASSWORD))).unwrap();
@@ -117,6 +126,7 @@ impl Api {
             auth: Arc::clone(&auth),
             query: Arc::clone(&query),
             engine: Arc::new(engine),
+            line_protocol: Arc::new(LineProtocol::open(dir.path(), line_protocol).unwrap()),
             on_device_revoked: Some(Arc::new(move |buoy: &str| {
                 assert!(["buoy-a", "buoy-c"].contains(&buoy), "{buoy}");
                 counter.fetch_add(1, Ordering::SeqCst);
