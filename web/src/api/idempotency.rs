@@ -7,8 +7,8 @@
 //!
 //! How (the IETF draft "The Idempotency-Key HTTP Header Field", as Stripe does it):
 //! 1. Before anything is written, a *pending* record is committed (fsync) under the writer and
-//!    the key: the SHA-256 of the decoded body and the server time used for lines without a
-//!    timestamp.
+//!    the key: the SHA-256 of the request (decoded body, precision, `atomic`) and the server time
+//!    used for lines without a timestamp.
 //! 2. The write runs with that server time.
 //! 3. Its answer (204, or 400 with the refused lines) is committed into the record.
 //!
@@ -129,7 +129,7 @@ fn storage(error: impl Into<redb::Error>) -> IdempotencyError {
 /// What is kept per key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct KeyRecord {
-    /// SHA-256 of the decoded body, hex.
+    /// SHA-256 of the request (decoded body, precision, `atomic`), hex.
     body_sha256: String,
     /// Server time given to lines without a timestamp, ns since the epoch.
     now_ns: i64,

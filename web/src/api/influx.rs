@@ -286,7 +286,9 @@ async fn write(
             true
         }
         Some(_) => {
-            return Err(ApiError::UnsupportedMediaType { expected: "a Content-Encoding of gzip or identity" });
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "a Content-Encoding of gzip or identity",
+            });
         }
     };
     let key = match request.headers().get(IDEMPOTENCY_KEY_HEADER) {
@@ -301,7 +303,11 @@ async fn write(
     // With a key: claim it (durably) before writing, then record the answer.
     let keys = Arc::clone(&state.line_protocol.keys);
     let scope = writer.scope();
-    let digest: [u8; 32] = Sha256::digest(&body).into();
+    // The request's meaning: the decoded body and the parameters that change how it is read.
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{precision:?}\n{atomic}\n").as_bytes());
+    hasher.update(&body);
+    let digest: [u8; 32] = hasher.finalize().into();
     let claim = blocking(move || Ok(keys.claim(&scope, &key, &digest, now_ns(), now_ms())?)).await?;
     let (now_ns, guard) = match claim {
         Claim::Replay(answer) => return Ok(replay(answer)),

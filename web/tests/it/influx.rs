@@ -282,6 +282,9 @@ async fn an_idempotency_key_writes_a_body_once_and_replays_its_answer() {
     let other = write_bytes(&api, "/api/v2/write", &keyed, b"m,buoy_id=buoy-a ph=9".to_vec()).await;
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(other.json()["error"], Value::from("idempotency_key_reused"));
+    // The same key and body read another way (precision, atomic) is another request: 422.
+    let atomic = write_bytes(&api, "/api/v2/write?atomic=true", &keyed, body.as_bytes().to_vec()).await;
+    assert_eq!(atomic.status, StatusCode::UNPROCESSABLE_ENTITY);
     // The same key compressed: the key is for the decoded body, so it is the same request.
     let gzipped =
         [("authorization", auth.as_str()), ("idempotency-key", "batch-0001"), ("content-encoding", "gzip")];
