@@ -31,11 +31,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 const ADMIN: &str = "admin@localhost";
-const OPERATOR: &str = "operator@example.org";
+pub(super) const OPERATOR: &str = "operator@example.org";
 const ANALYST: &str = "analyst@example.org";
-const PASSWORD: &str = "an-admin-password-long-enough";
+pub(super) const PASSWORD: &str = "an-admin-password-long-enough";
 /// 2026-01-01T00:00:00Z in ns.
-const T0: i64 = 1_767_225_600_000_000_000;
+pub(super) const T0: i64 = 1_767_225_600_000_000_000;
 const SECOND_NS: i64 = 1_000_000_000;
 /// Deadline of one step (a request, an ack, a start-up, a shutdown). Generous for a loaded
 /// 2-core machine; a correct server answers in milliseconds.
@@ -50,11 +50,11 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 /// A running `bluewave serve` and what it printed. Killed on drop if still running.
-struct Server {
+pub(super) struct Server {
     child: Child,
     lines: mpsc::Receiver<String>,
     printed: Vec<String>,
-    https: SocketAddr,
+    pub(super) https: SocketAddr,
     quic: SocketAddr,
 }
 
@@ -68,12 +68,16 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(data_dir: &Path, admin_password: Option<&str>) -> Self {
+    pub(super) fn start(data_dir: &Path, admin_password: Option<&str>) -> Self {
         Self::start_with(data_dir, admin_password, &[])
     }
 
     /// [`Self::start`] with more `serve` arguments.
-    fn start_with(data_dir: &Path, admin_password: Option<&str>, extra: &[&std::ffi::OsStr]) -> Self {
+    pub(super) fn start_with(
+        data_dir: &Path,
+        admin_password: Option<&str>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bluewave"));
         command
             .arg("--data-dir")
@@ -135,7 +139,7 @@ impl Server {
     }
 
     /// SIGTERM, then every remaining line; asserts a clean exit within [`STEP_TIMEOUT`].
-    fn stop(mut self) -> Vec<String> {
+    pub(super) fn stop(mut self) -> Vec<String> {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
         let deadline = Instant::now() + STEP_TIMEOUT;
@@ -156,25 +160,25 @@ impl Server {
 }
 
 /// An HTTPS client trusting the server's self-signed certificate (one connection per request).
-struct Https {
+pub(super) struct Https {
     addr: SocketAddr,
     connector: TlsConnector,
 }
 
-struct Answer {
-    status: u16,
+pub(super) struct Answer {
+    pub(super) status: u16,
     content_type: String,
-    body: Bytes,
+    pub(super) body: Bytes,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {:?}", self.body))
     }
 }
 
 impl Https {
-    fn new(addr: SocketAddr, identity: &ServerIdentity) -> Self {
+    pub(super) fn new(addr: SocketAddr, identity: &ServerIdentity) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.end_entity().unwrap().clone()).unwrap();
         let mut config =
@@ -187,7 +191,7 @@ impl Https {
         Self { addr, connector: TlsConnector::from(Arc::new(config)) }
     }
 
-    async fn request(
+    pub(super) async fn request(
         &self,
         method: &str,
         path: &str,
@@ -237,7 +241,7 @@ impl Https {
         Answer { status: head.status.as_u16(), content_type, body: body.collect().await.unwrap().to_bytes() }
     }
 
-    async fn login(&self, email: &str, password: &str) -> Value {
+    pub(super) async fn login(&self, email: &str, password: &str) -> Value {
         let body = json!({ "email": email, "password": password });
         let answer = self.request("POST", "/api/auth/token", None, None, Some(body)).await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
@@ -269,7 +273,7 @@ fn buoy_client(quic: SocketAddr, identity: &ServerIdentity, token: &str) -> Clie
     config
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
@@ -304,7 +308,7 @@ fn first_run_prints_a_generated_admin_password_once_and_it_logs_in() {
 
 /// An operator and an analyst whose plan covers `buoy-1`, created before the server takes the
 /// data dir (the admin comes from `BLUEWAVE_ADMIN_PASSWORD`, as on a real first run).
-fn seed_accounts(data_dir: &Path) {
+pub(super) fn seed_accounts(data_dir: &Path) {
     let auth = AuthService::open(
         data_dir,
         AuthConfig { mfa_required_roles: Default::default(), ..AuthConfig::default() },
