@@ -148,6 +148,7 @@ section!(
         headers_max: usize,
         header_bytes_max: usize,
         h2_streams_max: u32,
+        metrics_token_file: std::path::PathBuf,
     }
 );
 
@@ -319,6 +320,30 @@ impl ConfigFile {
         );
     }
 
+    /// Reads `[https] metrics_token_file` (if set) into `c`: the scrape token non-loopback
+    /// clients must send to `GET /metrics`. The file holds the token alone (at least 32 visible
+    /// ASCII characters) and must not be readable by other users.
+    pub fn apply_metrics_token(&self, c: &mut HttpConfig) -> Result<(), ConfigFileError> {
+        let Some(path) = &self.https.metrics_token_file else { return Ok(()) };
+        let shown = path.display().to_string();
+        let invalid = |message: String| ConfigFileError::Invalid { path: shown.clone(), message };
+        let metadata = std::fs::metadata(path)
+            .map_err(|source| ConfigFileError::Read { path: shown.clone(), source })?;
+        if metadata.len() > 1024 {
+            return Err(invalid("metrics_token_file is above 1 KiB; it holds the token alone".to_owned()));
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            return Err(invalid(
+                "metrics_token_file must not be readable by group or others (chmod 600)".to_owned(),
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigFileError::Read { path: shown.clone(), source })?;
+        c.set_metrics_token(&text)
+            .map_err(|_| invalid("the metrics token must be at least 32 visible ASCII characters".to_owned()))
+    }
+
     /// Sets the `[query]` keys that are present.
     pub fn apply_query(&self, c: &mut QueryConfig) {
         apply!(
@@ -458,5 +483,32 @@ mod tests {
         let negative = ConfigFile::parse("[https]\nbody_bytes_max = -1\n").unwrap_err();
         assert!(negative.contains("body_bytes_max") || negative.contains("invalid value"), "{negative}");
         assert!(ConfigFile::parse("").is_ok());
+    }
+
+    #[test]
+    fn the_metrics_token_file_must_be_private_and_long() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.token");
+        let file =
+            ConfigFile::parse(&format!("[https]\nmetrics_token_file = {:?}\n", path.display().to_string()))
+                .unwrap();
+        let mut http = HttpConfig::default();
+        // Missing file: a read error naming it.
+        assert!(matches!(file.apply_metrics_token(&mut http), Err(ConfigFileError::Read { .. })));
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = file.apply_metrics_token(&mut http).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        file.apply_metrics_token(&mut http).unwrap();
+        assert!(http.metrics_token_sha256.is_some());
+        std::fs::write(&path, "too-short").unwrap();
+        let error = file.apply_metrics_token(&mut http).unwrap_err().to_string();
+        assert!(error.contains("at least 32"), "{error}");
+        // No key: nothing changes.
+        let mut untouched = HttpConfig::default();
+        ConfigFile::parse("").unwrap().apply_metrics_token(&mut untouched).unwrap();
+        assert_eq!(untouched.metrics_token_sha256, None);
     }
 }

@@ -140,6 +140,7 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     config.validate()?;
     let mut http_config = HttpConfig::default();
     file.apply_https(&mut http_config);
+    file.apply_metrics_token(&mut http_config)?;
     let mut query_config = QueryConfig::default();
     file.apply_query(&mut query_config);
     let mut auth_config = AuthConfig::default();

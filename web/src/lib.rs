@@ -87,8 +87,8 @@ pub use pages::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE}
 
 pub use crate::http::{
     ApiError, Authenticator, Body, BoxError, ErrorBody, HEADER_BYTES_MIN, Handler, HandlerFuture, Health,
-    HttpConfig, HttpServer, Reply, Request, RouteInfo, RouteOptions, Router, ServerError, ShutdownSummary,
-    StepUpHint, TlsIdentity,
+    HttpConfig, HttpServer, METRICS_TOKEN_CHARS_MIN, Reply, Request, RouteInfo, RouteOptions, Router,
+    ServerError, ShutdownSummary, StepUpHint, TlsIdentity,
 };
 /// Types of the `http` crate that appear in this API.
 pub use ::http::{HeaderName, HeaderValue, Method, StatusCode, header};

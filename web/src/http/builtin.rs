@@ -43,15 +43,56 @@ async fn healthz<S>(_request: Request<S>) -> Result<Reply, ApiError> {
 }
 
 /// Every registered metric (HTTP, and whatever the application registered) in the OpenMetrics
-/// text format Prometheus scrapes.
+/// text format Prometheus scrapes. Open to loopback clients; any other client sends the scrape
+/// token of `[https] metrics_token_file` as a bearer token.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
+    security((), ("bearer" = [])),
     responses((status = 200, description = "Metrics in OpenMetrics text format",
-        content_type = "application/openmetrics-text", body = String)))]
+        content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "Not a loopback client, and no or a wrong scrape token"),
+        (status = 403, description = "Not a loopback client, and no scrape token is configured")))]
 async fn metrics<S>(request: Request<S>) -> Result<Reply, ApiError> {
+    metrics_access(
+        request.peer().ip(),
+        request.shared.config.metrics_token_sha256.as_ref(),
+        request.headers().get(header::AUTHORIZATION),
+    )?;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &request.shared.registry)
         .map_err(|_| ApiError::internal("metrics encoding failed"))?;
     Ok(Reply::bytes("application/openmetrics-text; version=1.0.0; charset=utf-8", text))
+}
+
+/// Who may read `/metrics`: a loopback peer always (an IPv4-mapped loopback address too); any
+/// other peer only with the configured scrape token as `Authorization: Bearer`.
+fn metrics_access(
+    peer: std::net::IpAddr,
+    token_sha256: Option<&[u8; 32]>,
+    authorization: Option<&HeaderValue>,
+) -> Result<(), ApiError> {
+    if peer.to_canonical().is_loopback() {
+        return Ok(());
+    }
+    let Some(want) = token_sha256 else {
+        return Err(ApiError::Forbidden(
+            "/metrics is served to loopback clients only; set [https] metrics_token_file to scrape it from elsewhere"
+                .to_owned(),
+        ));
+    };
+    let presented = authorization
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::Unauthorized("/metrics needs the scrape token as a bearer token".to_owned())
+        })?;
+    use sha2::Digest as _;
+    let got: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+    // Digests of a secret: comparing them leaks nothing about the token itself.
+    if &got != want {
+        return Err(ApiError::Unauthorized("wrong scrape token for /metrics".to_owned()));
+    }
+    Ok(())
 }
 
 /// This document: OpenAPI 3.1 of every API route, generated from the code.
@@ -75,4 +116,48 @@ async fn docs_js<S>(_request: Request<S>) -> Result<Reply, ApiError> {
 
 async fn docs_css<S>(_request: Request<S>) -> Result<Reply, ApiError> {
     Ok(Reply::bytes("text/css; charset=utf-8", DOCS_CSS))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::http::HttpConfig;
+
+    fn sha(text: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(text.as_bytes()).into()
+    }
+
+    #[test]
+    fn metrics_are_open_on_loopback_and_need_the_scrape_token_elsewhere() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let want = sha(token);
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        let wrong = HeaderValue::from_static("Bearer 0123456789abcdef0123456789abcdeX");
+        for loopback in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
+            let peer: IpAddr = loopback.parse().unwrap();
+            assert!(metrics_access(peer, None, None).is_ok(), "{loopback}");
+        }
+        let remote: IpAddr = "10.1.2.3".parse().unwrap();
+        let code = |r: Result<(), ApiError>| r.err().map(|e| e.code());
+        assert_eq!(code(metrics_access(remote, None, Some(&bearer))), Some("forbidden"));
+        assert_eq!(code(metrics_access(remote, Some(&want), None)), Some("unauthorized"));
+        assert_eq!(code(metrics_access(remote, Some(&want), Some(&wrong))), Some("unauthorized"));
+        assert_eq!(code(metrics_access(remote, Some(&want), Some(&bearer))), None);
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(code(metrics_access(mapped, Some(&want), None)), Some("unauthorized"));
+    }
+
+    #[test]
+    fn a_scrape_token_is_long_visible_ascii() {
+        let mut config = HttpConfig::default();
+        assert!(config.set_metrics_token("short").is_err());
+        assert!(config.set_metrics_token("0123456789abcdef 0123456789abcdef").is_err());
+        config.set_metrics_token(" 0123456789abcdef0123456789abcdef\n").unwrap();
+        assert_eq!(config.metrics_token_sha256, Some(sha("0123456789abcdef0123456789abcdef")));
+    }
 }

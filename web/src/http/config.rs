@@ -53,7 +53,14 @@ pub struct HttpConfig {
     /// On shutdown, time in-flight requests get to finish after the server stops accepting;
     /// connections still open after it are cut. Default 10 000 ms.
     pub shutdown_drain_timeout_ms: u64,
+    /// SHA-256 of the scrape token for `GET /metrics`. Loopback clients scrape without a token;
+    /// any other client must send `Authorization: Bearer <token>`, and with no token set it is
+    /// refused (403). Set from `[https] metrics_token_file` by `bluewave serve`. Default `None`.
+    pub metrics_token_sha256: Option<[u8; 32]>,
 }
+
+/// Shortest scrape token accepted for `/metrics`: 32 characters (e.g. `openssl rand -hex 16`).
+pub const METRICS_TOKEN_CHARS_MIN: usize = 32;
 
 /// Smallest accepted `header_bytes_max`: below it, ordinary requests (a bearer JWT, a few
 /// cookies) would be refused.
@@ -77,11 +84,24 @@ impl Default for HttpConfig {
             h2_streams_max: 128,
             response_stall_timeout_ms: 60_000,
             shutdown_drain_timeout_ms: 10_000,
+            metrics_token_sha256: None,
         }
     }
 }
 
 impl HttpConfig {
+    /// Sets the `/metrics` scrape token (its SHA-256 is kept). Refused when shorter than
+    /// [`METRICS_TOKEN_CHARS_MIN`] or not visible ASCII.
+    pub fn set_metrics_token(&mut self, token: &str) -> Result<(), ServerError> {
+        let token = token.trim();
+        if token.len() < METRICS_TOKEN_CHARS_MIN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ServerError::InvalidConfig { field: "metrics_token_file" });
+        }
+        use sha2::Digest as _;
+        self.metrics_token_sha256 = Some(sha2::Sha256::digest(token.as_bytes()).into());
+        Ok(())
+    }
+
     /// Checks that no limit is zero (which would switch a protection off or make the server
     /// useless) and that hyper can honour every value.
     pub fn validate(&self) -> Result<(), ServerError> {

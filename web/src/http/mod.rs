@@ -34,7 +34,7 @@ mod server;
 
 pub use body::Body;
 pub use builtin::Health;
-pub use config::{HEADER_BYTES_MIN, HttpConfig};
+pub use config::{HEADER_BYTES_MIN, HttpConfig, METRICS_TOKEN_CHARS_MIN};
 pub use error::{ApiError, BoxError, ErrorBody, ServerError, StepUpHint};
 pub use reply::Reply;
 pub use request::{Authenticator, Request};
