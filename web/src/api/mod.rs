@@ -42,6 +42,7 @@ pub use rbac::RBAC_PAGE_DEFAULT;
 pub use state::{ApiState, DeviceRevoked};
 pub use telemetry::{READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX};
 pub use time::TIME_TEXT_BYTES_MAX;
+pub(crate) use time::{format_rfc3339 as format_time, parse_param as parse_time};
 
 use crate::http::{ApiError, RouteOptions, Router, ServerError};
 
