@@ -15,6 +15,7 @@
 //! - `line_protocol`: the InfluxDB line-protocol parser (measurement, escaped tags, numeric
 //!   fields, timestamps by precision; per-line errors with line numbers).
 //! - `time`: integer-ns or RFC 3339 times at the edge.
+//! - `usage`: `GET /api/usage` (daily query usage against the plan's quota).
 //!
 //! Not implemented: `PUT /api/telemetry/{id}` (value corrections; see the `telemetry` module
 //! for why the engine's ingest path cannot carry them safely yet).
@@ -29,6 +30,7 @@ mod rbac;
 mod state;
 mod telemetry;
 mod time;
+mod usage;
 
 pub(crate) use auth::password_slot;
 pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
@@ -106,7 +108,8 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
         .route::<rbac::__path_assign_plan>(rbac::assign_plan)?
         .route::<rbac::__path_list_plans>(rbac::list_plans)?
         .route::<rbac::__path_create_plan>(rbac::create_plan)?
-        .route::<rbac::__path_audit_log>(rbac::audit_log)
+        .route::<rbac::__path_audit_log>(rbac::audit_log)?
+        .route::<usage::__path_usage>(usage::usage)
         .and_then(crate::pages::routes)
 }
 

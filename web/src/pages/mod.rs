@@ -8,7 +8,9 @@
 //! - `login`: `GET|POST /login`, `GET|POST /login/mfa`, `POST /logout`;
 //! - `account`: `GET /account`, session revocation, `GET /account/mfa` and enrolment;
 //! - `dashboard`: the metrics dashboard (`/dashboard`, its CSV export and live stream);
-//! - `assets`: static files embedded in the binary under content-hashed names.
+//! - `assets`: static files embedded in the binary under content-hashed names;
+//! - `tokens`: personal API tokens (`/account/tokens`); `usage`: `/account/usage`;
+//! - `overview`: `/account/overview`, the account dashboard linking all of the above.
 //!
 //! Why `maud`: templates are Rust expressions checked by the compiler (a typo in a field is a
 //! build error, not a blank page), escaping is the default for every `(value)`, there is no
@@ -31,6 +33,9 @@ mod login;
 // assets it loads.
 mod assets;
 mod dashboard;
+mod overview;
+mod tokens;
+mod usage;
 
 pub use assets::ASSET_CACHE_CONTROL;
 pub use browser::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
@@ -68,5 +73,10 @@ fn data_routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError
         .hidden_route(Method::GET, "/dashboard", dashboard::show)?
         .hidden_route(Method::GET, "/dashboard/export.csv", dashboard::export_csv)?
         .hidden_route(Method::GET, "/dashboard/live", dashboard::live)?
-        .hidden_route(Method::GET, "/assets/{name}", assets::serve)
+        .hidden_route(Method::GET, "/assets/{name}", assets::serve)?
+        .hidden_route(Method::GET, "/account/tokens", tokens::show)?
+        .hidden_route(Method::POST, "/account/tokens", tokens::issue)?
+        .hidden_route(Method::POST, "/account/tokens/revoke", tokens::revoke)?
+        .hidden_route(Method::GET, "/account/usage", usage::show)?
+        .hidden_route(Method::GET, "/account/overview", overview::show)
 }

@@ -167,9 +167,16 @@ mod tests {
         let s = Selection::parse(&pairs(&[("buoy", "b-1"), ("buoy", "b-1"), ("metric", "ph")]), now).unwrap();
         assert_eq!(s.buoys.len(), 1);
         assert_eq!((s.end_ns - s.start_ns, s.preset), (86_400 * NS_PER_S, Some("24h")));
-        let explicit =
-            Selection::parse(&pairs(&[("start", "0"), ("end", "2026-01-01T00:00:00Z")]), now).unwrap();
-        assert_eq!((explicit.start_ns, explicit.preset), (0, None));
+        let explicit = Selection::parse(
+            &pairs(&[("start", "2025-12-31T00:00:00Z"), ("end", "1767225600000000000")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            (explicit.start_ns, explicit.end_ns, explicit.preset),
+            (1_767_139_200 * NS_PER_S, 1_767_225_600 * NS_PER_S, None)
+        );
+        assert_eq!(explicit.bucket_ns(), 300 * NS_PER_S);
         for bad in [
             vec![("buoy", "a'b")],
             vec![("metric", "Ph")],
