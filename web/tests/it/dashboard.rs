@@ -397,3 +397,21 @@ async fn the_live_stream_sends_readings_acked_after_it_opened_and_ends_with_its_
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert!(stream.until("event: end\ndata: session\n\n").await, "{}", stream.text);
 }
+
+#[tokio::test]
+async fn the_live_stream_ends_when_the_plan_stops_covering_its_buoys() {
+    let api = Api::start().await;
+    setup(&api, None).await;
+    let cookie = browser_session(&api, CUSTOMER).await;
+    let mut stream = Stream::open(&api, "/dashboard/live?buoy=buoy-a&metric=ph", &cookie).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    assert!(stream.until(": connected\n\n").await);
+    let admin = api.auth.verify_access_token(&api.token(ADMIN).await).unwrap();
+    let users = api.auth.list_users(&admin, None, 100).unwrap();
+    let customer = users.iter().find(|u| u.email == CUSTOMER).unwrap();
+    api.auth.assign_plan(&admin, &customer.id, None).unwrap();
+    assert!(stream.until("event: end\ndata: plan\n\n").await, "{}", stream.text);
+    // And the page says there is no plan now.
+    let html = doc(&page(&api, "/dashboard", &cookie).await);
+    assert_eq!(texts(&html, "main p")[0], "Your account has no data plan, so there is nothing to chart yet.");
+}

@@ -222,3 +222,33 @@ impl Poller {
         Ok(Some(event("reading", &data)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_for(user: &str) -> usize {
+        OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(user).copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn slots_are_limited_per_account_and_in_all_and_freed_on_drop() {
+        // The only test of this binary that takes slots: the process-wide counts start at zero.
+        let mine: Vec<Slot> = (0..LIVE_STREAMS_PER_ACCOUNT_MAX).map(|_| Slot::take("a").unwrap()).collect();
+        assert!(matches!(
+            Slot::take("a"),
+            Err(ApiError::TooManyRequests { retry_after_s: LIVE_RETRY_AFTER_S })
+        ));
+        let others: Vec<Slot> = (LIVE_STREAMS_PER_ACCOUNT_MAX..LIVE_STREAMS_MAX)
+            .map(|i| Slot::take(&format!("user-{i}")).unwrap())
+            .collect();
+        assert!(matches!(Slot::take("b"), Err(ApiError::TooManyRequests { .. })));
+        drop(others);
+        assert_eq!(open_for("a"), LIVE_STREAMS_PER_ACCOUNT_MAX);
+        let b = Slot::take("b").unwrap();
+        drop(mine);
+        assert_eq!(open_for("a"), 0);
+        assert!(!OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key("a"));
+        drop(b);
+    }
+}

@@ -198,11 +198,11 @@ fn dashboard(access: &Access, metrics: &BTreeSet<&str>, latest: &[Latest], serie
                         option value=(name) selected[selection.preset == Some(name)] { "last " (name) }
                     }
                 } }
-                " or from "
-                label { span class="visually-hidden" { "start" } input type="text" name="start" placeholder="2026-01-01T00:00:00Z"
+                " "
+                label { "or from " input type="text" name="start" placeholder="2026-01-01T00:00:00Z"
                     value=[selection.preset.is_none().then(|| format_time(selection.start_ns))]; }
-                " to "
-                label { span class="visually-hidden" { "end" } input type="text" name="end" placeholder="2026-01-02T00:00:00Z"
+                " "
+                label { "to " input type="text" name="end" placeholder="2026-01-02T00:00:00Z"
                     value=[selection.preset.is_none().then(|| format_time(selection.end_ns))]; }
                 " "
                 button type="submit" { "Show" }
