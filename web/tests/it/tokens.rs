@@ -228,3 +228,29 @@ async fn the_account_overview_links_every_part_of_the_account() {
     let staff = doc(&page(&api, "/account/overview", &admin).await);
     assert_eq!(attrs(&staff, "nav ul.overview a", "href").len(), 6);
 }
+
+#[test]
+fn an_accounts_dead_token_records_are_pruned_at_the_cap_and_its_live_tokens_are_capped() {
+    use bluewave_web::{API_TOKEN_RECORDS_PER_USER_MAX, API_TOKENS_PER_USER_MAX, AuthError, Role};
+    let fixture = crate::auth_fixtures::Fixture::new();
+    let (caller, _) = fixture.user("scripts@example.org", Role::Customer);
+    let auth = &fixture.auth;
+    for i in 0..API_TOKEN_RECORDS_PER_USER_MAX + 5 {
+        let issued = auth.issue_api_token(&caller, &format!("t{i}"), 30).unwrap();
+        auth.revoke_api_token(&caller, &issued.info.id).unwrap();
+    }
+    let kept = auth.list_api_tokens(&caller).unwrap();
+    assert_eq!(kept.len(), API_TOKEN_RECORDS_PER_USER_MAX);
+    let newest = format!("t{}", API_TOKEN_RECORDS_PER_USER_MAX + 4);
+    assert!(kept.iter().any(|t| t.name == newest), "the newest record stays");
+    let live: Vec<String> = (0..API_TOKENS_PER_USER_MAX)
+        .map(|i| auth.issue_api_token(&caller, &format!("live{i}"), 90).unwrap().info.id)
+        .collect();
+    assert!(matches!(auth.issue_api_token(&caller, "one more", 90), Err(AuthError::LimitReached { .. })));
+    let listed = auth.list_api_tokens(&caller).unwrap();
+    assert_eq!(listed.len(), API_TOKEN_RECORDS_PER_USER_MAX);
+    assert!(live.iter().all(|id| listed.iter().any(|t| &t.id == id && t.revoked_ms.is_none())));
+    // A revoked token's verification and another account's revocation.
+    let (other, _) = fixture.user("other@example.org", Role::Analyst);
+    assert!(matches!(auth.revoke_api_token(&other, &live[0]), Err(AuthError::NotFound { .. })));
+}

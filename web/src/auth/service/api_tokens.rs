@@ -28,6 +28,10 @@ use super::*;
 pub const API_TOKEN_PREFIX: &str = "bwp_";
 /// Most live (unrevoked, unexpired) personal tokens per account.
 pub const API_TOKENS_PER_USER_MAX: usize = 20;
+/// Most personal token records (live, revoked or expired) kept per account: issuing past it
+/// first deletes the account's oldest revoked or expired records, so a loop of issue and
+/// revoke cannot fill the store.
+pub const API_TOKEN_RECORDS_PER_USER_MAX: usize = 100;
 /// Most personal token records in the store.
 pub const API_TOKENS_MAX: u64 = 1_000_000;
 /// Longest token name, bytes.
@@ -36,6 +40,7 @@ pub const API_TOKEN_NAME_BYTES_MAX: usize = 64;
 pub const API_TOKEN_TTL_DAYS: [u32; 3] = [30, 90, 365];
 /// A token's `last_used` is written at most once per this many seconds (a use is not a commit).
 pub const API_TOKEN_TOUCH_S: u64 = 60;
+const _: () = assert!(API_TOKENS_PER_USER_MAX < API_TOKEN_RECORDS_PER_USER_MAX);
 /// Longest token text accepted before parsing.
 const API_TOKEN_TEXT_BYTES_MAX: usize = 128;
 
@@ -144,19 +149,30 @@ impl AuthService {
             if tokens.len()? >= API_TOKENS_MAX {
                 return Err(AuthError::LimitReached { what: "personal API tokens", max: API_TOKENS_MAX });
             }
-            let live = self
-                .owned_tokens(&tokens, &txn.open_table(USER_API_TOKENS)?, &caller.user_id)?
-                .into_iter()
-                .filter(|t| t.revoked_ms.is_none() && t.expires_ms > now)
-                .count();
+            let mut index = txn.open_table(USER_API_TOKENS)?;
+            let mut owned = self.owned_tokens(&tokens, &index, &caller.user_id)?;
+            let is_live = |t: &ApiTokenInfo| t.revoked_ms.is_none() && t.expires_ms > now;
+            let live = owned.iter().filter(|t| is_live(t)).count();
             if live >= API_TOKENS_PER_USER_MAX {
                 return Err(AuthError::LimitReached {
                     what: "personal API tokens per account",
                     max: API_TOKENS_PER_USER_MAX as u64,
                 });
             }
+            // Room for one more record: the oldest dead ones go first (live ones are fewer than
+            // API_TOKENS_PER_USER_MAX < API_TOKEN_RECORDS_PER_USER_MAX, so this always finds room).
+            owned.sort_by_key(|t| t.created_ms);
+            let mut excess = (owned.len() + 1).saturating_sub(API_TOKEN_RECORDS_PER_USER_MAX);
+            for dead in owned.iter().filter(|t| !is_live(t)) {
+                if excess == 0 {
+                    break;
+                }
+                tokens.remove(dead.id.as_str())?;
+                index.remove(format!("{}/{}", caller.user_id, dead.id).as_str())?;
+                excess -= 1;
+            }
             store::put(&mut tokens, &id, &record)?;
-            store::put(&mut txn.open_table(USER_API_TOKENS)?, &format!("{}/{id}", caller.user_id), &())?;
+            store::put(&mut index, &format!("{}/{id}", caller.user_id), &())?;
         }
         txn.commit()?;
         self.audit(

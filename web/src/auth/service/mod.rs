@@ -37,8 +37,8 @@ mod users;
 mod api_tokens;
 mod usage;
 pub use api_tokens::{
-    API_TOKEN_NAME_BYTES_MAX, API_TOKEN_PREFIX, API_TOKEN_TOUCH_S, API_TOKEN_TTL_DAYS, API_TOKENS_MAX,
-    API_TOKENS_PER_USER_MAX, ApiTokenInfo, IssuedApiToken,
+    API_TOKEN_NAME_BYTES_MAX, API_TOKEN_PREFIX, API_TOKEN_RECORDS_PER_USER_MAX, API_TOKEN_TOUCH_S,
+    API_TOKEN_TTL_DAYS, API_TOKENS_MAX, API_TOKENS_PER_USER_MAX, ApiTokenInfo, IssuedApiToken,
 };
 pub use usage::{DayUsage, QueryUsage, USAGE_HISTORY_DAYS};
 
