@@ -20,6 +20,7 @@
     g.setAttribute("class", "series");
     g.setAttribute("data-buoy", buoy);
     g.setAttribute("stroke", "#000000");
+    g.setAttribute("fill", "#000000");
     var line = document.createElementNS(SVG, "polyline");
     line.setAttribute("class", "live");
     line.setAttribute("fill", "none");
@@ -42,6 +43,17 @@
     var line = liveLine(chart, reading.buoy);
     var points = line.getAttribute("points");
     line.setAttribute("points", (points ? points + " " : "") + x.toFixed(2) + "," + y.toFixed(2));
+    // A dot on the newest point (a line of one point draws nothing). Values outside the
+    // chart's value range are drawn at its edge; a reload rescales.
+    var dot = line.parentNode.querySelector("circle.newest");
+    if (!dot) {
+      dot = document.createElementNS(SVG, "circle");
+      dot.setAttribute("class", "newest");
+      dot.setAttribute("r", "3");
+      line.parentNode.appendChild(dot);
+    }
+    dot.setAttribute("cx", x.toFixed(2));
+    dot.setAttribute("cy", y.toFixed(2));
     return true;
   }
 
