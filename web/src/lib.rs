@@ -11,9 +11,11 @@
 //!
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
 //!   ([`api_router`] over an [`ApiState`]): `/api/auth/*`, `/api/telemetry` (and by reading
-//!   id, range deletes), `/api/v2/write` and `/write` (InfluxDB line protocol), `/api/query`, `/api/buoys`, device tokens, `/api/rbac/*`.
+//!   id, range deletes), `/api/v2/write` and `/write` (InfluxDB line protocol), `/api/query`, `/api/buoys`, device tokens, `/api/rbac/*`, `/api/usage`.
 //! - `pages`: server-rendered pages for people (login with its MFA step, account and
-//!   sessions, MFA enrolment) on browser sessions with CSRF protection; added by [`api_router`].
+//!   sessions, MFA enrolment; the metrics dashboard with its CSV export and live SSE stream,
+//!   personal API tokens, query usage, the account overview; hashed static assets) on browser
+//!   sessions with CSRF protection; added by [`api_router`].
 //!
 //! **Not implemented:** `PUT /api/telemetry/{id}` (value corrections: the engine's ingest path
 //! has no safe `batch_seq` for a server-made write; see the `api::telemetry` module).

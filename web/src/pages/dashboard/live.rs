@@ -19,6 +19,11 @@
 //! process; past either, `429 rate_limited` with `Retry-After: LIVE_RETRY_AFTER_S`. A
 //! stream's events wait in a queue of [`LIVE_QUEUE_EVENTS`]; a client that does not read
 //! stalls its own poller only.
+//!
+//! Shutdown: handlers get no shutdown signal from the HTTP framework, so an open stream keeps
+//! its connection through the graceful drain until `shutdown_drain_timeout_ms` cuts it; the
+//! browser's `EventSource` then reconnects (every 2 s, the stream's `retry:`) to the next
+//! server, which sends only readings acked after the new stream opened.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, Mutex};
