@@ -7,6 +7,9 @@
 //! `GET /api/telemetry` and `POST /api/query` and never sees another buoy; revoking the device
 //! token through the API closes the buoy's open connection and refuses its next HELLO; `/metrics`
 //! counts the engine, QUIC and query work; SIGTERM stops everything cleanly and flushes.
+//! A customer signed in through the login form gets, on the dashboard's live stream, the
+//! readings a buoy of their plan streams over QUIC after the stream opened (and never another
+//! buoy's).
 //!
 //! The server is a child process: every wait has a deadline ([`STEP_TIMEOUT`]) and the child is
 //! killed when [`Server`] drops, so a fault is a failure with a message, never a hang.
@@ -633,4 +636,185 @@ fn a_buoy_connected_to_a_killed_server_gets_a_stateless_reset_from_its_restart()
         assert!(matches!(error, quinn::ConnectionError::Reset), "{error:?}");
         second.stop();
     });
+}
+
+/// A request with raw headers and a form or empty body; the head and the unread body.
+async fn raw_request(
+    https: &Https,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: Option<String>,
+) -> (hyper::http::response::Parts, hyper::body::Incoming) {
+    let tcp = TcpStream::connect(https.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = https.connector.connect(name, tcp).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(connection);
+    let mut builder = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
+    for (key, value) in headers {
+        builder = builder.header(*key, *value);
+    }
+    if form.is_some() {
+        builder = builder.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let body = Full::new(Bytes::from(form.unwrap_or_default()));
+    let response = sender.send_request(builder.body(body).unwrap()).await.unwrap();
+    response.into_parts()
+}
+
+/// The value of the `name` cookie an answer sets.
+fn set_cookie_value(head: &hyper::http::response::Parts, name: &str) -> String {
+    head.headers
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            let text = v.to_str().unwrap();
+            text.strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {name} cookie"))
+}
+
+/// The events of a Server-Sent Events body as they arrive.
+struct Events {
+    body: hyper::body::Incoming,
+    text: String,
+}
+
+impl Events {
+    /// Reads until the text so far contains `needle`.
+    async fn until(&mut self, needle: &str) {
+        while !self.text.contains(needle) {
+            let frame = self.body.frame().await.expect("the stream stays open").unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// Reads until one more complete event (or comment) than now has arrived.
+    async fn next_event(&mut self) {
+        let complete = self.text.matches("\n\n").count();
+        while self.text.matches("\n\n").count() <= complete {
+            let frame = self.body.frame().await.expect("the stream stays open").unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// The data of every complete `reading` event so far, flattened.
+    fn readings(&self) -> Vec<Value> {
+        let complete = self.text.rsplit_once("\n\n").map_or("", |(done, _)| done);
+        complete
+            .split("\n\n")
+            .filter_map(|event| event.strip_prefix("event: reading\ndata: "))
+            .flat_map(|data| serde_json::from_str::<Vec<Value>>(data).unwrap())
+            .collect()
+    }
+}
+
+/// The live dashboard as a customer meets it: signed in through the login form, the customer
+/// opens the SSE stream of `buoy-1`; after the stream is open a buoy streams over real QUIC and
+/// gets its acks; the readings of `buoy-1` arrive as `reading` events with their exact values,
+/// and `buoy-2`'s (outside the customer's plan, acked in between) never do.
+#[test]
+fn the_live_dashboard_pushes_readings_acked_over_quic_of_the_plans_buoys_only() {
+    const CUSTOMER: &str = "customer@example.org";
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let auth = AuthService::open(
+            dir.path(),
+            AuthConfig { mfa_required_roles: Default::default(), ..AuthConfig::default() },
+        )
+        .unwrap();
+        auth.ensure_first_admin(ADMIN, Some(Secret::new(PASSWORD))).unwrap();
+        let pair = auth.login(ADMIN, &Secret::new(PASSWORD), [10, 0, 0, 1].into()).unwrap();
+        let admin = auth.verify_access_token(pair.access_token.expose()).unwrap();
+        let spec = PlanSpec {
+            name: "buoy-1".into(),
+            buoys: BuoyScope::List(vec!["buoy-1".into()]),
+            history_days: None,
+            daily_query_quota: None,
+            row_limit: None,
+        };
+        let plan = auth.create_plan(&admin, spec).unwrap();
+        let customer = NewUser {
+            email: CUSTOMER.into(),
+            password: Secret::new(PASSWORD),
+            role: Role::Customer,
+            plan_id: Some(plan.id),
+        };
+        auth.create_user(&admin, customer).unwrap();
+    }
+    let (identity, _) = ServerIdentity::load_or_generate(&dir.path().join("tls")).unwrap();
+    let config = dir.path().join("no-mfa.toml");
+    std::fs::write(&config, "[auth]\nmfa_required_roles = []\n").unwrap();
+    let server =
+        Server::start_with(dir.path(), None, &[std::ffi::OsStr::new("--config"), config.as_os_str()]);
+    let quic = server.quic;
+    runtime().block_on(async {
+        let https = Https::new(server.https, &identity);
+        let admin = https.login(ADMIN, PASSWORD).await;
+        let admin_token = admin["access_token"].as_str().unwrap();
+        let mut device_tokens = Vec::new();
+        for id in ["buoy-1", "buoy-2"] {
+            let body = json!({ "id": id, "name": id, "lat": 43.5, "lng": -8.25, "status": "active" });
+            let answer = https.request("POST", "/api/buoys", Some(admin_token), None, Some(body)).await;
+            assert_eq!(answer.status, 201, "{:?}", answer.body);
+            let path = format!("/api/buoys/{id}/device-tokens");
+            let issued = https.request("POST", &path, Some(admin_token), None, Some(json!({}))).await;
+            assert_eq!(issued.status, 201, "{:?}", issued.body);
+            device_tokens.push(issued.json()["token"].as_str().unwrap().to_owned());
+        }
+
+        // The customer signs in through the form (double-submit token, then the session cookie).
+        let (form, _) = within("login form", raw_request(&https, "GET", "/login", &[], None)).await;
+        let login = set_cookie_value(&form, "__Host-bluewave-login");
+        let body = format!("csrf={login}&email={}&password={PASSWORD}", CUSTOMER.replace('@', "%40"));
+        let cookie = format!("__Host-bluewave-login={login}");
+        let headers = [("cookie", cookie.as_str()), ("origin", "https://localhost")];
+        let (signed_in, _) =
+            within("login", raw_request(&https, "POST", "/login", &headers, Some(body))).await;
+        assert_eq!(signed_in.status, 303);
+        let session =
+            format!("__Host-bluewave-session={}", set_cookie_value(&signed_in, "__Host-bluewave-session"));
+
+        // The stream opens before anything is ingested.
+        let path = "/dashboard/live?buoy=buoy-1&metric=salinity_psu";
+        let (head, body) =
+            within("stream", raw_request(&https, "GET", path, &[("cookie", &session)], None)).await;
+        assert_eq!(
+            (head.status.as_u16(), head.headers["content-type"].to_str().unwrap()),
+            (200, "text/event-stream")
+        );
+        let mut events = Events { body, text: String::new() };
+        within("connected", events.until(": connected\n\n")).await;
+
+        // buoy-2 (outside the plan) and then buoy-1 stream over QUIC; each ack means durable.
+        let now = i64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
+        )
+        .unwrap();
+        for (token, values) in [(&device_tokens[1], [1.0, 2.0]), (&device_tokens[0], [35.5, 36.0])] {
+            let client =
+                within("connect", Client::connect(buoy_client(quic, &identity, token))).await.unwrap();
+            within("HELLO accepted", client.wait_connected()).await.unwrap();
+            let ack = within("send", client.send(&batch(now, &values))).await.unwrap();
+            assert_eq!(within("ack", ack).await.unwrap().outcome, AckOutcome::Stored);
+        }
+        // Both readings, whether they come in one event or two.
+        while events.readings().len() < 2 {
+            within("readings", events.next_event()).await;
+        }
+        assert_eq!(
+            events.readings(),
+            [
+                json!({ "buoy": "buoy-1", "metric": "salinity_psu", "ts": now, "value": 35.5 }),
+                json!({ "buoy": "buoy-1", "metric": "salinity_psu", "ts": now + SECOND_NS, "value": 36.0 }),
+            ]
+        );
+        assert!(!events.text.contains("buoy-2"), "{}", events.text);
+    });
+    server.stop();
 }

@@ -11,9 +11,11 @@
 //!
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
 //!   ([`api_router`] over an [`ApiState`]): `/api/auth/*`, `/api/telemetry` (and by reading
-//!   id, range deletes), `/api/v2/write` and `/write` (InfluxDB line protocol), `/api/query`, `/api/buoys`, device tokens, `/api/rbac/*`.
+//!   id, range deletes), `/api/v2/write` and `/write` (InfluxDB line protocol), `/api/query`, `/api/buoys`, device tokens, `/api/rbac/*`, `/api/usage`.
 //! - `pages`: server-rendered pages for people (login with its MFA step, account and
-//!   sessions, MFA enrolment) on browser sessions with CSRF protection; added by [`api_router`].
+//!   sessions, MFA enrolment; the metrics dashboard with its CSV export and live SSE stream,
+//!   personal API tokens, query usage, the account overview; hashed static assets) on browser
+//!   sessions with CSRF protection; added by [`api_router`].
 //!
 //! **Not implemented:** `PUT /api/telemetry/{id}` (value corrections: the engine's ingest path
 //! has no safe `batch_seq` for a server-made write; see the `api::telemetry` module).
@@ -83,6 +85,11 @@ pub use audit::{
     AuditResult, OpenReport, VerifyReport, verify_file,
 };
 pub use auth::*;
+pub use pages::{
+    ASSET_CACHE_CONTROL, BUCKETS_TARGET_MAX, BUOYS_SELECTED_MAX, DASHBOARD_CSP, LIVE_HEADROOM_DIVISOR,
+    LIVE_KEEPALIVE_S, LIVE_LOOKBACK_S, LIVE_POLL_MS, LIVE_ROWS_PER_POLL_MAX, LIVE_STREAMS_MAX,
+    LIVE_STREAMS_PER_ACCOUNT_MAX, METRICS_SELECTED_MAX, RANGE_S_MAX,
+};
 pub use pages::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
 
 pub use crate::http::{

@@ -16,6 +16,7 @@
 //! - `line_protocol`: the InfluxDB line-protocol parser (measurement, escaped tags, numeric
 //!   fields, timestamps by precision; per-line errors with line numbers).
 //! - `time`: integer-ns or RFC 3339 times at the edge.
+//! - `usage`: `GET /api/usage` (daily query usage against the plan's quota).
 //!
 //! Not implemented: `PUT /api/telemetry/{id}` (value corrections; see the `telemetry` module
 //! for why the engine's ingest path cannot carry them safely yet).
@@ -31,6 +32,7 @@ mod rbac;
 mod state;
 mod telemetry;
 mod time;
+mod usage;
 
 pub(crate) use auth::password_slot;
 pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
@@ -51,6 +53,7 @@ pub use rbac::RBAC_PAGE_DEFAULT;
 pub use state::{ApiState, DeviceRevoked};
 pub use telemetry::{READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX};
 pub use time::TIME_TEXT_BYTES_MAX;
+pub(crate) use time::{format_rfc3339 as format_time, parse_param as parse_time};
 
 use crate::http::{ApiError, RouteOptions, Router, ServerError};
 
@@ -114,7 +117,8 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
         .route::<rbac::__path_assign_plan>(rbac::assign_plan)?
         .route::<rbac::__path_list_plans>(rbac::list_plans)?
         .route::<rbac::__path_create_plan>(rbac::create_plan)?
-        .route::<rbac::__path_audit_log>(rbac::audit_log)
+        .route::<rbac::__path_audit_log>(rbac::audit_log)?
+        .route::<usage::__path_usage>(usage::usage)
         .and_then(crate::pages::routes)
 }
 

@@ -41,8 +41,14 @@ impl Authenticator for ApiState {
     /// (role, status, `valid_after`), cheap enough for the request's task.
     /// A caller whose role requires MFA and who has none yet is refused here (403): only the
     /// enrolment endpoints take such a token ([`ApiState::enrolling_caller`]).
+    /// A personal API token (`bwp_…`) is checked against the store instead (one read, and a
+    /// `last_used` write at most once a minute).
     fn authenticate(&self, bearer: &str) -> Result<Caller, ApiError> {
-        let caller = self.auth.verify_access_token(bearer)?;
+        let caller = if bearer.starts_with(crate::auth::API_TOKEN_PREFIX) {
+            self.auth.verify_api_token(bearer)?
+        } else {
+            self.auth.verify_access_token(bearer)?
+        };
         if caller.mfa_enrolment_required() {
             return Err(AuthError::MfaEnrolmentRequired.into());
         }

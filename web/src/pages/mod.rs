@@ -6,7 +6,11 @@
 //!   interpolated value is HTML-escaped unless wrapped in `PreEscaped`);
 //! - `browser`: cookies, the CSRF checks, form bodies, page answers and their headers;
 //! - `login`: `GET|POST /login`, `GET|POST /login/mfa`, `POST /logout`;
-//! - `account`: `GET /account`, session revocation, `GET /account/mfa` and enrolment.
+//! - `account`: `GET /account`, session revocation, `GET /account/mfa` and enrolment;
+//! - `dashboard`: the metrics dashboard (`/dashboard`, its CSV export and live stream);
+//! - `assets`: static files embedded in the binary under content-hashed names;
+//! - `tokens`: personal API tokens (`/account/tokens`); `usage`: `/account/usage`;
+//! - `overview`: `/account/overview`, the account dashboard linking all of the above.
 //!
 //! Why `maud`: templates are Rust expressions checked by the compiler (a typo in a field is a
 //! build error, not a blank page), escaping is the default for every `(value)`, there is no
@@ -25,7 +29,21 @@ mod browser;
 mod layout;
 mod login;
 
+// The customer's data side (issue 20): the metrics dashboard, its live stream and the static
+// assets it loads.
+mod assets;
+mod dashboard;
+mod overview;
+mod tokens;
+mod usage;
+
+pub use assets::ASSET_CACHE_CONTROL;
 pub use browser::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
+pub use dashboard::{
+    BUCKETS_TARGET_MAX, BUOYS_SELECTED_MAX, DASHBOARD_CSP, LIVE_HEADROOM_DIVISOR, LIVE_KEEPALIVE_S,
+    LIVE_LOOKBACK_S, LIVE_POLL_MS, LIVE_ROWS_PER_POLL_MAX, LIVE_STREAMS_MAX, LIVE_STREAMS_PER_ACCOUNT_MAX,
+    METRICS_SELECTED_MAX, RANGE_S_MAX,
+};
 
 use http::Method;
 
@@ -46,4 +64,19 @@ pub fn routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError>
         .hidden_route(Method::GET, "/account/mfa", account::mfa_page)?
         .hidden_route(Method::POST, "/account/mfa/enrol", account::mfa_enrol)?
         .hidden_route(Method::POST, "/account/mfa/confirm", account::mfa_confirm)
+        .and_then(data_routes)
+}
+
+/// The customer's data pages: dashboard, CSV export, live stream, static assets.
+fn data_routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError> {
+    router
+        .hidden_route(Method::GET, "/dashboard", dashboard::show)?
+        .hidden_route(Method::GET, "/dashboard/export.csv", dashboard::export_csv)?
+        .hidden_route(Method::GET, "/dashboard/live", dashboard::live)?
+        .hidden_route(Method::GET, "/assets/{name}", assets::serve)?
+        .hidden_route(Method::GET, "/account/tokens", tokens::show)?
+        .hidden_route(Method::POST, "/account/tokens", tokens::issue)?
+        .hidden_route(Method::POST, "/account/tokens/revoke", tokens::revoke)?
+        .hidden_route(Method::GET, "/account/usage", usage::show)?
+        .hidden_route(Method::GET, "/account/overview", overview::show)
 }

@@ -33,7 +33,7 @@ pub(crate) const T0: i64 = 1_767_225_600_000_000_000;
 pub(crate) struct Api {
     _dir: TempDir,
     pub(crate) addr: SocketAddr,
-    cert: CertificateDer<'static>,
+    pub(crate) cert: CertificateDer<'static>,
     pub(crate) auth: Arc<AuthService>,
     pub(crate) revoked: Arc<AtomicUsize>,
     pub(crate) query: Arc<QueryService>,

@@ -5,6 +5,8 @@
 //!   OpenAPI and the docs page;
 //! - `api`: the REST endpoints over real HTTPS with real auth, query service and engine;
 //! - `csv_export`: formula cells neutralised in CSV answers, numbers kept;
+//! - `dashboard`: the metrics dashboard, its CSV export, live stream and static script;
+//! - `tokens`: personal API tokens, daily query usage, the account overview;
 //! - `runaway`: query timeouts, stalls, table-function caps and the streamed error record over
 //!   HTTPS, and other users answered while runaway queries run;
 //! - `auth`: accounts, sessions, limits, RBAC, plans, device tokens through `AuthService`;
@@ -33,6 +35,7 @@ mod audit;
 mod auth;
 mod auth_fixtures;
 mod csv_export;
+mod dashboard;
 mod forgery;
 mod http;
 mod influx;
@@ -41,3 +44,4 @@ mod mfa_review;
 mod pages;
 mod runaway;
 mod security;
+mod tokens;

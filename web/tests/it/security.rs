@@ -544,6 +544,7 @@ async fn function_level_every_endpoint_times_every_role() {
         ),
         row(M::GET, "/api/rbac/plans", "/api/rbac/plans", None, [200, 200, 200, 200, 401, 401]),
         row(M::POST, "/api/rbac/plans", "/api/rbac/plans", Some(plan), [201, 403, 403, 403, 401, 401]),
+        row(M::GET, "/api/usage", "/api/usage", None, [200, 200, 200, 200, 401, 401]),
         row(
             M::GET,
             "/api/rbac/audit-log",

@@ -18,7 +18,9 @@
 //! - `permissions`: RBAC checks and the role table;
 //! - `plans`: data plans, policy grants, query quotas;
 //! - `mfa`: TOTP enrolment, the login challenge, step-up, disabling, the CLI reset;
-//! - `housekeeping`: audit paging and the purge of expired records.
+//! - `housekeeping`: audit paging and the purge of expired records;
+//! - `api_tokens`: personal API tokens for scripts (issue, list, revoke, verify);
+//! - `usage`: daily query usage against the plan's quota.
 
 mod browser;
 mod devices;
@@ -30,6 +32,15 @@ mod plans;
 mod sessions;
 mod signing;
 mod users;
+
+// The customer's data side (issue 20): personal API tokens and query usage.
+mod api_tokens;
+mod usage;
+pub use api_tokens::{
+    API_TOKEN_NAME_BYTES_MAX, API_TOKEN_PREFIX, API_TOKEN_RECORDS_PER_USER_MAX, API_TOKEN_TOUCH_S,
+    API_TOKEN_TTL_DAYS, API_TOKENS_MAX, API_TOKENS_PER_USER_MAX, ApiTokenInfo, IssuedApiToken,
+};
+pub use usage::{DayUsage, QueryUsage, USAGE_HISTORY_DAYS};
 
 pub use browser::{
     BROWSER_ABSOLUTE_S_DEFAULT, BROWSER_ABSOLUTE_S_MAX, BROWSER_IDLE_S_DEFAULT,
@@ -541,6 +552,8 @@ fn init_tables(db: &Database) -> AuthResult<BTreeMap<Role, BTreeSet<Permission>>
             MFA,
             BROWSER_SESSIONS,
             USER_BROWSER_SESSIONS,
+            api_tokens::API_TOKENS,
+            api_tokens::USER_API_TOKENS,
         ] {
             txn.open_table(def)?;
         }
