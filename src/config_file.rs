@@ -104,6 +104,7 @@ section!(
         compaction_nice: i32,
         compaction_debt_slowdown_generations: usize,
         compaction_debt_busy_generations: usize,
+        memory_bytes_max: usize,
     }
 );
 
@@ -241,6 +242,7 @@ impl ConfigFile {
                 compaction_nice,
                 compaction_debt_slowdown_generations,
                 compaction_debt_busy_generations,
+                memory_bytes_max,
             ]
         );
     }

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
+use crate::budget::{MemoryBudget, MemoryConsumer};
 use crate::catalog::{BuoyInfo, Catalog, FileMeta};
 use crate::config::{Durability, EngineConfig};
 use crate::dedup::UNSEQUENCED;
@@ -285,11 +286,21 @@ impl Engine {
             shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Busy { reason: BusyReason::QueueFull, retry_after_ms: BUSY_RETRY_AFTER_MS });
         }
+        let Some(memory) = shared.memory.try_reserve(MemoryConsumer::Ingest, request_bytes) else {
+            shared.queued_bytes.fetch_sub(request_bytes, Ordering::AcqRel);
+            let _ = self.inner.flusher_tx.try_send(FlusherMsg::Wake);
+            shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.batches_refused_memory.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Busy {
+                reason: BusyReason::MemoryBudget,
+                retry_after_ms: BUSY_RETRY_AFTER_MS,
+            });
+        };
         let quality = self.flag_quality(&batch);
         let entry = wal::encode_batch_entry(buoy.as_str(), batch_seq, &batch, &quality);
         let (ack, rx) = oneshot::channel();
         let lane = lane_of(buoy.as_str(), shared.lanes.len());
-        let request = IngestRequest { buoy: buoy.clone(), batch_seq, batch, quality, entry, ack };
+        let request = IngestRequest { buoy: buoy.clone(), batch_seq, batch, quality, entry, ack, memory };
         let sent = self.inner.lane_txs[lane].try_send(LaneMsg::Ingest(request));
         if sent.is_err() {
             // The writer never sees this request, so its bytes are released here.
@@ -473,7 +484,22 @@ impl Engine {
         m.compaction_generations_total = debt.generations_total as u64;
         m.compaction_partitions_waiting = debt.partitions_waiting as u64;
         m.compaction_bytes_waiting = debt.bytes_waiting;
+        let memory = &self.inner.shared.memory;
+        m.memory_bytes_max = memory.limit() as u64;
+        m.memory_used_bytes = memory.used() as u64;
+        m.memory_high_water_bytes = memory.high_water() as u64;
+        m.memory_ingest_bytes = memory.used_by(MemoryConsumer::Ingest) as u64;
+        m.memory_flush_bytes = memory.used_by(MemoryConsumer::Flush) as u64;
+        m.memory_compaction_bytes = memory.used_by(MemoryConsumer::Compaction) as u64;
+        m.memory_query_cache_bytes = memory.used_by(MemoryConsumer::QueryCache) as u64;
+        m.memory_refusals = memory.refusals();
         m
+    }
+
+    /// The engine's memory budget (`memory_bytes_max`), for the query side's caches to reserve
+    /// their capacity in ([`MemoryConsumer::QueryCache`]).
+    pub fn memory_budget(&self) -> Arc<MemoryBudget> {
+        self.inner.shared.memory.clone()
     }
 
     /// Stops taking work, flushes what is buffered, and stops the flusher and the compactor (a

@@ -7,6 +7,8 @@
 //! - `pipeline`: per-lane bounded lock-free queues, one WAL writer thread per lane doing group
 //!   commit; acks after fsync.
 //! - `wal`: segment files of checksummed group records (layout in `engine/WAL.md`).
+//! - `budget`: the one memory budget (`memory_bytes_max`) that ingest, flushes, compactions
+//!   and the query caches reserve from.
 //! - `buffer`: immutable columnar chunks, published per lane, snapshotted by readers.
 //! - `flush`: the flusher thread (sort, last-write-wins, tombstones, Parquet partition files,
 //!   catalog commit, WAL trim) and the compactor thread beside it (size-tiered compaction of the
@@ -39,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod buffer;
 mod catalog;
 mod config;
@@ -63,9 +66,10 @@ pub use bluewave_model::{
     BATCH_METRICS_MAX, BATCH_READINGS_MAX, BuoyId, MetricName, NANOS_PER_SECOND, PhysicalRange, Quality,
     ReadingBatch, ReadingBatchBuilder, TIMESTAMP_MAX, TIMESTAMP_MIN, TimestampNs,
 };
+pub use budget::{MemoryBudget, MemoryConsumer, MemoryReservation};
 pub use buffer::Chunk;
 pub use catalog::{BuoyInfo, FileMeta, MetricStats, Tombstone};
-pub use config::{Durability, EngineConfig, PartitionDuration};
+pub use config::{Durability, EngineConfig, MEMORY_BYTES_MIN, PartitionDuration};
 pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
 pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, lane_for_buoy};
 pub use error::{BusyReason, CatalogError, Error, InputError, PartitionError, Result};

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::budget::{MemoryConsumer, MemoryReservation};
 use crate::catalog::{Catalog, CatalogCommit, FileMeta, Tombstone};
 use crate::error::{Error, Result};
 use crate::read::ReadView;
@@ -33,7 +34,10 @@ use crate::types::TimestampNs;
 
 use super::layout::FileToWrite;
 use super::merge::{CompactionFile, merge_files};
-use super::policy::{COMPACTION_SLICE_ROWS_MIN, CompactionScope, compaction_run, generations, tiered_run};
+use super::policy::{
+    COMPACTION_BYTES_PER_ROW, COMPACTION_SLICE_ROWS_MIN, CompactionScope, compaction_run, generations,
+    tiered_run,
+};
 use super::{collect_tombstones, now_ns, reap_unlinked, remove_written, unlink, write_file};
 
 /// How often the compactor looks for work (and applies retention) without being woken.
@@ -198,6 +202,12 @@ impl Compactor {
             CompactionScope::Fold => compaction_run(all, &view.tombstones, usize::MAX),
         };
         let Some(files) = run else { return Ok(false) };
+        let stop = &self.stop;
+        let Some((files, slice_rows, _memory)) =
+            self.reserve_memory(files, scope, &|| stop.load(Ordering::Relaxed))
+        else {
+            return Ok(false);
+        };
         let mut inputs = Vec::with_capacity(files.len());
         for f in &files {
             let path = self.shared.config.data_dir.join(&f.path);
@@ -207,9 +217,6 @@ impl Compactor {
                 view.tombstones.iter().filter(|t| t.applies_to_file(f)).cloned().collect();
             inputs.push(CompactionFile { meta: f.clone(), bytes: bytes.into(), tombstones });
         }
-        let slice_rows =
-            (self.shared.config.compaction_rows_max / inputs.len().max(1)).max(COMPACTION_SLICE_ROWS_MIN);
-        let stop = &self.stop;
         let yield_now = || stop.load(Ordering::Relaxed);
         let options = &self.shared.config.partition_write;
         let threads = self.shared.config.flush_threads;
@@ -285,6 +292,66 @@ impl Compactor {
             "compaction done"
         );
         Ok(true)
+    }
+
+    /// Reserves a compaction's working set in the memory budget: its input files (read whole)
+    /// and the output as it is encoded (about as many bytes again), plus each input's slice of
+    /// rows ([`COMPACTION_BYTES_PER_ROW`]). Short of memory it takes smaller slices (down to
+    /// [`COMPACTION_SLICE_ROWS_MIN`]), then, when even those could never fit, the oldest
+    /// generations of the run alone (a run of consecutive generations stays one: its output
+    /// still loses to every newer file), and otherwise waits for memory. Returns the files to
+    /// merge, the slice size and the reservation; `None` when nothing fits at all (logged; the
+    /// debt stays and ingest is held to it) or the engine is stopping.
+    fn reserve_memory(
+        &self,
+        mut files: Vec<Arc<FileMeta>>,
+        scope: CompactionScope,
+        give_up: &dyn Fn() -> bool,
+    ) -> Option<(Vec<Arc<FileMeta>>, usize, MemoryReservation)> {
+        let budget = &self.shared.memory;
+        let ceiling = budget.ceiling(MemoryConsumer::Compaction);
+        let need = |files: &[Arc<FileMeta>], slice_rows: usize| {
+            let input: u64 = files.iter().map(|f| f.bytes).sum();
+            (input as usize).saturating_mul(2).saturating_add(
+                slice_rows.saturating_mul(files.len()).saturating_mul(COMPACTION_BYTES_PER_ROW),
+            )
+        };
+        files.sort_by_key(|f| (f.generation, f.id));
+        // Oldest generations first while even the smallest slices could never fit.
+        let fewest = if scope == CompactionScope::Fold { 1 } else { 2 };
+        while need(&files, COMPACTION_SLICE_ROWS_MIN) > ceiling {
+            let last = files.last().map(|f| f.generation)?;
+            let kept: Vec<Arc<FileMeta>> = files.iter().filter(|f| f.generation != last).cloned().collect();
+            let generations = {
+                let mut g: Vec<u64> = kept.iter().map(|f| f.generation).collect();
+                g.dedup();
+                g.len()
+            };
+            if generations < fewest {
+                tracing::warn!(
+                    files = files.len(),
+                    bytes = need(&files, COMPACTION_SLICE_ROWS_MIN),
+                    memory_bytes_max = budget.limit(),
+                    "compaction does not fit the memory budget; skipped"
+                );
+                return None;
+            }
+            self.shared.metrics.compactions_narrowed.fetch_add(1, Ordering::Relaxed);
+            files = kept;
+        }
+        let mut slice_rows =
+            (self.shared.config.compaction_rows_max / files.len().max(1)).max(COMPACTION_SLICE_ROWS_MIN);
+        loop {
+            if let Some(memory) = budget.try_reserve(MemoryConsumer::Compaction, need(&files, slice_rows)) {
+                return Some((files, slice_rows, memory));
+            }
+            if slice_rows <= COMPACTION_SLICE_ROWS_MIN {
+                break;
+            }
+            slice_rows = (slice_rows / 2).max(COMPACTION_SLICE_ROWS_MIN);
+        }
+        let memory = budget.reserve_waiting(MemoryConsumer::Compaction, need(&files, slice_rows), give_up)?;
+        Some((files, slice_rows, memory))
     }
 
     /// Retention: removes partitions that ended at or before `cutoff` (catalog first).

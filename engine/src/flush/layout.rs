@@ -88,16 +88,7 @@ impl FileSummary {
     }
 }
 
-/// One file to write: sorted rows of one partition, all fitting one value encoding.
-pub(super) struct FileJob {
-    pub(super) partition_start: TimestampNs,
-    pub(super) rows: PartitionRows,
-    pub(super) encoding: ValueEncoding,
-    pub(super) seq_min: u64,
-    pub(super) seq_max: u64,
-}
-
-/// A file's catalog facts besides its bytes, for [`Flusher::write_file`].
+/// A file's catalog facts besides its bytes, for `write_file`.
 pub(super) struct FileToWrite<'a> {
     pub(super) partition_start: TimestampNs,
     pub(super) summary: &'a FileSummary,
@@ -105,28 +96,11 @@ pub(super) struct FileToWrite<'a> {
     pub(super) seq_max: u64,
 }
 
-/// Splits a partition's sorted rows into one file per value encoding: a Parquet DECIMAL column
-/// has one scale, so metrics measured at different precisions (salinity at 0.001, temperature
-/// at 0.01) are stored apart, each at its own scale (0.64 instead of 0.80 bytes per reading on
-/// the marine workload, see `engine/PARTITION.md`). A single encoding keeps the rows as they are.
-pub(super) fn split_by_encoding(
-    partition_start: TimestampNs,
-    rows: PartitionRows,
-    seq_min: u64,
-    seq_max: u64,
-    jobs: &mut Vec<FileJob>,
-) {
-    let groups = value_encoding_groups(&rows);
-    if let [(encoding, _)] = groups.as_slice() {
-        jobs.push(FileJob { partition_start, rows, encoding: *encoding, seq_min, seq_max });
-        return;
-    }
-    for (encoding, keep) in groups {
-        let rows = subset_by_metric(&rows, &keep);
-        jobs.push(FileJob { partition_start, rows, encoding, seq_min, seq_max });
-    }
-}
-
+/// A partition's sorted rows go to one file per value encoding: a Parquet DECIMAL column has
+/// one scale, so metrics measured at different precisions (salinity at 0.001, temperature at
+/// 0.01) are stored apart, each at its own scale (0.64 instead of 0.80 bytes per reading on the
+/// marine workload, see `engine/PARTITION.md`).
+///
 /// Groups the metrics of sorted rows by the value encoding their values choose: the encoding and
 /// one mask over the metric dictionary per group. A single group means the rows are written as
 /// they are.
