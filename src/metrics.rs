@@ -170,6 +170,24 @@ impl Collector for FleetCollector {
             "Batches refused busy because the memory budget was taken",
             e.batches_refused_memory,
         )?;
+        counter(
+            enc,
+            "bluewave_engine_retention_files_dropped",
+            "Partition files dropped by retention",
+            e.partitions_dropped,
+        )?;
+        counter(
+            enc,
+            "bluewave_engine_retention_files_rewritten",
+            "Partition files rewritten by retention without their expired metrics",
+            e.retention_files_rewritten,
+        )?;
+        counter(
+            enc,
+            "bluewave_engine_retention_rows_removed",
+            "Rows removed by retention",
+            e.retention_rows_removed,
+        )?;
         let w = self.quic.metrics();
         gauge(enc, "bluewave_quic_connections_open", "Open buoy connections", w.connections_open)?;
         counter(

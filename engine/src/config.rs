@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::partition::PartitionWriteOptions;
+use crate::retention::Retention;
 use crate::types::{DEFAULT_METRIC_RANGES, NANOS_PER_SECOND, PhysicalRange};
 
 /// Whether an acknowledgement waits for `fdatasync`.
@@ -132,8 +133,11 @@ pub struct EngineConfig {
     /// the compactor brings the debt back under it: the engine never takes more than it can keep
     /// compacted. Default 64; above `compaction_debt_slowdown_generations`.
     pub compaction_debt_busy_generations: usize,
-    /// Partitions that ended longer ago than this are dropped; `None` keeps everything.
-    pub retention: Option<Duration>,
+    /// How long readings are kept, for every metric and per metric ([`Retention`]): the
+    /// compactor drops the files of partitions that ended longer ago than that, and rewrites
+    /// a file whose metrics expire at different times without the expired ones. Default: keep
+    /// everything.
+    pub retention: Retention,
     /// One memory budget for the buffer (and the batches queued for it), the flush and
     /// compaction working sets and the query-side caches ([`crate::MemoryBudget`]): their
     /// reservations together never pass it. A quarter of it is kept for flushes (they free the
@@ -177,7 +181,7 @@ impl EngineConfig {
             compaction_nice: 10,
             compaction_debt_slowdown_generations: 32,
             compaction_debt_busy_generations: 64,
-            retention: None,
+            retention: Retention::default(),
             memory_bytes_max: 1 << 30,
             metric_ranges: DEFAULT_METRIC_RANGES
                 .iter()
@@ -228,6 +232,7 @@ impl EngineConfig {
                 self.compaction_nice
             )));
         }
+        self.retention.validate()?;
         if self.memory_bytes_max < MEMORY_BYTES_MIN {
             return Err(Error::Config(format!(
                 "memory_bytes_max must be at least {MEMORY_BYTES_MIN} bytes, got {}",

@@ -15,7 +15,7 @@ use crate::budget::{MemoryBudget, MemoryConsumer};
 use crate::catalog::{BuoyInfo, Catalog, FileMeta};
 use crate::config::{Durability, EngineConfig};
 use crate::dedup::UNSEQUENCED;
-use crate::error::{BusyReason, Error, InputError, Result};
+use crate::error::{BusyReason, CatalogError, Error, InputError, Result};
 use crate::flush::{COMPACTOR_QUEUE_DEPTH, Compactor, CompactorMsg, FlushReport, Flusher, FlusherMsg};
 use crate::metrics::MetricsSnapshot;
 use crate::pipeline::{
@@ -23,6 +23,7 @@ use crate::pipeline::{
 };
 use crate::read::Snapshot;
 use crate::recovery::{Recovered, Recovery, RecoveryReport, recover};
+use crate::retention::RetentionRecord;
 use crate::state::{BUSY_RETRY_AFTER_MS, DEBT_RETRY_AFTER_MS, lane_of, queued_request_bytes};
 use crate::storage::{FsStorage, Storage, create_dir_durable};
 use crate::types::{BuoyId, MetricName, PhysicalRange, Quality, ReadingBatch, TimestampNs};
@@ -410,6 +411,27 @@ impl Engine {
             .send(CompactorMsg::CompactAll { reply: tx })
             .map_err(|_| Error::ShuttingDown)?;
         rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Applies the configured retention now (the compactor also does so every second):
+    /// returns what it removed, `None` when nothing had expired.
+    pub fn apply_retention(&self) -> Result<Option<RetentionRecord>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner
+            .compactor_tx
+            .send(CompactorMsg::ApplyRetention { reply: tx })
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// The record of the last retention pass that removed something, from the catalog.
+    pub fn last_retention(&self) -> Result<Option<RetentionRecord>> {
+        match self.inner.catalog.last_retention()? {
+            None => Ok(None),
+            Some(bytes) => RetentionRecord::decode(&bytes).map(Some).ok_or_else(|| {
+                Error::Catalog(CatalogError::Undecodable { table: "retention".into(), key: "last".into() })
+            }),
+        }
     }
 
     /// Drops partitions that ended before `cutoff` (ns); returns files dropped.

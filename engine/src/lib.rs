@@ -19,6 +19,8 @@
 //!   reader and the query crate.
 //! - [`read`]: consistent snapshots, catalog file selection, the reference merge reader.
 //! - `state`: the state the engine's threads share, every field's writer and lifetime noted.
+//! - `retention`: how long readings are kept (globally and per metric) and the record of its
+//!   last application.
 //! - `recovery`: replay at open, temp and orphan files, the WAL handover to the first flush.
 //! - `storage`: the file-system seam, swapped for a fault-injecting one in crash tests.
 //!
@@ -56,6 +58,7 @@ mod pipeline;
 mod precedence;
 pub mod read;
 mod recovery;
+mod retention;
 mod state;
 mod storage;
 mod wal;
@@ -73,7 +76,7 @@ pub use config::{Durability, EngineConfig, MEMORY_BYTES_MIN, PartitionDuration};
 pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
 pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, lane_for_buoy};
 pub use error::{BusyReason, CatalogError, Error, InputError, PartitionError, Result};
-pub use flush::{FlushReport, READINGS_TABLE};
+pub use flush::{FlushReport, READINGS_TABLE, utc_text};
 pub use metrics::{FSYNC_BUCKETS, MetricsSnapshot};
 pub use partition::{
     COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_NAMES, COLUMN_QUALITY, COLUMN_TS, COLUMN_VALUE, ColumnBytes,
@@ -84,6 +87,10 @@ pub use pipeline::IngestOutcome;
 pub use precedence::Precedence;
 pub use read::{CompactionDebt, NewestWindow, ReadFilter, ReadView, Row, SelectedFile, Snapshot};
 pub use recovery::RecoveryReport;
+pub use retention::{
+    RETENTION_MAX, RETENTION_MIN, Retention, RetentionRecord, format_duration as format_retention,
+    parse_retention,
+};
 pub use storage::{FsStorage, Storage, StorageFile};
 
 /// Internals exposed for fuzz targets and benches; not a stable API.

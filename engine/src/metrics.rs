@@ -28,6 +28,8 @@ pub struct EngineMetrics {
     pub(crate) partitions_dropped: AtomicU64,
     pub(crate) batches_refused_memory: AtomicU64,
     pub(crate) compactions_narrowed: AtomicU64,
+    pub(crate) retention_files_rewritten: AtomicU64,
+    pub(crate) retention_rows_removed: AtomicU64,
 }
 
 impl EngineMetrics {
@@ -58,6 +60,8 @@ impl EngineMetrics {
             partitions_dropped: self.partitions_dropped.load(Relaxed),
             batches_refused_memory: self.batches_refused_memory.load(Relaxed),
             compactions_narrowed: self.compactions_narrowed.load(Relaxed),
+            retention_files_rewritten: self.retention_files_rewritten.load(Relaxed),
+            retention_rows_removed: self.retention_rows_removed.load(Relaxed),
             buffer_bytes: 0,
             queue_depth: 0,
             compaction_generations_max: 0,
@@ -114,6 +118,10 @@ pub struct MetricsSnapshot {
     pub compactions_yielded: u64,
     /// Partition files dropped by retention.
     pub partitions_dropped: u64,
+    /// Partition files retention rewrote without their expired metrics.
+    pub retention_files_rewritten: u64,
+    /// Rows retention removed (dropped files and rewritten ones).
+    pub retention_rows_removed: u64,
     /// Bytes in the in-memory buffer now.
     pub buffer_bytes: u64,
     /// Batches waiting in lane queues now.

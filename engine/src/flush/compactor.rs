@@ -29,6 +29,7 @@ use crate::budget::{MemoryConsumer, MemoryReservation};
 use crate::catalog::{Catalog, CatalogCommit, FileMeta, Tombstone};
 use crate::error::{Error, Result};
 use crate::read::ReadView;
+use crate::retention::RetentionRecord;
 use crate::state::Shared;
 use crate::types::TimestampNs;
 
@@ -43,6 +44,9 @@ use super::{collect_tombstones, now_ns, reap_unlinked, remove_written, unlink, w
 /// How often the compactor looks for work (and applies retention) without being woken.
 const COMPACTOR_TICK: Duration = Duration::from_millis(100);
 
+/// How often the compactor applies the configured retention on its own.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The compactor's queue carries control messages only; a wake-up finds it non-empty.
 pub(crate) const COMPACTOR_QUEUE_DEPTH: usize = 64;
 
@@ -51,6 +55,8 @@ pub(crate) enum CompactorMsg {
     Wake,
     /// Fold every partition (an explicit `Engine::compact`); replies with partitions compacted.
     CompactAll { reply: Sender<Result<usize>> },
+    /// Apply the configured retention now; replies with what it removed (`None`: nothing).
+    ApplyRetention { reply: Sender<Result<Option<RetentionRecord>>> },
     /// Drop partitions that ended before `cutoff`; replies with files dropped.
     DropBefore { cutoff: TimestampNs, reply: Sender<Result<usize>> },
     /// Stop (a merge in progress gives up first, see `stop`).
@@ -67,6 +73,9 @@ pub(crate) struct Compactor {
     /// changes. Weak, so it never keeps the files of an old view from being deleted (the
     /// allocation stays, so its address is never taken by a newer view).
     idle_view: Weak<ReadView>,
+    /// When the background loop last applied retention (it does so every
+    /// [`RETENTION_INTERVAL`]).
+    retention_checked: Option<Instant>,
 }
 
 impl Compactor {
@@ -76,7 +85,7 @@ impl Compactor {
         rx: Receiver<CompactorMsg>,
         stop: Arc<AtomicBool>,
     ) -> Self {
-        Self { shared, catalog, rx, stop, idle_view: Weak::new() }
+        Self { shared, catalog, rx, stop, idle_view: Weak::new(), retention_checked: None }
     }
 
     pub(crate) fn run(mut self) {
@@ -96,6 +105,11 @@ impl Compactor {
                 Some(CompactorMsg::CompactAll { reply }) => {
                     let result = self.compact_all();
                     // Files nobody reads any more go before the caller hears back.
+                    reap_unlinked(&self.shared);
+                    let _ = reply.send(result);
+                }
+                Some(CompactorMsg::ApplyRetention { reply }) => {
+                    let result = self.apply_retention(now_ns());
                     reap_unlinked(&self.shared);
                     let _ = reply.send(result);
                 }
@@ -125,11 +139,12 @@ impl Compactor {
                             }
                         }
                     }
-                    if let Some(retention) = self.shared.config.retention {
-                        let cutoff =
-                            now_ns().saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
-                        if let Err(e) = self.drop_before(cutoff) {
-                            tracing::error!(error = %e, "retention pass failed");
+                    if !self.shared.config.retention.keeps_everything()
+                        && self.retention_checked.is_none_or(|at| at.elapsed() >= RETENTION_INTERVAL)
+                    {
+                        self.retention_checked = Some(Instant::now());
+                        if let Err(e) = self.apply_retention(now_ns()) {
+                            tracing::error!(error = %e, "retention pass failed; will retry");
                         }
                     }
                 }
@@ -215,7 +230,12 @@ impl Compactor {
                 self.shared.storage.read(&path).map_err(|e| Error::io("read partition file", &path, e))?;
             let tombstones: Vec<Arc<Tombstone>> =
                 view.tombstones.iter().filter(|t| t.applies_to_file(f)).cloned().collect();
-            inputs.push(CompactionFile { meta: f.clone(), bytes: bytes.into(), tombstones });
+            inputs.push(CompactionFile {
+                meta: f.clone(),
+                bytes: bytes.into(),
+                tombstones,
+                expired_metrics: Vec::new(),
+            });
         }
         let yield_now = || stop.load(Ordering::Relaxed);
         let options = &self.shared.config.partition_write;
@@ -352,6 +372,175 @@ impl Compactor {
         }
         let memory = budget.reserve_waiting(MemoryConsumer::Compaction, need(&files, slice_rows), give_up)?;
         Some((files, slice_rows, memory))
+    }
+
+    /// Applies the configured retention at `now`: every file whose metrics have all expired in
+    /// its partition is dropped; a file holding expired and kept metrics is rewritten without
+    /// the expired ones (its generation and applied tombstones kept: it holds a subset of its
+    /// rows). Rewritten files are written first; then one catalog transaction removes the old
+    /// files, adds the rewritten ones and records the pass; the old bytes go once no snapshot
+    /// reads them. A crash before the commit leaves the old files (orphans are removed at the
+    /// next open), after it the new ones: nothing within retention is ever lost. Logged
+    /// (`event = "retention_applied"`) and counted; returns the record (`None`: nothing had
+    /// expired, or the engine is stopping).
+    fn apply_retention(&mut self, now: TimestampNs) -> Result<Option<RetentionRecord>> {
+        let policy = &self.shared.config.retention;
+        if policy.keeps_everything() {
+            return Ok(None);
+        }
+        let view = self.shared.view.load_full();
+        let mut doomed: Vec<Arc<FileMeta>> = Vec::new();
+        let mut trimmed: Vec<(Arc<FileMeta>, Vec<Arc<str>>)> = Vec::new();
+        for f in view.files() {
+            let expired: Vec<Arc<str>> =
+                f.metrics.iter().filter(|m| policy.expired(m, f.partition_end, now)).cloned().collect();
+            if expired.is_empty() {
+                continue;
+            }
+            if expired.len() == f.metrics.len() {
+                doomed.push(f.clone());
+            } else {
+                trimmed.push((f.clone(), expired));
+            }
+        }
+        if doomed.is_empty() && trimmed.is_empty() {
+            return Ok(None);
+        }
+        let mut record = RetentionRecord {
+            applied_at: now,
+            settings: policy.to_string(),
+            partition_first: i64::MAX,
+            partition_last_end: i64::MIN,
+            ..RetentionRecord::default()
+        };
+        let mut metrics: std::collections::BTreeSet<Arc<str>> = std::collections::BTreeSet::new();
+        for f in &doomed {
+            record.files_dropped += 1;
+            record.rows_removed += f.rows;
+            record.bytes_released += f.bytes;
+            metrics.extend(f.metrics.iter().cloned());
+        }
+        let mut written: Vec<FileMeta> = Vec::new();
+        let mut replaced: Vec<Arc<FileMeta>> = Vec::new();
+        for (f, expired) in trimmed {
+            let stop = &self.stop;
+            let Some((_, slice_rows, _memory)) =
+                self.reserve_memory(vec![f.clone()], CompactionScope::Fold, &|| stop.load(Ordering::Relaxed))
+            else {
+                // Stopping, or a file too large for the budget (logged): the next pass retries.
+                continue;
+            };
+            let path = self.shared.config.data_dir.join(&f.path);
+            let bytes = match self.shared.storage.read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    remove_written(&self.shared, &written);
+                    return Err(Error::io("read partition file", &path, e));
+                }
+            };
+            let input = [CompactionFile {
+                meta: f.clone(),
+                bytes: bytes.into(),
+                tombstones: Vec::new(),
+                expired_metrics: expired.clone(),
+            }];
+            let yield_now = || stop.load(Ordering::Relaxed);
+            let options = &self.shared.config.partition_write;
+            let threads = self.shared.config.flush_threads;
+            let outputs =
+                match merge_files(&input, f.partition_start, slice_rows, threads, options, &yield_now) {
+                    Ok(Some(outputs)) => outputs,
+                    Ok(None) => {
+                        remove_written(&self.shared, &written);
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        remove_written(&self.shared, &written);
+                        return Err(e);
+                    }
+                };
+            let mut kept_rows = 0;
+            for output in outputs {
+                let file = FileToWrite {
+                    partition_start: f.partition_start,
+                    summary: &output.summary,
+                    seq_min: f.seq_min,
+                    seq_max: f.seq_max,
+                };
+                match write_file(&self.shared, file, &output.encoded.bytes, f.generation) {
+                    Ok(mut meta) => {
+                        meta.applied_tombstones = f.applied_tombstones.clone();
+                        kept_rows += meta.rows;
+                        written.push(meta);
+                    }
+                    Err(e) => {
+                        remove_written(&self.shared, &written);
+                        return Err(e);
+                    }
+                }
+            }
+            record.files_rewritten += 1;
+            record.rows_removed += f.rows.saturating_sub(kept_rows);
+            record.bytes_released += f.bytes;
+            metrics.extend(expired);
+            replaced.push(f);
+        }
+        for f in doomed.iter().chain(&replaced) {
+            record.partition_first = record.partition_first.min(f.partition_start);
+            record.partition_last_end = record.partition_last_end.max(f.partition_end);
+        }
+        if doomed.is_empty() && replaced.is_empty() {
+            return Ok(None);
+        }
+        record.metrics = metrics
+            .iter()
+            .take(crate::retention::RETENTION_RECORD_METRICS_MAX)
+            .map(|m| m.to_string())
+            .collect();
+        let change = CatalogCommit {
+            add_files: written.clone(),
+            remove_files: doomed.iter().chain(&replaced).map(|f| f.id).collect(),
+            next_file_id: Some(self.shared.next_file_id.load(Ordering::Relaxed)),
+            retention_record: Some(record.encode()),
+            ..CatalogCommit::default()
+        };
+        if let Err(e) = self.catalog.commit(&change) {
+            remove_written(&self.shared, &written);
+            return Err(e);
+        }
+        let gone: std::collections::HashSet<u64> = change.remove_files.iter().copied().collect();
+        self.shared.view.rcu(|v| {
+            let mut next = ReadView::clone(v);
+            for f in &written {
+                next.partitions.entry(f.partition_start).or_default().push(Arc::new(f.clone()));
+            }
+            next.partitions.retain(|_, files| {
+                files.retain(|f| !gone.contains(&f.id));
+                !files.is_empty()
+            });
+            next.recompute_debt();
+            next
+        });
+        self.shared.metrics.partitions_dropped.fetch_add(record.files_dropped, Ordering::Relaxed);
+        self.shared.metrics.retention_files_rewritten.fetch_add(record.files_rewritten, Ordering::Relaxed);
+        self.shared.metrics.retention_rows_removed.fetch_add(record.rows_removed, Ordering::Relaxed);
+        self.shared.room_freed.notify_waiters();
+        unlink(&self.shared, doomed);
+        unlink(&self.shared, replaced);
+        collect_tombstones(&self.shared, &self.catalog)?;
+        tracing::info!(
+            event = "retention_applied",
+            settings = %record.settings,
+            files_dropped = record.files_dropped,
+            files_rewritten = record.files_rewritten,
+            rows_removed = record.rows_removed,
+            bytes_released = record.bytes_released,
+            partition_first = record.partition_first,
+            partition_last_end = record.partition_last_end,
+            metrics = ?record.metrics,
+            "retention applied"
+        );
+        Ok(Some(record))
     }
 
     /// Retention: removes partitions that ended at or before `cutoff` (catalog first).

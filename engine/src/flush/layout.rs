@@ -169,6 +169,15 @@ pub(crate) fn partition_dir(partition_start: TimestampNs) -> String {
     format!("parquet/{READINGS_TABLE}/date={y:04}-{m:02}-{d:02}/hour={hour:02}")
 }
 
+/// `2026-06-01T13:00:00Z`: a timestamp as UTC text to the second (for tools such as
+/// `bluewave inspect`).
+pub fn utc_text(ts: TimestampNs) -> String {
+    let secs = ts.div_euclid(1_000_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3_600, s % 3_600 / 60, s % 60)
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -190,6 +199,7 @@ mod tests {
     #[test]
     fn partition_dirs_use_civil_dates() {
         assert_eq!(partition_dir(0), "parquet/readings/date=1970-01-01/hour=00");
+        assert_eq!(utc_text(1_780_318_800 * 1_000_000_000 + 61_000_000_123), "2026-06-01T13:01:01Z");
         // 2026-06-01T13:00:00Z
         assert_eq!(partition_dir(1_780_318_800 * 1_000_000_000), "parquet/readings/date=2026-06-01/hour=13");
         assert_eq!(partition_dir(-3_600 * 1_000_000_000), "parquet/readings/date=1969-12-31/hour=23");

@@ -51,9 +51,9 @@ use crate::types::TimestampNs;
 use crate::wal;
 
 pub(crate) use compactor::{COMPACTOR_QUEUE_DEPTH, Compactor, CompactorMsg};
-pub use layout::READINGS_TABLE;
 pub(crate) use layout::partition_dir;
 use layout::{FileSummary, FileToWrite, subset_by_metric, value_encoding_groups};
+pub use layout::{READINGS_TABLE, utc_text};
 use pieces::{FLUSH_BYTES_PER_ROW, FLUSH_PIECE_OVERHEAD_BYTES, Piece, RankedChunks};
 use sort::merge_buffer_rows;
 

@@ -11,3 +11,4 @@ mod kill9;
 mod memory;
 mod model;
 mod recovery;
+mod retention;
