@@ -163,7 +163,8 @@ impl MemoryBudget {
     }
 
     /// Takes `bytes` whatever the ceiling: only for the buffer replayed from the WAL at open,
-    /// which is acknowledged data and cannot be refused (the high-water mark then shows it).
+    /// which is acknowledged data and cannot be refused, and for the flush that frees it (the
+    /// high-water mark then shows it).
     pub(crate) fn reserve_forced(
         self: &Arc<Self>,
         consumer: MemoryConsumer,

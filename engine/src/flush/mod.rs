@@ -386,10 +386,25 @@ fn write_piece(
     written: &mut Vec<FileMeta>,
 ) -> Result<()> {
     let need = piece.memory_bytes();
-    let _memory = shared
-        .memory
-        .reserve_waiting(MemoryConsumer::Flush, need, &|| false)
-        .ok_or_else(|| Error::Config(format!("a flush piece needs {need} bytes, above memory_bytes_max")))?;
+    let memory = &shared.memory;
+    // Other consumers stay below the flush reserve, so a piece gets its memory once the other
+    // pieces of this flush are done. The one exception is a WAL replayed at open above the
+    // budget (`reserve_forced`): only a flush frees it, so the flush then goes over the limit
+    // rather than wait for ever (logged; the high-water mark shows it).
+    let over_budget_replay = || {
+        memory.used_by(MemoryConsumer::Flush) == 0 && memory.used() > memory.ceiling(MemoryConsumer::Ingest)
+    };
+    let _memory = match memory.reserve_waiting(MemoryConsumer::Flush, need, &over_budget_replay) {
+        Some(reservation) => reservation,
+        None => {
+            tracing::warn!(
+                need,
+                used = memory.used(),
+                "flush piece over the memory budget (a WAL replayed above it, or one key rewritten more often than a piece holds)"
+            );
+            memory.reserve_forced(MemoryConsumer::Flush, need)
+        }
+    };
     let rows = ranked.rows_of(piece);
     let merged = merge_buffer_rows(chunks, &rows, piece.partition_start, &view.tombstones);
     drop(rows);

@@ -8,6 +8,9 @@
 //!   after retries every acknowledged reading is stored exactly once; once everything is
 //!   flushed and no snapshot is held, nothing stays reserved.
 //! - `a_budget_too_small_for_the_buffer_is_refused_at_open`: the limits are checked together.
+//! - `a_wal_replayed_above_a_smaller_budget_is_flushed_and_the_budget_recovers`: the one case
+//!   the accounting may pass the limit (acknowledged data replayed at open) never stalls the
+//!   flush that frees it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,4 +157,67 @@ fn a_budget_too_small_for_the_buffer_is_refused_at_open() {
     assert!(matches!(Engine::open(c.clone()), Err(Error::Config(m)) if m.contains("three quarters")));
     c.queue_bytes_max = 4 << 20;
     Engine::open(c).unwrap().shutdown().unwrap();
+}
+
+/// A WAL written under a larger budget and replayed at open under a smaller one is acknowledged
+/// data: it is replayed all the same (counted over the budget), and the flush that frees it
+/// goes ahead instead of waiting for memory that only it can free; then the budget holds again.
+#[test]
+fn a_wal_replayed_above_a_smaller_budget_is_flushed_and_the_budget_recovers() {
+    const WRITERS: usize = 4;
+    const BATCHES: u64 = 34;
+    const ROWS: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut large = config(dir.path());
+    large.flush_buffer_bytes = 48 << 20;
+    large.buffer_bytes_max = 64 << 20;
+    let names: Vec<String> = (0..WRITERS).map(|i| format!("w-{i}")).collect();
+    let mut expected = RowMap::new();
+    {
+        let engine = Engine::open(large).unwrap();
+        register(&engine, &names.iter().map(String::as_str).collect::<Vec<_>>());
+        for (w, name) in names.iter().enumerate() {
+            for s in 0..BATCHES {
+                let rows: Vec<(&str, i64, f64)> = (0..ROWS)
+                    .map(|r| {
+                        (
+                            "ph",
+                            T0 + (s as i64 * ROWS as i64 + r as i64) * 1_000_000,
+                            7.0 + (w + r % 100) as f64 / 100.0,
+                        )
+                    })
+                    .collect();
+                engine.ingest(&buoy(name), s, batch(&rows)).unwrap().wait().unwrap();
+                for (m, ts, v) in rows {
+                    expected.insert((name.clone(), m.to_string(), ts), (v, 0));
+                }
+            }
+        }
+        assert_eq!(engine.metrics().flushes, 0);
+        // Dropped without a shutdown: nothing is flushed, the WAL holds it all.
+    }
+    let mut small = config(dir.path());
+    small.memory_bytes_max = MEMORY_BYTES_MIN;
+    small.queue_bytes_max = 4 << 20;
+    small.buffer_bytes_max = 6 << 20;
+    small.flush_buffer_bytes = 2 << 20;
+    let ceiling = (small.memory_bytes_max - small.flush_reserve_bytes()) as u64;
+    let engine = Engine::open(small).unwrap();
+    assert_eq!(engine.recovery_report().entries_replayed, WRITERS * BATCHES as usize);
+    assert!(engine.metrics().memory_high_water_bytes > ceiling, "the replay fits the small budget: no test");
+    let shown = read_map(&engine);
+    assert!(shown == expected, "replayed rows differ");
+    engine.flush().unwrap();
+    let deadline = Instant::now() + WAIT_MAX;
+    while engine.metrics().memory_used_bytes > 0 {
+        assert!(Instant::now() < deadline, "memory still reserved: {:?}", engine.metrics());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The budget holds again: ingest is taken within it.
+    let outcome = engine.ingest(&buoy("w-0"), BATCHES, batch(&[("ph", T0 - 1, 7.5)])).unwrap().wait();
+    assert!(matches!(outcome, Ok(IngestOutcome::Stored { .. })), "{outcome:?}");
+    expected.insert(("w-0".to_string(), "ph".to_string(), T0 - 1), (7.5, 0));
+    let stored = assert_stored_once(&engine);
+    assert!(stored == expected, "stored rows differ");
+    engine.shutdown().unwrap();
 }
