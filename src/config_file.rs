@@ -31,7 +31,7 @@
 
 use std::path::Path;
 
-use bluewave_engine::EngineConfig;
+use bluewave_engine::{EngineConfig, Retention, parse_retention};
 use bluewave_query::QueryConfig;
 use bluewave_web::{AuthConfig, BuoySource, HttpConfig, LineProtocolConfig};
 use bluewave_wire::ServerConfig;
@@ -108,8 +108,39 @@ section!(
         compaction_nice: i32,
         compaction_debt_slowdown_generations: usize,
         compaction_debt_busy_generations: usize,
+        memory_bytes_max: usize,
+        retention: RetentionSection,
     }
 );
+
+/// `[engine.retention]`: how long readings are kept, `default = "90d"` for every metric and
+/// per metric under `[engine.retention.metrics]` (`ph = "30d"`, `battery_v = "forever"`).
+/// Durations are a whole number and a unit `s`, `m`, `h`, `d` or `w`, or `"forever"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Retention of every metric without its own (absent: keep forever).
+    pub default: Option<String>,
+    /// Per metric name.
+    #[serde(default)]
+    pub metrics: std::collections::BTreeMap<String, String>,
+}
+
+impl RetentionSection {
+    /// The engine's [`Retention`], or a message naming the key whose value is refused.
+    pub fn policy(&self) -> Result<Retention, String> {
+        let mut policy = Retention::default();
+        if let Some(text) = &self.default {
+            policy.default = parse_retention(text).map_err(|e| format!("engine.retention.default: {e}"))?;
+        }
+        for (metric, text) in &self.metrics {
+            let d = parse_retention(text).map_err(|e| format!("engine.retention.metrics.{metric}: {e}"))?;
+            policy.metrics.insert(metric.clone(), d);
+        }
+        policy.validate().map_err(|e| format!("engine.retention: {e}"))?;
+        Ok(policy)
+    }
+}
 
 section!(
     /// `[quic]`: see `ServerConfig` (wire/src/server.rs and wire/PROTOCOL.md).
@@ -226,6 +257,9 @@ pub struct ConfigFile {
     /// `[line_protocol]`.
     #[serde(default)]
     pub line_protocol: LineProtocolSection,
+    /// `[engine.retention]` checked and parsed (by [`Self::parse`]).
+    #[serde(skip)]
+    pub retention: Option<Retention>,
 }
 
 impl ConfigFile {
@@ -243,7 +277,9 @@ impl ConfigFile {
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let mut file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.retention = file.engine.retention.as_ref().map(RetentionSection::policy).transpose()?;
+        Ok(file)
     }
 
     /// Sets the `[engine]` keys that are present.
@@ -268,8 +304,12 @@ impl ConfigFile {
                 compaction_nice,
                 compaction_debt_slowdown_generations,
                 compaction_debt_busy_generations,
+                memory_bytes_max,
             ]
         );
+        if let Some(retention) = &self.retention {
+            c.retention = retention.clone();
+        }
     }
 
     /// Sets the `[quic]` keys that are present.
@@ -450,6 +490,37 @@ mod tests {
         let mut quic = ServerConfig::default();
         file.apply_quic(&mut quic);
         assert_eq!(quic.hello_deadline_ms, 1_500);
+    }
+
+    #[test]
+    fn retention_is_read_globally_and_per_metric_and_bad_values_are_refused_by_key() {
+        let file = ConfigFile::parse(
+            "[engine.retention]\ndefault = \"90d\"\n[engine.retention.metrics]\nph = \"30d\"\n\
+             battery_v = \"forever\"\n",
+        )
+        .unwrap();
+        let mut engine = EngineConfig::new("d");
+        file.apply_engine(&mut engine);
+        engine.validate().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(engine.retention.default, Some(day * 90));
+        assert_eq!(engine.retention.of("ph"), Some(day * 30));
+        assert_eq!(engine.retention.of("battery_v"), None);
+        assert_eq!(engine.retention.to_string(), "default 90d, battery_v forever, ph 30d");
+        assert_eq!(EngineConfig::new("d").retention, Retention::default());
+        for (text, key) in [
+            ("[engine.retention]\ndefault = \"90\"\n", "engine.retention.default: \"90\": no unit"),
+            ("[engine.retention]\ndefault = \"3 months\"\n", "engine.retention.default"),
+            (
+                "[engine.retention.metrics]\nph = \"0d\"\n",
+                "engine.retention.metrics.ph: \"0d\": must be between",
+            ),
+            ("[engine.retention.metrics]\n\"Bad Name\" = \"1d\"\n", "Bad Name"),
+            ("[engine.retention]\nkeep = \"1d\"\n", "unknown field `keep`"),
+        ] {
+            let e = ConfigFile::parse(text).err().unwrap_or_else(|| panic!("{text:?} accepted"));
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -69,8 +69,9 @@ enum Command {
     /// Ingest a generated marine fleet (deterministic) through the durable path, flush it to
     /// Parquet and print a summary.
     IngestDemo(DemoArgs),
-    /// List partitions, files, tombstones and what recovery found.
-    Inspect,
+    /// List partitions, files, tombstones, what recovery found, and the retention settings
+    /// and what retention last removed.
+    Inspect(InspectArgs),
     /// Run QUIC ingest and the HTTPS API until SIGINT/SIGTERM, then stop gracefully.
     Serve(serve::ServeArgs),
     /// Manage buoys and their device tokens.
@@ -134,7 +135,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::IngestDemo(args) => ingest_demo(cli.data_dir, &args),
-        Command::Inspect => inspect(cli.data_dir),
+        Command::Inspect(args) => inspect(cli.data_dir, &args),
         Command::Serve(args) => return exit_code(serve::run(&cli.data_dir, &args)),
         Command::Devices(command) => return exit_code(devices::run(&cli.data_dir, &command)),
         Command::Buoy(args) => return buoy::run(args),
@@ -243,8 +244,47 @@ fn ingest_demo(data_dir: PathBuf, args: &DemoArgs) -> Result<(), Error> {
     engine.shutdown()
 }
 
-fn inspect(data_dir: PathBuf) -> Result<(), Error> {
+/// `bluewave inspect` options.
+#[derive(clap::Args, Debug)]
+struct InspectArgs {
+    /// The server's config file, to show the retention it sets (`[engine.retention]`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn inspect(data_dir: PathBuf, args: &InspectArgs) -> Result<(), Error> {
+    // Read first, so a bad file is refused before the engine opens.
+    let retention = match &args.config {
+        Some(path) => Some(
+            config_file::ConfigFile::load(path)
+                .map_err(|e| Error::Config(e.to_string()))?
+                .retention
+                .unwrap_or_default(),
+        ),
+        None => None,
+    };
     let engine = Engine::open(EngineConfig::new(&data_dir))?;
+    match retention {
+        Some(r) if r.keeps_everything() => println!("retention: keep everything ({r})"),
+        Some(r) => println!("retention: {r}"),
+        None => println!("retention: pass --config FILE to show the server's retention settings"),
+    }
+    match engine.last_retention()? {
+        None => println!("last retention pass: none has removed anything"),
+        Some(last) => println!(
+            "last retention pass: {} ({}): {} files dropped, {} rewritten, {} rows and {} bytes removed, \
+             partitions {} .. {}, metrics {}",
+            bluewave_engine::utc_text(last.applied_at),
+            last.settings,
+            last.files_dropped,
+            last.files_rewritten,
+            last.rows_removed,
+            last.bytes_released,
+            bluewave_engine::utc_text(last.partition_first),
+            bluewave_engine::utc_text(last.partition_last_end),
+            last.metrics.join(", ")
+        ),
+    }
     let report = engine.recovery_report();
     println!(
         "recovery: {} WAL entries replayed, {} torn tails cut, {} temp and {} orphan files removed, {} missing files",

@@ -126,6 +126,68 @@ impl Collector for FleetCollector {
             "Compaction debt: bytes of the files compaction has yet to rewrite",
             e.compaction_bytes_waiting,
         )?;
+        gauge(
+            enc,
+            "bluewave_engine_memory_bytes_max",
+            "Memory budget (memory_bytes_max)",
+            e.memory_bytes_max,
+        )?;
+        gauge(
+            enc,
+            "bluewave_engine_memory_used_bytes",
+            "Memory reserved against the budget now",
+            e.memory_used_bytes,
+        )?;
+        gauge(
+            enc,
+            "bluewave_engine_memory_high_water_bytes",
+            "Most memory ever reserved against the budget at once",
+            e.memory_high_water_bytes,
+        )?;
+        gauge(
+            enc,
+            "bluewave_engine_memory_ingest_bytes",
+            "Memory reserved by queued and buffered batches",
+            e.memory_ingest_bytes,
+        )?;
+        gauge(enc, "bluewave_engine_memory_flush_bytes", "Memory reserved by flushes", e.memory_flush_bytes)?;
+        gauge(
+            enc,
+            "bluewave_engine_memory_compaction_bytes",
+            "Memory reserved by compactions",
+            e.memory_compaction_bytes,
+        )?;
+        gauge(
+            enc,
+            "bluewave_engine_memory_query_cache_bytes",
+            "Memory reserved by the query caches",
+            e.memory_query_cache_bytes,
+        )?;
+        counter(enc, "bluewave_engine_memory_refusals", "Memory reservations refused", e.memory_refusals)?;
+        counter(
+            enc,
+            "bluewave_engine_batches_refused_memory",
+            "Batches refused busy because the memory budget was taken",
+            e.batches_refused_memory,
+        )?;
+        counter(
+            enc,
+            "bluewave_engine_retention_files_dropped",
+            "Partition files dropped by retention",
+            e.partitions_dropped,
+        )?;
+        counter(
+            enc,
+            "bluewave_engine_retention_files_rewritten",
+            "Partition files rewritten by retention without their expired metrics",
+            e.retention_files_rewritten,
+        )?;
+        counter(
+            enc,
+            "bluewave_engine_retention_rows_removed",
+            "Rows removed by retention",
+            e.retention_rows_removed,
+        )?;
         let w = self.quic.metrics();
         gauge(enc, "bluewave_quic_connections_open", "Open buoy connections", w.connections_open)?;
         counter(

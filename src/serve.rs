@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bluewave_engine::{Durability, Engine, EngineConfig};
+use bluewave_engine::{Durability, Engine, EngineConfig, MemoryConsumer};
 use bluewave_query::{QueryConfig, QueryService};
 use bluewave_web::{
     ApiState, AuthConfig, AuthService, FirstAdmin, HttpConfig, HttpServer, LineProtocol, LineProtocolConfig,
@@ -102,6 +102,17 @@ pub enum ServeError {
     /// The `--config` file is unreadable, too large, not TOML or names an unknown key.
     #[error(transparent)]
     Config(#[from] ConfigFileError),
+    /// The engine's memory budget has no room for the query caches.
+    #[error(
+        "memory_bytes_max ({limit} bytes) has no room for the query file-metadata cache ({needed} bytes); \
+         raise [engine] memory_bytes_max"
+    )]
+    MemoryBudget {
+        /// Bytes the cache reserves.
+        needed: usize,
+        /// `memory_bytes_max`.
+        limit: usize,
+    },
 }
 
 /// The tokens file `--device-tokens` names, or the default in the data dir.
@@ -171,6 +182,14 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     };
 
     let engine = Engine::open(engine_config)?;
+    // The query side's file-metadata cache draws on the engine's memory budget, at its
+    // capacity, for the server's life.
+    let budget = engine.memory_budget();
+    let needed = bluewave_query::FILE_METADATA_CACHE_BYTES;
+    let Some(_query_cache_memory) = budget.try_reserve(MemoryConsumer::QueryCache, needed) else {
+        engine.shutdown()?;
+        return Err(ServeError::MemoryBudget { needed, limit: budget.limit() });
+    };
     // The query service has its own runtime (DataFusion cannot starve ingest); it is dropped
     // here, outside the network runtime, after everything that uses it has stopped.
     let query = match QueryService::new(Arc::new(engine.clone()), query_config) {

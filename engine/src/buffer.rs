@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::budget::MemoryReservation;
 use crate::types::{MetricName, TimestampNs};
 
 /// An immutable group of buffered rows. Rows are in arrival order.
@@ -48,6 +49,9 @@ pub struct Chunk {
     pub buoy_ranges: Vec<(TimestampNs, TimestampNs)>,
     /// Generation of the flush that sealed it; 0 while unsealed.
     sealed_gen: AtomicU64,
+    /// Its bytes held against the engine's memory budget (taken by the batches it was built
+    /// from when they were submitted), given back when the last holder drops the chunk.
+    memory: MemoryReservation,
 }
 
 /// Approximate heap bytes per buffered row (the columns above).
@@ -72,6 +76,13 @@ impl Chunk {
     /// The generation of the flush that sealed it, 0 when unsealed.
     pub fn sealed_gen(&self) -> u64 {
         self.sealed_gen.load(Ordering::Acquire)
+    }
+
+    /// The chunk with its bytes held by `memory` (trimmed to [`Self::bytes`]).
+    pub(crate) fn with_memory(mut self, mut memory: MemoryReservation) -> Self {
+        memory.shrink_to(self.bytes());
+        self.memory = memory;
+        self
     }
 
     pub(crate) fn seal(&self, generation: u64) {
@@ -188,6 +199,7 @@ impl ChunkBuilder {
             ts_max: taken.ts_max,
             buoy_ranges: taken.buoy_ranges,
             sealed_gen: AtomicU64::new(0),
+            memory: MemoryReservation::empty(),
         }
     }
 }

@@ -21,6 +21,10 @@ const WATERMARKS: TableDefinition<&str, u64> = TableDefinition::new("wal_waterma
 const DEDUP: TableDefinition<&str, &[u8]> = TableDefinition::new("dedup_windows");
 const BUOYS: TableDefinition<&str, &[u8]> = TableDefinition::new("buoys");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The last application of retention (`crate::retention::RetentionRecord`'s encoding), under
+/// [`RETENTION_LAST`].
+const RETENTION: TableDefinition<&str, &[u8]> = TableDefinition::new("retention");
+const RETENTION_LAST: &str = "last";
 
 const META_FORMAT_VERSION: &str = "format_version";
 const META_NEXT_FILE_ID: &str = "next_file_id";
@@ -493,6 +497,8 @@ pub struct CatalogCommit {
     pub flushed_gen: Option<u64>,
     /// New next file id, if it is higher than the stored one.
     pub next_file_id: Option<u64>,
+    /// The encoded record of a retention pass, replacing the last one.
+    pub retention_record: Option<Vec<u8>>,
 }
 
 /// Handle on `catalog.redb`. Writes come from the flusher, the compactor and registration; redb
@@ -523,6 +529,7 @@ impl Catalog {
             txn.open_table(WATERMARKS)?;
             txn.open_table(DEDUP)?;
             txn.open_table(BUOYS)?;
+            txn.open_table(RETENTION)?;
             let mut meta = txn.open_table(META)?;
             let version = meta.get(META_FORMAT_VERSION)?.map(|v| v.value());
             match version {
@@ -607,6 +614,9 @@ impl Catalog {
             for (buoy, w) in &change.dedup {
                 dedup.insert(buoy.as_str(), w.encode().as_slice())?;
             }
+            if let Some(record) = &change.retention_record {
+                txn.open_table(RETENTION)?.insert(RETENTION_LAST, record.as_slice())?;
+            }
             let mut meta = txn.open_table(META)?;
             if let Some(g) = change.flushed_gen {
                 meta.insert(META_FLUSHED_GEN, g)?;
@@ -647,6 +657,13 @@ impl Catalog {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The encoded record of the last retention pass, if any.
+    pub fn last_retention(&self) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RETENTION)?;
+        Ok(table.get(RETENTION_LAST)?.map(|v| v.value().to_vec()))
     }
 
     /// Registers or updates a buoy.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::partition::PartitionWriteOptions;
+use crate::retention::Retention;
 use crate::types::{DEFAULT_METRIC_RANGES, NANOS_PER_SECOND, PhysicalRange};
 
 /// Whether an acknowledgement waits for `fdatasync`.
@@ -132,8 +133,19 @@ pub struct EngineConfig {
     /// the compactor brings the debt back under it: the engine never takes more than it can keep
     /// compacted. Default 64; above `compaction_debt_slowdown_generations`.
     pub compaction_debt_busy_generations: usize,
-    /// Partitions that ended longer ago than this are dropped; `None` keeps everything.
-    pub retention: Option<Duration>,
+    /// How long readings are kept, for every metric and per metric ([`Retention`]): the
+    /// compactor drops the files of partitions that ended longer ago than that, and rewrites
+    /// a file whose metrics expire at different times without the expired ones. Default: keep
+    /// everything.
+    pub retention: Retention,
+    /// One memory budget for the buffer (and the batches queued for it), the flush and
+    /// compaction working sets and the query-side caches ([`crate::MemoryBudget`]): their
+    /// reservations together never pass it. A quarter of it is kept for flushes (they free the
+    /// buffer), which take a partition in pieces that fit; ingest answers
+    /// `Busy(MemoryBudget)` when the rest is taken, a compaction merges smaller slices or
+    /// fewer files, or waits. `buffer_bytes_max + queue_bytes_max` must fit in the other three
+    /// quarters. Default 1 GiB; at least 16 MiB.
+    pub memory_bytes_max: usize,
     /// Physical range per metric name; readings outside are flagged `out_of_range`.
     pub metric_ranges: HashMap<String, PhysicalRange>,
     /// Parquet writer settings.
@@ -142,6 +154,9 @@ pub struct EngineConfig {
 
 /// Most WAL lanes, and most flush threads.
 const LANES_MAX: usize = 64;
+
+/// Smallest `memory_bytes_max` accepted.
+pub const MEMORY_BYTES_MIN: usize = 16 << 20;
 
 impl EngineConfig {
     /// Defaults for a data directory.
@@ -166,13 +181,20 @@ impl EngineConfig {
             compaction_nice: 10,
             compaction_debt_slowdown_generations: 32,
             compaction_debt_busy_generations: 64,
-            retention: None,
+            retention: Retention::default(),
+            memory_bytes_max: 1 << 30,
             metric_ranges: DEFAULT_METRIC_RANGES
                 .iter()
                 .map(|&(name, min, max)| (name.to_owned(), PhysicalRange { min, max }))
                 .collect(),
             partition_write: PartitionWriteOptions::default(),
         }
+    }
+
+    /// Bytes of `memory_bytes_max` kept for flushes: a quarter. Other consumers are refused
+    /// once the reservations held reach the other three quarters.
+    pub fn flush_reserve_bytes(&self) -> usize {
+        self.memory_bytes_max / 4
     }
 
     /// Checks the relations between fields.
@@ -208,6 +230,21 @@ impl EngineConfig {
             return Err(Error::Config(format!(
                 "compaction_nice must be 0..=19, got {}",
                 self.compaction_nice
+            )));
+        }
+        self.retention.validate()?;
+        if self.memory_bytes_max < MEMORY_BYTES_MIN {
+            return Err(Error::Config(format!(
+                "memory_bytes_max must be at least {MEMORY_BYTES_MIN} bytes, got {}",
+                self.memory_bytes_max
+            )));
+        }
+        let others = self.memory_bytes_max - self.flush_reserve_bytes();
+        if self.buffer_bytes_max.saturating_add(self.queue_bytes_max) > others {
+            return Err(Error::Config(format!(
+                "buffer_bytes_max ({}) + queue_bytes_max ({}) must fit in three quarters of \
+                 memory_bytes_max ({}): a quarter is kept for flushes",
+                self.buffer_bytes_max, self.queue_bytes_max, self.memory_bytes_max
             )));
         }
         if self.compaction_debt_slowdown_generations < 2

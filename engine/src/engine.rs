@@ -11,10 +11,11 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
+use crate::budget::{MemoryBudget, MemoryConsumer};
 use crate::catalog::{BuoyInfo, Catalog, FileMeta};
 use crate::config::{Durability, EngineConfig};
 use crate::dedup::UNSEQUENCED;
-use crate::error::{BusyReason, Error, InputError, Result};
+use crate::error::{BusyReason, CatalogError, Error, InputError, Result};
 use crate::flush::{COMPACTOR_QUEUE_DEPTH, Compactor, CompactorMsg, FlushReport, Flusher, FlusherMsg};
 use crate::metrics::MetricsSnapshot;
 use crate::pipeline::{
@@ -22,6 +23,7 @@ use crate::pipeline::{
 };
 use crate::read::Snapshot;
 use crate::recovery::{Recovered, Recovery, RecoveryReport, recover};
+use crate::retention::RetentionRecord;
 use crate::state::{BUSY_RETRY_AFTER_MS, DEBT_RETRY_AFTER_MS, lane_of, queued_request_bytes};
 use crate::storage::{FsStorage, Storage, create_dir_durable};
 use crate::types::{BuoyId, MetricName, PhysicalRange, Quality, ReadingBatch, TimestampNs};
@@ -285,11 +287,21 @@ impl Engine {
             shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Busy { reason: BusyReason::QueueFull, retry_after_ms: BUSY_RETRY_AFTER_MS });
         }
+        let Some(memory) = shared.memory.try_reserve(MemoryConsumer::Ingest, request_bytes) else {
+            shared.queued_bytes.fetch_sub(request_bytes, Ordering::AcqRel);
+            let _ = self.inner.flusher_tx.try_send(FlusherMsg::Wake);
+            shared.metrics.batches_refused_busy.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.batches_refused_memory.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Busy {
+                reason: BusyReason::MemoryBudget,
+                retry_after_ms: BUSY_RETRY_AFTER_MS,
+            });
+        };
         let quality = self.flag_quality(&batch);
         let entry = wal::encode_batch_entry(buoy.as_str(), batch_seq, &batch, &quality);
         let (ack, rx) = oneshot::channel();
         let lane = lane_of(buoy.as_str(), shared.lanes.len());
-        let request = IngestRequest { buoy: buoy.clone(), batch_seq, batch, quality, entry, ack };
+        let request = IngestRequest { buoy: buoy.clone(), batch_seq, batch, quality, entry, ack, memory };
         let sent = self.inner.lane_txs[lane].try_send(LaneMsg::Ingest(request));
         if sent.is_err() {
             // The writer never sees this request, so its bytes are released here.
@@ -401,6 +413,27 @@ impl Engine {
         rx.recv().unwrap_or(Err(Error::ShuttingDown))
     }
 
+    /// Applies the configured retention now (the compactor also does so every second):
+    /// returns what it removed, `None` when nothing had expired.
+    pub fn apply_retention(&self) -> Result<Option<RetentionRecord>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner
+            .compactor_tx
+            .send(CompactorMsg::ApplyRetention { reply: tx })
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// The record of the last retention pass that removed something, from the catalog.
+    pub fn last_retention(&self) -> Result<Option<RetentionRecord>> {
+        match self.inner.catalog.last_retention()? {
+            None => Ok(None),
+            Some(bytes) => RetentionRecord::decode(&bytes).map(Some).ok_or_else(|| {
+                Error::Catalog(CatalogError::Undecodable { table: "retention".into(), key: "last".into() })
+            }),
+        }
+    }
+
     /// Drops partitions that ended before `cutoff` (ns); returns files dropped.
     pub fn drop_before(&self, cutoff: TimestampNs) -> Result<usize> {
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -473,7 +506,22 @@ impl Engine {
         m.compaction_generations_total = debt.generations_total as u64;
         m.compaction_partitions_waiting = debt.partitions_waiting as u64;
         m.compaction_bytes_waiting = debt.bytes_waiting;
+        let memory = &self.inner.shared.memory;
+        m.memory_bytes_max = memory.limit() as u64;
+        m.memory_used_bytes = memory.used() as u64;
+        m.memory_high_water_bytes = memory.high_water() as u64;
+        m.memory_ingest_bytes = memory.used_by(MemoryConsumer::Ingest) as u64;
+        m.memory_flush_bytes = memory.used_by(MemoryConsumer::Flush) as u64;
+        m.memory_compaction_bytes = memory.used_by(MemoryConsumer::Compaction) as u64;
+        m.memory_query_cache_bytes = memory.used_by(MemoryConsumer::QueryCache) as u64;
+        m.memory_refusals = memory.refusals();
         m
+    }
+
+    /// The engine's memory budget (`memory_bytes_max`), for the query side's caches to reserve
+    /// their capacity in ([`MemoryConsumer::QueryCache`]).
+    pub fn memory_budget(&self) -> Arc<MemoryBudget> {
+        self.inner.shared.memory.clone()
     }
 
     /// Stops taking work, flushes what is buffered, and stops the flusher and the compactor (a

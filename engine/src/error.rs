@@ -19,6 +19,9 @@ pub enum BusyReason {
     /// A partition holds `compaction_debt_busy_generations` flush generations until the
     /// compactor merges them.
     CompactionDebt,
+    /// The memory budget (`memory_bytes_max`) has no room for the batch until a flush or a
+    /// compaction gives memory back.
+    MemoryBudget,
 }
 
 /// Everything that can go wrong in the engine.

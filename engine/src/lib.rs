@@ -7,6 +7,8 @@
 //! - `pipeline`: per-lane bounded lock-free queues, one WAL writer thread per lane doing group
 //!   commit; acks after fsync.
 //! - `wal`: segment files of checksummed group records (layout in `engine/WAL.md`).
+//! - `budget`: the one memory budget (`memory_bytes_max`) that ingest, flushes, compactions
+//!   and the query caches reserve from.
 //! - `buffer`: immutable columnar chunks, published per lane, snapshotted by readers.
 //! - `flush`: the flusher thread (sort, last-write-wins, tombstones, Parquet partition files,
 //!   catalog commit, WAL trim) and the compactor thread beside it (size-tiered compaction of the
@@ -17,6 +19,8 @@
 //!   reader and the query crate.
 //! - [`read`]: consistent snapshots, catalog file selection, the reference merge reader.
 //! - `state`: the state the engine's threads share, every field's writer and lifetime noted.
+//! - `retention`: how long readings are kept (globally and per metric) and the record of its
+//!   last application.
 //! - `recovery`: replay at open, temp and orphan files, the WAL handover to the first flush.
 //! - `storage`: the file-system seam, swapped for a fault-injecting one in crash tests.
 //!
@@ -39,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod buffer;
 mod catalog;
 mod config;
@@ -53,6 +58,7 @@ mod pipeline;
 mod precedence;
 pub mod read;
 mod recovery;
+mod retention;
 mod state;
 mod storage;
 mod wal;
@@ -63,13 +69,14 @@ pub use bluewave_model::{
     BATCH_METRICS_MAX, BATCH_READINGS_MAX, BuoyId, MetricName, NANOS_PER_SECOND, PhysicalRange, Quality,
     ReadingBatch, ReadingBatchBuilder, TIMESTAMP_MAX, TIMESTAMP_MIN, TimestampNs,
 };
+pub use budget::{MemoryBudget, MemoryConsumer, MemoryReservation};
 pub use buffer::Chunk;
 pub use catalog::{BuoyInfo, FileMeta, MetricStats, Tombstone};
-pub use config::{Durability, EngineConfig, PartitionDuration};
+pub use config::{Durability, EngineConfig, MEMORY_BYTES_MIN, PartitionDuration};
 pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
 pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, lane_for_buoy};
 pub use error::{BusyReason, CatalogError, Error, InputError, PartitionError, Result};
-pub use flush::{FlushReport, READINGS_TABLE};
+pub use flush::{FlushReport, READINGS_TABLE, utc_text};
 pub use metrics::{FSYNC_BUCKETS, MetricsSnapshot};
 pub use partition::{
     COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_NAMES, COLUMN_QUALITY, COLUMN_TS, COLUMN_VALUE, ColumnBytes,
@@ -80,6 +87,10 @@ pub use pipeline::IngestOutcome;
 pub use precedence::Precedence;
 pub use read::{CompactionDebt, NewestWindow, ReadFilter, ReadView, Row, SelectedFile, Snapshot};
 pub use recovery::RecoveryReport;
+pub use retention::{
+    RETENTION_MAX, RETENTION_MIN, Retention, RetentionRecord, format_duration as format_retention,
+    parse_retention,
+};
 pub use storage::{FsStorage, Storage, StorageFile};
 
 /// Internals exposed for fuzz targets and benches; not a stable API.

@@ -26,6 +26,10 @@ pub struct EngineMetrics {
     pub(crate) compactions: AtomicU64,
     pub(crate) compactions_yielded: AtomicU64,
     pub(crate) partitions_dropped: AtomicU64,
+    pub(crate) batches_refused_memory: AtomicU64,
+    pub(crate) compactions_narrowed: AtomicU64,
+    pub(crate) retention_files_rewritten: AtomicU64,
+    pub(crate) retention_rows_removed: AtomicU64,
 }
 
 impl EngineMetrics {
@@ -54,12 +58,24 @@ impl EngineMetrics {
             compactions: self.compactions.load(Relaxed),
             compactions_yielded: self.compactions_yielded.load(Relaxed),
             partitions_dropped: self.partitions_dropped.load(Relaxed),
+            batches_refused_memory: self.batches_refused_memory.load(Relaxed),
+            compactions_narrowed: self.compactions_narrowed.load(Relaxed),
+            retention_files_rewritten: self.retention_files_rewritten.load(Relaxed),
+            retention_rows_removed: self.retention_rows_removed.load(Relaxed),
             buffer_bytes: 0,
             queue_depth: 0,
             compaction_generations_max: 0,
             compaction_generations_total: 0,
             compaction_partitions_waiting: 0,
             compaction_bytes_waiting: 0,
+            memory_bytes_max: 0,
+            memory_used_bytes: 0,
+            memory_high_water_bytes: 0,
+            memory_ingest_bytes: 0,
+            memory_flush_bytes: 0,
+            memory_compaction_bytes: 0,
+            memory_query_cache_bytes: 0,
+            memory_refusals: 0,
         }
     }
 }
@@ -102,6 +118,10 @@ pub struct MetricsSnapshot {
     pub compactions_yielded: u64,
     /// Partition files dropped by retention.
     pub partitions_dropped: u64,
+    /// Partition files retention rewrote without their expired metrics.
+    pub retention_files_rewritten: u64,
+    /// Rows retention removed (dropped files and rewritten ones).
+    pub retention_rows_removed: u64,
     /// Bytes in the in-memory buffer now.
     pub buffer_bytes: u64,
     /// Batches waiting in lane queues now.
@@ -115,4 +135,28 @@ pub struct MetricsSnapshot {
     pub compaction_partitions_waiting: u64,
     /// Compaction debt now: bytes of the files of those partitions, which compaction rewrites.
     pub compaction_bytes_waiting: u64,
+    /// Of the batches refused busy, those refused `Busy(MemoryBudget)`.
+    pub batches_refused_memory: u64,
+    /// Compactions that merged fewer generations than due because the whole run could never
+    /// fit the memory budget.
+    pub compactions_narrowed: u64,
+    /// The memory budget, `memory_bytes_max`.
+    pub memory_bytes_max: u64,
+    /// Bytes reserved against the budget now (all consumers).
+    pub memory_used_bytes: u64,
+    /// Most bytes ever reserved at once since open (never above `memory_bytes_max` but for a
+    /// WAL replayed at open that a larger budget wrote).
+    pub memory_high_water_bytes: u64,
+    /// Reserved now by ingest: queued batches and buffered chunks (chunks a snapshot still
+    /// holds included).
+    pub memory_ingest_bytes: u64,
+    /// Reserved now by flushes.
+    pub memory_flush_bytes: u64,
+    /// Reserved now by compactions.
+    pub memory_compaction_bytes: u64,
+    /// Reserved by the query side's caches.
+    pub memory_query_cache_bytes: u64,
+    /// Reservations refused since open (an ingest refused, a compaction that took smaller
+    /// slices or fewer files; a flush or compaction waiting for memory is not counted).
+    pub memory_refusals: u64,
 }

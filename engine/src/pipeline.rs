@@ -17,6 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
+use crate::budget::MemoryReservation;
 use crate::buffer::{Chunk, ChunkBuilder};
 use crate::catalog::Tombstone;
 use crate::dedup::{DEDUP_WINDOW, DedupWindow, Seen, UNSEQUENCED};
@@ -44,6 +45,9 @@ pub(crate) struct IngestRequest {
     pub quality: Vec<u8>,
     pub entry: Vec<u8>,
     pub ack: oneshot::Sender<Result<IngestOutcome>>,
+    /// The request's bytes in the memory budget, taken by `Engine::ingest`; passed on to the
+    /// chunk built from it (released at once for a duplicate or a refusal).
+    pub memory: MemoryReservation,
 }
 
 pub(crate) struct DeleteRequest {
@@ -93,6 +97,8 @@ pub(crate) struct LaneWriter {
     failed: Option<(String, Arc<Error>)>,
     record: Vec<u8>,
     builder: ChunkBuilder,
+    /// Memory reservations of the batches in `builder`, handed to the chunk it becomes.
+    builder_memory: MemoryReservation,
 }
 
 enum Ack {
@@ -122,6 +128,7 @@ impl LaneWriter {
             failed: None,
             record: Vec::with_capacity(1 << 20),
             builder: ChunkBuilder::new(),
+            builder_memory: MemoryReservation::empty(),
         }
     }
 
@@ -199,6 +206,7 @@ impl LaneWriter {
         if sequenced {
             self.group_batches.insert(key);
         }
+        self.builder_memory.absorb(std::mem::take(&mut req.memory));
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
         *seqs = Some(seqs.map_or((seq, seq), |(first, _)| (first, seq)));
         wal::patch_sequence(&mut req.entry, seq);
@@ -272,6 +280,7 @@ impl LaneWriter {
                     tracing::error!(lane = self.lane, %reason, "WAL writer stopped; reopen the engine to recover");
                     self.failed = Some((reason, Arc::new(Error::io("append WAL record", self.wal.dir(), e))));
                     self.builder = ChunkBuilder::new();
+                    self.builder_memory = MemoryReservation::empty();
                     // Never stored, so never to be answered `Duplicate` later.
                     self.group_batches.clear();
                 }
@@ -279,7 +288,8 @@ impl LaneWriter {
         }
         if self.failed.is_none() && !self.builder.is_empty() {
             let id = self.shared.next_chunk_id.fetch_add(1, Ordering::Relaxed);
-            let chunk = Arc::new(self.builder.finish(id));
+            let memory = std::mem::take(&mut self.builder_memory);
+            let chunk = Arc::new(self.builder.finish(id).with_memory(memory));
             self.shared.buffer_bytes.fetch_add(chunk.bytes(), Ordering::Relaxed);
             self.shared.lanes[self.lane].push(chunk);
         }

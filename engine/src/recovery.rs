@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::budget::{MemoryBudget, MemoryConsumer};
 use crate::buffer::{ChunkBuilder, LaneBuffer};
 use crate::catalog::{Catalog, Tombstone};
 use crate::config::EngineConfig;
@@ -205,6 +206,7 @@ pub(crate) fn recover(config: EngineConfig, storage: Arc<dyn Storage>) -> Result
         queued_bytes: AtomicUsize::new(0),
         view: ArcSwap::from_pointee(view),
         lanes: (0..lanes).map(|_| LaneBuffer::default()).collect(),
+        memory: MemoryBudget::new(config.memory_bytes_max, config.flush_reserve_bytes()),
         buoys: ArcSwap::from_pointee(
             state.buoys.into_values().map(|b| (b.id.clone(), b)).collect::<HashMap<_, _>>(),
         ),
@@ -213,7 +215,20 @@ pub(crate) fn recover(config: EngineConfig, storage: Arc<dyn Storage>) -> Result
     for (lane, mut builder) in builders.into_iter().enumerate() {
         if !builder.is_empty() {
             let id = shared.next_chunk_id.fetch_add(1, Ordering::Relaxed);
-            let chunk = Arc::new(builder.finish(id));
+            let chunk = builder.finish(id);
+            // The replayed buffer held at most `buffer_bytes_max + queue_bytes_max`, which
+            // `validate` fits in the budget; a WAL written under a larger budget is replayed
+            // all the same (it is acknowledged data), counted, and refuses ingest until a
+            // flush frees it.
+            let memory =
+                shared.memory.try_reserve(MemoryConsumer::Ingest, chunk.bytes()).unwrap_or_else(|| {
+                    tracing::warn!(
+                        bytes = chunk.bytes(),
+                        "replayed WAL is above the memory budget; ingest waits for the first flush"
+                    );
+                    shared.memory.reserve_forced(MemoryConsumer::Ingest, chunk.bytes())
+                });
+            let chunk = Arc::new(chunk.with_memory(memory));
             shared.buffer_bytes.fetch_add(chunk.bytes(), Ordering::Relaxed);
             shared.lanes[lane].push(chunk);
         }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::budget::{MemoryBudget, MemoryConsumer};
 use crate::buffer::LaneBuffer;
 use crate::catalog::{BuoyInfo, FileMeta, Tombstone};
 use crate::config::EngineConfig;
@@ -21,7 +22,8 @@ use crate::read::{ReadView, Snapshot};
 use crate::storage::Storage;
 use crate::types::ReadingBatch;
 
-/// Suggested wait before retrying after `Busy(QueueFull | BufferFull)`: a flush frees them.
+/// Suggested wait before retrying after `Busy(QueueFull | BufferFull | MemoryBudget)`: a
+/// flush frees them.
 pub(crate) const BUSY_RETRY_AFTER_MS: u64 = 50;
 /// Suggested wait before retrying after `Busy(CompactionDebt)`: a compaction takes seconds.
 pub(crate) const DEBT_RETRY_AFTER_MS: u64 = 1_000;
@@ -78,6 +80,11 @@ pub(crate) struct Shared {
     /// last reference). A mutex between those two background threads only; a crash before the
     /// delete leaves orphans, which the next open removes.
     pub unlinked: std::sync::Mutex<Vec<Arc<FileMeta>>>,
+    /// The one memory budget (`memory_bytes_max`): ingest reserves a request's bytes in
+    /// `Engine::ingest` and the chunk built from it keeps them until it is dropped; flushes and
+    /// compactions reserve their working sets; the server reserves the query caches. Set at
+    /// open; reservations hold it alive.
+    pub memory: Arc<MemoryBudget>,
     /// Registered buoys by id: loaded at open from the catalog, replaced whole (`rcu`) by
     /// `Engine::register_buoy` after its catalog write; read by every ingest.
     pub buoys: ArcSwap<HashMap<Arc<str>, BuoyInfo>>,
@@ -97,7 +104,16 @@ impl Shared {
     /// Ingest should wait before handing a batch over: the buffer is full, or the compaction
     /// debt is at `compaction_debt_slowdown_generations`.
     pub(crate) fn ingest_throttled(&self) -> bool {
-        self.buffer_full() || self.debt_generations() >= self.config.compaction_debt_slowdown_generations
+        self.buffer_full()
+            || self.debt_generations() >= self.config.compaction_debt_slowdown_generations
+            || self.memory_short()
+    }
+
+    /// Less than an eighth of what ingest may reserve of the memory budget is left: ingest
+    /// slows (before it is refused `Busy(MemoryBudget)` outright).
+    pub(crate) fn memory_short(&self) -> bool {
+        let room = self.memory.room(MemoryConsumer::Ingest);
+        room < self.memory.ceiling(MemoryConsumer::Ingest) / 8
     }
 
     /// Makes a logged delete visible to readers at once.

@@ -1,8 +1,11 @@
-//! A self-contained SVG chart of a run: throughput on top, latency (p50 and p99) below, both
-//! against time. No scripts, no external fonts or links, so it opens anywhere offline.
+//! A self-contained SVG chart of a run: throughput on top, latency (p50 and p99) below, and,
+//! when the server's compaction debt was sampled, generations per partition (most, total) and
+//! bytes waiting for compaction, all against time. No scripts, no external fonts or links, so
+//! it opens anywhere offline.
 
 use std::fmt::Write as _;
 
+use crate::debt::DebtPoint;
 use crate::timeline::TimelinePoint;
 
 const WIDTH: f64 = 960.0;
@@ -13,10 +16,11 @@ const MARGIN_TOP: f64 = 48.0;
 const PANEL_GAP: f64 = 56.0;
 const MARGIN_BOTTOM: f64 = 40.0;
 
-/// The chart of `points` as an SVG document titled `title`.
-pub fn render_svg(title: &str, points: &[TimelinePoint]) -> String {
-    let height = MARGIN_TOP + 2.0 * PANEL_HEIGHT + PANEL_GAP + MARGIN_BOTTOM;
-    let t_max = points.iter().map(|p| p.t_s).fold(0.0, f64::max).max(1.0);
+/// The chart of `points` (and of `debt`, when sampled) as an SVG document titled `title`.
+pub fn render_svg(title: &str, points: &[TimelinePoint], debt: &[DebtPoint]) -> String {
+    let panels = if debt.is_empty() { 2.0 } else { 4.0 };
+    let height = MARGIN_TOP + panels * PANEL_HEIGHT + (panels - 1.0) * PANEL_GAP + MARGIN_BOTTOM;
+    let t_max = points.iter().map(|p| p.t_s).chain(debt.iter().map(|d| d.t_s)).fold(0.0, f64::max).max(1.0);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -35,6 +39,25 @@ pub fn render_svg(title: &str, points: &[TimelinePoint]) -> String {
         "latency, ms",
         &[("#2a9d4b", "p50", &p50), ("#c0392b", "p99", &p99)],
     );
+    if !debt.is_empty() {
+        let most: Vec<(f64, f64)> = debt.iter().map(|d| (d.t_s, d.generations_max as f64)).collect();
+        let total: Vec<(f64, f64)> = debt.iter().map(|d| (d.t_s, d.generations_total as f64)).collect();
+        panel(
+            &mut svg,
+            MARGIN_TOP + 2.0 * (PANEL_HEIGHT + PANEL_GAP),
+            t_max,
+            "compaction debt, flush generations",
+            &[("#8e44ad", "most in a partition", &most), ("#d35400", "all partitions", &total)],
+        );
+        let bytes: Vec<(f64, f64)> = debt.iter().map(|d| (d.t_s, d.bytes_waiting as f64)).collect();
+        panel(
+            &mut svg,
+            MARGIN_TOP + 3.0 * (PANEL_HEIGHT + PANEL_GAP),
+            t_max,
+            "bytes waiting for compaction",
+            &[("#7f8c8d", "bytes", &bytes)],
+        );
+    }
     svg.push_str("</svg>\n");
     svg
 }
@@ -140,9 +163,32 @@ mod tests {
     }
 
     #[test]
+    fn a_sampled_debt_adds_its_two_panels() {
+        let points: Vec<_> = (1..=4).map(|i| point(f64::from(i), 1e6, 5.0)).collect();
+        let debt: Vec<DebtPoint> = (1..=6u32)
+            .map(|i| DebtPoint {
+                t_s: f64::from(i),
+                generations_max: u64::from(i),
+                generations_total: 2 * u64::from(i),
+                bytes_waiting: 1 << 20,
+                ..DebtPoint::default()
+            })
+            .collect();
+        let svg = render_svg("debt", &points, &debt);
+        assert_eq!(svg.matches("<polyline").count(), 6);
+        assert!(
+            svg.contains("compaction debt, flush generations")
+                && svg.contains("bytes waiting for compaction")
+        );
+        let coords: Vec<usize> =
+            svg.split("points=\"").skip(1).map(|p| p[..p.find('"').unwrap()].split(' ').count()).collect();
+        assert_eq!(coords, [4, 4, 4, 6, 6, 6]);
+    }
+
+    #[test]
     fn one_vertex_per_point_and_series_and_escaped_text() {
         let points: Vec<_> = (1..=10).map(|i| point(f64::from(i), 1e6 * f64::from(i), 5.0)).collect();
-        let svg = render_svg("ingest <1,000 buoys> & \"durable\"", &points);
+        let svg = render_svg("ingest <1,000 buoys> & \"durable\"", &points, &[]);
         assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 3);
         for polyline in svg.split("points=\"").skip(1) {
@@ -156,9 +202,9 @@ mod tests {
 
     #[test]
     fn empty_and_non_finite_input_still_renders() {
-        let svg = render_svg("empty", &[]);
+        let svg = render_svg("empty", &[], &[]);
         assert_eq!(svg.matches("<polyline").count(), 3);
-        let svg = render_svg("nan", &[point(1.0, f64::NAN, f64::INFINITY)]);
+        let svg = render_svg("nan", &[point(1.0, f64::NAN, f64::INFINITY)], &[]);
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
     }
 

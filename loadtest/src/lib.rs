@@ -28,6 +28,7 @@
 //! - [`machine`] — the machine a run was made on.
 //! - [`report`] — the run's figures: JSON and a human table.
 //! - [`chart`] — an offline SVG chart of the timeline.
+//! - [`debt`] — the server's compaction debt over the run, sampled from `/metrics`.
 //! - [`progress`] — the live progress bar.
 //! - `error` — the crate's [`Error`].
 //!
@@ -50,6 +51,7 @@
 
 pub mod analysts;
 pub mod chart;
+pub mod debt;
 mod error;
 pub mod https;
 pub mod ingest;

@@ -302,7 +302,11 @@ fn write_outputs(mode: &str, report: &Report, output: &Output) -> Result<(), Err
     }
     let chart_path = output.chart.clone().unwrap_or_else(|| PathBuf::from(format!("loadtest-{mode}.svg")));
     if !report.timeline.is_empty() {
-        let svg = chart::render_svg(&format!("bluewave-loadtest {mode}"), &report.timeline);
+        let svg = chart::render_svg(
+            &format!("bluewave-loadtest {mode}"),
+            &report.timeline,
+            &report.compaction_debt,
+        );
         std::fs::write(&chart_path, svg)
             .map_err(|source| Error::File { path: chart_path.clone(), source })?;
         println!("chart       {}", chart_path.display());

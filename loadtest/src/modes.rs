@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::analysts::{QueryConfig, QueryData, run_queries};
+use crate::debt::{self, DebtFigures};
 use crate::error::{Error, Result};
 use crate::ingest::{IngestConfig, IngestRun, LiveCounters, run_ingest};
 use crate::ledger::{DurabilityCheck, check_buoy};
@@ -100,14 +101,26 @@ pub async fn ingest(options: &TargetOptions, mut config: IngestConfig, info: &Ru
         config.first_batch_seq = fresh_batch_seq();
     }
     let live = Arc::new(LiveCounters::default());
+    // The server's compaction debt while the fleet sends (`/metrics` needs no login).
+    let (stop_debt, debt_stopped) = tokio::sync::oneshot::channel();
+    let debt_task =
+        prepared.api.as_ref().map(|api| tokio::spawn(debt::sample(api.target.clone(), debt_stopped)));
     let progress = ingest_progress("ingest", &config, &live);
     let run = run_ingest(&config, &prepared.ingest, Arc::clone(&live)).await;
     progress.finish().await;
+    let _ = stop_debt.send(());
+    let debt_samples = match debt_task {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let run = run?;
     let total = run.readings_acked_total;
+    let debt_points = debt::since(run.timeline.start(), debt_samples);
     let disk_bytes = stop_spawned(&mut prepared.spawned).await?;
     let mut report = base_report("ingest", info);
     fill_ingest(&mut report, run);
+    report.compaction_debt_figures = DebtFigures::of(&debt_points);
+    report.compaction_debt = debt_points;
     if let (Some(bytes), Some(figures)) = (disk_bytes, report.ingest.as_mut()) {
         figures.disk_bytes = Some(bytes);
         figures.disk_bytes_per_reading = (total > 0).then(|| bytes as f64 / total as f64);

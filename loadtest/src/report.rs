@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::debt::{DebtFigures, DebtPoint};
 use crate::latency::LatencySummary;
 use crate::ledger::DurabilityCheck;
 use crate::machine::Machine;
@@ -45,6 +46,13 @@ pub struct Report {
     /// `durability` runs: kills and the acked-versus-stored check.
     #[serde(default)]
     pub durability: Option<DurabilityFigures>,
+    /// `ingest` runs with API access: the server's compaction debt over time, from `/metrics`
+    /// once a second (times on the timeline's clock).
+    #[serde(default)]
+    pub compaction_debt: Vec<DebtPoint>,
+    /// Peaks and end values of `compaction_debt`.
+    #[serde(default)]
+    pub compaction_debt_figures: Option<DebtFigures>,
 }
 
 /// The kill -9 run's outcome.
@@ -167,6 +175,18 @@ impl Report {
             if let Some(b) = i.disk_bytes_per_reading {
                 let _ = writeln!(out, "  disk       {b:.3} bytes/reading");
             }
+        }
+        if let Some(d) = &self.compaction_debt_figures {
+            let _ = writeln!(
+                out,
+                "  compaction debt: generations/partition max {} (end {}), total max {}, bytes waiting max {} (end {}), {} samples",
+                d.generations_max_peak,
+                d.generations_max_end,
+                d.generations_total_peak,
+                d.bytes_waiting_peak,
+                d.bytes_waiting_end,
+                d.samples
+            );
         }
         if let Some(b) = &self.baseline_ingest {
             let _ = writeln!(

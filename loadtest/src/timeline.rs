@@ -59,6 +59,11 @@ impl Timeline {
         Self { start, interval, intervals: Vec::new() }
     }
 
+    /// The instant times are counted from.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
     fn slot(&mut self, at: Instant) -> &mut Interval {
         let elapsed = at.saturating_duration_since(self.start);
         let index = (elapsed.as_nanos() / self.interval.as_nanos()).min(TIMELINE_INTERVALS_MAX as u128 - 1);

@@ -1,7 +1,8 @@
 //! Offline account commands of the `bluewave` binary against a real data dir: `users reset-mfa`
 //! removes an enrolled account's MFA and ends its sessions (audited as `cli`); `keys rotate`
 //! makes a new signing key current and keeps the old one for verification, audited as `cli`;
-//! against a server that holds the accounts store it stops without changing anything.
+//! against a server that holds the accounts store it stops without changing anything;
+//! `inspect --config` shows the retention settings and the last retention pass.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -124,4 +125,27 @@ fn users_reset_mfa_removes_mfa_ends_sessions_and_is_audited() {
     let resets: Vec<&str> = audit.lines().filter(|l| l.contains("\"mfa.reset\"")).collect();
     assert_eq!(resets.len(), 1, "{audit}");
     assert!(resets[0].contains("\"actor\":\"cli\"") && resets[0].contains(email), "{}", resets[0]);
+}
+
+/// `inspect --config` shows the retention the server's config file sets (and refuses a bad
+/// value naming its key); without a pass that removed anything it says so.
+#[test]
+fn inspect_shows_the_configured_retention_and_the_last_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bluewave.toml");
+    std::fs::write(
+        &config,
+        "[engine.retention]\ndefault = \"90d\"\n[engine.retention.metrics]\nph = \"30d\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let shown = bluewave(&data, &["inspect", "--config", config.to_str().unwrap()]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(stdout.contains("retention: default 90d, ph 30d\n"), "{stdout}");
+    assert!(stdout.contains("last retention pass: none has removed anything\n"), "{stdout}");
+    std::fs::write(&config, "[engine.retention]\ndefault = \"90 days\"\n").unwrap();
+    let refused = bluewave(&data, &["inspect", "--config", config.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("engine.retention.default"));
 }

@@ -49,6 +49,11 @@ fn ingest_run_reports_what_it_stored_and_the_report_parses() {
     let server = report.server.clone().unwrap();
     assert!(server.peak_rss_bytes > 0);
     assert!(!report.timeline.is_empty());
+    // The server's compaction debt was sampled from /metrics while the fleet sent.
+    let debt = report.compaction_debt_figures.clone().unwrap();
+    assert_eq!(debt.samples, report.compaction_debt.len() as u64);
+    assert!(report.compaction_debt.iter().all(|p| p.t_s >= 0.0 && p.memory_used_bytes > 0));
+    assert!(report.table().contains("compaction debt"));
     let json = serde_json::to_string_pretty(&report).unwrap();
     let back: Report = serde_json::from_str(&json).unwrap();
     assert_eq!(back, report);

@@ -88,16 +88,7 @@ impl FileSummary {
     }
 }
 
-/// One file to write: sorted rows of one partition, all fitting one value encoding.
-pub(super) struct FileJob {
-    pub(super) partition_start: TimestampNs,
-    pub(super) rows: PartitionRows,
-    pub(super) encoding: ValueEncoding,
-    pub(super) seq_min: u64,
-    pub(super) seq_max: u64,
-}
-
-/// A file's catalog facts besides its bytes, for [`Flusher::write_file`].
+/// A file's catalog facts besides its bytes, for `write_file`.
 pub(super) struct FileToWrite<'a> {
     pub(super) partition_start: TimestampNs,
     pub(super) summary: &'a FileSummary,
@@ -105,28 +96,11 @@ pub(super) struct FileToWrite<'a> {
     pub(super) seq_max: u64,
 }
 
-/// Splits a partition's sorted rows into one file per value encoding: a Parquet DECIMAL column
-/// has one scale, so metrics measured at different precisions (salinity at 0.001, temperature
-/// at 0.01) are stored apart, each at its own scale (0.64 instead of 0.80 bytes per reading on
-/// the marine workload, see `engine/PARTITION.md`). A single encoding keeps the rows as they are.
-pub(super) fn split_by_encoding(
-    partition_start: TimestampNs,
-    rows: PartitionRows,
-    seq_min: u64,
-    seq_max: u64,
-    jobs: &mut Vec<FileJob>,
-) {
-    let groups = value_encoding_groups(&rows);
-    if let [(encoding, _)] = groups.as_slice() {
-        jobs.push(FileJob { partition_start, rows, encoding: *encoding, seq_min, seq_max });
-        return;
-    }
-    for (encoding, keep) in groups {
-        let rows = subset_by_metric(&rows, &keep);
-        jobs.push(FileJob { partition_start, rows, encoding, seq_min, seq_max });
-    }
-}
-
+/// A partition's sorted rows go to one file per value encoding: a Parquet DECIMAL column has
+/// one scale, so metrics measured at different precisions (salinity at 0.001, temperature at
+/// 0.01) are stored apart, each at its own scale (0.64 instead of 0.80 bytes per reading on the
+/// marine workload, see `engine/PARTITION.md`).
+///
 /// Groups the metrics of sorted rows by the value encoding their values choose: the encoding and
 /// one mask over the metric dictionary per group. A single group means the rows are written as
 /// they are.
@@ -195,6 +169,15 @@ pub(crate) fn partition_dir(partition_start: TimestampNs) -> String {
     format!("parquet/{READINGS_TABLE}/date={y:04}-{m:02}-{d:02}/hour={hour:02}")
 }
 
+/// `2026-06-01T13:00:00Z`: a timestamp as UTC text to the second (for tools such as
+/// `bluewave inspect`).
+pub fn utc_text(ts: TimestampNs) -> String {
+    let secs = ts.div_euclid(1_000_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3_600, s % 3_600 / 60, s % 60)
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -216,6 +199,7 @@ mod tests {
     #[test]
     fn partition_dirs_use_civil_dates() {
         assert_eq!(partition_dir(0), "parquet/readings/date=1970-01-01/hour=00");
+        assert_eq!(utc_text(1_780_318_800 * 1_000_000_000 + 61_000_000_123), "2026-06-01T13:01:01Z");
         // 2026-06-01T13:00:00Z
         assert_eq!(partition_dir(1_780_318_800 * 1_000_000_000), "parquet/readings/date=2026-06-01/hour=13");
         assert_eq!(partition_dir(-3_600 * 1_000_000_000), "parquet/readings/date=1969-12-31/hour=23");

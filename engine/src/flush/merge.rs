@@ -25,6 +25,8 @@ pub(super) struct CompactionFile {
     pub(super) bytes: Bytes,
     /// Tombstones that apply to it.
     pub(super) tombstones: Vec<Arc<Tombstone>>,
+    /// Metrics whose rows in this file retention removes (sorted; usually none).
+    pub(super) expired_metrics: Vec<Arc<str>>,
 }
 
 /// One output file of a compaction.
@@ -229,6 +231,18 @@ impl Merge<'_> {
             ..Default::default()
         };
         let mut staged: Vec<PartitionRows> = vec![empty; groups.len()];
+        // Per input, per metric rank: rows retention removes (empty when it removes none).
+        let expired_masks: Vec<Vec<bool>> = self
+            .files
+            .iter()
+            .map(|f| {
+                if f.expired_metrics.is_empty() {
+                    Vec::new()
+                } else {
+                    metrics.iter().map(|m| f.expired_metrics.binary_search(m).is_ok()).collect()
+                }
+            })
+            .collect();
         let mut writers: Vec<Option<(PartitionWriter, FileSummary)>> = groups.iter().map(|_| None).collect();
         loop {
             if (self.yield_now)() {
@@ -248,8 +262,12 @@ impl Merge<'_> {
             let mut keyed = MergeRows::with_capacity(ends.iter().zip(&cursors).map(|(e, c)| e - c.pos).sum());
             for (ci, (cursor, &end)) in cursors.iter().zip(&ends).enumerate() {
                 let tombstones = &cursor.file.tombstones;
+                let expired = &expired_masks[ci];
                 for r in cursor.pos..end {
                     let (b, m, ts) = cursor.key(r);
+                    if expired.get(m as usize).copied().unwrap_or(false) {
+                        continue;
+                    }
                     if !tombstones.is_empty()
                         && tombstones.iter().any(|t| t.covers(&buoys[b as usize], &metrics[m as usize], ts))
                     {
@@ -370,7 +388,12 @@ mod tests {
             buoy_ranges,
             metric_stats,
         };
-        CompactionFile { meta: Arc::new(meta), bytes: Bytes::from(bytes), tombstones }
+        CompactionFile {
+            meta: Arc::new(meta),
+            bytes: Bytes::from(bytes),
+            tombstones,
+            expired_metrics: Vec::new(),
+        }
     }
 
     /// Rows as `(buoy, metric, ts) -> (value, quality)`.

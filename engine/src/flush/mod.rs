@@ -18,12 +18,14 @@
 //! - `policy`: which files a compaction takes ([`policy::CompactionScope`]): size-tiered runs
 //!   of a partition being written, folds of closed ones.
 //! - `compactor`: the compactor thread: compaction, folds and retention, beside the flusher.
+//! - `pieces`: how a flush cuts a partition's rows into pieces that fit the memory budget.
 //! - `layout`: partition directories, file summaries for the catalog, one file per value
 //!   encoding.
 
 mod compactor;
 mod layout;
 mod merge;
+mod pieces;
 mod policy;
 mod sort;
 
@@ -34,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::budget::MemoryConsumer;
 use crate::buffer::Chunk;
 use crate::catalog::{Catalog, CatalogCommit, FileMeta, Tombstone};
 use crate::dedup::DedupWindow;
@@ -48,9 +51,10 @@ use crate::types::TimestampNs;
 use crate::wal;
 
 pub(crate) use compactor::{COMPACTOR_QUEUE_DEPTH, Compactor, CompactorMsg};
-pub use layout::READINGS_TABLE;
 pub(crate) use layout::partition_dir;
-use layout::{FileJob, FileSummary, FileToWrite, split_by_encoding};
+use layout::{FileSummary, FileToWrite, subset_by_metric, value_encoding_groups};
+pub use layout::{READINGS_TABLE, utc_text};
+use pieces::{FLUSH_BYTES_PER_ROW, FLUSH_PIECE_OVERHEAD_BYTES, Piece, RankedChunks};
 use sort::merge_buffer_rows;
 
 /// How often the flusher checks buffer age, size and retention without being woken.
@@ -290,68 +294,57 @@ impl Flusher {
         generation: u64,
         written: &mut Vec<FileMeta>,
     ) -> Result<()> {
-        let duration = self.shared.config.partition_duration;
-        // (chunk, row) per partition.
-        let mut by_partition: BTreeMap<TimestampNs, Vec<(u32, u32)>> = BTreeMap::new();
-        for (ci, c) in chunks.iter().enumerate() {
-            if duration.start_of(c.ts_min) == duration.start_of(c.ts_max) {
-                by_partition
-                    .entry(duration.start_of(c.ts_min))
-                    .or_default()
-                    .extend((0..c.len() as u32).map(|r| (ci as u32, r)));
-            } else {
-                for (r, &ts) in c.timestamps.iter().enumerate() {
-                    by_partition.entry(duration.start_of(ts)).or_default().push((ci as u32, r as u32));
-                }
-            }
-        }
         let started = Instant::now();
-        let threads = self.shared.config.flush_threads;
-        // Partitions are sorted and merged in parallel, then their files encoded in parallel.
-        let merged = parallel_map(by_partition.into_iter().collect(), threads, |(partition_start, rows)| {
-            let merged = merge_buffer_rows(chunks, &rows, partition_start, &view.tombstones);
-            drop(rows);
-            let mut jobs = Vec::new();
-            if !merged.is_empty() {
-                split_by_encoding(partition_start, merged.rows, merged.seq_min, merged.seq_max, &mut jobs);
-            }
-            jobs
-        });
-        let merge_ms = started.elapsed().as_millis();
-        self.write_jobs(merged.into_iter().flatten().collect(), generation, written)?;
-        tracing::debug!(
-            generation,
-            merge_ms,
-            encode_and_write_ms = started.elapsed().as_millis() - merge_ms,
-            "flush wrote its files"
-        );
-        Ok(())
-    }
-
-    /// Encodes the files of `jobs` in parallel (`flush_threads`, zstd at `flush_zstd_level`),
-    /// then writes each durably under its final name and pushes its metadata (not yet committed)
-    /// to `written`, in job order, so a failure can remove what was written.
-    fn write_jobs(&mut self, jobs: Vec<FileJob>, generation: u64, written: &mut Vec<FileMeta>) -> Result<()> {
-        let written_options = &self.shared.config.partition_write;
+        let config = &self.shared.config;
+        let threads = config.flush_threads;
+        // Pieces of at most the flush reserve each: one always fits the budget (no other
+        // consumer can take the reserve), and the rest of the budget usually lets
+        // `flush_threads` of them run at once.
+        let ranked = RankedChunks::new(chunks);
+        let piece_rows = (config.flush_reserve_bytes().saturating_sub(FLUSH_PIECE_OVERHEAD_BYTES)
+            / FLUSH_BYTES_PER_ROW) as u64;
+        let pieces = ranked.plan(config.partition_duration, piece_rows);
+        // One piece (the usual flush) encodes its value-encoding groups in parallel; several
+        // pieces run in parallel and encode their groups one after the other.
+        let group_threads = if pieces.len() == 1 { threads } else { 1 };
+        let count = pieces.len();
+        let written_options = &config.partition_write;
         let options = &PartitionWriteOptions {
             zstd_level: written_options.flush_zstd_level,
             ..written_options.clone()
         };
-        let encoded = parallel_map(jobs, self.shared.config.flush_threads, |job| {
-            let encoded = partition::encode_partition_as(&job.rows, job.encoding, options);
-            (job, encoded)
+        let shared = &self.shared;
+        let results = parallel_map(pieces, threads, |piece| {
+            let mut metas = Vec::new();
+            let outcome = write_piece(
+                shared,
+                &ranked,
+                chunks,
+                &piece,
+                view,
+                generation,
+                group_threads,
+                options,
+                &mut metas,
+            );
+            (metas, outcome)
         });
-        for (job, encoded) in encoded {
-            let summary = FileSummary::of(&job.rows);
-            let file = FileToWrite {
-                partition_start: job.partition_start,
-                summary: &summary,
-                seq_min: job.seq_min,
-                seq_max: job.seq_max,
-            };
-            let meta = write_file(&self.shared, file, &encoded?.bytes, generation)?;
-            written.push(meta);
+        let mut first_error = None;
+        for (metas, outcome) in results {
+            written.extend(metas);
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
         }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        tracing::debug!(
+            generation,
+            pieces = count,
+            ms = started.elapsed().as_millis(),
+            "flush wrote its files"
+        );
         Ok(())
     }
 
@@ -374,6 +367,72 @@ impl Flusher {
             }
         }
     }
+}
+
+/// Writes one piece of a flush: reserves its working set in the memory budget (waiting for
+/// it: a piece never needs more than the flush reserve), gathers and sorts its rows with
+/// last-write-wins and tombstones, then encodes and writes one file per value encoding
+/// (`group_threads` at once), pushing each file's metadata (not yet committed) to `written`.
+#[allow(clippy::too_many_arguments)]
+fn write_piece(
+    shared: &Shared,
+    ranked: &RankedChunks<'_>,
+    chunks: &[Arc<Chunk>],
+    piece: &Piece,
+    view: &ReadView,
+    generation: u64,
+    group_threads: usize,
+    options: &PartitionWriteOptions,
+    written: &mut Vec<FileMeta>,
+) -> Result<()> {
+    let need = piece.memory_bytes();
+    let memory = &shared.memory;
+    // Other consumers stay below the flush reserve, so a piece gets its memory once the other
+    // pieces of this flush are done. The one exception is a WAL replayed at open above the
+    // budget (`reserve_forced`): only a flush frees it, so the flush then goes over the limit
+    // rather than wait for ever (logged; the high-water mark shows it).
+    let over_budget_replay = || {
+        memory.used_by(MemoryConsumer::Flush) == 0 && memory.used() > memory.ceiling(MemoryConsumer::Ingest)
+    };
+    let _memory = match memory.reserve_waiting(MemoryConsumer::Flush, need, &over_budget_replay) {
+        Some(reservation) => reservation,
+        None => {
+            tracing::warn!(
+                need,
+                used = memory.used(),
+                "flush piece over the memory budget (a WAL replayed above it, or one key rewritten more often than a piece holds)"
+            );
+            memory.reserve_forced(MemoryConsumer::Flush, need)
+        }
+    };
+    let rows = ranked.rows_of(piece);
+    let merged = merge_buffer_rows(chunks, &rows, piece.partition_start, &view.tombstones);
+    drop(rows);
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let (seq_min, seq_max) = (merged.seq_min, merged.seq_max);
+    let groups = value_encoding_groups(&merged.rows);
+    let single = groups.len() == 1;
+    let encoded = parallel_map(groups, group_threads, |(encoding, keep)| {
+        let subset;
+        let rows = if single {
+            &merged.rows
+        } else {
+            subset = subset_by_metric(&merged.rows, &keep);
+            &subset
+        };
+        let summary = FileSummary::of(rows);
+        partition::encode_partition_as(rows, encoding, options).map(|encoded| (summary, encoded))
+    });
+    drop(merged);
+    for result in encoded {
+        let (summary, encoded) = result?;
+        let file =
+            FileToWrite { partition_start: piece.partition_start, summary: &summary, seq_min, seq_max };
+        written.push(write_file(shared, file, &encoded.bytes, generation)?);
+    }
+    Ok(())
 }
 
 /// Writes one encoded partition file durably under its final name (temp file, fsync, rename,

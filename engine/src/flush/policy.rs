@@ -9,6 +9,11 @@ use crate::catalog::{FileMeta, Tombstone};
 /// `compaction_rows_max`.
 pub(super) const COMPACTION_SLICE_ROWS_MIN: usize = 4_096;
 
+/// Bytes a compaction holds per row of its inputs' current slices at its peak (the decoded
+/// slice, the keyed rows and their order, the merged rows, the encoder's columns), as
+/// `compaction_rows_max` documents.
+pub(super) const COMPACTION_BYTES_PER_ROW: usize = 130;
+
 /// What a compaction takes of a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum CompactionScope {

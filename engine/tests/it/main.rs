@@ -8,5 +8,7 @@ mod common;
 mod compaction;
 mod crash;
 mod kill9;
+mod memory;
 mod model;
 mod recovery;
+mod retention;
