@@ -180,6 +180,7 @@ section!(
         header_bytes_max: usize,
         h2_streams_max: u32,
         metrics_token_file: std::path::PathBuf,
+        metrics_loopback_open: bool,
     }
 );
 
@@ -222,6 +223,7 @@ section!(
         buoy_from: BuoyFrom,
         idempotency_key_ttl_s: u64,
         idempotency_keys_max: u64,
+        idempotency_keys_per_writer_max: u64,
     }
 );
 
@@ -364,6 +366,9 @@ impl ConfigFile {
     /// clients must send to `GET /metrics`. The file holds the token alone (at least 32 visible
     /// ASCII characters) and must not be readable by other users.
     pub fn apply_metrics_token(&self, c: &mut HttpConfig) -> Result<(), ConfigFileError> {
+        if let Some(open) = self.https.metrics_loopback_open {
+            c.metrics_loopback_open = open;
+        }
         let Some(path) = &self.https.metrics_token_file else { return Ok(()) };
         let shown = path.display().to_string();
         let invalid = |message: String| ConfigFileError::Invalid { path: shown.clone(), message };
@@ -441,6 +446,9 @@ impl ConfigFile {
         }
         if let Some(keys_max) = section.idempotency_keys_max {
             c.idempotency.keys_max = keys_max;
+        }
+        if let Some(per_writer) = section.idempotency_keys_per_writer_max {
+            c.idempotency.keys_per_writer_max = per_writer;
         }
     }
 }

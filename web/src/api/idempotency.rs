@@ -28,11 +28,19 @@
 //! | `meta` | `format_version` | u64 ([`IDEMPOTENCY_FORMAT_VERSION`]) |
 //! | `keys` | `<scope>\n<key>` | [`KeyRecord`] as JSON |
 //! | `by_age` | `(created_ms, <scope>\n<key>)` | `()` (index for expiry and eviction) |
+//! | `by_writer` | `(<scope>, created_ms, <scope>\n<key>)` | `()` (a writer's keys, oldest first) |
+//! | `writer_counts` | `<scope>` | keys the writer holds |
 //!
-//! Limits: a key is 1–[`IDEMPOTENCY_KEY_BYTES_MAX`] visible ASCII bytes; a record is honoured for
-//! `ttl_s` (default [`IDEMPOTENCY_KEY_TTL_S_DEFAULT`]) or until `keys_max` (default
-//! [`IDEMPOTENCY_KEYS_MAX_DEFAULT`]) newer keys have been recorded, whichever comes first
-//! (oldest evicted first, so the file stays bounded at any write rate).
+//! Limits, so the file stays bounded at any write rate and one writer cannot push out the
+//! others' keys: a key is 1–[`IDEMPOTENCY_KEY_BYTES_MAX`] visible ASCII bytes; a stored answer
+//! at most [`STORED_ANSWER_BYTES_MAX`]; a record is honoured for `ttl_s` (default
+//! [`IDEMPOTENCY_KEY_TTL_S_DEFAULT`]) or until its writer has recorded `keys_per_writer_max`
+//! (default [`IDEMPOTENCY_KEYS_PER_WRITER_MAX_DEFAULT`]) newer keys, or all writers together
+//! `keys_max` (default [`IDEMPOTENCY_KEYS_MAX_DEFAULT`]), whichever comes first. Eviction takes
+//! the oldest first and never a key whose request is still running. Worst case on disk: `keys_max`
+//! × (`STORED_ANSWER_BYTES_MAX` + about 300 bytes), 1.7 GB at the defaults, reached only by
+//! writers whose every body is refused with long reasons; a 204 answer, the usual one, keeps
+//! about 300 bytes (15 MB for 50,000 keys).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -56,7 +64,16 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
 pub const IDEMPOTENCY_KEY_TTL_S_DEFAULT: u64 = 86_400;
 
 /// Default of `[line_protocol] idempotency_keys_max`: past it the oldest keys are forgotten first.
-pub const IDEMPOTENCY_KEYS_MAX_DEFAULT: u64 = 1_000_000;
+pub const IDEMPOTENCY_KEYS_MAX_DEFAULT: u64 = 50_000;
+
+/// Default of `[line_protocol] idempotency_keys_per_writer_max`: past it the writer's own oldest
+/// keys are forgotten first (a device or user flooding keys evicts only its own).
+pub const IDEMPOTENCY_KEYS_PER_WRITER_MAX_DEFAULT: u64 = 10_000;
+
+/// Largest answer body kept for a replay, bytes. A 400 lists at most 100 refused lines with
+/// reasons of at most 200 characters (about 25 KiB, so it fits); a body above this keeps its
+/// counts and message and drops listed lines from the end until it fits.
+pub const STORED_ANSWER_BYTES_MAX: usize = 32 * 1024;
 
 /// Expired records removed per claim at most, so one claim's transaction stays short; the
 /// `keys_max` eviction bounds the file whatever this lags.
@@ -71,6 +88,8 @@ pub const IDEMPOTENCY_FORMAT_VERSION: u64 = 1;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const BY_AGE: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_age");
+const BY_WRITER: TableDefinition<(&str, u64, &str), ()> = TableDefinition::new("by_writer");
+const WRITER_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("writer_counts");
 const META_FORMAT_VERSION: &str = "format_version";
 
 /// Limits of the key store (from the config file's `[line_protocol]` section).
@@ -80,11 +99,17 @@ pub struct IdempotencyLimits {
     pub ttl_s: u64,
     /// Most keys kept; the oldest are forgotten first.
     pub keys_max: u64,
+    /// Most keys kept per writer; the writer's oldest are forgotten first.
+    pub keys_per_writer_max: u64,
 }
 
 impl Default for IdempotencyLimits {
     fn default() -> Self {
-        Self { ttl_s: IDEMPOTENCY_KEY_TTL_S_DEFAULT, keys_max: IDEMPOTENCY_KEYS_MAX_DEFAULT }
+        Self {
+            ttl_s: IDEMPOTENCY_KEY_TTL_S_DEFAULT,
+            keys_max: IDEMPOTENCY_KEYS_MAX_DEFAULT,
+            keys_per_writer_max: IDEMPOTENCY_KEYS_PER_WRITER_MAX_DEFAULT,
+        }
     }
 }
 
@@ -208,6 +233,9 @@ impl IngestKeys {
         if limits.keys_max == 0 {
             return Err(IdempotencyError::InvalidConfig { field: "idempotency_keys_max" });
         }
+        if limits.keys_per_writer_max == 0 {
+            return Err(IdempotencyError::InvalidConfig { field: "idempotency_keys_per_writer_max" });
+        }
         let db = Database::create(data_dir.join(IDEMPOTENCY_FILE_NAME)).map_err(storage)?;
         let txn = db.begin_write().map_err(storage)?;
         {
@@ -222,6 +250,8 @@ impl IngestKeys {
             }
             txn.open_table(KEYS).map_err(storage)?;
             txn.open_table(BY_AGE).map_err(storage)?;
+            txn.open_table(BY_WRITER).map_err(storage)?;
+            txn.open_table(WRITER_COUNTS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Self { db, in_flight: Mutex::new(HashSet::new()), limits })
@@ -255,9 +285,8 @@ impl IngestKeys {
         let ttl_ms = self.limits.ttl_s.saturating_mul(1000);
         let txn = self.db.begin_write().map_err(storage)?;
         let claim_now_ns = {
-            let mut keys = txn.open_table(KEYS).map_err(storage)?;
-            let mut by_age = txn.open_table(BY_AGE).map_err(storage)?;
-            let existing = match keys.get(guard.scoped.as_str()).map_err(storage)? {
+            let mut tables = Tables::open(&txn)?;
+            let existing = match tables.keys.get(guard.scoped.as_str()).map_err(storage)? {
                 Some(bytes) => Some(
                     serde_json::from_slice::<KeyRecord>(bytes.value()).map_err(IdempotencyError::Record)?,
                 ),
@@ -276,13 +305,17 @@ impl IngestKeys {
                 }
                 expired => {
                     if let Some(old) = expired {
-                        by_age.remove((old.created_ms, guard.scoped.as_str())).map_err(storage)?;
+                        tables.remove(old.created_ms, &guard.scoped)?;
                     }
                     let record = KeyRecord { body_sha256: hash, now_ns, created_ms: now_ms, answer: None };
                     let bytes = serde_json::to_vec(&record).map_err(IdempotencyError::Record)?;
-                    keys.insert(guard.scoped.as_str(), bytes.as_slice()).map_err(storage)?;
-                    by_age.insert((now_ms, guard.scoped.as_str()), ()).map_err(storage)?;
-                    forget_old(&mut keys, &mut by_age, now_ms.saturating_sub(ttl_ms), self.limits.keys_max)?;
+                    tables.keys.insert(guard.scoped.as_str(), bytes.as_slice()).map_err(storage)?;
+                    tables.by_age.insert((now_ms, guard.scoped.as_str()), ()).map_err(storage)?;
+                    tables.by_writer.insert((scope, now_ms, guard.scoped.as_str()), ()).map_err(storage)?;
+                    let count = tables.writer_count(scope)?;
+                    tables.writer_counts.insert(scope, count.saturating_add(1)).map_err(storage)?;
+                    let in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    tables.forget_old(now_ms.saturating_sub(ttl_ms), scope, &self.limits, &in_flight)?;
                     now_ns
                 }
             }
@@ -302,9 +335,9 @@ impl IngestKeys {
                 ),
                 None => None,
             };
-            // Evicted meanwhile (keys_max reached by other writers): nothing left to answer from.
+            // Expired meanwhile (a write that ran past the TTL): nothing left to answer from.
             if let Some(mut record) = record {
-                record.answer = Some(answer);
+                record.answer = Some(bounded(answer));
                 let bytes = serde_json::to_vec(&record).map_err(IdempotencyError::Record)?;
                 keys.insert(guard.scoped.as_str(), bytes.as_slice()).map_err(storage)?;
             }
@@ -324,37 +357,126 @@ impl IngestKeys {
     }
 }
 
-/// Removes up to [`EXPIRED_REMOVED_PER_CLAIM`] records created before `expired_before_ms`, then
-/// the oldest records while more than `keys_max` are held.
-fn forget_old(
-    keys: &mut redb::Table<&str, &[u8]>,
-    by_age: &mut redb::Table<(u64, &str), ()>,
-    expired_before_ms: u64,
-    keys_max: u64,
-) -> Result<(), IdempotencyError> {
-    let mut removed = 0;
-    while removed < EXPIRED_REMOVED_PER_CLAIM {
-        let Some((created_ms, scoped)) = oldest(by_age)? else { break };
-        if created_ms >= expired_before_ms {
-            break;
-        }
-        by_age.remove((created_ms, scoped.as_str())).map_err(storage)?;
-        keys.remove(scoped.as_str()).map_err(storage)?;
-        removed += 1;
-    }
-    while keys.len().map_err(storage)? > keys_max {
-        let Some((created_ms, scoped)) = oldest(by_age)? else { break };
-        by_age.remove((created_ms, scoped.as_str())).map_err(storage)?;
-        keys.remove(scoped.as_str()).map_err(storage)?;
-    }
-    Ok(())
+/// The tables of one write transaction.
+struct Tables<'txn> {
+    keys: redb::Table<'txn, &'static str, &'static [u8]>,
+    by_age: redb::Table<'txn, (u64, &'static str), ()>,
+    by_writer: redb::Table<'txn, (&'static str, u64, &'static str), ()>,
+    writer_counts: redb::Table<'txn, &'static str, u64>,
 }
 
-fn oldest(by_age: &redb::Table<(u64, &str), ()>) -> Result<Option<(u64, String)>, IdempotencyError> {
-    Ok(by_age.first().map_err(storage)?.map(|(key, _)| {
-        let (created_ms, scoped) = key.value();
-        (created_ms, scoped.to_owned())
-    }))
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, IdempotencyError> {
+        Ok(Self {
+            keys: txn.open_table(KEYS).map_err(storage)?,
+            by_age: txn.open_table(BY_AGE).map_err(storage)?,
+            by_writer: txn.open_table(BY_WRITER).map_err(storage)?,
+            writer_counts: txn.open_table(WRITER_COUNTS).map_err(storage)?,
+        })
+    }
+
+    fn writer_count(&self, scope: &str) -> Result<u64, IdempotencyError> {
+        Ok(self.writer_counts.get(scope).map_err(storage)?.map_or(0, |count| count.value()))
+    }
+
+    /// Removes the record of `scoped` (created at `created_ms`) from every table.
+    fn remove(&mut self, created_ms: u64, scoped: &str) -> Result<(), IdempotencyError> {
+        let scope = scoped.split_once('\n').map_or(scoped, |(scope, _)| scope);
+        self.keys.remove(scoped).map_err(storage)?;
+        self.by_age.remove((created_ms, scoped)).map_err(storage)?;
+        self.by_writer.remove((scope, created_ms, scoped)).map_err(storage)?;
+        match self.writer_count(scope)? {
+            0 | 1 => {
+                self.writer_counts.remove(scope).map_err(storage)?;
+            }
+            count => {
+                self.writer_counts.insert(scope, count - 1).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes up to [`EXPIRED_REMOVED_PER_CLAIM`] records created before `expired_before_ms`;
+    /// then `scope`'s oldest records while it holds more than `keys_per_writer_max`; then the
+    /// oldest of all while more than `keys_max` are held. Never a key in `in_flight`.
+    fn forget_old(
+        &mut self,
+        expired_before_ms: u64,
+        scope: &str,
+        limits: &IdempotencyLimits,
+        in_flight: &HashSet<String>,
+    ) -> Result<(), IdempotencyError> {
+        for _ in 0..EXPIRED_REMOVED_PER_CLAIM {
+            let oldest = self.by_age.first().map_err(storage)?.map(|(key, _)| {
+                let (created_ms, scoped) = key.value();
+                (created_ms, scoped.to_owned())
+            });
+            let Some((created_ms, scoped)) = oldest else { break };
+            if created_ms >= expired_before_ms || in_flight.contains(&scoped) {
+                break;
+            }
+            self.remove(created_ms, &scoped)?;
+        }
+        while self.writer_count(scope)? > limits.keys_per_writer_max {
+            // The writer's oldest that is not running (at most `in_flight.len()` are skipped).
+            let victim = {
+                let mut range = self
+                    .by_writer
+                    .range((scope, 0_u64, "")..=(scope, u64::MAX, "\u{10ffff}"))
+                    .map_err(storage)?;
+                let mut found = None;
+                for entry in range.by_ref().take(in_flight.len().saturating_add(1)) {
+                    let (key, _) = entry.map_err(storage)?;
+                    let (_, created_ms, scoped) = key.value();
+                    if !in_flight.contains(scoped) {
+                        found = Some((created_ms, scoped.to_owned()));
+                        break;
+                    }
+                }
+                found
+            };
+            let Some((created_ms, scoped)) = victim else { break };
+            self.remove(created_ms, &scoped)?;
+        }
+        while self.keys.len().map_err(storage)? > limits.keys_max {
+            let victim = {
+                let mut found = None;
+                for entry in self.by_age.iter().map_err(storage)?.take(in_flight.len().saturating_add(1)) {
+                    let (key, _) = entry.map_err(storage)?;
+                    let (created_ms, scoped) = key.value();
+                    if !in_flight.contains(scoped) {
+                        found = Some((created_ms, scoped.to_owned()));
+                        break;
+                    }
+                }
+                found
+            };
+            let Some((created_ms, scoped)) = victim else { break };
+            self.remove(created_ms, &scoped)?;
+        }
+        Ok(())
+    }
+}
+
+/// `answer` with a body of at most [`STORED_ANSWER_BYTES_MAX`]: a larger JSON refusal keeps its
+/// fields but drops listed `lines` from the end until it fits; anything else larger keeps only
+/// its status.
+fn bounded(answer: StoredAnswer) -> StoredAnswer {
+    if answer.body.len() <= STORED_ANSWER_BYTES_MAX {
+        return answer;
+    }
+    if let Ok(mut json) = serde_json::from_str::<serde_json::Value>(&answer.body) {
+        while let Some(lines) = json.get_mut("lines").and_then(serde_json::Value::as_array_mut) {
+            if lines.pop().is_none() {
+                break;
+            }
+            let text = json.to_string();
+            if text.len() <= STORED_ANSWER_BYTES_MAX {
+                return StoredAnswer { status: answer.status, body: text };
+            }
+        }
+    }
+    StoredAnswer { status: answer.status, body: String::new() }
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
@@ -423,7 +545,7 @@ mod tests {
 
     #[test]
     fn keys_expire_and_the_oldest_are_evicted_past_the_maximum() {
-        let (_dir, keys) = store(IdempotencyLimits { ttl_s: 10, keys_max: 3 });
+        let (_dir, keys) = store(IdempotencyLimits { ttl_s: 10, keys_max: 3, keys_per_writer_max: 100 });
         for (i, key) in ["a", "b", "c", "d"].iter().enumerate() {
             let Claim::Write { guard, .. } = keys.claim("s", key, &[0; 32], 1, i as u64).unwrap() else {
                 panic!("new key");
@@ -449,5 +571,69 @@ mod tests {
             assert!(matches!(validate_key(bad), Err(IdempotencyError::InvalidKey)), "{bad:?}");
         }
         assert!(validate_key(&[b'k'; IDEMPOTENCY_KEY_BYTES_MAX]).is_ok());
+    }
+
+    fn write_and_answer(keys: &Arc<IngestKeys>, scope: &str, key: &str, now_ms: u64) {
+        let Claim::Write { guard, .. } = keys.claim(scope, key, &[0; 32], 1, now_ms).unwrap() else {
+            panic!("{scope}/{key} is new");
+        };
+        keys.complete(&guard, answer(204)).unwrap();
+    }
+
+    #[test]
+    fn a_writer_flooding_keys_evicts_only_its_own() {
+        let limits = IdempotencyLimits { ttl_s: 3_600, keys_max: 100, keys_per_writer_max: 2 };
+        let (_dir, keys) = store(limits);
+        write_and_answer(&keys, "user:b", "b1", 1);
+        for (i, key) in ["a1", "a2", "a3", "a4"].iter().enumerate() {
+            write_and_answer(&keys, "user:a", key, 10 + i as u64);
+        }
+        // a holds its two newest; b's key, older than all of them, is still answered.
+        assert_eq!(keys.len().unwrap(), 3);
+        assert!(matches!(keys.claim("user:b", "b1", &[0; 32], 1, 20).unwrap(), Claim::Replay(_)));
+        assert!(matches!(keys.claim("user:a", "a4", &[0; 32], 1, 20).unwrap(), Claim::Replay(_)));
+        assert!(matches!(
+            keys.claim("user:a", "a1", &[0; 32], 7, 21).unwrap(),
+            Claim::Write { now_ns: 7, .. }
+        ));
+    }
+
+    #[test]
+    fn a_running_key_is_never_evicted() {
+        let limits = IdempotencyLimits { ttl_s: 3_600, keys_max: 2, keys_per_writer_max: 2 };
+        let (_dir, keys) = store(limits);
+        // The oldest key's request is still running while newer keys push past both limits.
+        let Claim::Write { now_ns: 5, guard } = keys.claim("user:a", "slow", &[0; 32], 5, 1).unwrap() else {
+            panic!("new key");
+        };
+        for (i, key) in ["k1", "k2", "k3"].iter().enumerate() {
+            write_and_answer(&keys, "user:a", key, 10 + i as u64);
+        }
+        assert!(matches!(keys.claim("user:a", "slow", &[0; 32], 9, 30), Err(IdempotencyError::InUse)));
+        keys.complete(&guard, answer(204)).unwrap();
+        drop(guard);
+        match keys.claim("user:a", "slow", &[0; 32], 9, 31).unwrap() {
+            Claim::Replay(stored) => assert_eq!(stored, answer(204)),
+            other => panic!("the running key was evicted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stored_answer_is_bounded_and_keeps_its_counts() {
+        let lines: Vec<serde_json::Value> =
+            (1..=100).map(|line| serde_json::json!({ "line": line, "error": "x".repeat(1_000) })).collect();
+        let body =
+            serde_json::json!({ "error": "invalid_line_protocol", "refused_lines": 100, "lines": lines });
+        let big = StoredAnswer { status: 400, body: body.to_string() };
+        assert!(big.body.len() > STORED_ANSWER_BYTES_MAX);
+        let kept = bounded(big);
+        assert!(kept.body.len() <= STORED_ANSWER_BYTES_MAX);
+        let json: serde_json::Value = serde_json::from_str(&kept.body).unwrap();
+        assert_eq!(json["refused_lines"], 100);
+        let listed = json["lines"].as_array().unwrap();
+        assert!(!listed.is_empty() && listed.len() < 100);
+        assert_eq!(listed[0]["line"], 1);
+        let small = StoredAnswer { status: 204, body: String::new() };
+        assert_eq!(bounded(small.clone()), small);
     }
 }

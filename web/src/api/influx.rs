@@ -49,6 +49,11 @@ pub const LINE_PROTOCOL_BODY_BYTES_MAX: u64 = 16 << 20;
 /// Most per-line reasons one 400 answer lists; the count of refused lines is always exact.
 pub const LINE_ERRORS_LISTED_MAX: usize = 100;
 
+/// Longest reason given for one refused line, characters: reasons quote the line's text (a key,
+/// a value, a buoy id), which may be 64 KiB long; longer reasons are cut and end with `…`, so a
+/// 400 answer stays under about 25 KiB whatever the body held.
+pub const LINE_REASON_CHARS_MAX: usize = 200;
+
 /// The tag that names the buoy.
 pub const BUOY_TAG: &str = "buoy_id";
 
@@ -387,7 +392,7 @@ async fn write_body(
                 good_lines += 1;
                 per_buoy.entry(buoy).or_default().extend(readings);
             }
-            Err(Refusal::Line(reason)) => refused.push((outcome.line_number, reason)),
+            Err(Refusal::Line(reason)) => refused.push((outcome.line_number, clipped(reason))),
             Err(Refusal::Forbidden(reason)) => return Err(ApiError::Forbidden(reason)),
         }
     }
@@ -493,6 +498,15 @@ fn readings_of(
         readings.push((metric, ts, *value));
     }
     Ok((buoy_id.as_str().to_owned(), readings))
+}
+
+/// `reason` cut to [`LINE_REASON_CHARS_MAX`] characters.
+fn clipped(mut reason: String) -> String {
+    if let Some((cut, _)) = reason.char_indices().nth(LINE_REASON_CHARS_MAX) {
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
 }
 
 fn refusal(refused: Vec<(usize, String)>, stored_lines: usize) -> Written {

@@ -50,11 +50,13 @@ async fn healthz<S>(_request: Request<S>) -> Result<Reply, ApiError> {
     responses((status = 200, description = "Metrics in OpenMetrics text format",
         content_type = "application/openmetrics-text", body = String),
         (status = 401, description = "Not a loopback client, and no or a wrong scrape token"),
-        (status = 403, description = "Not a loopback client, and no scrape token is configured")))]
+        (status = 403, description = "A token is needed from this client and none is configured")))]
 async fn metrics<S>(request: Request<S>) -> Result<Reply, ApiError> {
+    let config = &request.shared.config;
     metrics_access(
         request.peer().ip(),
-        request.shared.config.metrics_token_sha256.as_ref(),
+        config.metrics_loopback_open,
+        config.metrics_token_sha256.as_ref(),
         request.headers().get(header::AUTHORIZATION),
     )?;
     let mut text = String::new();
@@ -63,20 +65,21 @@ async fn metrics<S>(request: Request<S>) -> Result<Reply, ApiError> {
     Ok(Reply::bytes("application/openmetrics-text; version=1.0.0; charset=utf-8", text))
 }
 
-/// Who may read `/metrics`: a loopback peer always (an IPv4-mapped loopback address too); any
-/// other peer only with the configured scrape token as `Authorization: Bearer`.
+/// Who may read `/metrics`: a loopback peer (an IPv4-mapped loopback address too) unless
+/// `loopback_open` is off; any other peer only with the configured scrape token as
+/// `Authorization: Bearer`.
 fn metrics_access(
     peer: std::net::IpAddr,
+    loopback_open: bool,
     token_sha256: Option<&[u8; 32]>,
     authorization: Option<&HeaderValue>,
 ) -> Result<(), ApiError> {
-    if peer.to_canonical().is_loopback() {
+    if loopback_open && peer.to_canonical().is_loopback() {
         return Ok(());
     }
     let Some(want) = token_sha256 else {
         return Err(ApiError::Forbidden(
-            "/metrics is served to loopback clients only; set [https] metrics_token_file to scrape it from elsewhere"
-                .to_owned(),
+            "/metrics needs a scrape token from this client; set [https] metrics_token_file".to_owned(),
         ));
     };
     let presented = authorization
@@ -138,18 +141,21 @@ mod tests {
         let want = sha(token);
         let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
         let wrong = HeaderValue::from_static("Bearer 0123456789abcdef0123456789abcdeX");
+        let code = |r: Result<(), ApiError>| r.err().map(|e| e.code());
         for loopback in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
             let peer: IpAddr = loopback.parse().unwrap();
-            assert!(metrics_access(peer, None, None).is_ok(), "{loopback}");
+            assert!(metrics_access(peer, true, None, None).is_ok(), "{loopback}");
+            // Behind a local reverse proxy: loopback needs the token too.
+            assert_eq!(code(metrics_access(peer, false, Some(&want), None)), Some("unauthorized"));
+            assert_eq!(code(metrics_access(peer, false, Some(&want), Some(&bearer))), None);
         }
         let remote: IpAddr = "10.1.2.3".parse().unwrap();
-        let code = |r: Result<(), ApiError>| r.err().map(|e| e.code());
-        assert_eq!(code(metrics_access(remote, None, Some(&bearer))), Some("forbidden"));
-        assert_eq!(code(metrics_access(remote, Some(&want), None)), Some("unauthorized"));
-        assert_eq!(code(metrics_access(remote, Some(&want), Some(&wrong))), Some("unauthorized"));
-        assert_eq!(code(metrics_access(remote, Some(&want), Some(&bearer))), None);
+        assert_eq!(code(metrics_access(remote, true, None, Some(&bearer))), Some("forbidden"));
+        assert_eq!(code(metrics_access(remote, true, Some(&want), None)), Some("unauthorized"));
+        assert_eq!(code(metrics_access(remote, true, Some(&want), Some(&wrong))), Some("unauthorized"));
+        assert_eq!(code(metrics_access(remote, true, Some(&want), Some(&bearer))), None);
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
-        assert_eq!(code(metrics_access(mapped, Some(&want), None)), Some("unauthorized"));
+        assert_eq!(code(metrics_access(mapped, true, Some(&want), None)), Some("unauthorized"));
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct HttpConfig {
     /// any other client must send `Authorization: Bearer <token>`, and with no token set it is
     /// refused (403). Set from `[https] metrics_token_file` by `bluewave serve`. Default `None`.
     pub metrics_token_sha256: Option<[u8; 32]>,
+    /// Whether loopback clients read `/metrics` without the token. Set it to `false` when a
+    /// reverse proxy on the same host forwards outside clients (they all arrive from loopback).
+    /// Default `true`.
+    pub metrics_loopback_open: bool,
 }
 
 /// Shortest scrape token accepted for `/metrics`: 32 characters (e.g. `openssl rand -hex 16`).
@@ -85,6 +89,7 @@ impl Default for HttpConfig {
             response_stall_timeout_ms: 60_000,
             shutdown_drain_timeout_ms: 10_000,
             metrics_token_sha256: None,
+            metrics_loopback_open: true,
         }
     }
 }

@@ -309,6 +309,21 @@ async fn an_idempotency_key_writes_a_body_once_and_replays_its_answer() {
 }
 
 #[tokio::test]
+async fn a_refusal_quotes_at_most_200_characters_of_the_line() {
+    let api = Api::start().await;
+    api.seed().await;
+    let operator = api.token("operator@example.org").await;
+    let long = "b".repeat(60_000);
+    let body = format!("m,buoy_id={long} ph=1 {T0}\n");
+    let answer = write(&api, "/api/v2/write", Some(&format!("Token {operator}")), &[], &body).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let reason = answer.json()["lines"][0]["error"].as_str().unwrap().to_owned();
+    assert_eq!(reason.chars().count(), bluewave_web::LINE_REASON_CHARS_MAX + 1);
+    assert!(reason.starts_with("buoy \"bbb") && reason.ends_with('…'), "{reason}");
+    assert!(answer.body.len() < 1_024, "{}", answer.body.len());
+}
+
+#[tokio::test]
 async fn the_measurement_names_the_buoy_when_configured() {
     let config = LineProtocolConfig { buoy_from: BuoySource::Measurement, ..LineProtocolConfig::default() };
     let api = Api::start_with_all(fast_config(10_000), QueryConfig::default(), config).await;
