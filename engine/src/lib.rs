@@ -64,7 +64,7 @@ pub use bluewave_model::{
     ReadingBatch, ReadingBatchBuilder, TIMESTAMP_MAX, TIMESTAMP_MIN, TimestampNs,
 };
 pub use buffer::Chunk;
-pub use catalog::{BuoyInfo, FileMeta, MetricStats, Tombstone};
+pub use catalog::{BuoyInfo, FileMeta, MetricStats, SeriesStats, SeriesStatsBuilder, Tombstone};
 pub use config::{Durability, EngineConfig, PartitionDuration};
 pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
 pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, lane_for_buoy};

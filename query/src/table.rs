@@ -808,6 +808,7 @@ mod tests {
                 applied_tombstones: Vec::new(),
                 buoy_ranges: Vec::new(),
                 metric_stats: Vec::new(),
+                series_stats: Vec::new(),
             }),
             overlaps: false,
             merge_buoys: Vec::new(),

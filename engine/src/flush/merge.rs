@@ -369,6 +369,7 @@ mod tests {
             applied_tombstones: Vec::new(),
             buoy_ranges,
             metric_stats,
+            series_stats: Vec::new(),
         };
         CompactionFile { meta: Arc::new(meta), bytes: Bytes::from(bytes), tombstones }
     }
