@@ -198,6 +198,7 @@ fn catalog(c: &mut Criterion) {
                 applied_tombstones: Vec::new(),
                 buoy_ranges: Vec::new(),
                 metric_stats: Vec::new(),
+                series_stats: Vec::new(),
             }));
         }
     }

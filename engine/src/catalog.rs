@@ -75,6 +75,84 @@ pub struct FileMeta {
     /// so aggregates over files no filter cuts are answered from here without reading them.
     /// Empty for entries written before catalog entry version 4.
     pub metric_stats: Vec<MetricStats>,
+    /// Per series (one buoy's one metric) with rows in the file: count, sum, smallest and
+    /// largest value, sorted by `(buoy, metric)` position, so per-buoy aggregates (fleet-wide
+    /// top-N, per-buoy extremes) and callers who see only some buoys are answered without
+    /// opening the file. 40 bytes a series on disk and in memory. Empty for entries written
+    /// before catalog entry version 5.
+    pub series_stats: Vec<SeriesStats>,
+}
+
+/// Aggregates of one series' rows in one file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SeriesStats {
+    /// Position of the buoy in [`FileMeta::buoys`].
+    pub buoy: u32,
+    /// Position of the metric in [`FileMeta::metrics`].
+    pub metric: u32,
+    /// Its rows' count, sum (in row order), minimum and maximum.
+    pub stats: MetricStats,
+}
+
+/// Gathers [`SeriesStats`] while a file's rows are written, keyed by the writer's dictionary
+/// keys. Rows come sorted by `(buoy, metric, ts)`, so a series is one run of rows and each row
+/// costs one comparison with the series before it.
+#[derive(Clone, Debug, Default)]
+pub struct SeriesStatsBuilder {
+    /// `(buoy key, metric key)` and stats, one entry per run of rows.
+    runs: Vec<((u32, u32), MetricStats)>,
+}
+
+impl SeriesStatsBuilder {
+    /// Adds one row's value.
+    #[inline]
+    pub fn add(&mut self, buoy_key: u32, metric_key: u32, value: f64) {
+        match self.runs.last_mut() {
+            Some((key, stats)) if *key == (buoy_key, metric_key) => stats.add(value),
+            _ => {
+                let mut stats = MetricStats::EMPTY;
+                stats.add(value);
+                self.runs.push(((buoy_key, metric_key), stats));
+            }
+        }
+    }
+
+    /// The series stats of a file whose sorted name lists are `buoys` and `metrics`, given the
+    /// dictionaries the keys index (`buoy_names`, `metric_names`). A key outside its dictionary
+    /// or a name missing from the lists leaves the series out (never misattributed); runs of
+    /// one series that were not adjacent are merged.
+    pub fn finish(
+        &self,
+        buoy_names: &[Arc<str>],
+        metric_names: &[Arc<str>],
+        buoys: &[Arc<str>],
+        metrics: &[Arc<str>],
+    ) -> Vec<SeriesStats> {
+        let position = |names: &[Arc<str>], list: &[Arc<str>], key: u32| -> Option<u32> {
+            let name = names.get(key as usize)?;
+            list.binary_search(name).ok().and_then(|i| u32::try_from(i).ok())
+        };
+        let mut out: Vec<SeriesStats> = self
+            .runs
+            .iter()
+            .filter_map(|&((b, m), stats)| {
+                Some(SeriesStats {
+                    buoy: position(buoy_names, buoys, b)?,
+                    metric: position(metric_names, metrics, m)?,
+                    stats,
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| (s.buoy, s.metric));
+        out.dedup_by(|later, earlier| {
+            let same = (later.buoy, later.metric) == (earlier.buoy, earlier.metric);
+            if same {
+                earlier.stats.merge(&later.stats);
+            }
+            same
+        });
+        out
+    }
 }
 
 /// Aggregates of one metric's rows in one file, taken from the values as written (values
@@ -158,12 +236,18 @@ impl FileMeta {
     /// rows u64 | bytes u64 | ts_min i64 | ts_max i64 | generation u64 | seq_min u64 | seq_max u64
     /// | buoys (u32 count, (u8 len, bytes)*) | metrics (same) | applied tombstones (u32 count,
     /// u64*) | buoy ranges (u32 count, (i64 min, i64 max)*) | metric stats (u32 count, (u64 rows,
-    /// f64 sum, f64 min, f64 max)*)`. Version 1 entries (no tombstone list), version 2 entries
-    /// (no buoy ranges) and version 3 entries (no metric stats) are still read.
+    /// f64 sum, f64 min, f64 max)*) | series stats (u32 count, (u32 buoy position, u32 metric
+    /// position, u64 rows, f64 sum, f64 min, f64 max)*, sorted by position pair)`. Version 1
+    /// entries (no tombstone list), version 2 entries (no buoy ranges), version 3 entries (no
+    /// metric stats) and version 4 entries (no series stats) are still read.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(100 + self.path.len() + self.buoys.len() * 28 + self.metrics.len() * 48);
-        out.push(4);
+        let mut out = Vec::with_capacity(
+            100 + self.path.len()
+                + self.buoys.len() * 28
+                + self.metrics.len() * 48
+                + self.series_stats.len() * 40,
+        );
+        out.push(5);
         for v in [self.id, self.partition_start as u64, self.partition_end as u64] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -203,6 +287,15 @@ impl FileMeta {
                 out.extend_from_slice(&v.to_bits().to_le_bytes());
             }
         }
+        out.extend_from_slice(&(self.series_stats.len() as u32).to_le_bytes());
+        for s in &self.series_stats {
+            out.extend_from_slice(&s.buoy.to_le_bytes());
+            out.extend_from_slice(&s.metric.to_le_bytes());
+            out.extend_from_slice(&s.stats.rows.to_le_bytes());
+            for v in [s.stats.sum, s.stats.min, s.stats.max] {
+                out.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
+        }
         out
     }
 
@@ -210,7 +303,7 @@ impl FileMeta {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader { bytes, pos: 0 };
         let version = r.u8()?;
-        if !(1..=4).contains(&version) {
+        if !(1..=5).contains(&version) {
             return None;
         }
         let id = r.u64()?;
@@ -262,6 +355,24 @@ impl FileMeta {
                 metric_stats.push(MetricStats { rows, sum, min, max });
             }
         }
+        let mut series_stats = Vec::new();
+        if version >= 5 {
+            let count = r.u32()? as usize;
+            series_stats.reserve(count.min(bytes.len() / 40));
+            for _ in 0..count {
+                let (buoy, metric) = (r.u32()?, r.u32()?);
+                let rows = r.u64()?;
+                let (sum, min, max) =
+                    (f64::from_bits(r.u64()?), f64::from_bits(r.u64()?), f64::from_bits(r.u64()?));
+                // Positions inside the lists and strictly increasing, or not an entry we wrote.
+                let after_last =
+                    series_stats.last().is_none_or(|l: &SeriesStats| (l.buoy, l.metric) < (buoy, metric));
+                if buoy as usize >= buoys.len() || metric as usize >= metrics.len() || !after_last {
+                    return None;
+                }
+                series_stats.push(SeriesStats { buoy, metric, stats: MetricStats { rows, sum, min, max } });
+            }
+        }
         (r.pos == bytes.len()).then_some(Self {
             id,
             partition_start,
@@ -279,7 +390,24 @@ impl FileMeta {
             applied_tombstones,
             buoy_ranges,
             metric_stats,
+            series_stats,
         })
+    }
+
+    /// The series stats of `buoy` (one per metric it has here); empty when the file has none
+    /// of its rows or the entry predates series stats.
+    pub fn series_stats_of(&self, buoy: &str) -> &[SeriesStats] {
+        let Ok(i) = self.buoys.binary_search_by(|b| (**b).cmp(buoy)) else { return &[] };
+        let i = i as u32;
+        let start = self.series_stats.partition_point(|s| s.buoy < i);
+        let end = self.series_stats.partition_point(|s| s.buoy <= i);
+        &self.series_stats[start..end]
+    }
+
+    /// True when the entry carries series stats (written by catalog entry version 5 or later,
+    /// and the file has rows).
+    pub fn has_series_stats(&self) -> bool {
+        !self.series_stats.is_empty()
     }
 
     /// The stats of `metric`'s rows; `None` when the file has none or the entry predates them.
@@ -698,6 +826,18 @@ mod tests {
             applied_tombstones: vec![4, 12],
             buoy_ranges: vec![(5, 20), (7, 50)],
             metric_stats: vec![MetricStats { rows: 10, sum: 71.25, min: -0.5, max: 8.125 }],
+            series_stats: vec![
+                SeriesStats {
+                    buoy: 0,
+                    metric: 0,
+                    stats: MetricStats { rows: 4, sum: 30.0, min: -0.5, max: 8.125 },
+                },
+                SeriesStats {
+                    buoy: 1,
+                    metric: 0,
+                    stats: MetricStats { rows: 6, sum: 41.25, min: 6.0, max: 7.5 },
+                },
+            ],
         }
     }
 
@@ -738,11 +878,12 @@ mod tests {
         let mut v2 = meta(6);
         v2.buoy_ranges.clear();
         v2.metric_stats.clear();
+        v2.series_stats.clear();
         let mut bytes = v2.encode();
         bytes[0] = 2;
         // A version 2 entry ends after the tombstone list: drop the (empty) range and stats
         // counts.
-        bytes.truncate(bytes.len() - 8);
+        bytes.truncate(bytes.len() - 12);
         let decoded = FileMeta::decode(&bytes).unwrap();
         assert_eq!(decoded, v2);
         assert_eq!(decoded.buoy_range("b"), Some((5, 50)));
@@ -758,10 +899,11 @@ mod tests {
     fn entries_of_version_3_are_read_without_metric_stats() {
         let mut v3 = meta(7);
         v3.metric_stats.clear();
+        v3.series_stats.clear();
         let mut bytes = v3.encode();
         bytes[0] = 3;
-        // A version 3 entry ends after the buoy ranges: drop the (empty) stats count.
-        bytes.truncate(bytes.len() - 4);
+        // A version 3 entry ends after the buoy ranges: drop the (empty) stats counts.
+        bytes.truncate(bytes.len() - 8);
         let decoded = FileMeta::decode(&bytes).unwrap();
         assert_eq!(decoded, v3);
         assert_eq!(decoded.metric_stats_of("ph"), None);
@@ -770,6 +912,61 @@ mod tests {
         let mut wrong = meta(7);
         wrong.metric_stats.push(MetricStats::EMPTY);
         assert_eq!(FileMeta::decode(&wrong.encode()), None);
+    }
+
+    #[test]
+    fn series_stats_round_trip_and_entries_of_version_4_are_read_without_them() {
+        let m = meta(8);
+        assert_eq!(m.series_stats_of("b").iter().map(|s| s.stats.rows).collect::<Vec<_>>(), vec![6]);
+        assert!(m.series_stats_of("c").is_empty());
+        let mut v4 = meta(8);
+        v4.series_stats.clear();
+        let mut bytes = v4.encode();
+        bytes[0] = 4;
+        bytes.truncate(bytes.len() - 4);
+        let decoded = FileMeta::decode(&bytes).unwrap();
+        assert_eq!(decoded, v4);
+        assert!(!decoded.has_series_stats() && decoded.series_stats_of("a").is_empty());
+        // Positions outside the lists, or out of order, are refused, not misread.
+        for broken in [
+            |m: &mut FileMeta| m.series_stats[1].buoy = 2,
+            |m: &mut FileMeta| m.series_stats[1].metric = 1,
+            |m: &mut FileMeta| m.series_stats.swap(0, 1),
+        ] {
+            let mut wrong = meta(8);
+            broken(&mut wrong);
+            assert_eq!(FileMeta::decode(&wrong.encode()), None);
+        }
+    }
+
+    #[test]
+    fn series_stats_builder_keeps_one_entry_per_series_in_list_order() {
+        let names = |list: &[&str]| list.iter().map(|s| Arc::from(*s)).collect::<Vec<Arc<str>>>();
+        // Dictionaries in first-seen order, lists sorted; rows sorted by name.
+        let (buoy_dict, metric_dict) = (names(&["b", "a"]), names(&["temp", "ph"]));
+        let (buoys, metrics) = (names(&["a", "b"]), names(&["ph", "temp"]));
+        let mut builder = SeriesStatsBuilder::default();
+        for (b, m, v) in [(1, 1, 7.0), (1, 1, 8.5), (1, 0, 20.0), (0, 1, 6.5), (0, 0, 21.0), (0, 0, 19.5)] {
+            builder.add(b, m, v);
+        }
+        // A run of a series seen before (unsorted input) is merged, an unknown key dropped.
+        builder.add(1, 1, 9.0);
+        builder.add(7, 0, 1.0);
+        let got = builder.finish(&buoy_dict, &metric_dict, &buoys, &metrics);
+        let stats = |values: &[f64]| {
+            let mut s = MetricStats::EMPTY;
+            values.iter().for_each(|&v| s.add(v));
+            s
+        };
+        assert_eq!(
+            got,
+            vec![
+                SeriesStats { buoy: 0, metric: 0, stats: stats(&[7.0, 8.5, 9.0]) },
+                SeriesStats { buoy: 0, metric: 1, stats: stats(&[20.0]) },
+                SeriesStats { buoy: 1, metric: 0, stats: stats(&[6.5]) },
+                SeriesStats { buoy: 1, metric: 1, stats: stats(&[21.0, 19.5]) },
+            ]
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub use bluewave_model::{
 };
 pub use budget::{MemoryBudget, MemoryConsumer, MemoryReservation};
 pub use buffer::Chunk;
-pub use catalog::{BuoyInfo, FileMeta, MetricStats, Tombstone};
+pub use catalog::{BuoyInfo, FileMeta, MetricStats, SeriesStats, SeriesStatsBuilder, Tombstone};
 pub use config::{Durability, EngineConfig, MEMORY_BYTES_MIN, PartitionDuration};
 pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
 pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, lane_for_buoy};

@@ -14,8 +14,8 @@
 //!   over each buoy's newest data first, older data only for the groups not found there.
 //! - `runaway`: guards against runaway queries (table-function row cap, yield points above
 //!   joins).
-//! - `scan`: execution plans of the scan: snapshot-holding leaf, last-write-wins merge of
-//!   overlapping files and the buffer.
+//! - `scan`: execution plans of the scan: the snapshot-holding leaf, shared plan helpers.
+//! - `merge`: the streaming last-write-wins k-way merge of overlapping files and the buffer.
 //! - `service`: [`QueryService`] (runtime, sessions, read-only check, limits) and
 //!   [`ResultStream`].
 //! - `filter`: [`TelemetryFilter`] and the paging [`Cursor`] of REST reads.
@@ -54,6 +54,7 @@ mod csv_safe;
 mod encode;
 mod error;
 mod filter;
+mod merge;
 mod metrics;
 mod newest;
 mod policy;

@@ -35,7 +35,7 @@ use crate::table::{BUOYS, COL_BUOY, COL_METRIC, COL_TS, READINGS, ReadingsTable,
 /// Runs queries over one engine. Cheap to share behind an `Arc`.
 ///
 /// It owns a multi-threaded tokio runtime of [`QueryConfig::worker_threads`] threads named
-/// `bw-query`: planning, execution and merging all happen there (blocking file decoding on
+/// `bw-query`: planning, execution and merging all happen there (gathering buffered rows on
 /// that runtime's blocking pool), so a heavy query competes for CPU but never for ingest's
 /// threads, and at most [`QueryConfig::queries_max`] queries run at once.
 pub struct QueryService {
@@ -58,7 +58,7 @@ impl std::fmt::Debug for QueryService {
     }
 }
 
-/// Blocking threads of the query runtime (file decoding of merges).
+/// Blocking threads of the query runtime (gathering and sorting the buffered rows of merges).
 pub const BLOCKING_THREADS_MAX: usize = 4;
 
 /// Memory for cached Parquet footers and page indexes, shared by all queries. A footer with

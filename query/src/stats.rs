@@ -1,19 +1,24 @@
-//! Aggregates answered from the catalog's per-file metric statistics.
+//! Aggregates answered from the catalog's per-file statistics.
 //!
-//! Every partition file's catalog entry carries, per metric, the count, sum, smallest and
-//! largest value of its rows ([`bluewave_engine::MetricStats`], taken as the file is written).
-//! `SELECT metric, count(*), avg(value) FROM readings GROUP BY metric` (or with no `GROUP BY`,
-//! or with `sum`/`min`/`max`) needs nothing else from a file that its filters and the caller's
-//! policy take whole, and that no last-write-wins merge or tombstone touches. Such an
-//! aggregate runs in two parts over the query's one snapshot:
+//! Every partition file's catalog entry carries, per metric and per series (one buoy's one
+//! metric), the count, sum, smallest and largest value of its rows
+//! ([`bluewave_engine::MetricStats`], [`bluewave_engine::SeriesStats`], taken as the file is
+//! written). `SELECT metric, count(*), avg(value) FROM readings GROUP BY metric`, the same
+//! grouped by `buoy_id` or by both (fleet-wide top-N and per-buoy extremes: `SELECT buoy_id,
+//! max(value) … WHERE metric = 'nitrate_mg_l' GROUP BY buoy_id ORDER BY 2 DESC LIMIT 10`), or
+//! with no `GROUP BY`, needs nothing else from a file whose rows within the caller's buoys the
+//! filters and the policy take whole in time, and that no last-write-wins merge or tombstone
+//! touches. The buoys the policy and filters leave out are left out of the sums by the series
+//! statistics: a caller sees the statistics of its own buoys only. Such an aggregate runs in
+//! two parts over the query's one snapshot:
 //!
 //! 1. the files taken whole contribute their statistics, without being opened;
 //! 2. the rest (files a filter cuts, files that need merging, the live buffer) is scanned by
 //!    the caller's own aggregate, split into count, sum, min and max, with those files left
 //!    out of its `readings` scan (the same table, policy and snapshot otherwise).
 //!
-//! The rewrite applies only where it cannot change an answer: at most one group column,
-//! `metric`; every aggregate `count` of a column or literal (no column of `readings` is ever
+//! The rewrite applies only where it cannot change an answer: group columns among `buoy_id`
+//! and `metric` (each at most once); every aggregate `count` of a column or literal (no column of `readings` is ever
 //! null) or `sum`/`avg`/`min`/`max` of `value`, with no `DISTINCT`, `FILTER` or `ORDER BY`;
 //! between the aggregate and the scan only filters, aliases and bare-column projections; and
 //! every filter of the forms whose rows the catalog can tell exactly (`buoy_id`/`metric`
@@ -31,7 +36,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bluewave_engine::{MetricStats, ReadFilter, SelectedFile};
+use bluewave_engine::{FileMeta, MetricStats, ReadFilter, SelectedFile};
 use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -65,13 +70,20 @@ enum Kind {
     Max,
 }
 
+/// A group column statistics can answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Hash)]
+enum GroupColumn {
+    Buoy,
+    Metric,
+}
+
 /// The logical node: the caller's aggregate, answered from statistics where they suffice. A
 /// leaf for the optimizer (the aggregate inside is already optimized).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Hash)]
 pub(crate) struct CatalogAggregateNode {
     aggregate: LogicalPlan,
-    /// Grouped by `metric` (else one group).
-    by_metric: bool,
+    /// The group columns, in output order (none: one group).
+    group: Vec<GroupColumn>,
     /// The aggregates, in output order (after the group column).
     kinds: Vec<Kind>,
 }
@@ -104,11 +116,11 @@ impl OptimizerRule for CatalogAggregateRule {
                 return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
             }
             let LogicalPlan::Aggregate(aggregate) = &node else { return Ok(Transformed::no(node)) };
-            let Some((by_metric, kinds)) = statistics_shape(aggregate) else {
+            let Some((group, kinds)) = statistics_shape(aggregate) else {
                 return Ok(Transformed::no(node));
             };
             let rewritten = LogicalPlan::Extension(Extension {
-                node: Arc::new(CatalogAggregateNode { aggregate: node.clone(), by_metric, kinds }),
+                node: Arc::new(CatalogAggregateNode { aggregate: node.clone(), group, kinds }),
             });
             Ok(Transformed::new(rewritten, true, TreeNodeRecursion::Jump))
         })
@@ -266,13 +278,20 @@ fn exact_scan(plan: &LogicalPlan, filters: &mut Vec<Expr>) -> Option<TableScan> 
     }
 }
 
-/// `(grouped by metric, kinds)` when statistics can answer `aggregate`.
-fn statistics_shape(aggregate: &Aggregate) -> Option<(bool, Vec<Kind>)> {
-    let by_metric = match aggregate.group_expr.as_slice() {
-        [] => false,
-        [g] if column_name(g) == Some(COLUMN_METRIC) => true,
-        _ => return None,
-    };
+/// `(group columns, kinds)` when statistics can answer `aggregate`.
+fn statistics_shape(aggregate: &Aggregate) -> Option<(Vec<GroupColumn>, Vec<Kind>)> {
+    let mut group = Vec::new();
+    for g in &aggregate.group_expr {
+        let column = match column_name(g) {
+            Some(COLUMN_BUOY_ID) => GroupColumn::Buoy,
+            Some(COLUMN_METRIC) => GroupColumn::Metric,
+            _ => return None,
+        };
+        if group.contains(&column) {
+            return None;
+        }
+        group.push(column);
+    }
     if aggregate.aggr_expr.is_empty() {
         return None;
     }
@@ -284,11 +303,11 @@ fn statistics_shape(aggregate: &Aggregate) -> Option<(bool, Vec<Kind>)> {
     }
     // The output is built here: its types must be the ones DataFusion planned.
     let fields = aggregate.schema.fields();
-    let groups = usize::from(by_metric);
+    let groups = group.len();
     let types_match = fields.len() == groups + kinds.len()
-        && (!by_metric || fields[0].data_type() == &DataType::Utf8)
+        && fields[..groups].iter().all(|f| f.data_type() == &DataType::Utf8)
         && kinds.iter().zip(&fields[groups..]).all(|(k, f)| f.data_type() == &output_type(*k));
-    types_match.then_some((by_metric, kinds))
+    types_match.then_some((group, kinds))
 }
 
 /// Plans [`CatalogAggregateNode`]s.
@@ -341,7 +360,15 @@ impl DisplayAs for CatalogAggregateExec {
         write!(
             f,
             "CatalogAggregateExec: group_by=[{}], files taken whole answered from catalog statistics",
-            if self.node.by_metric { "metric" } else { "" }
+            self.node
+                .group
+                .iter()
+                .map(|g| match g {
+                    GroupColumn::Buoy => COLUMN_BUOY_ID,
+                    GroupColumn::Metric => COLUMN_METRIC,
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 }
@@ -373,15 +400,35 @@ impl ExecutionPlan for CatalogAggregateExec {
     }
 }
 
-/// True when every row of `file` is in `filter` (time and buoys; metrics are picked from its
-/// statistics) and the file carries statistics. `buoys` is the filter's buoy set.
-fn taken_whole(file: &SelectedFile, filter: &ReadFilter, buoys: Option<&HashSet<&str>>) -> bool {
-    let meta = &file.meta;
-    !meta.metric_stats.is_empty()
-        && meta.metric_stats.len() == meta.metrics.len()
-        && filter.start.is_none_or(|s| meta.ts_min >= s)
-        && filter.end.is_none_or(|e| meta.ts_max < e)
-        && buoys.is_none_or(|want| meta.buoys.iter().all(|b| want.contains(&**b)))
+/// Which statistics of a file answer for it.
+enum Source {
+    /// Per metric: every row of the file is wanted and the aggregate is not grouped by buoy.
+    Metrics,
+    /// Per series, of the wanted buoys only.
+    Series,
+}
+
+/// How `file` is answered from its statistics, when it can be: every row of the wanted buoys
+/// lies within `filter`'s time window (metrics are picked from the statistics) and the entry
+/// carries the statistics needed. `buoys` is the filter's buoy set (the policy's included).
+fn taken_whole(
+    file: &SelectedFile,
+    filter: &ReadFilter,
+    buoys: Option<&HashSet<&str>>,
+    by_buoy: bool,
+) -> Option<Source> {
+    let meta: &FileMeta = &file.meta;
+    let in_window =
+        filter.start.is_none_or(|s| meta.ts_min >= s) && filter.end.is_none_or(|e| meta.ts_max < e);
+    if !in_window {
+        return None;
+    }
+    let all_buoys = buoys.is_none_or(|want| meta.buoys.iter().all(|b| want.contains(&**b)));
+    if all_buoys && !by_buoy && !meta.metric_stats.is_empty() && meta.metric_stats.len() == meta.metrics.len()
+    {
+        return Some(Source::Metrics);
+    }
+    meta.has_series_stats().then_some(Source::Series)
 }
 
 struct Run {
@@ -410,7 +457,7 @@ impl Run {
 
         // Files taken whole: no merge touches them (their buoys need no last-write-wins and no
         // tombstone hides their rows) and the filters and policy keep every row.
-        let mut groups: BTreeMap<String, MetricStats> = BTreeMap::new();
+        let mut groups: BTreeMap<Vec<String>, MetricStats> = BTreeMap::new();
         let mut whole: HashSet<u64> = HashSet::new();
         if let Some(read_filter) = table.read_filter(&filters)? {
             let selected = snapshot.select_files(&read_filter);
@@ -419,20 +466,42 @@ impl Run {
             let wanted_metric =
                 |m: &str| read_filter.metrics.as_ref().is_none_or(|w| w.iter().any(|x| x == m));
             let buoys = read_filter.buoy_set();
+            let by_buoy = self.node.group.contains(&GroupColumn::Buoy);
             for file in &selected {
-                if !file.merge_buoys.is_empty()
-                    || merge_buoys.iter().any(|b| file.meta.has_buoy(b))
-                    || !taken_whole(file, &read_filter, buoys.as_ref())
-                {
+                if !file.merge_buoys.is_empty() || merge_buoys.iter().any(|b| file.meta.has_buoy(b)) {
                     continue;
                 }
+                let Some(source) = taken_whole(file, &read_filter, buoys.as_ref(), by_buoy) else { continue };
                 whole.insert(file.meta.id);
                 self.files.add(1);
-                for (metric, stats) in file.meta.metrics.iter().zip(&file.meta.metric_stats) {
+                let meta = &file.meta;
+                let mut add = |buoy: &str, metric: &str, stats: &MetricStats| {
                     if wanted_metric(metric) {
-                        let key = if self.node.by_metric { metric.to_string() } else { String::new() };
-                        groups.entry(key).or_insert(MetricStats::EMPTY).merge(stats);
+                        groups.entry(self.group_key(buoy, metric)).or_insert(MetricStats::EMPTY).merge(stats);
                         self.rows.add(stats.rows as usize);
+                    }
+                };
+                match source {
+                    Source::Metrics => {
+                        for (metric, stats) in meta.metrics.iter().zip(&meta.metric_stats) {
+                            add("", metric, stats);
+                        }
+                    }
+                    Source::Series => {
+                        for series in &meta.series_stats {
+                            let (Some(buoy), Some(metric)) = (
+                                meta.buoys.get(series.buoy as usize),
+                                meta.metrics.get(series.metric as usize),
+                            ) else {
+                                return Err(DataFusionError::Internal(format!(
+                                    "catalog entry of file {} names a series outside its lists",
+                                    meta.id
+                                )));
+                            };
+                            if buoys.as_ref().is_none_or(|want| want.contains(&**buoy)) {
+                                add(buoy, metric, &series.stats);
+                            }
+                        }
                     }
                 }
             }
@@ -476,10 +545,11 @@ impl Run {
         // Planned without the logical optimizer: its input is optimized already, and the rules
         // must not rewrite this aggregate again.
         let physical = self.state.query_planner().create_physical_plan(&rest, &self.state).await?;
-        let groups_offset = usize::from(self.node.by_metric);
+        let groups_offset = self.node.group.len();
         for batch in collect(physical, self.context.clone()).await? {
-            let keys: Option<ArrayRef> =
-                if self.node.by_metric { Some(cast(batch.column(0), &DataType::Utf8)?) } else { None };
+            let keys: Vec<ArrayRef> = (0..groups_offset)
+                .map(|i| cast(batch.column(i), &DataType::Utf8))
+                .collect::<Result<_, _>>()?;
             let rows = batch.column(groups_offset).as_primitive::<Int64Type>();
             let float = |i: usize| -> Option<&Float64Array> {
                 value.as_ref().map(|_| batch.column(groups_offset + i).as_primitive::<Float64Type>())
@@ -490,7 +560,8 @@ impl Run {
                 if n <= 0 {
                     continue;
                 }
-                let key = keys.as_ref().map_or(String::new(), |k| k.as_string::<i32>().value(row).to_owned());
+                let key: Vec<String> =
+                    keys.iter().map(|k| k.as_string::<i32>().value(row).to_owned()).collect();
                 let part = MetricStats {
                     rows: n as u64,
                     sum: sums.map_or(0.0, |a| a.value(row)),
@@ -504,17 +575,32 @@ impl Run {
         Ok(vec![self.output(groups)?])
     }
 
+    /// The group of a row of `buoy` and `metric`: their names in the group columns' order.
+    fn group_key(&self, buoy: &str, metric: &str) -> Vec<String> {
+        self.node
+            .group
+            .iter()
+            .map(|g| match g {
+                GroupColumn::Buoy => buoy.to_owned(),
+                GroupColumn::Metric => metric.to_owned(),
+            })
+            .collect()
+    }
+
     /// The caller's aggregate output from the groups' combined statistics.
-    fn output(&self, mut groups: BTreeMap<String, MetricStats>) -> DfResult<RecordBatch> {
-        if !self.node.by_metric && groups.is_empty() {
+    fn output(&self, mut groups: BTreeMap<Vec<String>, MetricStats>) -> DfResult<RecordBatch> {
+        let grouped = !self.node.group.is_empty();
+        if !grouped && groups.is_empty() {
             // An aggregate with no GROUP BY answers one row even over no rows.
-            groups.insert(String::new(), MetricStats::EMPTY);
+            groups.insert(Vec::new(), MetricStats::EMPTY);
         }
-        let groups: Vec<(String, MetricStats)> =
-            groups.into_iter().filter(|(_, s)| s.rows > 0 || !self.node.by_metric).collect();
+        let groups: Vec<(Vec<String>, MetricStats)> =
+            groups.into_iter().filter(|(_, s)| s.rows > 0 || !grouped).collect();
         let mut columns: Vec<ArrayRef> = Vec::new();
-        if self.node.by_metric {
-            columns.push(Arc::new(StringArray::from_iter_values(groups.iter().map(|(k, _)| k.as_str()))));
+        for i in 0..self.node.group.len() {
+            columns.push(Arc::new(StringArray::from_iter_values(
+                groups.iter().map(|(k, _)| k.get(i).map_or("", String::as_str)),
+            )));
         }
         for kind in &self.node.kinds {
             let some = |f: fn(&MetricStats) -> f64| -> ArrayRef {

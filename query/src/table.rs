@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use bluewave_engine::{BuoyInfo, Engine, ReadFilter, SelectedFile, Snapshot};
+use bluewave_engine::{BuoyInfo, Engine, Precedence, ReadFilter, SelectedFile, Snapshot};
 use bytes::Bytes;
 use datafusion::arrow::array::{Float64Builder, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -44,8 +44,9 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::union::UnionExec;
 use futures::future::BoxFuture;
 
+use crate::merge::{MergeExec, MergeInput};
 use crate::policy::{AccessPolicy, BuoyScope};
-use crate::scan::{MergeExec, ReadingsScanExec, ScanSummary};
+use crate::scan::{ReadingsScanExec, ScanSummary};
 
 /// Name of the readings table in SQL.
 pub const READINGS: &str = "readings";
@@ -388,6 +389,59 @@ fn unqualify(e: Expr) -> DfResult<Expr> {
     .data)
 }
 
+/// A Parquet source over `readings` files: footers and page indexes from the service's shared
+/// cache (a one-buoy query touches a dozen files, and parsing their metadata again each time was
+/// most of it), local byte ranges read in place, `pruning` for row groups, pages and rows.
+fn parquet_source(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    pruning: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+) -> DfResult<ParquetSource> {
+    let runtime = state.runtime_env();
+    let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+    let readers = IndexedReaderFactory(CachedParquetFileReaderFactory::new(
+        store,
+        runtime.cache_manager.get_file_metadata_cache(),
+    ));
+    let mut source = ParquetSource::new(schema.clone())
+        .with_table_parquet_options(state.table_options().parquet.clone())
+        .with_parquet_file_reader_factory(Arc::new(readers));
+    if let Some(p) = pruning {
+        source = source.with_predicate(p);
+    }
+    Ok(source)
+}
+
+/// What the merge's inputs may be pruned by: the key ranges of `filter` (buoys, metrics,
+/// time; the policy is in it) and the merged buoys. Key columns only, so every version of a key
+/// is kept or dropped together.
+fn key_predicate(filter: &ReadFilter, merge_buoys: &BTreeSet<Arc<str>>) -> Option<Expr> {
+    let mut terms = Vec::new();
+    let ts = |t: i64| lit(ScalarValue::TimestampNanosecond(Some(t), Some(TS_TZ.into())));
+    if let Some(start) = filter.start {
+        terms.push(col(COLUMN_TS).gt_eq(ts(start)));
+    }
+    if let Some(end) = filter.end {
+        terms.push(col(COLUMN_TS).lt(ts(end)));
+    }
+    if let Some(buoys) = &filter.buoys {
+        terms.push(col(COLUMN_BUOY_ID).in_list(buoys.iter().map(|b| lit(b.as_str())).collect(), false));
+    }
+    if !merge_buoys.is_empty() {
+        terms.push(col(COLUMN_BUOY_ID).in_list(merge_buoys.iter().map(|b| lit(&**b)).collect(), false));
+    }
+    if let Some(metrics) = &filter.metrics {
+        terms.push(col(COLUMN_METRIC).in_list(metrics.iter().map(|m| lit(m.as_str())).collect(), false));
+    }
+    conjunction(terms)
+}
+
+/// The whole of one selected file as a scan piece.
+fn whole_file(f: &SelectedFile, options: &ScanOptions) -> PartitionedFile {
+    let local = LocalFile { path: options.data_dir.join(&f.meta.path), size: f.meta.bytes };
+    PartitionedFile::new(local.path.to_string_lossy().into_owned(), f.meta.bytes).with_extension(local)
+}
+
 /// Spreads files over `groups` groups of about equal bytes (largest first). A file larger than
 /// half a group's share (and [`FILE_SPLIT_BYTES_MIN`]) is split into byte ranges of about that
 /// size (the Parquet scan reads the row groups whose middle falls in a range), so a partition
@@ -631,22 +685,12 @@ impl TableProvider for ReadingsTable {
 
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plain.is_empty() {
-            // Footers and page indexes come from the service's shared cache: a one-buoy query
-            // touches a dozen files, and parsing their metadata again each time was most of it.
-            let runtime = state.runtime_env();
-            let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
-            let readers = IndexedReaderFactory(CachedParquetFileReaderFactory::new(
-                store,
-                runtime.cache_manager.get_file_metadata_cache(),
-            ));
-            let mut source = ParquetSource::new(schema.clone())
-                .with_table_parquet_options(state.table_options().parquet.clone())
-                .with_parquet_file_reader_factory(Arc::new(readers));
-            if let Some(p) = &predicate {
-                // Used for row-group and page-index pruning; rows are filtered below.
-                let full = DFSchema::try_from(schema.as_ref().clone())?;
-                source = source.with_predicate(state.create_physical_expr(p.clone(), &full)?);
-            }
+            let full = DFSchema::try_from(schema.as_ref().clone())?;
+            // Used for row-group and page-index pruning (and row filtering); rows are filtered
+            // again below.
+            let pruning =
+                predicate.as_ref().map(|p| state.create_physical_expr(p.clone(), &full)).transpose()?;
+            let source = parquet_source(state, &schema, pruning)?;
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                 .with_file_groups(file_groups(
                     &plain,
@@ -686,12 +730,32 @@ impl TableProvider for ReadingsTable {
             policy: ScanSummary::describe_policy(policy),
         };
         if !merged.is_empty() || !chunks.is_empty() {
+            // Each overlapping file is read on its own, in its (key) order, pruned by the key
+            // columns alone (see `crate::merge`), and merged as it streams.
+            let merge_columns = crate::merge::input_columns(&scan_columns);
+            let key_filter = key_predicate(&read_filter, &merge_buoys);
+            let full = DFSchema::try_from(schema.as_ref().clone())?;
+            let pruning = key_filter.map(|p| state.create_physical_expr(p, &full)).transpose()?;
+            let source = Arc::new(parquet_source(state, &schema, pruning)?);
+            let input_batch_rows = self.options.batch_rows.min(crate::merge::MERGE_INPUT_BATCH_ROWS_MAX);
+            let mut merge_inputs = Vec::with_capacity(merged.len());
+            for f in &merged {
+                let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source.clone())
+                    .with_file_groups(vec![FileGroup::new(vec![whole_file(f, &self.options)])])
+                    .with_projection_indices(Some(merge_columns.clone()))?
+                    .with_batch_size(Some(input_batch_rows))
+                    .build();
+                merge_inputs.push(MergeInput {
+                    plan: DataSourceExec::from_data_source(config),
+                    precedence: Precedence::file(f.meta.generation),
+                    tombstones: f.tombstones.clone(),
+                });
+            }
             inputs.push(Arc::new(MergeExec::new(
-                self.engine.storage().clone(),
-                snapshot.clone(),
-                merged.into_iter().cloned().collect(),
+                merge_inputs,
                 merge_buoys.into_iter().collect(),
                 chunks,
+                snapshot.view.tombstones.clone(),
                 read_filter,
                 scan_schema.clone(),
                 scan_columns.clone(),
@@ -744,6 +808,7 @@ mod tests {
                 applied_tombstones: Vec::new(),
                 buoy_ranges: Vec::new(),
                 metric_stats: Vec::new(),
+                series_stats: Vec::new(),
             }),
             overlaps: false,
             merge_buoys: Vec::new(),

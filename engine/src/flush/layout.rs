@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::catalog::MetricStats;
+use crate::catalog::{MetricStats, SeriesStatsBuilder};
 use crate::partition::{PartitionRows, ValueEncoding};
 use crate::types::TimestampNs;
 
@@ -26,6 +26,8 @@ pub(super) struct FileSummary {
     pub(super) buoy_ranges: Vec<(TimestampNs, TimestampNs)>,
     /// Per metric key: its rows' value stats (no rows: the metric is absent).
     pub(super) metric_stats: Vec<MetricStats>,
+    /// Per series (buoy key, metric key): its rows' value stats.
+    pub(super) series: SeriesStatsBuilder,
 }
 
 impl FileSummary {
@@ -38,6 +40,7 @@ impl FileSummary {
             ts_max: i64::MIN,
             buoy_ranges: vec![(i64::MAX, i64::MIN); buoy_names.len()],
             metric_stats: vec![MetricStats::EMPTY; metric_names.len()],
+            series: SeriesStatsBuilder::default(),
         }
     }
 
@@ -61,6 +64,7 @@ impl FileSummary {
             if let Some(stats) = self.metric_stats.get_mut(metric as usize) {
                 stats.add(value);
             }
+            self.series.add(buoy, metric, value);
         }
     }
 

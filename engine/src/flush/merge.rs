@@ -387,6 +387,7 @@ mod tests {
             applied_tombstones: Vec::new(),
             buoy_ranges,
             metric_stats,
+            series_stats: Vec::new(),
         };
         CompactionFile {
             meta: Arc::new(meta),

@@ -456,6 +456,7 @@ fn write_file(shared: &Shared, file: FileToWrite<'_>, bytes: &[u8], generation: 
     storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
     storage.sync_dir(&dir).map_err(|e| Error::io("fsync partition directory", &dir, e))?;
     let (buoys, buoy_ranges, metrics, metric_stats) = summary.lists();
+    let series_stats = summary.series.finish(&summary.buoy_names, &summary.metric_names, &buoys, &metrics);
     Ok(FileMeta {
         id,
         partition_start,
@@ -473,6 +474,7 @@ fn write_file(shared: &Shared, file: FileToWrite<'_>, bytes: &[u8], generation: 
         applied_tombstones: Vec::new(),
         buoy_ranges,
         metric_stats,
+        series_stats,
     })
 }
 

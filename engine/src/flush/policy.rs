@@ -168,6 +168,7 @@ mod tests {
             applied_tombstones: Vec::new(),
             buoy_ranges: Vec::new(),
             metric_stats: Vec::new(),
+            series_stats: Vec::new(),
         })
     }
 

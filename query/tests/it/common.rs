@@ -32,11 +32,21 @@ pub fn fixture(buoys: &[&str]) -> Fixture {
 }
 
 pub fn fixture_with(buoys: &[&str], config: QueryConfig) -> Fixture {
+    fixture_configured(buoys, config, |_| {})
+}
+
+/// A fixture whose engine settings `tune` adjusts (after the test defaults).
+pub fn fixture_configured(
+    buoys: &[&str],
+    config: QueryConfig,
+    tune: impl FnOnce(&mut EngineConfig),
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut engine_config = EngineConfig::new(dir.path());
     engine_config.durability = Durability::Relaxed;
     engine_config.lanes = 2;
     engine_config.flush_interval_ms = 3_600_000;
+    tune(&mut engine_config);
     let engine = Arc::new(Engine::open(engine_config).unwrap());
     for b in buoys {
         engine.register_buoy(BuoyInfo::new(&BuoyId::new(b).unwrap())).unwrap();

@@ -6,6 +6,7 @@
 mod common;
 mod encode;
 mod limits;
+mod merge;
 mod model;
 mod newest;
 mod paging;

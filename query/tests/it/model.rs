@@ -140,6 +140,8 @@ fn check(f: &crate::common::Fixture, rng: &mut Rng) {
 
         // Per-metric aggregates (from file statistics where the filters take files whole).
         crate::stats::assert_per_metric(f, &conds.join(" AND "), &policy, &expected);
+        // Per-buoy and per-series aggregates (from series statistics where files are taken whole).
+        crate::stats::assert_per_buoy(f, &conds.join(" AND "), &policy, &expected);
 
         // Latest-row aggregates (run newest data first) over the same rows.
         latest_rows(f, &conds.join(" AND "), &policy, &expected);
