@@ -6,7 +6,11 @@
 //!   interpolated value is HTML-escaped unless wrapped in `PreEscaped`);
 //! - `browser`: cookies, the CSRF checks, form bodies, page answers and their headers;
 //! - `login`: `GET|POST /login`, `GET|POST /login/mfa`, `POST /logout`;
-//! - `account`: `GET /account`, session revocation, `GET /account/mfa` and enrolment.
+//! - `account`: `GET /account`, session revocation, `GET /account/mfa` and enrolment;
+//! - `signup`: signed-out account flows — `/signup`, and the pages of the mailed one-time links
+//!   (`/verify`, `/reset-request`, `/reset`, `/email/confirm`);
+//! - `settings`: signed-in changes — `/account/password`, `/account/email`, a new
+//!   verification link, and the browser step-up form (`/account/reauth`).
 //!
 //! Why `maud`: templates are Rust expressions checked by the compiler (a typo in a field is a
 //! build error, not a blank page), escaping is the default for every `(value)`, there is no
@@ -24,8 +28,11 @@ mod account;
 mod browser;
 mod layout;
 mod login;
+mod settings;
+mod signup;
 
 pub use browser::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
+pub use settings::REAUTH_RETURN_PAGES;
 
 use http::Method;
 
@@ -46,4 +53,26 @@ pub fn routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError>
         .hidden_route(Method::GET, "/account/mfa", account::mfa_page)?
         .hidden_route(Method::POST, "/account/mfa/enrol", account::mfa_enrol)?
         .hidden_route(Method::POST, "/account/mfa/confirm", account::mfa_confirm)
+        .and_then(account_flow_routes)
+}
+
+/// The pages of sign-up, the one-time links, and the signed-in account settings.
+fn account_flow_routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError> {
+    router
+        .hidden_route(Method::GET, "/signup", signup::signup_page)?
+        .hidden_route(Method::POST, "/signup", signup::signup_submit)?
+        .hidden_route(Method::GET, "/verify", signup::verify_page)?
+        .hidden_route(Method::POST, "/verify", signup::verify_submit)?
+        .hidden_route(Method::GET, "/reset-request", signup::reset_request_page)?
+        .hidden_route(Method::POST, "/reset-request", signup::reset_request_submit)?
+        .hidden_route(Method::GET, "/reset", signup::reset_page)?
+        .hidden_route(Method::POST, "/reset", signup::reset_submit)?
+        .hidden_route(Method::GET, "/email/confirm", signup::email_confirm_page)?
+        .hidden_route(Method::POST, "/email/confirm", signup::email_confirm_submit)?
+        .hidden_route(Method::GET, "/account/password", settings::password_page)?
+        .hidden_route(Method::POST, "/account/password", settings::password_submit)?
+        .hidden_route(Method::GET, "/account/email", settings::email_page)?
+        .hidden_route(Method::POST, "/account/email", settings::email_submit)?
+        .hidden_route(Method::POST, "/account/reauth", settings::reauth_submit)?
+        .hidden_route(Method::POST, "/account/verify/resend", settings::resend_submit)
 }

@@ -18,11 +18,16 @@
 //! - `permissions`: RBAC checks and the role table;
 //! - `plans`: data plans, policy grants, query quotas;
 //! - `mfa`: TOTP enrolment, the login challenge, step-up, disabling, the CLI reset;
-//! - `housekeeping`: audit paging and the purge of expired records.
+//! - `housekeeping`: audit paging and the purge of expired records;
+//! - `links`: one-time links (stored hashed, single use, [`ONE_TIME_LINK_TTL_S`]) and the flows
+//!   they carry: self-registration, email verification, password reset, email change;
+//! - `account`: the owner's password change, and an admin ending every session of an account.
 
+mod account;
 mod browser;
 mod devices;
 mod housekeeping;
+mod links;
 mod login;
 mod mfa;
 mod permissions;
@@ -35,6 +40,7 @@ pub use browser::{
     BROWSER_ABSOLUTE_S_DEFAULT, BROWSER_ABSOLUTE_S_MAX, BROWSER_IDLE_S_DEFAULT,
     BROWSER_SESSIONS_PER_USER_MAX, BrowserLogin, BrowserSession, BrowserSessionInfo, NewBrowserSession,
 };
+pub use links::{LINKS_MAX, ONE_TIME_LINK_TTL_S};
 pub use mfa::{LoginOutcome, MFA_CHALLENGE_TTL_S, MFA_CHALLENGES_MAX, MFA_FAILURES_MAX, MfaEnrolment};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -59,12 +65,13 @@ use super::rbac::{Permission, Role};
 use super::secret::{Secret, random_id, random_password, random_token};
 use super::store::{
     self, ACCOUNTS_FORMAT_VERSION, BROWSER_SESSIONS, BrowserSessionRecord, DEVICE_TOKENS, DeviceRecord,
-    EMAILS, FAMILIES, FamilyRecord, META, META_FORMAT_VERSION, MFA, MfaRecord, PLANS, QUERY_USAGE,
-    REFRESH_TOKENS, ROLE_PERMISSIONS, RefreshRecord, Revocation, SIGNING_KEYS, USER_BROWSER_SESSIONS,
-    USER_FAMILIES, USERS, UserRecord, UserStatus,
+    EMAILS, FAMILIES, FamilyRecord, LINKS, LinkPurpose, LinkRecord, META, META_FORMAT_VERSION, MFA,
+    MfaRecord, PLANS, QUERY_USAGE, REFRESH_TOKENS, ROLE_PERMISSIONS, RefreshRecord, Revocation, SIGNING_KEYS,
+    USER_BROWSER_SESSIONS, USER_FAMILIES, USER_LINKS, USERS, UserRecord, UserStatus,
 };
 use super::token::{self, Expect, TYP_ACCESS, TYP_DEVICE, TokenClaims};
 use crate::audit::{AuditEvent, AuditLog, AuditPage};
+use crate::mail::{Mail, MailConfig, Mailer};
 
 /// File name of the accounts store in the data dir.
 pub const ACCOUNTS_FILE_NAME: &str = "accounts.redb";
@@ -133,6 +140,9 @@ pub struct AuthConfig {
     pub browser_idle_s: u64,
     /// Absolute timeout of a browser session, s (default 12 h; at most 7 days).
     pub browser_absolute_s: u64,
+    /// Outgoing mail (verification, reset and email-change links): the outbox under the data
+    /// dir by default, or SMTP.
+    pub mail: MailConfig,
 }
 
 /// Longest access token lifetime a config may set: 1 hour (they cannot be revoked one by one).
@@ -192,6 +202,7 @@ impl Default for AuthConfig {
             mfa_required_roles: BTreeSet::from([Role::Admin, Role::Operator]),
             browser_idle_s: BROWSER_IDLE_S_DEFAULT,
             browser_absolute_s: BROWSER_ABSOLUTE_S_DEFAULT,
+            mail: MailConfig::default(),
         }
     }
 }
@@ -210,6 +221,7 @@ pub struct Caller {
     session_id: Option<String>,
     auth_time_s: u64,
     mfa_enrolment_required: bool,
+    email_verified: bool,
 }
 
 impl Caller {
@@ -249,6 +261,12 @@ impl Caller {
     /// enrol (every other method answers [`AuthError::MfaEnrolmentRequired`]).
     pub fn mfa_enrolment_required(&self) -> bool {
         self.mfa_enrolment_required
+    }
+    /// True once the account's email is verified (self-registered accounts start without it;
+    /// accounts made by an admin have it). Without it the account may sign in but not buy or
+    /// query: [`AuthService::require_verified`].
+    pub fn email_verified(&self) -> bool {
+        self.email_verified
     }
     fn actor(&self) -> String {
         format!("user:{}", self.user_id)
@@ -389,6 +407,8 @@ struct Inner {
     challenges: Mutex<HashMap<String, mfa::Challenge>>,
     /// The AEAD key sealing TOTP secrets, opened (or made) at the first MFA use.
     sealer: OnceLock<crate::auth::mfa::SecretSealer>,
+    /// The mail transport of `config.mail`, opened at `open` (shared with the storefront).
+    mailer: Arc<dyn Mailer>,
 }
 
 /// The auth module. Cheap to clone (shared state); `Send + Sync`.
@@ -461,6 +481,7 @@ impl AuthService {
         let role_permissions = init_tables(&db)?;
         let dummy_hash = password::hash_password(&random_password()?, config.password_params)?;
         let limiter = LoginLimiter::new(config.login_limits);
+        let mailer = crate::mail::open_mailer(&config.mail, data_dir)?;
         let service = Self {
             inner: Arc::new(Inner {
                 config,
@@ -475,6 +496,7 @@ impl AuthService {
                 revoked_sessions: RwLock::new(HashMap::new()),
                 challenges: Mutex::new(HashMap::new()),
                 sealer: OnceLock::new(),
+                mailer,
             }),
         };
         if report.torn_tail_bytes > 0 {
@@ -502,6 +524,11 @@ impl AuthService {
     /// The settings in force.
     pub fn config(&self) -> &AuthConfig {
         &self.inner.config
+    }
+
+    /// The mail transport (the storefront sends order mails through it). Blocking.
+    pub fn mailer(&self) -> &Arc<dyn Mailer> {
+        &self.inner.mailer
     }
 
     fn audit(&self, event: AuditEvent) -> AuthResult<()> {
@@ -541,6 +568,8 @@ fn init_tables(db: &Database) -> AuthResult<BTreeMap<Role, BTreeSet<Permission>>
             MFA,
             BROWSER_SESSIONS,
             USER_BROWSER_SESSIONS,
+            LINKS,
+            USER_LINKS,
         ] {
             txn.open_table(def)?;
         }
