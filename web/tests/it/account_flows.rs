@@ -13,7 +13,8 @@
 //! - a password change needs the current password and fresh authentication, and ends the
 //!   other sessions only when asked;
 //! - an admin ends every session of an account (audited); a lower role cannot;
-//! - the pages: sign-up, the link pages, password change with the browser step-up form.
+//! - the pages: sign-up, the link pages, password change with the browser step-up form;
+//! - a session (refresh family) ends at its absolute lifetime, however often it rotates.
 
 use std::path::Path;
 use std::time::Duration;
@@ -569,4 +570,26 @@ async fn the_pages_sign_up_follow_links_and_step_up_before_a_password_change() {
     let elsewhere = format!("csrf={csrf}&password={NEW_PASSWORD}&return_to=https%3A%2F%2Fevil.example");
     let back = api.form("/account/reauth", &[("cookie", &session_cookie), ORIGIN], &elsewhere).await;
     assert_eq!((back.status, back.header("location")), (StatusCode::SEE_OTHER, "/account"));
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_often_it_rotates() {
+    let api = Api::start_with(AuthConfig { refresh_absolute_s: 2, ..fast_config(10_000) }).await;
+    let pair = api.login(CUSTOMER).await;
+    assert_eq!(pair["refresh_expires_in"], 2, "capped by the absolute lifetime, not the 7-day TTL");
+    let rotated =
+        api.post("/api/auth/refresh", None, json!({ "refresh_token": pair["refresh_token"] })).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    assert!(rotated.json()["refresh_expires_in"].as_u64().unwrap() <= 2, "a rotation does not extend it");
+    // Past the absolute lifetime (whole seconds): the rotated token is refused.
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let late = api
+        .post("/api/auth/refresh", None, json!({ "refresh_token": rotated.json()["refresh_token"] }))
+        .await;
+    assert_error(&late, StatusCode::UNAUTHORIZED, "unauthorized");
+    let refused = audit_lines(&api)
+        .into_iter()
+        .filter(|e| e["action"] == "auth.refresh" && e["outcome"] == "denied")
+        .count();
+    assert_eq!(refused, 1);
 }

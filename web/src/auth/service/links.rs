@@ -246,7 +246,9 @@ impl AuthService {
             let mut emails = txn.open_table(EMAILS)?;
             let mut user: UserRecord =
                 store::get(&users, "users", &link.user_id)?.ok_or(AuthError::LinkInvalid)?;
-            if user.email != link.sent_to {
+            // A link sent before the address changed otherwise, or before the account was
+            // disabled, moves nothing.
+            if user.email != link.sent_to || user.status != UserStatus::Active {
                 return Err(AuthError::LinkInvalid);
             }
             if emails.get(new_email.as_str())?.is_some() {

@@ -79,6 +79,10 @@ pub const ACCOUNTS_FILE_NAME: &str = "accounts.redb";
 pub const ACCESS_TTL_S_DEFAULT: u64 = 15 * 60;
 /// Default refresh token lifetime: 7 days (each rotation starts a new 7 days).
 pub const REFRESH_TTL_S_DEFAULT: u64 = 7 * 24 * 3_600;
+/// Default absolute lifetime of a session (refresh family): 30 days from its login.
+pub const REFRESH_ABSOLUTE_S_DEFAULT: u64 = 30 * 24 * 3_600;
+/// Longest absolute session lifetime a config may set: 1 year.
+pub const REFRESH_ABSOLUTE_S_MAX: u64 = 365 * 24 * 3_600;
 /// Default (and longest) device token lifetime: 1 year.
 pub const DEVICE_TTL_S_DEFAULT: u64 = 365 * 24 * 3_600;
 /// Shortest device token lifetime an operator may ask for.
@@ -123,6 +127,10 @@ pub struct AuthConfig {
     pub access_ttl_s: u64,
     /// Refresh token lifetime, s.
     pub refresh_ttl_s: u64,
+    /// Absolute lifetime of a session (refresh family), s from its login: rotations extend a
+    /// refresh token up to this and no further; then the owner logs in again (default 30 days,
+    /// at most [`REFRESH_ABSOLUTE_S_MAX`]).
+    pub refresh_absolute_s: u64,
     /// Default and longest device token lifetime, s.
     pub device_ttl_s: u64,
     /// argon2id cost of new hashes; stored hashes with other costs are rehashed at login.
@@ -165,6 +173,9 @@ impl AuthConfig {
         if !(1..=REFRESH_TTL_S_MAX).contains(&self.refresh_ttl_s) {
             return bad("refresh_ttl_s", "1 s - 90 days");
         }
+        if !(1..=REFRESH_ABSOLUTE_S_MAX).contains(&self.refresh_absolute_s) {
+            return bad("refresh_absolute_s", "1 s - 365 days");
+        }
         if !(DEVICE_TTL_S_MIN..=DEVICE_TTL_S_MAX).contains(&self.device_ttl_s) {
             return bad("device_ttl_s", "60 s - 5 years");
         }
@@ -194,6 +205,7 @@ impl Default for AuthConfig {
             device_audience: "bluewave-ingest".into(),
             access_ttl_s: ACCESS_TTL_S_DEFAULT,
             refresh_ttl_s: REFRESH_TTL_S_DEFAULT,
+            refresh_absolute_s: REFRESH_ABSOLUTE_S_DEFAULT,
             device_ttl_s: DEVICE_TTL_S_DEFAULT,
             password_params: PasswordParams::OWASP,
             login_limits: LoginLimits::default(),
