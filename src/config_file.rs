@@ -27,7 +27,19 @@
 //! [line_protocol]
 //! buoy_from = "measurement"       # or "tag" (default): which part of a line names the buoy
 //! idempotency_key_ttl_s = 86400
+//! [mail]                    # default: .eml files in <data-dir>/outbox
+//! transport = "smtp"
+//! from = "BlueWave <noreply@example.org>"
+//! link_base_url = "https://bluewave.example.org"
+//! smtp_host = "smtp.example.org"
+//! smtp_security = "starttls"   # or "tls"
+//! smtp_username = "bluewave"
+//! smtp_password_env = "BLUEWAVE_SMTP_PASSWORD"
 //! ```
+//!
+//! Where the file is: `--config FILE`, else `<data-dir>/bluewave.toml` when it exists
+//! ([`ConfigFile::for_data_dir`]). `serve` and the offline commands (`users ...`, `keys rotate`)
+//! find it the same way, so they run with the same `[auth]` settings.
 
 use std::path::Path;
 
@@ -36,6 +48,10 @@ use bluewave_query::QueryConfig;
 use bluewave_web::{AuthConfig, BuoySource, HttpConfig, LineProtocolConfig};
 use bluewave_wire::ServerConfig;
 use serde::Deserialize;
+
+/// The config file `serve` and the offline commands read when no `--config` is given, in the
+/// data dir.
+pub const DEFAULT_CONFIG_FILE_NAME: &str = "bluewave.toml";
 
 /// Largest config file read (it is a few hundred bytes in practice).
 pub const CONFIG_FILE_BYTES_MAX: u64 = 64 * 1024;
@@ -59,6 +75,10 @@ pub enum ConfigFileError {
         /// Its size.
         bytes: u64,
     },
+    /// A `[mail]` setting that cannot work (an unknown transport, SMTP without a host, a
+    /// password variable that is not set).
+    #[error("config file [mail]: {0}")]
+    Mail(String),
     /// Not TOML, or a key that does not exist, or a value of the wrong type.
     #[error("config file {path}: {message}")]
     Invalid {
@@ -209,6 +229,7 @@ section!(
         issuer: String,
         access_ttl_s: u64,
         refresh_ttl_s: u64,
+        refresh_absolute_s: u64,
         device_ttl_s: u64,
         fresh_auth_s: u64,
         mfa_required_roles: std::collections::BTreeSet<bluewave_web::Role>,
@@ -237,6 +258,22 @@ pub enum BuoyFrom {
     Measurement,
 }
 
+    /// `[mail]`: see `MailConfig` (web/src/mail/mod.rs). `transport` is `outbox` (default) or
+    /// `smtp`; the SMTP password is read from the environment variable `smtp_password_env`
+    /// names, never from the file.
+    MailSection {
+        transport: String,
+        from: String,
+        link_base_url: String,
+        outbox_dir: std::path::PathBuf,
+        smtp_host: String,
+        smtp_port: u16,
+        smtp_security: bluewave_web::SmtpSecurity,
+        smtp_username: String,
+        smtp_password_env: String,
+    }
+);
+
 /// The parsed file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +299,9 @@ pub struct ConfigFile {
     /// `[engine.retention]` checked and parsed (by [`Self::parse`]).
     #[serde(skip)]
     pub retention: Option<Retention>,
+    /// `[mail]`.
+    #[serde(default)]
+    pub mail: MailSection,
 }
 
 impl ConfigFile {
@@ -275,6 +315,68 @@ impl ConfigFile {
         }
         let text = std::fs::read_to_string(path).map_err(read)?;
         Self::parse(&text).map_err(|message| ConfigFileError::Invalid { path: shown, message })
+    }
+
+    /// The file of `explicit` (`--config`), else `<data_dir>/bluewave.toml` if it exists, else
+    /// the defaults: the one rule of `serve` and of the offline commands.
+    pub fn for_data_dir(data_dir: &Path, explicit: Option<&Path>) -> Result<Self, ConfigFileError> {
+        match explicit {
+            Some(path) => Self::load(path),
+            None => {
+                let path = data_dir.join(DEFAULT_CONFIG_FILE_NAME);
+                if path.exists() { Self::load(&path) } else { Ok(Self::default()) }
+            }
+        }
+    }
+
+    /// The auth settings of this file (defaults for the keys it lacks), mail included.
+    pub fn auth_config(&self) -> Result<AuthConfig, ConfigFileError> {
+        let mut auth = AuthConfig::default();
+        self.apply_auth(&mut auth);
+        self.apply_mail(&mut auth.mail)?;
+        Ok(auth)
+    }
+
+    /// Sets the `[mail]` keys that are present.
+    pub fn apply_mail(&self, c: &mut bluewave_web::MailConfig) -> Result<(), ConfigFileError> {
+        use bluewave_web::{MailTransport, SmtpSecurity, SmtpSettings};
+        let m = &self.mail;
+        if let Some(from) = &m.from {
+            c.from = from.clone();
+        }
+        if let Some(base) = &m.link_base_url {
+            c.link_base_url = base.trim_end_matches('/').to_owned();
+        }
+        match m.transport.as_deref() {
+            None | Some("outbox") => {
+                if m.outbox_dir.is_some() {
+                    c.transport = MailTransport::Outbox { dir: m.outbox_dir.clone() };
+                }
+            }
+            Some("smtp") => {
+                let host = m
+                    .smtp_host
+                    .clone()
+                    .ok_or_else(|| ConfigFileError::Mail("smtp needs smtp_host".into()))?;
+                let password = match &m.smtp_password_env {
+                    Some(var) => Some(std::env::var(var).map_err(|_| {
+                        ConfigFileError::Mail(format!("smtp_password_env: variable {var} is not set"))
+                    })?),
+                    None => None,
+                };
+                c.transport = MailTransport::Smtp(SmtpSettings {
+                    host,
+                    port: m.smtp_port,
+                    security: m.smtp_security.unwrap_or(SmtpSecurity::Starttls),
+                    username: m.smtp_username.clone(),
+                    password,
+                });
+            }
+            Some(other) => {
+                return Err(ConfigFileError::Mail(format!("transport {other:?}: want outbox or smtp")));
+            }
+        }
+        Ok(())
     }
 
     /// Parses TOML text.
@@ -421,6 +523,7 @@ impl ConfigFile {
                 issuer,
                 access_ttl_s,
                 refresh_ttl_s,
+                refresh_absolute_s,
                 device_ttl_s,
                 fresh_auth_s,
                 mfa_required_roles,
@@ -470,6 +573,56 @@ mod tests {
         off.apply_auth(&mut auth);
         assert!(auth.mfa_required_roles.is_empty());
         assert!(ConfigFile::parse("[auth]\nmfa_required_roles = [\"root\"]\n").is_err());
+    }
+
+    #[test]
+    fn mail_defaults_to_the_outbox_and_smtp_needs_a_host_and_takes_its_password_from_the_environment() {
+        use bluewave_web::{MailTransport, SmtpSecurity};
+        let auth = ConfigFile::parse("").unwrap().auth_config().unwrap();
+        assert_eq!(auth.mail.transport, MailTransport::Outbox { dir: None });
+        let smtp = ConfigFile::parse(
+            "[mail]\ntransport = \"smtp\"\nsmtp_host = \"mail.example.org\"\nsmtp_security = \"tls\"\n\
+             link_base_url = \"https://bw.example.org/\"\n",
+        )
+        .unwrap()
+        .auth_config()
+        .unwrap();
+        let MailTransport::Smtp(settings) = &smtp.mail.transport else { panic!("{:?}", smtp.mail) };
+        assert_eq!(
+            (settings.host.as_str(), settings.security, settings.port),
+            ("mail.example.org", SmtpSecurity::Tls, None)
+        );
+        assert_eq!(smtp.mail.link_base_url, "https://bw.example.org");
+        let no_host = ConfigFile::parse("[mail]\ntransport = \"smtp\"\n").unwrap().auth_config().unwrap_err();
+        assert!(no_host.to_string().contains("smtp_host"), "{no_host}");
+        let unset = ConfigFile::parse(
+            "[mail]\ntransport = \"smtp\"\nsmtp_host = \"h\"\nsmtp_password_env = \"BLUEWAVE_TEST_UNSET_VARIABLE\"\n",
+        )
+        .unwrap()
+        .auth_config()
+        .unwrap_err();
+        assert!(unset.to_string().contains("BLUEWAVE_TEST_UNSET_VARIABLE"), "{unset}");
+        assert!(ConfigFile::parse("[mail]\ntransport = \"pigeon\"\n").unwrap().auth_config().is_err());
+    }
+
+    #[test]
+    fn the_data_dirs_config_file_is_read_when_no_flag_names_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            ConfigFile::for_data_dir(dir.path(), None).unwrap().auth_config().unwrap().access_ttl_s,
+            AuthConfig::default().access_ttl_s
+        );
+        std::fs::write(dir.path().join(DEFAULT_CONFIG_FILE_NAME), "[auth]\naccess_ttl_s = 300\n").unwrap();
+        assert_eq!(
+            ConfigFile::for_data_dir(dir.path(), None).unwrap().auth_config().unwrap().access_ttl_s,
+            300
+        );
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, "[auth]\naccess_ttl_s = 120\n").unwrap();
+        assert_eq!(
+            ConfigFile::for_data_dir(dir.path(), Some(&other)).unwrap().auth_config().unwrap().access_ttl_s,
+            120
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bluewave_web::{AuthConfig, AuthService};
+use bluewave_web::AuthService;
 
 use crate::config_file::ConfigFile;
 
@@ -16,7 +16,8 @@ use crate::config_file::ConfigFile;
 pub enum KeysCommand {
     /// Make a new signing key current; older keys verify their tokens until those expire.
     Rotate {
-        /// The server's config file, for its `[auth]` token lifetimes (how long old keys are kept).
+        /// The server's config file, for its `[auth]` token lifetimes (how long old keys are
+        /// kept); default `<data-dir>/bluewave.toml` when it exists, as for `serve`.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -26,10 +27,9 @@ pub enum KeysCommand {
 pub fn run(data_dir: &Path, command: &KeysCommand) -> Result<(), String> {
     match command {
         KeysCommand::Rotate { config } => {
-            let mut auth_config = AuthConfig::default();
-            if let Some(path) = config {
-                ConfigFile::load(path).map_err(|e| e.to_string())?.apply_auth(&mut auth_config);
-            }
+            let auth_config = ConfigFile::for_data_dir(data_dir, config.as_deref())
+                .and_then(|file| file.auth_config())
+                .map_err(|e| e.to_string())?;
             let auth = AuthService::open(data_dir, auth_config).map_err(|e| e.to_string())?;
             let kid = auth.rotate_signing_key_offline().map_err(|e| e.to_string())?;
             println!("new signing key {kid} is current; older keys verify until their tokens expire");

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use bluewave_engine::{Durability, Engine, EngineConfig, MemoryConsumer};
 use bluewave_query::{QueryConfig, QueryService};
 use bluewave_web::{
-    ApiState, AuthConfig, AuthService, FirstAdmin, HttpConfig, HttpServer, LineProtocol, LineProtocolConfig,
-    Registry, Secret, TlsIdentity, api_router,
+    ApiState, AuthService, FirstAdmin, HttpConfig, HttpServer, LineProtocol, LineProtocolConfig, Registry,
+    Secret, TlsIdentity, api_router,
 };
 use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity, StatelessResetKey};
 
@@ -64,7 +64,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = DurabilityArg::Strict)]
     pub durability: DurabilityArg,
     /// TOML file with every other limit and setting, by component (`[engine]`, `[quic]`,
-    /// `[https]`, `[query]`, `[auth]`; see README "Configuration file"). Unknown keys are errors.
+    /// `[https]`, `[query]`, `[auth]`, `[mail]`; see README "Configuration file"). Unknown keys
+    /// are errors. Default: `<data-dir>/bluewave.toml` when it exists.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -122,10 +123,7 @@ pub fn tokens_path(data_dir: &Path, flag: Option<&Path>) -> PathBuf {
 
 /// Runs `bluewave serve` to completion.
 pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
-    let file = match &args.config {
-        Some(path) => ConfigFile::load(path)?,
-        None => ConfigFile::default(),
-    };
+    let file = ConfigFile::for_data_dir(data_dir, args.config.as_deref())?;
     let mut engine_config = EngineConfig::new(data_dir);
     file.apply_engine(&mut engine_config);
     engine_config.durability = match args.durability {
@@ -154,8 +152,11 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
     file.apply_metrics_token(&mut http_config)?;
     let mut query_config = QueryConfig::default();
     file.apply_query(&mut query_config);
-    let mut auth_config = AuthConfig::default();
-    file.apply_auth(&mut auth_config);
+    let mut auth_config = file.auth_config()?;
+    if file.mail.link_base_url.is_none() {
+        // Links in mails point at this server unless the file names its public address.
+        auth_config.mail.link_base_url = format!("https://{}", args.https_listen);
+    }
     let mut line_protocol_config = LineProtocolConfig::default();
     file.apply_line_protocol(&mut line_protocol_config);
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bluewave_web::{AuthConfig, AuthService};
+use bluewave_web::AuthService;
 
 use crate::config_file::ConfigFile;
 
@@ -15,7 +15,8 @@ pub enum UsersCommand {
     ResetMfa {
         /// The account's email.
         email: String,
-        /// The server's config file, for its `[auth]` settings.
+        /// The server's config file, for its `[auth]` settings; default
+        /// `<data-dir>/bluewave.toml` when it exists, as for `serve`.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -25,10 +26,9 @@ pub enum UsersCommand {
 pub fn run(data_dir: &Path, command: &UsersCommand) -> Result<(), String> {
     match command {
         UsersCommand::ResetMfa { email, config } => {
-            let mut auth_config = AuthConfig::default();
-            if let Some(path) = config {
-                ConfigFile::load(path).map_err(|e| e.to_string())?.apply_auth(&mut auth_config);
-            }
+            let auth_config = ConfigFile::for_data_dir(data_dir, config.as_deref())
+                .and_then(|file| file.auth_config())
+                .map_err(|e| e.to_string())?;
             let auth = AuthService::open(data_dir, auth_config).map_err(|e| e.to_string())?;
             let user_id = auth.reset_mfa_offline(email).map_err(|e| e.to_string())?;
             println!("MFA removed and sessions ended for user {user_id}; it enrols again at its next login");

@@ -149,3 +149,24 @@ fn inspect_shows_the_configured_retention_and_the_last_pass() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("engine.retention.default"));
 }
+
+/// Review 1, finding 10: the offline commands read the server's config file the way `serve`
+/// does (`--config`, else `<data-dir>/bluewave.toml`), instead of default settings.
+#[test]
+fn offline_commands_read_the_data_dirs_config_file_like_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bluewave.toml"), "[auth]\naccess_ttl_s = 600\nrefresh_ttll_s = 5\n")
+        .unwrap();
+    for args in [&["keys", "rotate"][..], &["users", "reset-mfa", "nobody@example.org"][..]] {
+        let out = bluewave(dir.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("bluewave.toml") && stderr.contains("refresh_ttll_s"), "{args:?}: {stderr}");
+    }
+    assert!(!dir.path().join("accounts.redb").exists(), "nothing opened with the wrong settings");
+    // A file the flag names wins over the data dir's.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "[auth]\naccess_ttl_s = 600\n").unwrap();
+    let out = bluewave(dir.path(), &["keys", "rotate", "--config", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

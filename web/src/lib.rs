@@ -7,6 +7,8 @@
 //! - `auth`: identity and tokens (argon2id accounts in `accounts.redb`, EdDSA JWT access and
 //!   device tokens, rotating refresh tokens, brute-force limits), roles and permissions, plans
 //!   ([`AuthService`] is the entry point).
+//! - `mail`: outgoing mail behind the [`Mailer`] trait — an outbox directory of `.eml` files
+//!   (default) or SMTP through `lettre` (STARTTLS or TLS, rustls).
 //! - `audit`: the append-only, hash-chained audit log in `<data-dir>/audit/` ([`AuditLog`]).
 //!
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
@@ -62,6 +64,7 @@ mod api;
 mod audit;
 mod auth;
 mod http;
+mod mail;
 mod pages;
 
 /// The InfluxDB line-protocol parser (`api::line_protocol`).
@@ -91,7 +94,12 @@ pub use pages::{
     LIVE_KEEPALIVE_S, LIVE_LOOKBACK_S, LIVE_POLL_MS, LIVE_ROWS_PER_POLL_MAX, LIVE_STREAMS_MAX,
     LIVE_STREAMS_PER_ACCOUNT_MAX, METRICS_SELECTED_MAX, RANGE_S_MAX,
 };
-pub use pages::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
+pub use mail::{
+    MAIL_BODY_BYTES_MAX, MAIL_SUBJECT_BYTES_MAX, Mail, MailConfig, MailError, MailTransport, Mailer,
+    OUTBOX_DIR_NAME, OUTBOX_FILES_MAX, OutboxMailer, SMTP_STARTTLS_PORT, SMTP_TIMEOUT_MS, SMTP_TLS_PORT,
+    SmtpMailer, SmtpSecurity, SmtpSettings, open_mailer,
+};
+pub use pages::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, REAUTH_RETURN_PAGES, SESSION_COOKIE};
 
 pub use crate::http::{
     ApiError, Authenticator, Body, BoxError, ErrorBody, HEADER_BYTES_MIN, Handler, HandlerFuture, Health,

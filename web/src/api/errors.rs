@@ -42,6 +42,8 @@ impl From<AuthError> for ApiError {
             AuthError::Unavailable { retry_after_secs, .. } => {
                 Self::Unavailable { retry_after_s: retry_after_secs.max(1) }
             }
+            AuthError::EmailUnverified => Self::EmailUnverified(error.to_string()),
+            AuthError::LinkInvalid => Self::LinkInvalid(error.to_string()),
             AuthError::QuotaExceeded { .. } => {
                 Self::TooManyRequests { retry_after_s: seconds_to_next_utc_day() }
             }
@@ -51,6 +53,7 @@ impl From<AuthError> for ApiError {
             | AuthError::KeyInvalid { .. }
             | AuthError::Crypto(_)
             | AuthError::Audit(_)
+            | AuthError::Mail(_)
             | AuthError::Poisoned => Self::internal(error),
         }
     }

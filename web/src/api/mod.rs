@@ -4,6 +4,9 @@
 //! - `state`: [`ApiState`] (what every handler shares) and its [`Authenticator`] impl.
 //! - `errors`: `From` impls turning auth, query and engine errors into [`ApiError`] — the one
 //!   place where those errors become statuses.
+//! - `account`: `/api/auth/register`, `/verify`, `/verify/resend`, `/password-reset/request`,
+//!   `/password-reset`, `/email`, `/email/confirm`, `/password`, `/me`; and
+//!   `DELETE /api/rbac/users/{id}/sessions` (an admin ends every session of an account).
 //! - `auth`: `/api/auth/token`, `/refresh`, `/logout`, `/logout-all`; MFA: `/api/auth/mfa`
 //!   (challenge + code), `/mfa/enrol`, `/mfa/confirm`, `/mfa/step-up`, `/mfa/disable`.
 //! - `telemetry`: `GET|POST /api/telemetry`, `GET|DELETE /api/telemetry/{id}`,
@@ -21,6 +24,7 @@
 //! Not implemented: `PUT /api/telemetry/{id}` (value corrections; see the `telemetry` module
 //! for why the engine's ingest path cannot carry them safely yet).
 
+mod account;
 mod auth;
 mod buoys;
 mod errors;
@@ -34,6 +38,7 @@ mod telemetry;
 mod time;
 mod usage;
 
+pub(crate) use account::spawn_reset_request;
 pub(crate) use auth::password_slot;
 pub use auth::{LOGIN_SLOT_WAIT_MS, LOGINS_WAITING_MAX, password_checks_max};
 pub use buoys::{BUOY_NAME_BYTES_MAX, BUOY_STATUSES};
@@ -120,7 +125,24 @@ pub fn api_router(state: ApiState) -> Result<Router<ApiState>, ServerError> {
         .route::<rbac::__path_create_plan>(rbac::create_plan)?
         .route::<rbac::__path_audit_log>(rbac::audit_log)?
         .route::<usage::__path_usage>(usage::usage)
+        .and_then(account_routes)
         .and_then(crate::pages::routes)
+}
+
+/// The account endpoints (sign-up, one-time links, password and email changes, `me`, an
+/// admin ending an account's sessions).
+fn account_routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError> {
+    router
+        .route::<account::__path_register>(account::register)?
+        .route::<account::__path_verify>(account::verify)?
+        .route::<account::__path_resend>(account::resend)?
+        .route::<account::__path_reset_request>(account::reset_request)?
+        .route::<account::__path_reset>(account::reset)?
+        .route::<account::__path_change_email>(account::change_email)?
+        .route::<account::__path_confirm_email>(account::confirm_email)?
+        .route::<account::__path_change_password>(account::change_password)?
+        .route::<account::__path_me>(account::me)?
+        .route::<account::__path_end_user_sessions>(account::end_user_sessions)
 }
 
 /// Runs a blocking `AuthService` call (redb commits, argon2) off the network threads.

@@ -208,6 +208,17 @@ pub enum AuthError {
         /// Seconds after which a retry may succeed.
         retry_after_secs: u64,
     },
+    /// The account's email is not verified yet: it may sign in, but not buy or query
+    /// (HTTP 403 `email_unverified`).
+    #[error("verify your email first: follow the link we sent, or ask for a new one")]
+    EmailUnverified,
+    /// A one-time link is unknown, already used, expired, or of another kind (HTTP 400
+    /// `link_invalid`).
+    #[error("this link is invalid, used or expired")]
+    LinkInvalid,
+    /// Sending mail failed (internal fault).
+    #[error(transparent)]
+    Mail(#[from] crate::mail::MailError),
     /// The caller's plan allows no more queries today (HTTP 429).
     #[error("daily query quota of {quota} used up")]
     QuotaExceeded {
@@ -266,6 +277,7 @@ impl AuthError {
                 | Self::KeyInvalid { .. }
                 | Self::Crypto(_)
                 | Self::Audit(_)
+                | Self::Mail(_)
                 | Self::Poisoned
         )
     }

@@ -40,7 +40,8 @@ pub use mfa::{
     TOTP_SKEW_STEPS, TOTP_STEP_S, base32, base32_decode, totp_code,
 };
 pub use password::{
-    PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN, PasswordParams, check_password_rules, stored_params,
+    COMMON_PASSWORDS, PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN, PasswordParams, check_password_rules,
+    is_common_password, stored_params,
 };
 pub use plan::{BuoyScope, PLAN_BUOYS_MAX, PLANS_MAX, Plan, PlanSpec, PolicyGrant, grant_for};
 pub use rbac::{Permission, Role};
@@ -50,10 +51,11 @@ pub use service::{
     BROWSER_ABSOLUTE_S_DEFAULT, BROWSER_ABSOLUTE_S_MAX, BROWSER_IDLE_S_DEFAULT,
     BROWSER_SESSIONS_PER_USER_MAX, BrowserLogin, BrowserSession, BrowserSessionInfo, Caller,
     DEVICE_TOKENS_MAX, DEVICE_TTL_S_DEFAULT, DEVICE_TTL_S_MAX, DEVICE_TTL_S_MIN, DeviceTokenInfo,
-    EMAIL_BYTES_MAX, FRESH_AUTH_S_DEFAULT, FRESH_AUTH_S_MAX, FirstAdmin, IssuedDeviceToken, LoginOutcome,
-    MFA_CHALLENGE_TTL_S, MFA_CHALLENGES_MAX, MFA_FAILURES_MAX, MfaEnrolment, NewBrowserSession, NewUser,
-    REFRESH_TTL_S_DEFAULT, REFRESH_TTL_S_MAX, REVOKED_SESSIONS_MAX, ROTATIONS_PER_SESSION_MAX,
-    SESSIONS_PER_USER_MAX, SessionInfo, TokenPair, USERS_MAX, USERS_PAGE_MAX, UserInfo, normalize_email,
+    EMAIL_BYTES_MAX, FRESH_AUTH_S_DEFAULT, FRESH_AUTH_S_MAX, FirstAdmin, IssuedDeviceToken, LINKS_MAX,
+    LoginOutcome, MFA_CHALLENGE_TTL_S, MFA_CHALLENGES_MAX, MFA_FAILURES_MAX, MfaEnrolment, NewBrowserSession,
+    NewUser, ONE_TIME_LINK_TTL_S, REFRESH_ABSOLUTE_S_DEFAULT, REFRESH_ABSOLUTE_S_MAX, REFRESH_TTL_S_DEFAULT,
+    REFRESH_TTL_S_MAX, REVOKED_SESSIONS_MAX, ROTATIONS_PER_SESSION_MAX, SESSIONS_PER_USER_MAX, SessionInfo,
+    TokenPair, USERS_MAX, USERS_PAGE_MAX, UserInfo, normalize_email,
 };
 pub use service::{
     API_TOKEN_NAME_BYTES_MAX, API_TOKEN_PREFIX, API_TOKEN_RECORDS_PER_USER_MAX, API_TOKEN_TOUCH_S,

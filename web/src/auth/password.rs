@@ -3,7 +3,8 @@
 //! Rules (checked on every password set, never on login so old accounts can still sign in):
 //! - at least [`PASSWORD_CHARS_MIN`] characters (Unicode scalar values), at most
 //!   [`PASSWORD_BYTES_MAX`] bytes (bounds the hashing input);
-//! - not equal to the account's email, ignoring case.
+//! - not equal to the account's email, ignoring case;
+//! - not one of the [`COMMON_PASSWORDS`] most common passwords, ignoring case.
 //!
 //! Length is what resists guessing (NIST SP 800-63B); composition rules are not imposed.
 //! Hashing costs tens of milliseconds of one core and 19 MiB by design: callers on an async
@@ -19,6 +20,26 @@ use super::secret::random_bytes;
 pub const PASSWORD_CHARS_MIN: usize = 12;
 /// Most bytes a password may have (login input above it is refused without hashing).
 pub const PASSWORD_BYTES_MAX: usize = 1_024;
+
+/// How many common passwords are refused.
+pub const COMMON_PASSWORDS: usize = 10_000;
+
+/// The 10,000 most common passwords, one per line, sorted (byte order) for binary search.
+///
+/// Source: the first 10,000 entries (ranked by frequency) of the `PASSWORDS` list in the
+/// `zxcvbn` crate 3.1.1 from crates.io (`src/frequency_lists.rs`; the list of Dropbox's zxcvbn,
+/// drawn from leaked password corpora), MIT licence, Copyright (c) 2016 Joshua Holmer and
+/// (c) 2012-2016 Dan Wheeler and Dropbox, Inc. All entries are lower-case ASCII.
+const COMMON_PASSWORDS_TEXT: &str = include_str!("common_passwords.txt");
+
+/// True when `password` (compared in lower case) is one of the [`COMMON_PASSWORDS`] most
+/// common passwords: a binary search over the embedded sorted list (its line index is built
+/// once, at the first call).
+pub fn is_common_password(password: &str) -> bool {
+    static LIST: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let list = LIST.get_or_init(|| COMMON_PASSWORDS_TEXT.lines().collect());
+    list.binary_search(&password.to_lowercase().as_str()).is_ok()
+}
 
 /// argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +79,9 @@ pub fn check_password_rules(password: &str, email: &str) -> AuthResult<()> {
     }
     if password.trim().to_lowercase() == email {
         return Err(AuthError::WeakPassword("equal to the email"));
+    }
+    if is_common_password(password) {
+        return Err(AuthError::WeakPassword("one of the 10,000 most common passwords"));
     }
     Ok(())
 }
@@ -112,4 +136,23 @@ pub fn stored_params(stored: &str) -> Option<PasswordParams> {
     let parsed = PasswordHash::new(stored).ok()?;
     let p = Params::try_from(&parsed).ok()?;
     Some(PasswordParams { memory_kib: p.m_cost(), iterations: p.t_cost(), parallelism: p.p_cost() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_password_list_is_sorted_complete_and_searched_ignoring_case() {
+        let lines: Vec<&str> = COMMON_PASSWORDS_TEXT.lines().collect();
+        assert_eq!(lines.len(), COMMON_PASSWORDS);
+        assert!(lines.windows(2).all(|pair| pair[0] < pair[1]), "sorted, no duplicates");
+        assert!(is_common_password("password") && is_common_password("PassWord"));
+        assert!(is_common_password("1qaz2wsx3edc"));
+        assert!(!is_common_password("correct horse battery staple"));
+        assert!(matches!(
+            check_password_rules("1QAZ2WSX3EDC", "a@b.c"),
+            Err(AuthError::WeakPassword("one of the 10,000 most common passwords"))
+        ));
+    }
 }

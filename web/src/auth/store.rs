@@ -19,6 +19,8 @@
 //! | `browser_sessions` | SHA-256 hex of the session cookie | [`BrowserSessionRecord`] |
 //! | `user_browser_sessions` | `<user id>/<session key>` | `null` (index) |
 //! | `mfa` | user id | [`MfaRecord`] (TOTP secret sealed with the MFA key, used step, backup code hashes) |
+//! | `links` | SHA-256 hex of a one-time link's token | [`LinkRecord`] |
+//! | `user_links` | `<user id>/<link key>` | `null` (index: at most one live link per purpose) |
 
 use redb::{ReadableTable, Table, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -44,6 +46,8 @@ pub(crate) const SIGNING_KEYS: JsonTable = TableDefinition::new("signing_keys");
 pub(crate) const MFA: JsonTable = TableDefinition::new("mfa");
 pub(crate) const BROWSER_SESSIONS: JsonTable = TableDefinition::new("browser_sessions");
 pub(crate) const USER_BROWSER_SESSIONS: JsonTable = TableDefinition::new("user_browser_sessions");
+pub(crate) const LINKS: JsonTable = TableDefinition::new("links");
+pub(crate) const USER_LINKS: JsonTable = TableDefinition::new("user_links");
 
 /// `meta` key of the format version.
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
@@ -78,6 +82,39 @@ pub(crate) struct UserRecord {
     /// record). Written with the `mfa` record in one transaction.
     #[serde(default)]
     pub mfa_enabled: bool,
+    /// The owner followed a verification link sent to `email` (or an admin made the account).
+    /// Records from before self-registration lack it and count as verified.
+    #[serde(default = "verified_by_default")]
+    pub email_verified: bool,
+}
+
+fn verified_by_default() -> bool {
+    true
+}
+
+/// What a one-time link does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LinkPurpose {
+    /// Verifies the account's email.
+    Verify,
+    /// Sets a new password.
+    Reset,
+    /// Moves the account to `new_email`.
+    EmailChange,
+}
+
+/// A one-time link (stored under the SHA-256 of its token; the token itself is only in the mail).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LinkRecord {
+    pub purpose: LinkPurpose,
+    pub user_id: String,
+    /// The address the link was sent to (a verification link is good for that address only).
+    pub sent_to: String,
+    /// Expiry on the auth clock, s.
+    pub expires_s: u64,
+    /// The target address of an email change.
+    pub new_email: Option<String>,
 }
 
 /// Why a session family ended.

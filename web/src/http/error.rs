@@ -84,6 +84,13 @@ pub enum ApiError {
     /// The caller is known but may not do this (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The account's email is not verified: it may sign in but not buy or query (403).
+    #[error("{0}")]
+    EmailUnverified(String),
+    /// A one-time link (verification, password reset, email change) is unknown, used or
+    /// expired (400).
+    #[error("{0}")]
+    LinkInvalid(String),
     /// No such route or resource, or one the caller may not see (404).
     #[error("{0}")]
     NotFound(String),
@@ -197,9 +204,10 @@ impl ApiError {
             | Self::InvalidQuery(_)
             | Self::InvalidBody
             | Self::InvalidInput(_)
-            | Self::QueryLimit { .. } => StatusCode::BAD_REQUEST,
+            | Self::QueryLimit { .. }
+            | Self::LinkInvalid(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) | Self::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::EmailUnverified(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -226,6 +234,8 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::StepUpRequired { .. } => "step_up_required",
             Self::Forbidden(_) => "forbidden",
+            Self::EmailUnverified(_) => "email_unverified",
+            Self::LinkInvalid(_) => "link_invalid",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::NotAcceptable(_) => "not_acceptable",

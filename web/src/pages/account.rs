@@ -39,12 +39,14 @@ pub(crate) struct CodeForm {
 }
 
 /// The session of a page request, or the redirect to `/login`.
-async fn require_session(request: &Request<ApiState>) -> Result<Result<BrowserSession, Reply>, ApiError> {
+pub(super) async fn require_session(
+    request: &Request<ApiState>,
+) -> Result<Result<BrowserSession, Reply>, ApiError> {
     Ok(session(request).await?.ok_or_else(|| see_other("/login")))
 }
 
 /// A form that carries the session's CSRF token in its `csrf` field.
-trait CsrfCarrier: DeserializeOwned {
+pub(super) trait CsrfCarrier: DeserializeOwned {
     fn csrf(&self) -> &str;
 }
 
@@ -69,7 +71,7 @@ impl CsrfCarrier for CodeForm {
 /// A form posted by a signed-in browser: the body read first (its limits apply before any
 /// store read), then the session found and the form's CSRF token checked. The inner `Err` is
 /// the redirect to `/login` for a request without a live session.
-async fn session_form<F: CsrfCarrier>(
+pub(super) async fn session_form<F: CsrfCarrier>(
     request: &mut Request<ApiState>,
 ) -> Result<Result<(F, BrowserSession), Reply>, ApiError> {
     let form: F = read_form(request).await?;
@@ -104,6 +106,11 @@ pub(crate) async fn show(request: Request<ApiState>) -> Result<Reply, ApiError> 
     let caller = &current.caller;
     let markup = html! {
         p { "Signed in as " strong { (caller.email()) } " (" (caller.role().to_string()) ")." }
+        @if !caller.email_verified() {
+            p role="alert" data-fact="email-unverified" { "Your address is not verified yet: follow the link we mailed you to buy or query." }
+            (button_form("/account/verify/resend", "Send a new link", token, &[]))
+        }
+        p { a href="/account/password" { "Change password" } " · " a href="/account/email" { "Change address" } }
         h2 { "Two-step sign-in" }
         p { @if mfa_on { "On. Backup codes left: " (backup_left) "." }
             @else { "Off. " a href="/account/mfa" { "Turn it on" } } }

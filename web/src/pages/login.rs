@@ -43,7 +43,9 @@ pub(crate) struct CsrfForm {
 }
 
 /// The login CSRF token of the request, or a new one (with its `Set-Cookie`).
-fn login_token(request: &Request<ApiState>) -> Result<(String, Option<http::HeaderValue>), ApiError> {
+pub(super) fn login_token(
+    request: &Request<ApiState>,
+) -> Result<(String, Option<http::HeaderValue>), ApiError> {
     if let Some(token) = cookie(request, LOGIN_COOKIE).filter(|t| t.len() == 43) {
         return Ok((token.to_owned(), None));
     }
@@ -89,7 +91,7 @@ fn mfa_page(status: StatusCode, token: &str, message: Option<&str>) -> Reply {
 }
 
 /// Checks a login form's double-submit token and origin.
-fn check_login_csrf(request: &Request<ApiState>, token: &str) -> Result<(), ApiError> {
+pub(super) fn check_login_csrf(request: &Request<ApiState>, token: &str) -> Result<(), ApiError> {
     check_origin(request)?;
     match cookie(request, LOGIN_COOKIE) {
         Some(expected) if same_token(token, expected) => Ok(()),

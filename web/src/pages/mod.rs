@@ -11,6 +11,10 @@
 //! - `assets`: static files embedded in the binary under content-hashed names;
 //! - `tokens`: personal API tokens (`/account/tokens`); `usage`: `/account/usage`;
 //! - `overview`: `/account/overview`, the account dashboard linking all of the above.
+//! - `signup`: signed-out account flows — `/signup`, and the pages of the mailed one-time links
+//!   (`/verify`, `/reset-request`, `/reset`, `/email/confirm`);
+//! - `settings`: signed-in changes — `/account/password`, `/account/email`, a new
+//!   verification link, and the browser step-up form (`/account/reauth`).
 //!
 //! Why `maud`: templates are Rust expressions checked by the compiler (a typo in a field is a
 //! build error, not a blank page), escaping is the default for every `(value)`, there is no
@@ -28,6 +32,8 @@ mod account;
 mod browser;
 mod layout;
 mod login;
+mod settings;
+mod signup;
 
 // The customer's data side (issue 20): the metrics dashboard, its live stream and the static
 // assets it loads.
@@ -44,6 +50,7 @@ pub use dashboard::{
     LIVE_LOOKBACK_S, LIVE_POLL_MS, LIVE_ROWS_PER_POLL_MAX, LIVE_STREAMS_MAX, LIVE_STREAMS_PER_ACCOUNT_MAX,
     METRICS_SELECTED_MAX, RANGE_S_MAX,
 };
+pub use settings::REAUTH_RETURN_PAGES;
 
 use http::Method;
 
@@ -65,6 +72,7 @@ pub fn routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError>
         .hidden_route(Method::POST, "/account/mfa/enrol", account::mfa_enrol)?
         .hidden_route(Method::POST, "/account/mfa/confirm", account::mfa_confirm)
         .and_then(data_routes)
+        .and_then(account_flow_routes)
 }
 
 /// The customer's data pages: dashboard, CSV export, live stream, static assets.
@@ -79,4 +87,25 @@ fn data_routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError
         .hidden_route(Method::POST, "/account/tokens/revoke", tokens::revoke)?
         .hidden_route(Method::GET, "/account/usage", usage::show)?
         .hidden_route(Method::GET, "/account/overview", overview::show)
+}
+
+/// The pages of sign-up, the one-time links, and the signed-in account settings.
+fn account_flow_routes(router: Router<ApiState>) -> Result<Router<ApiState>, ServerError> {
+    router
+        .hidden_route(Method::GET, "/signup", signup::signup_page)?
+        .hidden_route(Method::POST, "/signup", signup::signup_submit)?
+        .hidden_route(Method::GET, "/verify", signup::verify_page)?
+        .hidden_route(Method::POST, "/verify", signup::verify_submit)?
+        .hidden_route(Method::GET, "/reset-request", signup::reset_request_page)?
+        .hidden_route(Method::POST, "/reset-request", signup::reset_request_submit)?
+        .hidden_route(Method::GET, "/reset", signup::reset_page)?
+        .hidden_route(Method::POST, "/reset", signup::reset_submit)?
+        .hidden_route(Method::GET, "/email/confirm", signup::email_confirm_page)?
+        .hidden_route(Method::POST, "/email/confirm", signup::email_confirm_submit)?
+        .hidden_route(Method::GET, "/account/password", settings::password_page)?
+        .hidden_route(Method::POST, "/account/password", settings::password_submit)?
+        .hidden_route(Method::GET, "/account/email", settings::email_page)?
+        .hidden_route(Method::POST, "/account/email", settings::email_submit)?
+        .hidden_route(Method::POST, "/account/reauth", settings::reauth_submit)?
+        .hidden_route(Method::POST, "/account/verify/resend", settings::resend_submit)
 }

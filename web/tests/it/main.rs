@@ -24,11 +24,15 @@
 //!   back, numbered refusals, atomic bodies, device scope, 401/403/413/415;
 //! - `line_protocol`: the InfluxDB line-protocol parser — round trips with hostile characters,
 //!   per-line errors and line numbers, limits, arbitrary bytes never panic;
+//! - `account_flows`: sign-up, the mailed one-time links (verification, reset, email change)
+//!   read from the outbox, the unverified account's limits, password change, an admin ending
+//!   an account's sessions, and their pages with the browser step-up form;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
 
+mod account_flows;
 mod accounts;
 mod api;
 mod audit;

@@ -196,7 +196,7 @@ async fn a_challenge_from_before_a_password_change_is_refused() {
     // Password step done, then the password changes: the right code no longer opens a session.
     let pending = challenge(&api).await;
     let new_password = Secret::new("another-long-password");
-    api.auth.change_password(&caller, &Secret::new(PASSWORD), &new_password).unwrap();
+    api.auth.change_password(&caller, &Secret::new(PASSWORD), &new_password, true, None).unwrap();
     let late = answer(&api, &pending, &totp_code(&secret, T_START_S + 30).unwrap()).await;
     assert_error(
         &late,

@@ -227,6 +227,7 @@ impl AuthService {
             session_id: None,
             auth_time_s: record.auth_time_s,
             mfa_enrolment_required: !user.mfa_enabled && self.mfa_required_for(user.role),
+            email_verified: user.email_verified,
         };
         Ok(BrowserSession { caller, csrf_token: record.csrf_token, key })
     }
@@ -240,6 +241,32 @@ impl AuthService {
         };
         txn.commit()?;
         Ok(removed)
+    }
+
+    /// Deletes every browser session of `user_id` but `keep` (a session key); returns how many.
+    pub(super) fn delete_all_browser_sessions(&self, user_id: &str, keep: Option<&str>) -> AuthResult<u64> {
+        let txn = self.inner.db.begin_write()?;
+        let mut ended = 0u64;
+        {
+            let mut sessions = txn.open_table(BROWSER_SESSIONS)?;
+            let mut index = txn.open_table(USER_BROWSER_SESSIONS)?;
+            let (lo, hi) = store::user_family_range(user_id);
+            let mut keys = Vec::new();
+            for item in index.range::<&str>(lo.as_str()..hi.as_str())? {
+                let (k, _) = item?;
+                keys.push(k.value().to_owned());
+            }
+            for index_key in keys {
+                let key = index_key.rsplit('/').next().unwrap_or_default().to_owned();
+                if Some(key.as_str()) == keep {
+                    continue;
+                }
+                index.remove(index_key.as_str())?;
+                ended += u64::from(sessions.remove(key.as_str())?.is_some());
+            }
+        }
+        txn.commit()?;
+        Ok(ended)
     }
 
     /// Logout of a browser: deletes the session record (the cookie is dead from now on).

@@ -94,6 +94,7 @@ impl AuthService {
             removed += dead_usage.len() as u64;
         }
         txn.commit()?;
+        removed += self.purge_expired_links()?;
         if removed > 0 {
             self.audit(
                 AuditEvent::new("system", "auth.purge", "-", "ok")

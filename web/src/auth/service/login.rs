@@ -202,6 +202,7 @@ impl AuthService {
             session_id: claims.sid,
             auth_time_s: claims.auth_time.unwrap_or(0),
             mfa_enrolment_required: !user.mfa_enabled && self.mfa_required_for(user.role),
+            email_verified: user.email_verified,
         })
     }
 }

@@ -69,7 +69,7 @@ pub struct MfaEnrolment {
 
 /// Which proof a code was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proof {
+pub(super) enum Proof {
     Totp,
     BackupCode,
 }
@@ -232,7 +232,7 @@ impl AuthService {
     /// Checks `code` (TOTP, or an unused backup code) of a confirmed enrolment and spends it:
     /// the TOTP step is recorded (a replay is refused), the backup code removed. `None` for a
     /// wrong, replayed or unusable code.
-    fn check_code(&self, user_id: &str, code: &str) -> AuthResult<Option<Proof>> {
+    pub(super) fn check_code(&self, user_id: &str, code: &str) -> AuthResult<Option<Proof>> {
         if code.len() > mfa::MFA_CODE_BYTES_MAX {
             return Ok(None);
         }
@@ -275,7 +275,7 @@ impl AuthService {
         Ok(proof)
     }
 
-    fn audit_proof(&self, actor: &str, proof: Proof, action: &str) -> AuthResult<()> {
+    pub(super) fn audit_proof(&self, actor: &str, proof: Proof, action: &str) -> AuthResult<()> {
         let via = match proof {
             Proof::Totp => "totp",
             Proof::BackupCode => "backup_code",

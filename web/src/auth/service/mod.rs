@@ -21,10 +21,15 @@
 //! - `housekeeping`: audit paging and the purge of expired records;
 //! - `api_tokens`: personal API tokens for scripts (issue, list, revoke, verify);
 //! - `usage`: daily query usage against the plan's quota.
+//! - `links`: one-time links (stored hashed, single use, [`ONE_TIME_LINK_TTL_S`]) and the flows
+//!   they carry: self-registration, email verification, password reset, email change;
+//! - `account`: the owner's password change, and an admin ending every session of an account.
 
+mod account;
 mod browser;
 mod devices;
 mod housekeeping;
+mod links;
 mod login;
 mod mfa;
 mod permissions;
@@ -46,6 +51,7 @@ pub use browser::{
     BROWSER_ABSOLUTE_S_DEFAULT, BROWSER_ABSOLUTE_S_MAX, BROWSER_IDLE_S_DEFAULT,
     BROWSER_SESSIONS_PER_USER_MAX, BrowserLogin, BrowserSession, BrowserSessionInfo, NewBrowserSession,
 };
+pub use links::{LINKS_MAX, ONE_TIME_LINK_TTL_S};
 pub use mfa::{LoginOutcome, MFA_CHALLENGE_TTL_S, MFA_CHALLENGES_MAX, MFA_FAILURES_MAX, MfaEnrolment};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -70,12 +76,13 @@ use super::rbac::{Permission, Role};
 use super::secret::{Secret, random_id, random_password, random_token};
 use super::store::{
     self, ACCOUNTS_FORMAT_VERSION, BROWSER_SESSIONS, BrowserSessionRecord, DEVICE_TOKENS, DeviceRecord,
-    EMAILS, FAMILIES, FamilyRecord, META, META_FORMAT_VERSION, MFA, MfaRecord, PLANS, QUERY_USAGE,
-    REFRESH_TOKENS, ROLE_PERMISSIONS, RefreshRecord, Revocation, SIGNING_KEYS, USER_BROWSER_SESSIONS,
-    USER_FAMILIES, USERS, UserRecord, UserStatus,
+    EMAILS, FAMILIES, FamilyRecord, LINKS, LinkPurpose, LinkRecord, META, META_FORMAT_VERSION, MFA,
+    MfaRecord, PLANS, QUERY_USAGE, REFRESH_TOKENS, ROLE_PERMISSIONS, RefreshRecord, Revocation, SIGNING_KEYS,
+    USER_BROWSER_SESSIONS, USER_FAMILIES, USER_LINKS, USERS, UserRecord, UserStatus,
 };
 use super::token::{self, Expect, TYP_ACCESS, TYP_DEVICE, TokenClaims};
 use crate::audit::{AuditEvent, AuditLog, AuditPage};
+use crate::mail::{Mail, MailConfig, Mailer};
 
 /// File name of the accounts store in the data dir.
 pub const ACCOUNTS_FILE_NAME: &str = "accounts.redb";
@@ -83,6 +90,10 @@ pub const ACCOUNTS_FILE_NAME: &str = "accounts.redb";
 pub const ACCESS_TTL_S_DEFAULT: u64 = 15 * 60;
 /// Default refresh token lifetime: 7 days (each rotation starts a new 7 days).
 pub const REFRESH_TTL_S_DEFAULT: u64 = 7 * 24 * 3_600;
+/// Default absolute lifetime of a session (refresh family): 30 days from its login.
+pub const REFRESH_ABSOLUTE_S_DEFAULT: u64 = 30 * 24 * 3_600;
+/// Longest absolute session lifetime a config may set: 1 year.
+pub const REFRESH_ABSOLUTE_S_MAX: u64 = 365 * 24 * 3_600;
 /// Default (and longest) device token lifetime: 1 year.
 pub const DEVICE_TTL_S_DEFAULT: u64 = 365 * 24 * 3_600;
 /// Shortest device token lifetime an operator may ask for.
@@ -127,6 +138,10 @@ pub struct AuthConfig {
     pub access_ttl_s: u64,
     /// Refresh token lifetime, s.
     pub refresh_ttl_s: u64,
+    /// Absolute lifetime of a session (refresh family), s from its login: rotations extend a
+    /// refresh token up to this and no further; then the owner logs in again (default 30 days,
+    /// at most [`REFRESH_ABSOLUTE_S_MAX`]).
+    pub refresh_absolute_s: u64,
     /// Default and longest device token lifetime, s.
     pub device_ttl_s: u64,
     /// argon2id cost of new hashes; stored hashes with other costs are rehashed at login.
@@ -144,6 +159,9 @@ pub struct AuthConfig {
     pub browser_idle_s: u64,
     /// Absolute timeout of a browser session, s (default 12 h; at most 7 days).
     pub browser_absolute_s: u64,
+    /// Outgoing mail (verification, reset and email-change links): the outbox under the data
+    /// dir by default, or SMTP.
+    pub mail: MailConfig,
 }
 
 /// Longest access token lifetime a config may set: 1 hour (they cannot be revoked one by one).
@@ -165,6 +183,9 @@ impl AuthConfig {
         }
         if !(1..=REFRESH_TTL_S_MAX).contains(&self.refresh_ttl_s) {
             return bad("refresh_ttl_s", "1 s - 90 days");
+        }
+        if !(1..=REFRESH_ABSOLUTE_S_MAX).contains(&self.refresh_absolute_s) {
+            return bad("refresh_absolute_s", "1 s - 365 days");
         }
         if !(DEVICE_TTL_S_MIN..=DEVICE_TTL_S_MAX).contains(&self.device_ttl_s) {
             return bad("device_ttl_s", "60 s - 5 years");
@@ -195,6 +216,7 @@ impl Default for AuthConfig {
             device_audience: "bluewave-ingest".into(),
             access_ttl_s: ACCESS_TTL_S_DEFAULT,
             refresh_ttl_s: REFRESH_TTL_S_DEFAULT,
+            refresh_absolute_s: REFRESH_ABSOLUTE_S_DEFAULT,
             device_ttl_s: DEVICE_TTL_S_DEFAULT,
             password_params: PasswordParams::OWASP,
             login_limits: LoginLimits::default(),
@@ -203,6 +225,7 @@ impl Default for AuthConfig {
             mfa_required_roles: BTreeSet::from([Role::Admin, Role::Operator]),
             browser_idle_s: BROWSER_IDLE_S_DEFAULT,
             browser_absolute_s: BROWSER_ABSOLUTE_S_DEFAULT,
+            mail: MailConfig::default(),
         }
     }
 }
@@ -221,6 +244,7 @@ pub struct Caller {
     session_id: Option<String>,
     auth_time_s: u64,
     mfa_enrolment_required: bool,
+    email_verified: bool,
 }
 
 impl Caller {
@@ -260,6 +284,12 @@ impl Caller {
     /// enrol (every other method answers [`AuthError::MfaEnrolmentRequired`]).
     pub fn mfa_enrolment_required(&self) -> bool {
         self.mfa_enrolment_required
+    }
+    /// True once the account's email is verified (self-registered accounts start without it;
+    /// accounts made by an admin have it). Without it the account may sign in but not buy or
+    /// query: [`AuthService::require_verified`].
+    pub fn email_verified(&self) -> bool {
+        self.email_verified
     }
     fn actor(&self) -> String {
         format!("user:{}", self.user_id)
@@ -400,6 +430,8 @@ struct Inner {
     challenges: Mutex<HashMap<String, mfa::Challenge>>,
     /// The AEAD key sealing TOTP secrets, opened (or made) at the first MFA use.
     sealer: OnceLock<crate::auth::mfa::SecretSealer>,
+    /// The mail transport of `config.mail`, opened at `open` (shared with the storefront).
+    mailer: Arc<dyn Mailer>,
 }
 
 /// The auth module. Cheap to clone (shared state); `Send + Sync`.
@@ -472,6 +504,7 @@ impl AuthService {
         let role_permissions = init_tables(&db)?;
         let dummy_hash = password::hash_password(&random_password()?, config.password_params)?;
         let limiter = LoginLimiter::new(config.login_limits);
+        let mailer = crate::mail::open_mailer(&config.mail, data_dir)?;
         let service = Self {
             inner: Arc::new(Inner {
                 config,
@@ -486,6 +519,7 @@ impl AuthService {
                 revoked_sessions: RwLock::new(HashMap::new()),
                 challenges: Mutex::new(HashMap::new()),
                 sealer: OnceLock::new(),
+                mailer,
             }),
         };
         if report.torn_tail_bytes > 0 {
@@ -513,6 +547,11 @@ impl AuthService {
     /// The settings in force.
     pub fn config(&self) -> &AuthConfig {
         &self.inner.config
+    }
+
+    /// The mail transport (the storefront sends order mails through it). Blocking.
+    pub fn mailer(&self) -> &Arc<dyn Mailer> {
+        &self.inner.mailer
     }
 
     fn audit(&self, event: AuditEvent) -> AuthResult<()> {
@@ -554,6 +593,8 @@ fn init_tables(db: &Database) -> AuthResult<BTreeMap<Role, BTreeSet<Permission>>
             USER_BROWSER_SESSIONS,
             api_tokens::API_TOKENS,
             api_tokens::USER_API_TOKENS,
+            LINKS,
+            USER_LINKS,
         ] {
             txn.open_table(def)?;
         }

@@ -16,10 +16,16 @@ impl AuthService {
         result
     }
 
-    /// Ok if the caller's role has `permission`, else [`AuthError::Forbidden`].
+    /// Ok if the caller's role has `permission`, else [`AuthError::Forbidden`]. Reading data
+    /// (`telemetry:read`, `query:sql`) also needs a verified email
+    /// ([`AuthError::EmailUnverified`], checked before the role so an unverified account
+    /// learns what to do).
     pub fn authorize(&self, caller: &Caller, permission: Permission) -> AuthResult<()> {
         if caller.mfa_enrolment_required {
             return Err(AuthError::MfaEnrolmentRequired);
+        }
+        if !caller.email_verified && matches!(permission, Permission::TelemetryRead | Permission::QuerySql) {
+            return Err(AuthError::EmailUnverified);
         }
         let table = self.inner.role_permissions.read().map_err(|_| AuthError::Poisoned)?;
         if table.get(&caller.role).is_some_and(|set| set.contains(&permission)) {

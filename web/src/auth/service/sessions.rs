@@ -16,7 +16,8 @@ impl AuthService {
         let auth_time_s = self.inner.config.clock.now_s();
         let refresh = random_token()?;
         let family_id = random_id()?;
-        let expires_s = now / 1_000 + self.inner.config.refresh_ttl_s;
+        let config = &self.inner.config;
+        let expires_s = now / 1_000 + config.refresh_ttl_s.min(config.refresh_absolute_s);
         let txn = self.inner.db.begin_write()?;
         let mut evicted = None;
         {
@@ -92,7 +93,7 @@ impl AuthService {
             access_token: access,
             access_expires_in_s,
             refresh_token: Secret::new(refresh),
-            refresh_expires_in_s: self.inner.config.refresh_ttl_s,
+            refresh_expires_in_s: expires_s.saturating_sub(now / 1_000),
             session_id: family_id,
             user_id: user.id.clone(),
         })
@@ -113,7 +114,7 @@ impl AuthService {
         enum Outcome {
             Invalid(&'static str),
             Reused(String, String),
-            Rotated(UserRecord, String, u64),
+            Rotated(UserRecord, String, u64, u64),
         }
         let outcome = {
             let mut tokens = txn.open_table(REFRESH_TOKENS)?;
@@ -130,6 +131,11 @@ impl AuthService {
                             Outcome::Reused(record.family_id, record.user_id)
                         }
                         Some(_) if record.expires_s < now / 1_000 => Outcome::Invalid("expired"),
+                        Some(f)
+                            if f.created_ms / 1_000 + self.inner.config.refresh_absolute_s < now / 1_000 =>
+                        {
+                            Outcome::Invalid("absolute lifetime")
+                        }
                         Some(mut f) => {
                             let user =
                                 store::get::<UserRecord>(&txn.open_table(USERS)?, "users", &record.user_id)?;
@@ -140,7 +146,9 @@ impl AuthService {
                                     } else {
                                         record.used = true;
                                         store::put(&mut tokens, &hash, &record)?;
-                                        let expires_s = now / 1_000 + self.inner.config.refresh_ttl_s;
+                                        // Never past the session's absolute lifetime.
+                                        let expires_s = (now / 1_000 + self.inner.config.refresh_ttl_s)
+                                            .min(f.created_ms / 1_000 + self.inner.config.refresh_absolute_s);
                                         let next = RefreshRecord {
                                             family_id: record.family_id.clone(),
                                             user_id: record.user_id.clone(),
@@ -153,7 +161,7 @@ impl AuthService {
                                         f.expires_s = expires_s;
                                         f.last_ip = client_ip.to_string();
                                         store::put(&mut families, &record.family_id, &f)?;
-                                        Outcome::Rotated(u, record.family_id, f.auth_time_s)
+                                        Outcome::Rotated(u, record.family_id, f.auth_time_s, expires_s)
                                     }
                                 }
                                 _ => Outcome::Invalid("account disabled or gone"),
@@ -186,7 +194,7 @@ impl AuthService {
                 )?;
                 Err(AuthError::RefreshReused)
             }
-            Outcome::Rotated(user, family, auth_time_s) => {
+            Outcome::Rotated(user, family, auth_time_s, expires_s) => {
                 txn.commit()?;
                 let (access, access_expires_in_s) = self.sign_access(&user, &family, auth_time_s)?;
                 self.audit(
@@ -202,7 +210,7 @@ impl AuthService {
                     access_token: access,
                     access_expires_in_s,
                     refresh_token: Secret::new(new_token),
-                    refresh_expires_in_s: self.inner.config.refresh_ttl_s,
+                    refresh_expires_in_s: expires_s.saturating_sub(now / 1_000),
                     session_id: family,
                     user_id: user.id,
                 })

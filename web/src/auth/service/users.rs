@@ -34,14 +34,27 @@ impl AuthService {
         role: Role,
         plan_id: Option<String>,
     ) -> AuthResult<UserRecord> {
+        password::check_password_rules(password.expose(), email)?;
+        let hash = password::hash_password(password.expose(), self.inner.config.password_params)?;
+        self.insert_user_hashed(email, hash, role, plan_id, true)
+    }
+
+    /// Stores a new account with an already computed hash (`email` normalised, password rules
+    /// checked by the caller). [`AuthError::EmailTaken`] when the email has an account.
+    pub(super) fn insert_user_hashed(
+        &self,
+        email: &str,
+        hash: String,
+        role: Role,
+        plan_id: Option<String>,
+        email_verified: bool,
+    ) -> AuthResult<UserRecord> {
         if role == Role::Device {
             return Err(AuthError::InvalidInput {
                 field: "role",
                 reason: "device is for device tokens only".into(),
             });
         }
-        password::check_password_rules(password.expose(), email)?;
-        let hash = password::hash_password(password.expose(), self.inner.config.password_params)?;
         let now = now_ms();
         let user = UserRecord {
             id: random_id()?,
@@ -54,6 +67,7 @@ impl AuthService {
             created_ms: now,
             updated_ms: now,
             mfa_enabled: false,
+            email_verified,
         };
         let txn = self.inner.db.begin_write()?;
         {
@@ -258,40 +272,6 @@ impl AuthService {
         }
         txn.commit()?;
         Ok(result)
-    }
-
-    /// Changes the caller's own password (current one required, argon2 runs twice). Every
-    /// session and access token of the account ends; the caller logs in again.
-    pub fn change_password(&self, caller: &Caller, current: &Secret, new: &Secret) -> AuthResult<()> {
-        self.require_fresh(caller)?;
-        let user = self.user_record(&caller.user_id)?.ok_or(AuthError::NotFound { kind: "user" })?;
-        if password::verify_password(
-            current.expose(),
-            &user.password_hash,
-            self.inner.config.password_params,
-        )? == Verified::No
-        {
-            self.audit(AuditEvent::new(caller.actor(), "users.change_password", caller.actor(), "denied"))?;
-            return Err(AuthError::InvalidCredentials);
-        }
-        password::check_password_rules(new.expose(), &user.email)?;
-        let hash = password::hash_password(new.expose(), self.inner.config.password_params)?;
-        let txn = self.inner.db.begin_write()?;
-        {
-            let mut users = txn.open_table(USERS)?;
-            let mut user: UserRecord =
-                store::get(&users, "users", &caller.user_id)?.ok_or(AuthError::NotFound { kind: "user" })?;
-            user.password_hash = hash;
-            user.updated_ms = now_ms();
-            user.valid_after_ms = user.updated_ms + 1;
-            store::put(&mut users, &caller.user_id, &user)?;
-        }
-        txn.commit()?;
-        let revoked = self.revoke_all_families(&caller.user_id, "password changed")?;
-        self.audit(
-            AuditEvent::new(caller.actor(), "users.change_password", caller.actor(), "ok")
-                .with_details(json!({ "sessions_revoked": revoked })),
-        )
     }
 
     pub(super) fn user_record(&self, user_id: &str) -> AuthResult<Option<UserRecord>> {
