@@ -258,6 +258,7 @@ pub enum BuoyFrom {
     Measurement,
 }
 
+section!(
     /// `[mail]`: see `MailConfig` (web/src/mail/mod.rs). `transport` is `outbox` (default) or
     /// `smtp`; the SMTP password is read from the environment variable `smtp_password_env`
     /// names, never from the file.

@@ -279,6 +279,7 @@ impl AuthService {
             mfa_enrolment_required: !user.mfa_enabled && self.mfa_required_for(user.role),
             user_id: user.id,
             email: user.email,
+            email_verified: user.email_verified,
             role: user.role,
             plan_id: user.plan_id,
             token_id: format!("api_token:{id}"),
