@@ -11,8 +11,10 @@
 //! owner sees the text once, at issue.
 //!
 //! Tables in `accounts.redb` (JSON values):
-//! - `api_tokens`: id → [`ApiTokenRecord`]; written at issue, revocation and (at most once a
-//!   [`API_TOKEN_TOUCH_S`]) use; kept after revocation or expiry so the owner's list shows it;
+//! - `api_tokens`: id → [`ApiTokenRecord`]; written at issue and revocation, and with the
+//!   uses noted in memory (never on the request path) at most once a [`API_TOKEN_TOUCH_S`] by
+//!   [`AuthService::flush_api_token_uses`], in one transaction for all tokens; kept after
+//!   revocation or expiry so the owner's list shows it;
 //! - `user_api_tokens`: `<user id>/<token id>` → `()`; the owner's index, written at issue.
 //!
 //! Who may: customers and analysts (the roles that read data under a plan); issuing needs a
@@ -38,8 +40,16 @@ pub const API_TOKENS_MAX: u64 = 1_000_000;
 pub const API_TOKEN_NAME_BYTES_MAX: usize = 64;
 /// Lifetimes an owner may pick, days (default the middle one).
 pub const API_TOKEN_TTL_DAYS: [u32; 3] = [30, 90, 365];
-/// A token's `last_used` is written at most once per this many seconds (a use is not a commit).
+/// Uses of personal tokens are written to the store at most once per this many seconds (a
+/// use is noted in memory, never committed on the request path).
 pub const API_TOKEN_TOUCH_S: u64 = 60;
+/// Most tokens whose last use waits in memory for the next flush; a use of another token past
+/// it is not noted until the flush has run (a flush is due at once when the map is full).
+pub const API_TOKEN_USES_PENDING_MAX: usize = 10_000;
+/// Prefix of the `token_id` of a caller authenticated by a personal token.
+pub(crate) const API_TOKEN_ID_PREFIX: &str = "api_token:";
+/// Milliseconds in a day (token lifetimes are given in days).
+const MS_PER_DAY: u64 = 86_400_000;
 const _: () = assert!(API_TOKENS_PER_USER_MAX < API_TOKEN_RECORDS_PER_USER_MAX);
 /// Longest token text accepted before parsing.
 const API_TOKEN_TEXT_BYTES_MAX: usize = 128;
@@ -60,6 +70,17 @@ pub(crate) struct ApiTokenRecord {
     pub expires_ms: u64,
     pub last_used_ms: Option<u64>,
     pub revoked_ms: Option<u64>,
+}
+
+/// Uses of personal tokens noted in memory, waiting for [`AuthService::flush_api_token_uses`].
+#[derive(Debug, Default)]
+pub(crate) struct PendingUses {
+    /// Token id → its newest use, ms. At most [`API_TOKEN_USES_PENDING_MAX`] entries.
+    uses: HashMap<String, u64>,
+    /// When the last flush ended, ms (0: never).
+    flushed_ms: u64,
+    /// A flush has been handed out and has not ended (at most one runs at a time).
+    flushing: bool,
 }
 
 /// A personal token as its owner sees it (never the secret).
@@ -139,7 +160,7 @@ impl AuthService {
             name: name.to_owned(),
             secret_sha256: sha256_hex(&secret),
             created_ms: now,
-            expires_ms: now.saturating_add(u64::from(ttl_days) * 86_400_000),
+            expires_ms: now.saturating_add(u64::from(ttl_days) * MS_PER_DAY),
             last_used_ms: None,
             revoked_ms: None,
         };
@@ -209,6 +230,14 @@ impl AuthService {
             &txn.open_table(USER_API_TOKENS)?,
             &caller.user_id,
         )?;
+        {
+            let pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for token in &mut out {
+                if let Some(&used) = pending.uses.get(&token.id) {
+                    token.last_used_ms = Some(token.last_used_ms.map_or(used, |last| last.max(used)));
+                }
+            }
+        }
         out.sort_by_key(|t| t.created_ms);
         Ok(out)
     }
@@ -264,29 +293,93 @@ impl AuthService {
         if !may_hold_tokens(user.role) {
             return Err(TokenRefusal::Revoked.into());
         }
-        if record.last_used_ms.is_none_or(|last| last.saturating_add(API_TOKEN_TOUCH_S * 1_000) <= now) {
-            let txn = self.inner.db.begin_write()?;
-            {
-                let mut tokens = txn.open_table(API_TOKENS)?;
-                if let Some(mut current) = store::get::<ApiTokenRecord>(&tokens, "api_tokens", id)? {
-                    current.last_used_ms = Some(now);
-                    store::put(&mut tokens, id, &current)?;
-                }
-            }
-            txn.commit()?;
-        }
+        self.note_api_token_use(id, now);
         Ok(Caller {
             mfa_enrolment_required: !user.mfa_enabled && self.mfa_required_for(user.role),
             user_id: user.id,
             email: user.email,
             role: user.role,
             plan_id: user.plan_id,
-            token_id: format!("api_token:{id}"),
+            token_id: format!("{API_TOKEN_ID_PREFIX}{id}"),
             expires_s: record.expires_ms / 1_000,
             session_id: None,
             // Never a fresh login: a token cannot pass the fresh-auth gate.
             auth_time_s: 0,
         })
+    }
+}
+
+impl AuthService {
+    /// Notes a use of token `id` in memory (no store write).
+    fn note_api_token_use(&self, id: &str, now_ms: u64) {
+        let mut pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.uses.len() < API_TOKEN_USES_PENDING_MAX || pending.uses.contains_key(id) {
+            pending.uses.insert(id.to_owned(), now_ms);
+        }
+    }
+
+    /// True (once, until [`AuthService::flush_api_token_uses`] ends) when noted uses wait and
+    /// the last flush is at least [`API_TOKEN_TOUCH_S`] old or the map is full: the caller
+    /// then runs the flush off the async workers.
+    pub fn api_token_uses_due(&self) -> bool {
+        let now = now_ms();
+        let mut pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = !pending.flushing
+            && !pending.uses.is_empty()
+            && (pending.flushed_ms.saturating_add(API_TOKEN_TOUCH_S * 1_000) <= now
+                || pending.uses.len() >= API_TOKEN_USES_PENDING_MAX);
+        if due {
+            pending.flushing = true;
+        }
+        due
+    }
+
+    /// Writes the noted uses of personal tokens (`last_used_ms`) in one write transaction and
+    /// empties the map; blocking (fsync), so never on an async worker. Returns how many records
+    /// were written. Uses of tokens deleted meanwhile are dropped.
+    pub fn flush_api_token_uses(&self) -> AuthResult<usize> {
+        let uses = {
+            let mut pending =
+                self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            pending.flushing = true;
+            std::mem::take(&mut pending.uses)
+        };
+        let written = self.write_api_token_uses(&uses);
+        let mut pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.flushing = false;
+        pending.flushed_ms = now_ms();
+        if written.is_err() {
+            // Not lost on a failed write: merged back (newer uses win) for the next flush.
+            for (id, used) in uses {
+                if pending.uses.len() < API_TOKEN_USES_PENDING_MAX {
+                    let entry = pending.uses.entry(id).or_insert(used);
+                    *entry = (*entry).max(used);
+                }
+            }
+        }
+        written
+    }
+
+    fn write_api_token_uses(&self, uses: &HashMap<String, u64>) -> AuthResult<usize> {
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        let mut written = 0;
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut tokens = txn.open_table(API_TOKENS)?;
+            for (id, &used) in uses {
+                if let Some(mut current) = store::get::<ApiTokenRecord>(&tokens, "api_tokens", id)?
+                    && current.last_used_ms.is_none_or(|last| last < used)
+                {
+                    current.last_used_ms = Some(used);
+                    store::put(&mut tokens, id, &current)?;
+                    written += 1;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(written)
     }
 }
 
