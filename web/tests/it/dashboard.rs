@@ -5,7 +5,9 @@
 //! customer without a plan, the CSV export's formula neutralisation, the hashed static script
 //! and its cache headers, and the live stream: a reading acked after the stream opened
 //! arrives as an event (content asserted), another buoy's never does, the stream ends when its
-//! session ends, and the per-account stream limit answers 429.
+//! session ends, and the per-account stream limit answers 429; a dense series keeps
+//! streaming beside a sparse one; an open stream does not keep its session alive; the
+//! latest values look back a bounded window only.
 
 use std::sync::Arc;
 use std::time::Duration;

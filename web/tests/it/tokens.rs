@@ -3,7 +3,11 @@
 //! use, and is refused at once after revocation; another account's token id is 404; issuing
 //! needs a fresh sign-in (manual auth clock) and a data-reading role; usage counts are exact
 //! (page views, exports, stream openings and API reads each count one; the quota's end gets
-//! the typed 429 and a page that says so).
+//! the typed 429 and a page that says so; another site's navigation counts nothing and gets
+//! a 403). A token is refused on session and account management (403), after its owner's
+//! password change, disable or move to staff, and after its expiry on the auth clock (then
+//! not counted active); its uses reach the store only through the flush; a failed audit
+//! write leaves no token.
 
 use bluewave_web::{AuthClock, Method, StatusCode};
 use scraper::{Html, Selector};
@@ -270,25 +274,19 @@ async fn the_account_overview_links_every_part_of_the_account() {
     let html = doc(&answer);
     assert_eq!(
         attrs(&html, "nav ul.overview a", "href"),
-        [
-            "/account",
-            "/account/password",
-            "/account/mfa",
-            "/orders",
-            "/account/subscription",
-            "/invoices",
-            "/account/tokens",
-            "/account/usage",
-            "/dashboard"
-        ]
+        ["/account", "/account/mfa", "/account/tokens", "/account/usage", "/dashboard"]
     );
+    // Every link is a route this server answers (no 404 behind the overview).
+    for href in attrs(&html, "nav ul.overview a", "href") {
+        assert_eq!(page(&api, &href, &cookie).await.status, StatusCode::OK, "{href}");
+    }
     let items = texts(&html, "nav ul.overview li");
     assert!(items.contains(&"Subscription — A data plan covering 2 buoys.".to_owned()), "{items:?}");
     assert!(items.contains(&"Query usage — 0 of 10 today.".to_owned()), "{items:?}");
     // Staff see no data-reader links.
     let admin = browser_session(&api, ADMIN).await;
     let staff = doc(&page(&api, "/account/overview", &admin).await);
-    assert_eq!(attrs(&staff, "nav ul.overview a", "href").len(), 6);
+    assert_eq!(attrs(&staff, "nav ul.overview a", "href"), ["/account", "/account/mfa"]);
 }
 
 #[test]
@@ -372,4 +370,46 @@ fn a_token_is_refused_after_its_owners_password_change_disable_or_move_to_staff(
             caller.email()
         );
     }
+}
+
+#[tokio::test]
+async fn an_expired_token_is_not_counted_active_and_is_refused() {
+    let clock = AuthClock::manual(now_s());
+    let api = Api::start_with(bluewave_web::AuthConfig { clock: clock.clone(), ..fast_config(10_000) }).await;
+    setup(&api, None).await;
+    let cookie = browser_session(&api, CUSTOMER).await;
+    let issued = issue(&api, &cookie, "short").await;
+    let token = texts(&doc(&issued), "#new-token")[0].clone();
+    let overview = doc(&page(&api, "/account/overview", &cookie).await);
+    assert!(texts(&overview, "nav ul.overview li").contains(&"API tokens — 1 active.".to_owned()));
+    // Past its 90 days on the auth clock.
+    clock.advance_s(91 * 86_400);
+    let refused = api.get("/api/telemetry?buoy_id=buoy-a", &token).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{:?}", refused.body);
+    let cookie = browser_session(&api, CUSTOMER).await;
+    let overview = doc(&page(&api, "/account/overview", &cookie).await);
+    let items = texts(&overview, "nav ul.overview li");
+    assert!(items.contains(&"API tokens — 0 active.".to_owned()), "{items:?}");
+    let cells = texts(&doc(&page(&api, "/account/tokens", &cookie).await), "tr[data-token] td");
+    assert_eq!(cells[4], "expired");
+}
+
+#[test]
+fn a_failed_audit_write_leaves_no_token() {
+    use crate::auth_fixtures::{Fixture, no_mfa};
+    use bluewave_web::{AuthError, Role};
+    let fixture = Fixture::new();
+    let (caller, _) = fixture.user("scripts@example.org", Role::Customer);
+    // A complete but corrupt line in the middle of the audit log blocks every append.
+    let path = fixture.dir.path().join("audit").join(bluewave_web::AUDIT_FILE_NAME);
+    let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned).collect();
+    assert!(lines.len() >= 2);
+    lines[0] = "{not json".into();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let fixture = fixture.reopen(no_mfa());
+    assert!(matches!(fixture.auth.issue_api_token(&caller, "unaudited", 30), Err(AuthError::Audit(_))));
+    assert!(
+        fixture.auth.list_api_tokens(&caller).unwrap().is_empty(),
+        "no token the audit log does not show"
+    );
 }

@@ -98,6 +98,15 @@ pub struct ApiTokenInfo {
     pub last_used_ms: Option<u64>,
     /// Revocation time, ms.
     pub revoked_ms: Option<u64>,
+    /// Past its expiry on the auth clock when listed.
+    pub expired: bool,
+}
+
+impl ApiTokenInfo {
+    /// Neither revoked nor expired (when listed).
+    pub fn is_live(&self) -> bool {
+        self.revoked_ms.is_none() && !self.expired
+    }
 }
 
 /// A freshly issued personal token.
@@ -117,6 +126,7 @@ fn info(id: String, r: ApiTokenRecord) -> ApiTokenInfo {
         expires_ms: r.expires_ms,
         last_used_ms: r.last_used_ms,
         revoked_ms: r.revoked_ms,
+        expired: false,
     }
 }
 
@@ -135,6 +145,13 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
 }
 
 impl AuthService {
+    /// Now on the auth clock (`AuthConfig::clock`), ms: the time of token expiry, use and
+    /// revocation. (`created_ms` stays on the system clock, in ms, because it is compared with
+    /// the account's `valid_after_ms` stamp, which the account code writes from it.)
+    fn token_clock_ms(&self) -> u64 {
+        self.inner.config.clock.now_s().saturating_mul(1_000)
+    }
+
     /// Issues a personal token named `name`, valid `ttl_days` (one of [`API_TOKEN_TTL_DAYS`]).
     /// Needs a customer or analyst account and a fresh login.
     pub fn issue_api_token(&self, caller: &Caller, name: &str, ttl_days: u32) -> AuthResult<IssuedApiToken> {
@@ -154,12 +171,12 @@ impl AuthService {
         }
         let id = random_id()?;
         let secret = random_token()?;
-        let now = now_ms();
+        let now = self.token_clock_ms();
         let record = ApiTokenRecord {
             user_id: caller.user_id.clone(),
             name: name.to_owned(),
             secret_sha256: sha256_hex(&secret),
-            created_ms: now,
+            created_ms: now_ms(),
             expires_ms: now.saturating_add(u64::from(ttl_days) * MS_PER_DAY),
             last_used_ms: None,
             revoked_ms: None,
@@ -195,11 +212,14 @@ impl AuthService {
             store::put(&mut tokens, &id, &record)?;
             store::put(&mut index, &format!("{}/{id}", caller.user_id), &())?;
         }
-        txn.commit()?;
+        // The audit record first: a failed audit write drops the transaction, so no token
+        // exists that the audit log does not show (a failed commit after it leaves a record
+        // of an issue whose token never worked, the harmless side).
         self.audit(
-            AuditEvent::new(caller.actor(), "api_tokens.issue", format!("api_token:{id}"), "ok")
+            AuditEvent::new(caller.actor(), "api_tokens.issue", format!("{API_TOKEN_ID_PREFIX}{id}"), "ok")
                 .with_details(json!({ "name": record.name, "expires_ms": record.expires_ms })),
         )?;
+        txn.commit()?;
         let token = Secret::new(format!("{API_TOKEN_PREFIX}{id}_{secret}"));
         Ok(IssuedApiToken { token, info: info(id, record) })
     }
@@ -230,6 +250,10 @@ impl AuthService {
             &txn.open_table(USER_API_TOKENS)?,
             &caller.user_id,
         )?;
+        let now = self.token_clock_ms();
+        for token in &mut out {
+            token.expired = token.expires_ms <= now;
+        }
         {
             let pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for token in &mut out {
@@ -254,7 +278,7 @@ impl AuthService {
             if record.revoked_ms.is_some() {
                 return Ok(());
             }
-            record.revoked_ms = Some(now_ms());
+            record.revoked_ms = Some(self.token_clock_ms());
             store::put(&mut tokens, id, &record)?;
         }
         txn.commit()?;
@@ -265,7 +289,7 @@ impl AuthService {
     /// status). Refusals are [`TokenRefusal`]s (401).
     pub fn verify_api_token(&self, token: &str) -> AuthResult<Caller> {
         let (id, secret) = split_token(token).ok_or(TokenRefusal::Malformed)?;
-        let now = now_ms();
+        let now = self.token_clock_ms();
         let (record, user) = {
             let txn = self.inner.db.begin_read()?;
             let record: ApiTokenRecord =
@@ -322,6 +346,7 @@ impl AuthService {
     /// the last flush is at least [`API_TOKEN_TOUCH_S`] old or the map is full: the caller
     /// then runs the flush off the async workers.
     pub fn api_token_uses_due(&self) -> bool {
+        // The system clock: this paces store writes, it is no authentication event.
         let now = now_ms();
         let mut pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let due = !pending.flushing

@@ -133,7 +133,8 @@ pub(crate) async fn access(request: &Request<ApiState>) -> Result<Result<Access,
 fn no_plan_page() -> Reply {
     let markup = html! {
         p { "Your account has no data plan, so there is nothing to chart yet." }
-        p { "A data subscription gives access to a set of buoys. " a href="/plans" { "See the plans" } "." }
+        // The shop branch adds `/plans`: link "See the plans" there once it is merged.
+        p { "A data subscription gives access to a set of buoys." }
         p { a href="/account" { "Back to your account" } }
     };
     html(StatusCode::OK, page("Metrics dashboard", markup))
