@@ -815,6 +815,15 @@ fn the_live_dashboard_pushes_readings_acked_over_quic_of_the_plans_buoys_only() 
             ]
         );
         assert!(!events.text.contains("buoy-2"), "{}", events.text);
+        // Naming buoy-2 (outside the plan) beside buoy-1 opens nothing: the exact refusal.
+        let both = "/dashboard/live?buoy=buoy-1&buoy=buoy-2&metric=salinity_psu";
+        let (head, body) =
+            within("refused stream", raw_request(&https, "GET", both, &[("cookie", &session)], None)).await;
+        let body = within("refusal body", body.collect()).await.unwrap().to_bytes();
+        assert_eq!(
+            (head.status.as_u16(), serde_json::from_slice::<Value>(&body).unwrap()),
+            (404, json!({ "error": "not_found", "message": "no such buoy" }))
+        );
     });
     server.stop();
 }

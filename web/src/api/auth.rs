@@ -168,7 +168,7 @@ pub(crate) async fn logout(mut request: Request<ApiState>) -> Result<Reply, ApiE
     responses((status = 204, description = "Every session ended"),
         (status = 401, description = "No valid access token")))]
 pub(crate) async fn logout_all(request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let auth = Arc::clone(&request.state().auth);
     blocking(move || Ok(auth.logout_all(&caller)?)).await?;
     Ok(Reply::empty().status(StatusCode::NO_CONTENT))
@@ -306,7 +306,7 @@ pub(crate) async fn mfa_confirm(mut request: Request<ApiState>) -> Result<Reply,
         (status = 401, description = "Wrong code or no valid access token"),
         (status = 429, description = "Too many attempts; see Retry-After")))]
 pub(crate) async fn mfa_step_up(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let body: CodeBody = request.json().await?;
     let auth = Arc::clone(&request.state().auth);
     let ip = request.peer().ip();
@@ -321,7 +321,7 @@ pub(crate) async fn mfa_step_up(mut request: Request<ApiState>) -> Result<Reply,
         (status = 401, description = "Wrong code, no valid access token, or not fresh"),
         (status = 429, description = "Too many attempts; see Retry-After")))]
 pub(crate) async fn mfa_disable(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let body: CodeBody = request.json().await?;
     let auth = Arc::clone(&request.state().auth);
     let ip = request.peer().ip();

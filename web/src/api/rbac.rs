@@ -37,7 +37,7 @@ pub(crate) struct RoleAnswer {
         (status = 401, description = "No valid access token"),
         (status = 403, description = "Missing users:manage")))]
 pub(crate) async fn roles(request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let auth = &request.state().auth;
     auth.authorize(&caller, Permission::UsersManage)?;
     let table = auth.role_permissions()?;
@@ -110,7 +110,7 @@ pub(crate) struct UsersPage {
         (status = 401, description = "No valid access token"),
         (status = 403, description = "Missing users:manage")))]
 pub(crate) async fn list_users(request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let page: UsersPage = request.query()?;
     let auth = Arc::clone(&request.state().auth);
     let users = blocking(move || {
@@ -144,7 +144,7 @@ pub(crate) struct NewUserBody {
         (status = 404, description = "No such plan"),
         (status = 409, description = "Email taken")))]
 pub(crate) async fn create_user(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let body: NewUserBody = request.json().await?;
     // `device` parses; the service refuses it (after the permission check, audited).
     let role = parse_role(&body.role)?;
@@ -177,7 +177,7 @@ fn other_account(request: &Request<ApiState>, caller: &crate::auth::Caller) -> R
         (status = 401, description = "No valid access token"),
         (status = 404, description = "No such account (or not the caller's and no users:manage)")))]
 pub(crate) async fn get_user(request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let id = other_account(&request, &caller)?;
     let auth = Arc::clone(&request.state().auth);
     let user = blocking(move || Ok(auth.get_user(&caller, &id)?)).await?;
@@ -202,7 +202,7 @@ pub(crate) struct RoleBody {
         (status = 403, description = "Missing users:manage, or a role above the caller's"),
         (status = 404, description = "No such account")))]
 pub(crate) async fn set_role(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let id = request.param("id")?.to_owned();
     let body: RoleBody = request.json().await?;
     let role = parse_role(&body.role)?;
@@ -229,7 +229,7 @@ pub(crate) struct StatusBody {
         (status = 403, description = "Missing users:manage, or an account above the caller's"),
         (status = 404, description = "No such account")))]
 pub(crate) async fn set_status(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let id = request.param("id")?.to_owned();
     let body: StatusBody = request.json().await?;
     let status = match body.status.as_str() {
@@ -259,7 +259,7 @@ pub(crate) struct PlanAssignBody {
         (status = 403, description = "Missing plans:manage, or an account above the caller's"),
         (status = 404, description = "No such account or plan")))]
 pub(crate) async fn assign_plan(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let id = request.param("id")?.to_owned();
     let body: PlanAssignBody = request.json().await?;
     let auth = Arc::clone(&request.state().auth);
@@ -308,7 +308,7 @@ impl From<Plan> for PlanBody {
         (status = 401, description = "No valid access token"),
         (status = 403, description = "Missing plans:read")))]
 pub(crate) async fn list_plans(request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let auth = Arc::clone(&request.state().auth);
     let plans = blocking(move || Ok(auth.list_plans(&caller)?)).await?;
     Reply::json(&plans.into_iter().map(PlanBody::from).collect::<Vec<_>>())
@@ -323,7 +323,7 @@ pub(crate) async fn list_plans(request: Request<ApiState>) -> Result<Reply, ApiE
         (status = 403, description = "Missing plans:manage"),
         (status = 409, description = "Too many plans")))]
 pub(crate) async fn create_plan(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let body: PlanBody = request.json().await?;
     if body.id.is_some() {
         return Err(ApiError::InvalidInput("id: chosen by the server".to_owned()));
@@ -369,7 +369,7 @@ pub(crate) struct AuditAnswer {
         (status = 401, description = "No valid access token"),
         (status = 403, description = "Missing audit:read")))]
 pub(crate) async fn audit_log(request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let params: AuditParams = request.query()?;
     let limit = params.limit.unwrap_or(RBAC_PAGE_DEFAULT);
     if limit == 0 || limit > crate::audit::AUDIT_PAGE_ENTRIES_MAX {
@@ -415,7 +415,7 @@ impl From<SessionInfo> for Session {
     responses((status = 200, description = "Live sessions", body = [Session]),
         (status = 401, description = "No valid access token")))]
 pub(crate) async fn sessions(request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let auth = Arc::clone(&request.state().auth);
     let own = caller.user_id().to_owned();
     let list = blocking(move || Ok(auth.list_sessions(&caller, &own)?)).await?;
@@ -431,7 +431,7 @@ pub(crate) async fn sessions(request: Request<ApiState>) -> Result<Reply, ApiErr
         (status = 403, description = "The owner ranks above the caller"),
         (status = 404, description = "No such session")))]
 pub(crate) async fn revoke_session(request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let caller = request.caller()?;
+    let caller = super::state::account_caller(&request)?;
     let id = request.param("id")?.to_owned();
     let auth = Arc::clone(&request.state().auth);
     blocking(move || {

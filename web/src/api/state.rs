@@ -41,11 +41,23 @@ impl Authenticator for ApiState {
     /// (role, status, `valid_after`), cheap enough for the request's task.
     /// A caller whose role requires MFA and who has none yet is refused here (403): only the
     /// enrolment endpoints take such a token ([`ApiState::enrolling_caller`]).
-    /// A personal API token (`bwp_…`) is checked against the store instead (one read, and a
-    /// `last_used` write at most once a minute).
+    /// A personal API token (`bwp_…`) is checked against the store instead (one read; its use
+    /// is noted in memory, and the noted uses are written at most once a minute by a blocking
+    /// task, never here).
     fn authenticate(&self, bearer: &str) -> Result<Caller, ApiError> {
         let caller = if bearer.starts_with(crate::auth::API_TOKEN_PREFIX) {
-            self.auth.verify_api_token(bearer)?
+            let caller = self.auth.verify_api_token(bearer)?;
+            if let Ok(runtime) = tokio::runtime::Handle::try_current()
+                && self.auth.api_token_uses_due()
+            {
+                let auth = Arc::clone(&self.auth);
+                runtime.spawn_blocking(move || {
+                    if let Err(error) = auth.flush_api_token_uses() {
+                        tracing::warn!(%error, "writing the last use of personal API tokens failed");
+                    }
+                });
+            }
+            caller
         } else {
             self.auth.verify_access_token(bearer)?
         };
@@ -54,6 +66,20 @@ impl Authenticator for ApiState {
         }
         Ok(caller)
     }
+}
+
+/// Why a personal API token is refused on account and session management.
+pub const PERSONAL_TOKEN_REFUSAL: &str = "a personal API token is for data access (queries, telemetry reads, usage); manage sessions and accounts signed in";
+
+/// The caller of an account or session management endpoint (`/api/auth/*` past login,
+/// `/api/rbac/*`): as [`crate::http::Request::caller`], but a caller authenticated by a
+/// personal API token is refused (403 `forbidden`, [`PERSONAL_TOKEN_REFUSAL`]).
+pub(crate) fn account_caller(request: &crate::http::Request<ApiState>) -> Result<Caller, ApiError> {
+    let caller = request.caller()?;
+    if caller.is_personal_token() {
+        return Err(ApiError::Forbidden(PERSONAL_TOKEN_REFUSAL.to_owned()));
+    }
+    Ok(caller)
 }
 
 impl ApiState {

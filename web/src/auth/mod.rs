@@ -59,8 +59,8 @@ pub use service::{
 };
 pub use service::{
     API_TOKEN_NAME_BYTES_MAX, API_TOKEN_PREFIX, API_TOKEN_RECORDS_PER_USER_MAX, API_TOKEN_TOUCH_S,
-    API_TOKEN_TTL_DAYS, API_TOKENS_MAX, API_TOKENS_PER_USER_MAX, ApiTokenInfo, DayUsage, IssuedApiToken,
-    QueryUsage, USAGE_HISTORY_DAYS,
+    API_TOKEN_TTL_DAYS, API_TOKEN_USES_PENDING_MAX, API_TOKENS_MAX, API_TOKENS_PER_USER_MAX, ApiTokenInfo,
+    DayUsage, IssuedApiToken, QueryUsage, USAGE_HISTORY_DAYS,
 };
 pub use store::UserStatus;
 pub use token::{LEEWAY_S, TOKEN_BYTES_MAX, TYP_ACCESS, TYP_DEVICE, TokenClaims};

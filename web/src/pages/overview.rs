@@ -1,7 +1,11 @@
 //! `GET /account/overview`: the account dashboard, one place that links everything an
-//! account holder manages (profile, password and MFA, sessions, orders, subscription,
-//! tokens, invoices, usage, the metrics dashboard) with a one-line state of each that this
-//! module can read without the shop.
+//! account holder manages on this server (profile and sessions, MFA, tokens, usage, the
+//! metrics dashboard) with a one-line state of each that this module can read without the
+//! shop; the subscription's state is shown, unlinked.
+//!
+//! Only routes this router serves are linked. The accounts branch adds `/account/password`,
+//! the shop branch `/orders`, `/account/subscription`, `/invoices` and `/plans`: link them
+//! here when they are merged.
 
 use std::sync::Arc;
 
@@ -11,7 +15,7 @@ use maud::html;
 use super::browser::{html, see_other, session};
 use super::layout::page;
 use crate::api::{ApiState, blocking};
-use crate::auth::{BuoyScope, Role};
+use crate::auth::{ApiTokenInfo, BuoyScope, Role};
 use crate::http::{ApiError, Reply, Request};
 
 /// `GET /account/overview`.
@@ -25,7 +29,7 @@ pub(crate) async fn show(request: Request<ApiState>) -> Result<Reply, ApiError> 
     let (mfa_on, grant, tokens, usage) = blocking(move || {
         let mfa_on = auth.mfa_enabled(&caller)?;
         let grant = auth.policy_grant(&caller)?;
-        let tokens = auth.list_api_tokens(&caller)?.into_iter().filter(|t| t.revoked_ms.is_none()).count();
+        let tokens = auth.list_api_tokens(&caller)?.into_iter().filter(ApiTokenInfo::is_live).count();
         let usage = auth.query_usage(&caller)?;
         Ok((mfa_on, grant, tokens, usage))
     })
@@ -42,11 +46,8 @@ pub(crate) async fn show(request: Request<ApiState>) -> Result<Reply, ApiError> 
         nav aria-label="Your account" {
             ul class="overview" {
                 li { a href="/account" { "Profile and sessions" } " — where you are signed in, and signing out elsewhere." }
-                li { a href="/account/password" { "Password" } " — change it." }
                 li { a href="/account/mfa" { "Two-step sign-in" } " — " @if mfa_on { "on." } @else { "off." } }
-                li { a href="/orders" { "Orders" } " — units you bought, their state and tracking." }
-                li { a href="/account/subscription" { "Subscription" } " — " (plan_text) }
-                li { a href="/invoices" { "Invoices" } " — numbered invoices, printable." }
+                li { "Subscription — " (plan_text) }
                 @if reads_data {
                     li { a href="/account/tokens" { "API tokens" } " — " (tokens) " active." }
                     li { a href="/account/usage" { "Query usage" } " — "

@@ -60,7 +60,7 @@ fn token_table(tokens: &[ApiTokenInfo], csrf: &str) -> maud::Markup {
                         td { (t.name) } td { (ms_text(t.created_ms)) }
                         td { @if let Some(used) = t.last_used_ms { (ms_text(used)) } @else { "never" } }
                         td { (ms_text(t.expires_ms)) }
-                        td { @if t.revoked_ms.is_some() { "revoked" } @else { "active" } }
+                        td { @if t.revoked_ms.is_some() { "revoked" } @else if t.expired { "expired" } @else { "active" } }
                         td { @if t.revoked_ms.is_none() {
                             (button_form("/account/tokens/revoke", "Revoke", csrf, &[("id", &t.id)]))
                         } }

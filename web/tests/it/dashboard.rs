@@ -5,7 +5,9 @@
 //! customer without a plan, the CSV export's formula neutralisation, the hashed static script
 //! and its cache headers, and the live stream: a reading acked after the stream opened
 //! arrives as an event (content asserted), another buoy's never does, the stream ends when its
-//! session ends, and the per-account stream limit answers 429.
+//! session ends, and the per-account stream limit answers 429; a dense series keeps
+//! streaming beside a sparse one; an open stream does not keep its session alive; the
+//! latest values look back a bounded window only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,13 +194,21 @@ async fn the_dashboard_charts_exact_buckets_of_the_plans_buoys_only() {
     let stale = api.request(Method::GET, "/assets/dashboard-0000000000000000.js", None, &[], None).await;
     assert_eq!(stale.status, StatusCode::NOT_FOUND);
 
-    // No selection: the first buoy and the first metric with data, over the last 24 h.
+    // No selection: the first buoy over the last 24 h, and the first metric with a reading in
+    // it (none here: the dataset is months old, so no metric is picked and none is listed).
     let default = page(&api, "/dashboard", &cookie).await;
     assert_eq!(default.status, StatusCode::OK);
     let html = doc(&default);
     assert_eq!(attrs(&html, "input[name=buoy][checked]", "value"), ["-cmd"]);
-    assert_eq!(attrs(&html, "input[name=metric][checked]", "value"), ["ph"]);
+    assert_eq!(attrs(&html, "input[name=metric]", "value"), Vec::<String>::new());
+    assert!(attrs(&html, "li[data-latest]", "data-latest").is_empty());
     assert_eq!(texts(&html, "#bucket-seconds"), ["300"]);
+    // The latest values look back LATEST_WINDOW_S from the range's end, never the whole
+    // history: a range a day after the data shows none, but keeps the picked metric.
+    let later = format!("start={}&end={}", T0 + 86_400 * SECOND, T0 + 2 * 86_400 * SECOND);
+    let html = doc(&page(&api, &format!("/dashboard?buoy=buoy-a&metric=ph&{later}"), &cookie).await);
+    assert!(attrs(&html, "li[data-latest]", "data-latest").is_empty());
+    assert_eq!(attrs(&html, "input[name=metric][checked]", "value"), ["ph"]);
     // No session: to the login page.
     let anonymous = api.request(Method::GET, "/dashboard", None, &[], None).await;
     assert_eq!((anonymous.status, anonymous.header("location")), (StatusCode::SEE_OTHER, "/login"));
@@ -365,14 +375,20 @@ async fn the_live_stream_sends_readings_acked_after_it_opened_and_ends_with_its_
         let body = json!({ "buoy_id": buoy, "batch_seq": seq, "readings": [{ "metric": metric, "ts": ts, "value": value }] });
         assert_eq!(api.post("/api/telemetry", Some(&operator), body).await.status, StatusCode::OK);
     }
-    assert!(stream.until("event: reading\n").await, "{}", stream.text);
-    assert!(stream.until("\n\n").await);
+    // The whole event (its data line and the blank line that ends it).
+    assert!(stream.until("\"value\":42.5}]\n\n").await, "{}", stream.text);
     assert_eq!(
         stream.readings(),
         [json!({ "buoy": "buoy-a", "metric": "salinity_psu", "ts": ts, "value": 42.5 })]
     );
-    // The readings before the stream opened are not sent again, the other buoy's never.
+    // The readings before the stream opened are not sent again; the unselected metric never.
     assert!(!stream.text.contains("buoy-b") && !stream.text.contains("\"ph\""));
+    // Selecting the other buoy (outside the plan) opens no stream: the exact refusal.
+    let both = page(&api, "/dashboard/live?buoy=buoy-a&buoy=buoy-b&metric=salinity_psu", &cookie).await;
+    assert_eq!(
+        (both.status, both.json()),
+        (StatusCode::NOT_FOUND, json!({ "error": "not_found", "message": "no such buoy" }))
+    );
 
     // The account's stream limit: this one and three more are allowed, the next is refused.
     let mut others = Vec::new();
@@ -414,4 +430,60 @@ async fn the_live_stream_ends_when_the_plan_stops_covering_its_buoys() {
     // And the page says there is no plan now.
     let html = doc(&page(&api, "/dashboard", &cookie).await);
     assert_eq!(texts(&html, "main p")[0], "Your account has no data plan, so there is nothing to chart yet.");
+}
+
+#[tokio::test]
+async fn a_dense_series_keeps_streaming_beside_a_sparse_one() {
+    use bluewave_web::LIVE_ROWS_PER_POLL_MAX;
+    let api = Api::start().await;
+    setup(&api, None).await;
+    let cookie = browser_session(&api, CUSTOMER).await;
+    let operator = api.token("operator@example.org").await;
+    // More dense readings inside the lookback than one poll reads, all before the stream opens
+    // (so all already "sent"); the sparse series (`ph`) has nothing in the lookback.
+    let now = now_ns();
+    let dense = LIVE_ROWS_PER_POLL_MAX + 100;
+    let step = 100 * SECOND / i64::try_from(dense).unwrap();
+    let readings: Vec<Value> = (0..dense)
+        .map(|i| json!({ "metric": "salinity_psu", "ts": now - 120 * SECOND + i64::try_from(i).unwrap() * step, "value": 1.0 }))
+        .collect();
+    let body = json!({ "buoy_id": "buoy-a", "batch_seq": 20, "readings": readings });
+    assert_eq!(api.post("/api/telemetry", Some(&operator), body).await.status, StatusCode::OK);
+    let mut stream =
+        Stream::open(&api, "/dashboard/live?buoy=buoy-a&metric=salinity_psu&metric=ph", &cookie).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    assert!(stream.until(": connected\n\n").await);
+    let ts = now_ns();
+    let body = json!({ "buoy_id": "buoy-a", "batch_seq": 21, "readings": [{ "metric": "salinity_psu", "ts": ts, "value": 77.0 }] });
+    assert_eq!(api.post("/api/telemetry", Some(&operator), body).await.status, StatusCode::OK);
+    assert!(stream.until("\"value\":77.0}]\n\n").await, "{}", stream.text);
+    assert_eq!(
+        stream.readings(),
+        [json!({ "buoy": "buoy-a", "metric": "salinity_psu", "ts": ts, "value": 77.0 })]
+    );
+}
+
+#[tokio::test]
+async fn an_open_stream_does_not_keep_its_session_alive() {
+    use bluewave_web::{AuthClock, LIVE_POLL_MS};
+    let clock = AuthClock::manual(crate::auth_fixtures::now_s());
+    let config = bluewave_web::AuthConfig { clock: clock.clone(), ..crate::api::fast_config(10_000) };
+    let idle_s = config.browser_idle_s;
+    let api = Api::start_with(config).await;
+    setup(&api, None).await;
+    let cookie = browser_session(&api, CUSTOMER).await;
+    let mut stream = Stream::open(&api, "/dashboard/live?buoy=buoy-a&metric=ph", &cookie).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    assert!(stream.until(": connected\n\n").await);
+    // Past the idle deadline in steps, the stream polling (re-checking the session) between
+    // them: a touching re-check would keep the session alive; this one does not.
+    let step_s = idle_s / 2 + 61;
+    for _ in 0..3 {
+        clock.advance_s(step_s);
+        tokio::time::sleep(Duration::from_millis(4 * LIVE_POLL_MS)).await;
+    }
+    assert!(stream.until("event: end\ndata: session\n\n").await, "{}", stream.text);
+    // The session is over for pages too.
+    let after = page(&api, "/dashboard", &cookie).await;
+    assert_eq!((after.status, after.header("location")), (StatusCode::SEE_OTHER, "/login"));
 }

@@ -3,7 +3,11 @@
 //! use, and is refused at once after revocation; another account's token id is 404; issuing
 //! needs a fresh sign-in (manual auth clock) and a data-reading role; usage counts are exact
 //! (page views, exports, stream openings and API reads each count one; the quota's end gets
-//! the typed 429 and a page that says so).
+//! the typed 429 and a page that says so; another site's navigation counts nothing and gets
+//! a 403). A token is refused on session and account management (403), after its owner's
+//! password change, disable or move to staff, and after its expiry on the auth clock (then
+//! not counted active); its uses reach the store only through the flush; a failed audit
+//! write leaves no token.
 
 use bluewave_web::{AuthClock, Method, StatusCode};
 use scraper::{Html, Selector};
@@ -87,6 +91,35 @@ async fn a_token_is_shown_once_reads_under_the_plan_and_is_refused_at_once_when_
     let cells = texts(&doc(&page(&api, "/account/tokens", &cookie).await), "tr[data-token] td");
     assert_ne!(cells[2], "never");
 
+    // A forged secret for the live token's id is refused (the real one still works).
+    let forged = format!("{}_{}", &token[..4 + 32], "A".repeat(43));
+    let refused = api.get("/api/telemetry?buoy_id=buoy-a", &forged).await;
+    assert_eq!(
+        (refused.status, refused.json()["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("unauthorized"))
+    );
+    assert_eq!(api.get("/api/telemetry?buoy_id=buoy-a", &token).await.status, StatusCode::OK);
+    // A personal token reads data, never manages sessions or accounts.
+    let account_routes = [
+        (Method::GET, "/api/auth/sessions".to_owned()),
+        (Method::DELETE, "/api/auth/sessions/anything".to_owned()),
+        (Method::POST, "/api/auth/logout-all".to_owned()),
+        (Method::GET, "/api/rbac/users".to_owned()),
+        (Method::GET, "/api/rbac/plans".to_owned()),
+    ];
+    for (method, path) in account_routes {
+        let answer = api.request(method.clone(), &path, Some(&token), &[], None).await;
+        assert_eq!(
+            (answer.status, answer.json()),
+            (
+                StatusCode::FORBIDDEN,
+                json!({ "error": "forbidden", "message": bluewave_web::PERSONAL_TOKEN_REFUSAL })
+            ),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(api.get("/api/usage", &token).await.status, StatusCode::OK);
+
     // Another account cannot revoke it (404), the owner can; the next use is refused.
     let analyst = browser_session(&api, "analyst@example.org").await;
     let analyst_csrf = csrf(&api, &analyst).await;
@@ -113,16 +146,21 @@ async fn a_token_is_shown_once_reads_under_the_plan_and_is_refused_at_once_when_
     assert_eq!(refused.json()["error"], "unauthorized");
     let cells = texts(&doc(&page(&api, "/account/tokens", &cookie).await), "tr[data-token] td");
     assert_eq!(cells[4], "revoked");
-    // A forged secret for a real id, and garbage, are refused the same way.
-    let forged = format!("{}_{}", &token[..4 + 32], "A".repeat(43));
-    assert_eq!(api.get("/api/telemetry", &forged).await.status, StatusCode::UNAUTHORIZED);
+    // Garbage is refused the same way.
     assert_eq!(api.get("/api/telemetry", "bwp_nonsense").await.status, StatusCode::UNAUTHORIZED);
     // Without the CSRF token: refused.
     let no_csrf = api.form("/account/tokens", &[("cookie", &cookie), ORIGIN], "name=x&ttl_days=90").await;
     assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
     // Staff hold no personal tokens.
     let admin = browser_session(&api, ADMIN).await;
-    assert_eq!(issue(&api, &admin, "ops").await.status, StatusCode::FORBIDDEN);
+    let staff = issue(&api, &admin, "ops").await;
+    assert_eq!(
+        (staff.status, staff.json()),
+        (
+            StatusCode::FORBIDDEN,
+            json!({ "error": "forbidden", "message": "permission api_tokens:issue required" })
+        )
+    );
 }
 
 #[tokio::test]
@@ -165,15 +203,43 @@ async fn usage_counts_each_query_exactly_and_the_quota_ends_with_a_page() {
     );
     assert_eq!(first["history"].as_array().unwrap().len(), 7);
     let range = format!("start={}&end={}", crate::api::T0, crate::api::T0 + 3_600_000_000_000);
-    // 1: a page view; 2: a CSV export; 3: a live stream's opening; 4: an API read.
-    assert_eq!(
-        page(&api, &format!("/dashboard?buoy=buoy-a&metric=ph&{range}"), &cookie).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        page(&api, &format!("/dashboard/export.csv?buoy=buoy-a&metric=ph&{range}"), &cookie).await.status,
-        StatusCode::OK
-    );
+    // Another site's navigation (a Lax cookie rides along) spends nothing: 403 with the reason.
+    for path in ["/dashboard", "/dashboard/export.csv", "/dashboard/live"] {
+        for site in ["cross-site", "same-site"] {
+            let answer = api
+                .request(
+                    Method::GET,
+                    &format!("{path}?buoy=buoy-a&metric=ph&{range}"),
+                    None,
+                    &[("cookie", &cookie), ("sec-fetch-site", site)],
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (answer.status, answer.json()),
+                (
+                    StatusCode::FORBIDDEN,
+                    json!({ "error": "forbidden", "message": bluewave_web::CROSS_SITE_REFUSAL })
+                ),
+                "{path} {site}"
+            );
+        }
+    }
+    assert_eq!(usage(&api, &token).await["used"], 0);
+    // 1: a page view (same-origin); 2: a CSV export (typed URL); 3: a live stream's opening
+    // (no Sec-Fetch-Site); 4: an API read.
+    for (path, site) in [("/dashboard", "same-origin"), ("/dashboard/export.csv", "none")] {
+        let answer = api
+            .request(
+                Method::GET,
+                &format!("{path}?buoy=buoy-a&metric=ph&{range}"),
+                None,
+                &[("cookie", &cookie), ("sec-fetch-site", site)],
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+    }
     let mut stream = Stream::open(&api, "/dashboard/live?buoy=buoy-a&metric=ph", &cookie).await;
     assert_eq!(stream.status, StatusCode::OK);
     assert!(stream.until(": connected").await);
@@ -208,25 +274,19 @@ async fn the_account_overview_links_every_part_of_the_account() {
     let html = doc(&answer);
     assert_eq!(
         attrs(&html, "nav ul.overview a", "href"),
-        [
-            "/account",
-            "/account/password",
-            "/account/mfa",
-            "/orders",
-            "/account/subscription",
-            "/invoices",
-            "/account/tokens",
-            "/account/usage",
-            "/dashboard"
-        ]
+        ["/account", "/account/mfa", "/account/tokens", "/account/usage", "/dashboard"]
     );
+    // Every link is a route this server answers (no 404 behind the overview).
+    for href in attrs(&html, "nav ul.overview a", "href") {
+        assert_eq!(page(&api, &href, &cookie).await.status, StatusCode::OK, "{href}");
+    }
     let items = texts(&html, "nav ul.overview li");
     assert!(items.contains(&"Subscription — A data plan covering 2 buoys.".to_owned()), "{items:?}");
     assert!(items.contains(&"Query usage — 0 of 10 today.".to_owned()), "{items:?}");
     // Staff see no data-reader links.
     let admin = browser_session(&api, ADMIN).await;
     let staff = doc(&page(&api, "/account/overview", &admin).await);
-    assert_eq!(attrs(&staff, "nav ul.overview a", "href").len(), 6);
+    assert_eq!(attrs(&staff, "nav ul.overview a", "href"), ["/account", "/account/mfa"]);
 }
 
 #[test]
@@ -253,4 +313,106 @@ fn an_accounts_dead_token_records_are_pruned_at_the_cap_and_its_live_tokens_are_
     // A revoked token's verification and another account's revocation.
     let (other, _) = fixture.user("other@example.org", Role::Analyst);
     assert!(matches!(auth.revoke_api_token(&other, &live[0]), Err(AuthError::NotFound { .. })));
+}
+
+#[test]
+fn a_tokens_use_is_noted_in_memory_and_written_only_by_the_flush() {
+    use crate::auth_fixtures::{Fixture, no_mfa};
+    use bluewave_web::Role;
+    let fixture = Fixture::new();
+    let (caller, _) = fixture.user("scripts@example.org", Role::Customer);
+    let issued = fixture.auth.issue_api_token(&caller, "t", 30).unwrap();
+    let id = issued.info.id.clone();
+    fixture.auth.verify_api_token(issued.token.expose()).unwrap();
+    // The owner's list shows the use at once (from memory)…
+    let listed = fixture.auth.list_api_tokens(&caller).unwrap();
+    assert!(listed[0].last_used_ms.is_some());
+    // …but the request path wrote nothing: a reopened store has no use recorded.
+    let fixture = fixture.reopen(no_mfa());
+    let listed = fixture.auth.list_api_tokens(&caller).unwrap();
+    assert_eq!((listed[0].id.as_str(), listed[0].last_used_ms), (id.as_str(), None));
+    // A flush writes the noted uses in one transaction; they survive a reopen.
+    fixture.auth.verify_api_token(issued.token.expose()).unwrap();
+    assert!(fixture.auth.api_token_uses_due());
+    assert!(!fixture.auth.api_token_uses_due(), "handed out once until the flush ends");
+    assert_eq!(fixture.auth.flush_api_token_uses().unwrap(), 1);
+    assert_eq!(fixture.auth.flush_api_token_uses().unwrap(), 0);
+    let fixture = fixture.reopen(no_mfa());
+    assert!(fixture.auth.list_api_tokens(&caller).unwrap()[0].last_used_ms.is_some());
+}
+
+#[test]
+fn a_token_is_refused_after_its_owners_password_change_disable_or_move_to_staff() {
+    use crate::auth_fixtures::{Fixture, USER_PASSWORD};
+    use bluewave_web::{AuthError, Role, Secret, TokenRefusal, UserStatus};
+    let fixture = Fixture::new();
+    let auth = &fixture.auth;
+    let admin = fixture.admin();
+    let mut tokens = Vec::new();
+    for email in ["password@example.org", "disabled@example.org", "staff@example.org"] {
+        let (caller, _) = fixture.user(email, Role::Customer);
+        let issued = auth.issue_api_token(&caller, "t", 30).unwrap();
+        assert!(auth.verify_api_token(issued.token.expose()).is_ok());
+        tokens.push((caller, issued.token));
+    }
+    auth.change_password(
+        &tokens[0].0,
+        &Secret::new(USER_PASSWORD),
+        &Secret::new("another-password-long-enough"),
+        // Ending the other sessions ends the account's personal tokens too.
+        true,
+        None,
+    )
+    .unwrap();
+    auth.set_user_status(&admin, tokens[1].0.user_id(), UserStatus::Disabled).unwrap();
+    auth.set_user_role(&admin, tokens[2].0.user_id(), Role::Operator).unwrap();
+    for (caller, token) in &tokens {
+        assert!(
+            matches!(auth.verify_api_token(token.expose()), Err(AuthError::Token(TokenRefusal::Revoked))),
+            "{}",
+            caller.email()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_token_is_not_counted_active_and_is_refused() {
+    let clock = AuthClock::manual(now_s());
+    let api = Api::start_with(bluewave_web::AuthConfig { clock: clock.clone(), ..fast_config(10_000) }).await;
+    setup(&api, None).await;
+    let cookie = browser_session(&api, CUSTOMER).await;
+    let issued = issue(&api, &cookie, "short").await;
+    let token = texts(&doc(&issued), "#new-token")[0].clone();
+    let overview = doc(&page(&api, "/account/overview", &cookie).await);
+    assert!(texts(&overview, "nav ul.overview li").contains(&"API tokens — 1 active.".to_owned()));
+    // Past its 90 days on the auth clock.
+    clock.advance_s(91 * 86_400);
+    let refused = api.get("/api/telemetry?buoy_id=buoy-a", &token).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{:?}", refused.body);
+    let cookie = browser_session(&api, CUSTOMER).await;
+    let overview = doc(&page(&api, "/account/overview", &cookie).await);
+    let items = texts(&overview, "nav ul.overview li");
+    assert!(items.contains(&"API tokens — 0 active.".to_owned()), "{items:?}");
+    let cells = texts(&doc(&page(&api, "/account/tokens", &cookie).await), "tr[data-token] td");
+    assert_eq!(cells[4], "expired");
+}
+
+#[test]
+fn a_failed_audit_write_leaves_no_token() {
+    use crate::auth_fixtures::{Fixture, no_mfa};
+    use bluewave_web::{AuthError, Role};
+    let fixture = Fixture::new();
+    let (caller, _) = fixture.user("scripts@example.org", Role::Customer);
+    // A complete but corrupt line in the middle of the audit log blocks every append.
+    let path = fixture.dir.path().join("audit").join(bluewave_web::AUDIT_FILE_NAME);
+    let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned).collect();
+    assert!(lines.len() >= 2);
+    lines[0] = "{not json".into();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let fixture = fixture.reopen(no_mfa());
+    assert!(matches!(fixture.auth.issue_api_token(&caller, "unaudited", 30), Err(AuthError::Audit(_))));
+    assert!(
+        fixture.auth.list_api_tokens(&caller).unwrap().is_empty(),
+        "no token the audit log does not show"
+    );
 }

@@ -11,8 +11,10 @@
 //! owner sees the text once, at issue.
 //!
 //! Tables in `accounts.redb` (JSON values):
-//! - `api_tokens`: id → [`ApiTokenRecord`]; written at issue, revocation and (at most once a
-//!   [`API_TOKEN_TOUCH_S`]) use; kept after revocation or expiry so the owner's list shows it;
+//! - `api_tokens`: id → [`ApiTokenRecord`]; written at issue and revocation, and with the
+//!   uses noted in memory (never on the request path) at most once a [`API_TOKEN_TOUCH_S`] by
+//!   [`AuthService::flush_api_token_uses`], in one transaction for all tokens; kept after
+//!   revocation or expiry so the owner's list shows it;
 //! - `user_api_tokens`: `<user id>/<token id>` → `()`; the owner's index, written at issue.
 //!
 //! Who may: customers and analysts (the roles that read data under a plan); issuing needs a
@@ -38,8 +40,16 @@ pub const API_TOKENS_MAX: u64 = 1_000_000;
 pub const API_TOKEN_NAME_BYTES_MAX: usize = 64;
 /// Lifetimes an owner may pick, days (default the middle one).
 pub const API_TOKEN_TTL_DAYS: [u32; 3] = [30, 90, 365];
-/// A token's `last_used` is written at most once per this many seconds (a use is not a commit).
+/// Uses of personal tokens are written to the store at most once per this many seconds (a
+/// use is noted in memory, never committed on the request path).
 pub const API_TOKEN_TOUCH_S: u64 = 60;
+/// Most tokens whose last use waits in memory for the next flush; a use of another token past
+/// it is not noted until the flush has run (a flush is due at once when the map is full).
+pub const API_TOKEN_USES_PENDING_MAX: usize = 10_000;
+/// Prefix of the `token_id` of a caller authenticated by a personal token.
+pub(crate) const API_TOKEN_ID_PREFIX: &str = "api_token:";
+/// Milliseconds in a day (token lifetimes are given in days).
+const MS_PER_DAY: u64 = 86_400_000;
 const _: () = assert!(API_TOKENS_PER_USER_MAX < API_TOKEN_RECORDS_PER_USER_MAX);
 /// Longest token text accepted before parsing.
 const API_TOKEN_TEXT_BYTES_MAX: usize = 128;
@@ -62,6 +72,17 @@ pub(crate) struct ApiTokenRecord {
     pub revoked_ms: Option<u64>,
 }
 
+/// Uses of personal tokens noted in memory, waiting for [`AuthService::flush_api_token_uses`].
+#[derive(Debug, Default)]
+pub(crate) struct PendingUses {
+    /// Token id → its newest use, ms. At most [`API_TOKEN_USES_PENDING_MAX`] entries.
+    uses: HashMap<String, u64>,
+    /// When the last flush ended, ms (0: never).
+    flushed_ms: u64,
+    /// A flush has been handed out and has not ended (at most one runs at a time).
+    flushing: bool,
+}
+
 /// A personal token as its owner sees it (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApiTokenInfo {
@@ -77,6 +98,15 @@ pub struct ApiTokenInfo {
     pub last_used_ms: Option<u64>,
     /// Revocation time, ms.
     pub revoked_ms: Option<u64>,
+    /// Past its expiry on the auth clock when listed.
+    pub expired: bool,
+}
+
+impl ApiTokenInfo {
+    /// Neither revoked nor expired (when listed).
+    pub fn is_live(&self) -> bool {
+        self.revoked_ms.is_none() && !self.expired
+    }
 }
 
 /// A freshly issued personal token.
@@ -96,6 +126,7 @@ fn info(id: String, r: ApiTokenRecord) -> ApiTokenInfo {
         expires_ms: r.expires_ms,
         last_used_ms: r.last_used_ms,
         revoked_ms: r.revoked_ms,
+        expired: false,
     }
 }
 
@@ -114,6 +145,13 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
 }
 
 impl AuthService {
+    /// Now on the auth clock (`AuthConfig::clock`), ms: the time of token expiry, use and
+    /// revocation. (`created_ms` stays on the system clock, in ms, because it is compared with
+    /// the account's `valid_after_ms` stamp, which the account code writes from it.)
+    fn token_clock_ms(&self) -> u64 {
+        self.inner.config.clock.now_s().saturating_mul(1_000)
+    }
+
     /// Issues a personal token named `name`, valid `ttl_days` (one of [`API_TOKEN_TTL_DAYS`]).
     /// Needs a customer or analyst account and a fresh login.
     pub fn issue_api_token(&self, caller: &Caller, name: &str, ttl_days: u32) -> AuthResult<IssuedApiToken> {
@@ -133,13 +171,13 @@ impl AuthService {
         }
         let id = random_id()?;
         let secret = random_token()?;
-        let now = now_ms();
+        let now = self.token_clock_ms();
         let record = ApiTokenRecord {
             user_id: caller.user_id.clone(),
             name: name.to_owned(),
             secret_sha256: sha256_hex(&secret),
-            created_ms: now,
-            expires_ms: now.saturating_add(u64::from(ttl_days) * 86_400_000),
+            created_ms: now_ms(),
+            expires_ms: now.saturating_add(u64::from(ttl_days) * MS_PER_DAY),
             last_used_ms: None,
             revoked_ms: None,
         };
@@ -174,11 +212,14 @@ impl AuthService {
             store::put(&mut tokens, &id, &record)?;
             store::put(&mut index, &format!("{}/{id}", caller.user_id), &())?;
         }
-        txn.commit()?;
+        // The audit record first: a failed audit write drops the transaction, so no token
+        // exists that the audit log does not show (a failed commit after it leaves a record
+        // of an issue whose token never worked, the harmless side).
         self.audit(
-            AuditEvent::new(caller.actor(), "api_tokens.issue", format!("api_token:{id}"), "ok")
+            AuditEvent::new(caller.actor(), "api_tokens.issue", format!("{API_TOKEN_ID_PREFIX}{id}"), "ok")
                 .with_details(json!({ "name": record.name, "expires_ms": record.expires_ms })),
         )?;
+        txn.commit()?;
         let token = Secret::new(format!("{API_TOKEN_PREFIX}{id}_{secret}"));
         Ok(IssuedApiToken { token, info: info(id, record) })
     }
@@ -209,6 +250,18 @@ impl AuthService {
             &txn.open_table(USER_API_TOKENS)?,
             &caller.user_id,
         )?;
+        let now = self.token_clock_ms();
+        for token in &mut out {
+            token.expired = token.expires_ms <= now;
+        }
+        {
+            let pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for token in &mut out {
+                if let Some(&used) = pending.uses.get(&token.id) {
+                    token.last_used_ms = Some(token.last_used_ms.map_or(used, |last| last.max(used)));
+                }
+            }
+        }
         out.sort_by_key(|t| t.created_ms);
         Ok(out)
     }
@@ -225,7 +278,7 @@ impl AuthService {
             if record.revoked_ms.is_some() {
                 return Ok(());
             }
-            record.revoked_ms = Some(now_ms());
+            record.revoked_ms = Some(self.token_clock_ms());
             store::put(&mut tokens, id, &record)?;
         }
         txn.commit()?;
@@ -236,7 +289,7 @@ impl AuthService {
     /// status). Refusals are [`TokenRefusal`]s (401).
     pub fn verify_api_token(&self, token: &str) -> AuthResult<Caller> {
         let (id, secret) = split_token(token).ok_or(TokenRefusal::Malformed)?;
-        let now = now_ms();
+        let now = self.token_clock_ms();
         let (record, user) = {
             let txn = self.inner.db.begin_read()?;
             let record: ApiTokenRecord =
@@ -264,17 +317,7 @@ impl AuthService {
         if !may_hold_tokens(user.role) {
             return Err(TokenRefusal::Revoked.into());
         }
-        if record.last_used_ms.is_none_or(|last| last.saturating_add(API_TOKEN_TOUCH_S * 1_000) <= now) {
-            let txn = self.inner.db.begin_write()?;
-            {
-                let mut tokens = txn.open_table(API_TOKENS)?;
-                if let Some(mut current) = store::get::<ApiTokenRecord>(&tokens, "api_tokens", id)? {
-                    current.last_used_ms = Some(now);
-                    store::put(&mut tokens, id, &current)?;
-                }
-            }
-            txn.commit()?;
-        }
+        self.note_api_token_use(id, now);
         Ok(Caller {
             mfa_enrolment_required: !user.mfa_enabled && self.mfa_required_for(user.role),
             user_id: user.id,
@@ -282,12 +325,87 @@ impl AuthService {
             email_verified: user.email_verified,
             role: user.role,
             plan_id: user.plan_id,
-            token_id: format!("api_token:{id}"),
+            token_id: format!("{API_TOKEN_ID_PREFIX}{id}"),
             expires_s: record.expires_ms / 1_000,
             session_id: None,
             // Never a fresh login: a token cannot pass the fresh-auth gate.
             auth_time_s: 0,
         })
+    }
+}
+
+impl AuthService {
+    /// Notes a use of token `id` in memory (no store write).
+    fn note_api_token_use(&self, id: &str, now_ms: u64) {
+        let mut pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.uses.len() < API_TOKEN_USES_PENDING_MAX || pending.uses.contains_key(id) {
+            pending.uses.insert(id.to_owned(), now_ms);
+        }
+    }
+
+    /// True (once, until [`AuthService::flush_api_token_uses`] ends) when noted uses wait and
+    /// the last flush is at least [`API_TOKEN_TOUCH_S`] old or the map is full: the caller
+    /// then runs the flush off the async workers.
+    pub fn api_token_uses_due(&self) -> bool {
+        // The system clock: this paces store writes, it is no authentication event.
+        let now = now_ms();
+        let mut pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = !pending.flushing
+            && !pending.uses.is_empty()
+            && (pending.flushed_ms.saturating_add(API_TOKEN_TOUCH_S * 1_000) <= now
+                || pending.uses.len() >= API_TOKEN_USES_PENDING_MAX);
+        if due {
+            pending.flushing = true;
+        }
+        due
+    }
+
+    /// Writes the noted uses of personal tokens (`last_used_ms`) in one write transaction and
+    /// empties the map; blocking (fsync), so never on an async worker. Returns how many records
+    /// were written. Uses of tokens deleted meanwhile are dropped.
+    pub fn flush_api_token_uses(&self) -> AuthResult<usize> {
+        let uses = {
+            let mut pending =
+                self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            pending.flushing = true;
+            std::mem::take(&mut pending.uses)
+        };
+        let written = self.write_api_token_uses(&uses);
+        let mut pending = self.inner.api_token_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.flushing = false;
+        pending.flushed_ms = now_ms();
+        if written.is_err() {
+            // Not lost on a failed write: merged back (newer uses win) for the next flush.
+            for (id, used) in uses {
+                if pending.uses.len() < API_TOKEN_USES_PENDING_MAX {
+                    let entry = pending.uses.entry(id).or_insert(used);
+                    *entry = (*entry).max(used);
+                }
+            }
+        }
+        written
+    }
+
+    fn write_api_token_uses(&self, uses: &HashMap<String, u64>) -> AuthResult<usize> {
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        let mut written = 0;
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut tokens = txn.open_table(API_TOKENS)?;
+            for (id, &used) in uses {
+                if let Some(mut current) = store::get::<ApiTokenRecord>(&tokens, "api_tokens", id)?
+                    && current.last_used_ms.is_none_or(|last| last < used)
+                {
+                    current.last_used_ms = Some(used);
+                    store::put(&mut tokens, id, &current)?;
+                    written += 1;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(written)
     }
 }
 

@@ -181,8 +181,20 @@ impl AuthService {
 
     /// The session of a cookie value: its caller and CSRF token. Unknown, expired (idle or
     /// absolute), and sessions older than the account's `valid_after` stamp are refused
-    /// ([`TokenRefusal::Revoked`] / `Expired`); a dead record is deleted.
+    /// ([`TokenRefusal::Revoked`] / `Expired`); a dead record is deleted. Counts as activity
+    /// (`last_seen`, written at most once a `TOUCH_INTERVAL_S`).
     pub fn browser_session(&self, cookie: &str) -> AuthResult<BrowserSession> {
+        self.browser_session_checked(cookie, true)
+    }
+
+    /// As [`AuthService::browser_session`], but not activity: `last_seen` stays at the last
+    /// real request, so a background re-check (an open live stream) ends at the idle deadline
+    /// instead of keeping the session alive.
+    pub fn peek_browser_session(&self, cookie: &str) -> AuthResult<BrowserSession> {
+        self.browser_session_checked(cookie, false)
+    }
+
+    fn browser_session_checked(&self, cookie: &str, touch: bool) -> AuthResult<BrowserSession> {
         if cookie.is_empty() || cookie.len() > COOKIE_BYTES_MAX {
             return Err(TokenRefusal::Malformed.into());
         }
@@ -204,7 +216,7 @@ impl AuthService {
         if user.status != UserStatus::Active {
             return Err(TokenRefusal::AccountDisabled.into());
         }
-        if record.last_seen_s + TOUCH_INTERVAL_S <= now {
+        if touch && record.last_seen_s + TOUCH_INTERVAL_S <= now {
             let txn = self.inner.db.begin_write()?;
             {
                 let mut sessions = txn.open_table(BROWSER_SESSIONS)?;

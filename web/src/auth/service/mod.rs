@@ -43,7 +43,8 @@ mod api_tokens;
 mod usage;
 pub use api_tokens::{
     API_TOKEN_NAME_BYTES_MAX, API_TOKEN_PREFIX, API_TOKEN_RECORDS_PER_USER_MAX, API_TOKEN_TOUCH_S,
-    API_TOKEN_TTL_DAYS, API_TOKENS_MAX, API_TOKENS_PER_USER_MAX, ApiTokenInfo, IssuedApiToken,
+    API_TOKEN_TTL_DAYS, API_TOKEN_USES_PENDING_MAX, API_TOKENS_MAX, API_TOKENS_PER_USER_MAX, ApiTokenInfo,
+    IssuedApiToken,
 };
 pub use usage::{DayUsage, QueryUsage, USAGE_HISTORY_DAYS};
 
@@ -272,6 +273,11 @@ impl Caller {
     pub fn expires_s(&self) -> u64 {
         self.expires_s
     }
+    /// True when the caller was authenticated by a personal API token (`bwp_…`): such a
+    /// caller may read data, never manage sessions or accounts.
+    pub fn is_personal_token(&self) -> bool {
+        self.token_id.starts_with(api_tokens::API_TOKEN_ID_PREFIX)
+    }
     /// The session (refresh family) the access token belongs to.
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
@@ -432,6 +438,12 @@ struct Inner {
     sealer: OnceLock<crate::auth::mfa::SecretSealer>,
     /// The mail transport of `config.mail`, opened at `open` (shared with the storefront).
     mailer: Arc<dyn Mailer>,
+    /// Uses of personal API tokens not yet written to `api_tokens` (token id → last use, ms).
+    /// Written in memory only by `verify_api_token` (no write transaction on the request
+    /// path); drained by `flush_api_token_uses` (one write transaction, run off the async
+    /// workers when due). At most `API_TOKEN_USES_PENDING_MAX` entries; lost at a crash
+    /// (`last_used` is informational).
+    api_token_uses: Mutex<api_tokens::PendingUses>,
 }
 
 /// The auth module. Cheap to clone (shared state); `Send + Sync`.
@@ -518,6 +530,7 @@ impl AuthService {
                 dummy_hash,
                 revoked_sessions: RwLock::new(HashMap::new()),
                 challenges: Mutex::new(HashMap::new()),
+                api_token_uses: Mutex::new(api_tokens::PendingUses::default()),
                 sealer: OnceLock::new(),
                 mailer,
             }),

@@ -12,8 +12,13 @@
 //! poll with rows, oldest first); `event: end` with the reason (`session`, `plan`, `error`)
 //! before the server closes the stream; a `: keep-alive` comment after [`LIVE_KEEPALIVE_S`]
 //! without events. Each poll re-checks the session (an ended, expired or revoked session ends
-//! the stream; an open stream counts as activity for the idle timeout) and the plan (a buoy
-//! leaving the plan ends the stream).
+//! the stream; the re-check is not activity, so an open tab does not keep the session alive:
+//! the stream ends at the idle deadline counted from the last real request) and the plan (a
+//! buoy leaving the plan ends the stream).
+//!
+//! Lifetime: a stream lasts at most [`LIVE_STREAM_LIFETIME_S`]; the browser then reconnects
+//! and the new stream counts one query against the quota (so an open tab is charged once an
+//! hour, not once for ever).
 //!
 //! Limits: [`LIVE_STREAMS_PER_ACCOUNT_MAX`] per account and [`LIVE_STREAMS_MAX`] in the
 //! process; past either, `429 rate_limited` with `Retry-After: LIVE_RETRY_AFTER_S`. A
@@ -53,6 +58,11 @@ pub const LIVE_STREAMS_MAX: usize = 64;
 pub const LIVE_QUEUE_EVENTS: usize = 8;
 /// `Retry-After` of a refused stream, s.
 pub const LIVE_RETRY_AFTER_S: u64 = 10;
+/// Longest life of one stream, s: then the server closes it (after a `: reconnect` comment,
+/// without an `end` event), the browser's `EventSource` reconnects after its `retry:` delay,
+/// and the new stream's opening counts one query against the quota again (a stream's polls
+/// are not counted one by one).
+pub const LIVE_STREAM_LIFETIME_S: u64 = 3_600;
 
 const NS_PER_S: i64 = 1_000_000_000;
 
@@ -121,8 +131,9 @@ pub(crate) async fn stream(request: Request<ApiState>) -> Result<Reply, ApiError
             );
         }
     }
+    let since_ns = opened_ns - LIVE_LOOKBACK_S * NS_PER_S;
     for (buoy, metric, ts) in
-        series::newest(&state.query, &selection.buoys, &selection.metrics, &policy).await?
+        series::newest(&state.query, &selection.buoys, &selection.metrics, since_ns, &policy).await?
     {
         if let Some(cursor) = cursors.get_mut(&(buoy, metric)) {
             *cursor = (*cursor).max(ts);
@@ -162,10 +173,15 @@ impl Poller {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut quiet_ticks: u64 = 0;
         let keepalive_ticks = LIVE_KEEPALIVE_S * 1_000 / LIVE_POLL_MS;
+        let ends_at = tokio::time::Instant::now() + Duration::from_secs(LIVE_STREAM_LIFETIME_S);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 () = sender.closed() => return,
+                () = tokio::time::sleep_until(ends_at) => {
+                    let _ = sender.send(Bytes::from_static(b": reconnect\n\n")).await;
+                    return;
+                }
             }
             let chunk = match self.poll().await {
                 Ok(Some(chunk)) => chunk,
@@ -192,15 +208,24 @@ impl Poller {
     async fn poll(&mut self) -> Result<Option<Bytes>, &'static str> {
         let auth = std::sync::Arc::clone(&self.state.auth);
         let cookie = self.cookie.clone();
-        let current = crate::api::blocking(move || Ok(auth.browser_session(&cookie).ok())).await;
+        // Not activity: the session ends at its idle deadline from the last real request.
+        let current = crate::api::blocking(move || Ok(auth.peek_browser_session(&cookie).ok())).await;
         let Ok(Some(current)) = current else { return Err("session") };
         let Ok(policy) = self.state.policy(&current.caller).await else { return Err("error") };
         if grants_nothing(&policy) || self.buoys.iter().any(|b| !policy.buoys.allows(b.as_str())) {
             return Err("plan");
         }
         let floor = now_ns() - LIVE_LOOKBACK_S * NS_PER_S;
-        let after = self.cursors.values().copied().min().unwrap_or(floor).max(floor);
-        let rows = match series::newer(&self.state.query, &self.buoys, &self.metrics, after, &policy).await {
+        // Each series from its own cursor (never below the lookback floor).
+        let mut after: Vec<(&BuoyId, &MetricName, i64)> = Vec::new();
+        for buoy in &self.buoys {
+            for metric in &self.metrics {
+                let key = (buoy.as_str().to_owned(), metric.as_str().to_owned());
+                let cursor = self.cursors.get(&key).copied().unwrap_or(floor);
+                after.push((buoy, metric, cursor.max(floor)));
+            }
+        }
+        let rows = match series::newer(&self.state.query, &after, &policy).await {
             Ok(rows) => rows,
             // Too many queries running: try again at the next tick.
             Err(ApiError::Unavailable { .. }) => return Ok(None),

@@ -14,7 +14,10 @@
 //! Access: only buoys the plan covers are listed; naming another answers 404 `no such buoy`,
 //! exactly as the API does, on the page, the export and the stream. A caller without a plan
 //! gets a page saying so. Each page view, export and stream opening counts one query against
-//! the plan's daily quota (a used-up quota gets a page saying so, status 429).
+//! the plan's daily quota (a used-up quota gets a page saying so, status 429). A page view
+//! runs two bounded statements (the buckets of the selection, and the latest values within
+//! [`LATEST_WINDOW_S`] of the range's end) for its one unit; a stream's opening is its one unit
+//! for at most [`LIVE_STREAM_LIFETIME_S`], after which the browser reconnects and pays again.
 
 mod chart;
 mod live;
@@ -22,10 +25,11 @@ mod selection;
 mod series;
 
 pub use live::{
-    LIVE_KEEPALIVE_S, LIVE_LOOKBACK_S, LIVE_POLL_MS, LIVE_STREAMS_MAX, LIVE_STREAMS_PER_ACCOUNT_MAX,
+    LIVE_KEEPALIVE_S, LIVE_LOOKBACK_S, LIVE_POLL_MS, LIVE_STREAM_LIFETIME_S, LIVE_STREAMS_MAX,
+    LIVE_STREAMS_PER_ACCOUNT_MAX,
 };
 pub use selection::{BUCKETS_TARGET_MAX, BUOYS_SELECTED_MAX, METRICS_SELECTED_MAX, RANGE_S_MAX};
-pub use series::LIVE_ROWS_PER_POLL_MAX;
+pub use series::{LATEST_WINDOW_S, LIVE_ROWS_PER_POLL_MAX};
 
 pub(crate) use live::stream as live;
 
@@ -82,9 +86,26 @@ fn grants_nothing(policy: &AccessPolicy) -> bool {
     matches!(&policy.buoys, BuoyScope::Only(set) if set.is_empty())
 }
 
-/// The shared checks of the page, the export and the stream: session, permission, selection,
+/// Why a cross-site request for a dashboard route is refused.
+pub const CROSS_SITE_REFUSAL: &str =
+    "the dashboard, its export and its live stream open only from this site (Sec-Fetch-Site)";
+
+/// The page, the export and the stream spend quota on a GET, which a session cookie
+/// (`SameSite=Lax`) would carry on another site's top-level navigation: a request whose
+/// `Sec-Fetch-Site` is present and neither `same-origin` nor `none` (typed URL, bookmark) is
+/// refused, 403 [`CROSS_SITE_REFUSAL`], before anything is counted. Browsers without the
+/// header send none and are served.
+fn same_site(request: &Request<ApiState>) -> Result<(), ApiError> {
+    match request.headers().get("sec-fetch-site").map(http::HeaderValue::as_bytes) {
+        None | Some(b"same-origin" | b"none") => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(CROSS_SITE_REFUSAL.to_owned())),
+    }
+}
+
+/// The shared checks of the page, the export and the stream: the request's origin (same site), session, permission, selection,
 /// plan, and every selected buoy inside the plan (404 `no such buoy` otherwise).
 pub(crate) async fn access(request: &Request<ApiState>) -> Result<Result<Access, Refusal>, ApiError> {
+    same_site(request)?;
     let Some(current) = session(request).await? else {
         return Ok(Err(Refusal::Redirect(see_other("/login"))));
     };
@@ -112,7 +133,8 @@ pub(crate) async fn access(request: &Request<ApiState>) -> Result<Result<Access,
 fn no_plan_page() -> Reply {
     let markup = html! {
         p { "Your account has no data plan, so there is nothing to chart yet." }
-        p { "A data subscription gives access to a set of buoys. " a href="/plans" { "See the plans" } "." }
+        // The shop branch adds `/plans`: link "See the plans" there once it is merged.
+        p { "A data subscription gives access to a set of buoys." }
         p { a href="/account" { "Back to your account" } }
     };
     html(StatusCode::OK, page("Metrics dashboard", markup))
@@ -147,8 +169,10 @@ pub(crate) async fn show(request: Request<ApiState>) -> Result<Reply, ApiError> 
     if let Some(page) = count(&state, &access).await? {
         return Ok(page);
     }
-    let latest = series::latest(&state.query, &access.policy).await?;
-    let metrics: BTreeSet<&str> = latest.iter().map(|l| l.metric.as_str()).collect();
+    let latest = series::latest(&state.query, &access.selection, &access.policy).await?;
+    // The metrics with a latest value, and those already picked.
+    let mut metrics: BTreeSet<String> = latest.iter().map(|l| l.metric.clone()).collect();
+    metrics.extend(access.selection.metrics.iter().map(|m| m.as_str().to_owned()));
     // Nothing picked yet: the first buoy and the first metric with data.
     if access.selection.buoys.is_empty()
         && let Some(first) = access.buoys.first().and_then(|b| BuoyId::new(&b.id).ok())
@@ -166,7 +190,7 @@ pub(crate) async fn show(request: Request<ApiState>) -> Result<Reply, ApiError> 
         .header(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DASHBOARD_CSP)))
 }
 
-fn dashboard(access: &Access, metrics: &BTreeSet<&str>, latest: &[Latest], series: &[Series]) -> Markup {
+fn dashboard(access: &Access, metrics: &BTreeSet<String>, latest: &[Latest], series: &[Series]) -> Markup {
     let selection = &access.selection;
     let selected_buoys: Vec<String> = selection.buoys.iter().map(|b| b.as_str().to_owned()).collect();
     let bucket_ns = selection.bucket_ns();
@@ -189,7 +213,7 @@ fn dashboard(access: &Access, metrics: &BTreeSet<&str>, latest: &[Latest], serie
                 legend { "Metrics (at most " (METRICS_SELECTED_MAX) ")" }
                 @for metric in metrics {
                     label { input type="checkbox" name="metric" value=(metric)
-                        checked[selection.metrics.iter().any(|m| m.as_str() == *metric)]; " " (metric) } " "
+                        checked[selection.metrics.iter().any(|m| m.as_str() == metric)]; " " (metric) } " "
                 }
             }
             p {
@@ -243,7 +267,8 @@ fn dashboard(access: &Access, metrics: &BTreeSet<&str>, latest: &[Latest], serie
         }
         h2 { "Buoys and latest values" }
         table class="positions" {
-            caption { "Positions from the buoy registry, and each metric's newest reading" }
+            caption { "Positions from the buoy registry, and each metric's newest reading in the last "
+                (LATEST_WINDOW_S / 3_600) " h of the shown range" }
             thead { tr { th scope="col" { "Buoy" } th scope="col" { "Name" } th scope="col" { "Latitude" }
                 th scope="col" { "Longitude" } th scope="col" { "Status" } th scope="col" { "Latest values" } } }
             tbody {

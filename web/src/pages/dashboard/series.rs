@@ -140,13 +140,29 @@ pub(crate) async fn buckets(
     Ok(out)
 }
 
-/// The newest reading of every (buoy, metric) the policy lets the caller see (a latest-row
-/// aggregate: the query layer reads each buoy's newest data first).
-pub(crate) async fn latest(query: &QueryService, policy: &AccessPolicy) -> Result<Vec<Latest>, ApiError> {
-    let sql = "SELECT buoy_id, metric, last_value(value ORDER BY ts) AS value, max(ts) AS ts \
-               FROM readings GROUP BY buoy_id, metric ORDER BY buoy_id, metric";
+/// How far back (s, from the end of the shown range) the "latest values" look: a (buoy,
+/// metric) without a reading in that window shows none (the scan stays bounded whatever the
+/// history holds).
+pub const LATEST_WINDOW_S: i64 = 86_400;
+const NS_PER_S: i64 = 1_000_000_000;
+
+/// The newest reading of every (buoy, metric) the policy lets the caller see, among those of
+/// the last [`LATEST_WINDOW_S`] of `selection`'s range (a latest-row aggregate: the query
+/// layer reads each buoy's newest data first).
+pub(crate) async fn latest(
+    query: &QueryService,
+    selection: &Selection,
+    policy: &AccessPolicy,
+) -> Result<Vec<Latest>, ApiError> {
+    let from_ns = selection.start_ns.max(selection.end_ns.saturating_sub(LATEST_WINDOW_S * NS_PER_S));
+    let sql = format!(
+        "SELECT buoy_id, metric, last_value(value ORDER BY ts) AS value, max(ts) AS ts \
+         FROM readings WHERE ts >= to_timestamp_nanos({from_ns}) AND ts < to_timestamp_nanos({}) \
+         GROUP BY buoy_id, metric ORDER BY buoy_id, metric",
+        selection.end_ns
+    );
     let mut out = Vec::new();
-    for batch in collect(query, sql, policy).await? {
+    for batch in collect(query, &sql, policy).await? {
         let buoys = column::<StringArray>(&batch, "buoy_id")?;
         let metrics = column::<StringArray>(&batch, "metric")?;
         let values = column::<Float64Array>(&batch, "value")?;
@@ -166,17 +182,18 @@ pub(crate) async fn latest(query: &QueryService, policy: &AccessPolicy) -> Resul
     Ok(out)
 }
 
-/// The newest timestamp of each (buoy, metric) of `buoys` × `metrics` that has readings (a
-/// latest-row aggregate, read newest data first).
+/// The newest timestamp after `since_ns` of each (buoy, metric) of `buoys` × `metrics` that
+/// has readings then (a latest-row aggregate over a bounded window, read newest data first).
 pub(crate) async fn newest(
     query: &QueryService,
     buoys: &[BuoyId],
     metrics: &[MetricName],
+    since_ns: i64,
     policy: &AccessPolicy,
 ) -> Result<Vec<(String, String, i64)>, ApiError> {
     let sql = format!(
         "SELECT buoy_id, metric, max(ts) AS ts FROM readings WHERE buoy_id IN ({}) AND metric IN ({}) \
-         GROUP BY buoy_id, metric",
+         AND ts > to_timestamp_nanos({since_ns}) GROUP BY buoy_id, metric",
         quoted_list(buoys.iter().map(BuoyId::as_str)),
         quoted_list(metrics.iter().map(MetricName::as_str)),
     );
@@ -194,20 +211,34 @@ pub(crate) async fn newest(
     Ok(out)
 }
 
-/// Readings of `buoys` × `metrics` with `ts > after_ns`, oldest first, at most
-/// [`LIVE_ROWS_PER_POLL_MAX`].
+/// Readings newer than their own series' cursor: for each `((buoy, metric), after_ns)` of
+/// `cursors`, the readings of that (buoy, metric) with `ts > after_ns`; oldest first, at most
+/// [`LIVE_ROWS_PER_POLL_MAX`]. Each series is bounded by its own cursor (an OR of one
+/// conjunction per series), so a dense series whose sent rows fill the cap cannot hide the new
+/// rows of any series behind a sparse series' older cursor. At most `BUOYS_SELECTED_MAX ×
+/// METRICS_SELECTED_MAX` conjunctions.
 pub(crate) async fn newer(
     query: &QueryService,
-    buoys: &[BuoyId],
-    metrics: &[MetricName],
-    after_ns: i64,
+    cursors: &[(&BuoyId, &MetricName, i64)],
     policy: &AccessPolicy,
 ) -> Result<Vec<LiveReading>, ApiError> {
+    if cursors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let conditions = cursors
+        .iter()
+        .map(|(buoy, metric, after_ns)| {
+            format!(
+                "(buoy_id = '{}' AND metric = '{}' AND ts > to_timestamp_nanos({after_ns}))",
+                buoy.as_str(),
+                metric.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
     let sql = format!(
-        "SELECT buoy_id, metric, ts, value FROM readings WHERE buoy_id IN ({}) AND metric IN ({}) \
-         AND ts > to_timestamp_nanos({after_ns}) ORDER BY ts, buoy_id, metric LIMIT {LIVE_ROWS_PER_POLL_MAX}",
-        quoted_list(buoys.iter().map(BuoyId::as_str)),
-        quoted_list(metrics.iter().map(MetricName::as_str)),
+        "SELECT buoy_id, metric, ts, value FROM readings WHERE {conditions} \
+         ORDER BY ts, buoy_id, metric LIMIT {LIVE_ROWS_PER_POLL_MAX}",
     );
     let mut out = Vec::new();
     for batch in collect(query, &sql, policy).await? {
