@@ -7,6 +7,9 @@
 //! - `auth`: identity and tokens (argon2id accounts in `accounts.redb`, EdDSA JWT access and
 //!   device tokens, rotating refresh tokens, brute-force limits), roles and permissions, plans
 //!   ([`AuthService`] is the entry point).
+//! - `shop`: the storefront's core in `<data-dir>/shop.redb` — products, stock, carts, the
+//!   order state machine, checkout, payments (provider trait, test mode, signed webhooks),
+//!   invoices ([`shop_api::ShopService`]).
 //! - `audit`: the append-only, hash-chained audit log in `<data-dir>/audit/` ([`AuditLog`]).
 //!
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
@@ -61,6 +64,7 @@ mod audit;
 mod auth;
 mod http;
 mod pages;
+mod shop;
 
 /// The InfluxDB line-protocol parser (`api::line_protocol`).
 pub mod line_protocol {
@@ -81,6 +85,10 @@ pub use audit::{
 };
 pub use auth::*;
 pub use pages::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
+/// The shop (`shop.redb`): catalogue, carts, orders, payments, invoices.
+pub mod shop_api {
+    pub use crate::shop::*;
+}
 
 pub use crate::http::{
     ApiError, Authenticator, Body, BoxError, ErrorBody, HEADER_BYTES_MIN, Handler, HandlerFuture, Health,

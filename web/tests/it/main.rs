@@ -23,6 +23,8 @@
 //! - `line_protocol`: the InfluxDB line-protocol parser — round trips with hostile characters,
 //!   per-line errors and line numbers, limits, arbitrary bytes never panic;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
+//! - `shop_store`: the shop's core on a real `shop.redb` — the oversell race, the order state
+//!   machine, the signed webhook, invoice numbers, refunds behind fresh auth;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
@@ -41,3 +43,4 @@ mod mfa_review;
 mod pages;
 mod runaway;
 mod security;
+mod shop_store;
