@@ -84,7 +84,11 @@ pub use audit::{
     AuditResult, OpenReport, VerifyReport, verify_file,
 };
 pub use auth::*;
+/// Adds the storefront's pages, static assets and payment webhook to a router (after
+/// [`api_router`]).
+pub use pages::shop::routes as shop_routes;
 pub use pages::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
+pub use pages::{SHOP_CSP, UPLOAD_BODY_BYTES_MAX};
 /// The shop (`shop.redb`): catalogue, carts, orders, payments, invoices.
 pub mod shop_api {
     pub use crate::shop::*;

@@ -6,7 +6,9 @@
 //!   interpolated value is HTML-escaped unless wrapped in `PreEscaped`);
 //! - `browser`: cookies, the CSRF checks, form bodies, page answers and their headers;
 //! - `login`: `GET|POST /login`, `GET|POST /login/mfa`, `POST /logout`;
-//! - `account`: `GET /account`, session revocation, `GET /account/mfa` and enrolment.
+//! - `account`: `GET /account`, session revocation, `GET /account/mfa` and enrolment;
+//! - `shop`: the storefront (catalogue, cart, checkout, payment, orders, invoices, operator
+//!   pages), added by [`shop_routes`](crate::shop_routes) over a `ShopService`.
 //!
 //! Why `maud`: templates are Rust expressions checked by the compiler (a typo in a field is a
 //! build error, not a blank page), escaping is the default for every `(value)`, there is no
@@ -24,8 +26,10 @@ mod account;
 mod browser;
 mod layout;
 mod login;
+pub(crate) mod shop;
 
 pub use browser::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, SESSION_COOKIE};
+pub use shop::{SHOP_CSP, UPLOAD_BODY_BYTES_MAX};
 
 use http::Method;
 

@@ -23,6 +23,10 @@
 //! - `line_protocol`: the InfluxDB line-protocol parser — round trips with hostile characters,
 //!   per-line errors and line numbers, limits, arbitrary bytes never panic;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
+//! - `shop_pages`: the storefront over real HTTPS as HTML — pages, assets, a purchase with the
+//!   test cards, CSRF, `next`, object-level authorization, roles, escaping, limits, uploads,
+//!   the signed webhook;
+//! - `shop_site`: the storefront server and a cookie-keeping form client for those tests;
 //! - `shop_store`: the shop's core on a real `shop.redb` — the oversell race, the order state
 //!   machine, the signed webhook, invoice numbers, refunds behind fresh auth;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
@@ -43,4 +47,6 @@ mod mfa_review;
 mod pages;
 mod runaway;
 mod security;
+mod shop_pages;
+mod shop_site;
 mod shop_store;
