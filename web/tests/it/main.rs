@@ -23,6 +23,8 @@
 //! - `line_protocol`: the InfluxDB line-protocol parser — round trips with hostile characters,
 //!   per-line errors and line numbers, limits, arbitrary bytes never panic;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
+//! - `shop_browser`: a purchase in headless Chromium over WebDriver (`fantoccini`), with
+//!   screenshots; skipped with a message only without Chromium and `BLUEWAVE_BROWSER_TESTS=1`;
 //! - `shop_pages`: the storefront over real HTTPS as HTML — pages, assets, a purchase with the
 //!   test cards, CSRF, `next`, object-level authorization, roles, escaping, limits, uploads,
 //!   the signed webhook;
@@ -47,6 +49,7 @@ mod mfa_review;
 mod pages;
 mod runaway;
 mod security;
+mod shop_browser;
 mod shop_pages;
 mod shop_site;
 mod shop_store;

@@ -218,6 +218,9 @@ async fn csrf_next_limits_and_escaping() {
         ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", vec![("origin", "https://localhost")]),
         (own.as_str(), vec![("origin", "https://evil.example")]),
         (own.as_str(), vec![("sec-fetch-site", "cross-site")]),
+        // `Origin: null` is vouched for only by a browser's `Sec-Fetch-Site: same-origin`.
+        (own.as_str(), vec![("origin", "null")]),
+        (own.as_str(), vec![("origin", "null"), ("sec-fetch-site", "cross-site")]),
     ] {
         let csrf = csrf.to_owned();
         let mut all = vec![("csrf", csrf.as_str())];
@@ -226,6 +229,13 @@ async fn csrf_next_limits_and_escaping() {
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{csrf} {headers:?}");
     }
     assert!(site.cart_lines("alice@example.org") == 0);
+    // A browser's own post under `Referrer-Policy: no-referrer`: `Origin: null` + same-origin.
+    let own_post = [("csrf", own.as_str()), ("product", "sunpure-s5"), ("quantity", "1")];
+    let page = alice
+        .post_with("/cart/add", &own_post, &[("origin", "null"), ("sec-fetch-site", "same-origin")])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    alice.post("/cart/remove", &[("product", "sunpure-s5")]).await;
     // `next`: only paths of this site.
     for (next, location) in [
         ("/shop/plans", "/shop/plans"),

@@ -33,6 +33,9 @@ pub(crate) struct Site {
     cert: CertificateDer<'static>,
     pub(crate) auth: Arc<AuthService>,
     pub(crate) shop: Arc<ShopService>,
+    /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo (Chromium's
+    /// `--ignore-certificate-errors-spki-list`).
+    pub(crate) spki_sha256: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -97,6 +100,13 @@ impl Site {
             ApiState { auth: Arc::clone(&auth), query, engine: Arc::new(engine), on_device_revoked: None };
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let cert = certified.cert.der().clone();
+        let spki_sha256 = {
+            use base64::Engine as _;
+            use rcgen::PublicKeyData as _;
+            use sha2::Digest as _;
+            let spki = certified.signing_key.subject_public_key_info();
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki))
+        };
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
         let identity = TlsIdentity { cert_chain: vec![cert.clone()], key };
         let router = shop_routes(api_router(state).unwrap(), Arc::clone(&shop)).unwrap();
@@ -114,7 +124,7 @@ impl Site {
         tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        Self { dir, addr, cert, auth, shop, stop: Some(stop) }
+        Self { dir, addr, cert, auth, shop, spki_sha256, stop: Some(stop) }
     }
 
     /// One request on a fresh TLS connection that trusts only the server's certificate.
