@@ -102,6 +102,26 @@ async fn path(client: &Client) -> String {
     client.current_url().await.unwrap().path().to_owned()
 }
 
+/// Most 100 ms polls for a navigation to land (a loaded machine can be slow to navigate).
+const NAVIGATION_POLLS: u32 = 600;
+
+/// The path once the browser has navigated to one starting with `prefix` (a click returns
+/// when the navigation starts, not when it ends).
+async fn arrived(client: &Client, prefix: &str) -> String {
+    for _ in 0..NAVIGATION_POLLS {
+        let now = path(client).await;
+        if now.starts_with(prefix) && client.find(Locator::Css("main h1")).await.is_ok() {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "never arrived at {prefix}; at {}: {}",
+        path(client).await,
+        client.source().await.unwrap_or_default()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_buys_a_unit_in_chromium() {
     let installed = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
@@ -125,8 +145,7 @@ async fn a_customer_buys_a_unit_in_chromium() {
     fill(&client, "input[name=email]", "alice@example.org").await;
     fill(&client, "input[name=password]", PASSWORD).await;
     click(&client, "form[action='/login'] button[type=submit]").await;
-    let signed_in = path(&client).await;
-    assert_eq!(signed_in, "/account", "{}", client.source().await.unwrap_or_default());
+    assert_eq!(arrived(&client, "/account").await, "/account");
 
     client.goto(&format!("{base}/shop")).await.unwrap();
     assert_eq!(client.find_all(Locator::Css("li.card")).await.unwrap().len(), 3);
@@ -136,15 +155,15 @@ async fn a_customer_buys_a_unit_in_chromium() {
     screenshot(&client, &shots, "catalogue").await;
 
     client.find(Locator::LinkText("SunPure S5 solar")).await.unwrap().click().await.unwrap();
-    assert_eq!(path(&client).await, "/shop/products/sunpure-s5");
+    assert_eq!(arrived(&client, "/shop/products/").await, "/shop/products/sunpure-s5");
     screenshot(&client, &shots, "product").await;
     click(&client, "form[action='/cart/add'] button[type=submit]").await;
-    assert_eq!(path(&client).await, "/cart");
+    assert_eq!(arrived(&client, "/cart").await, "/cart");
     assert_eq!(client.find_all(Locator::Css("tr[data-product=sunpure-s5]")).await.unwrap().len(), 1);
     screenshot(&client, &shots, "cart").await;
 
     client.find(Locator::LinkText("Check out")).await.unwrap().click().await.unwrap();
-    assert_eq!(path(&client).await, "/checkout");
+    assert_eq!(arrived(&client, "/checkout").await, "/checkout");
     fill(&client, "input[name=name]", "Alice Marin").await;
     fill(&client, "input[name=line1]", "2 Quai de la Douane").await;
     fill(&client, "input[name=city]", "Brest").await;
@@ -152,17 +171,19 @@ async fn a_customer_buys_a_unit_in_chromium() {
     fill(&client, "input[name=country]", "FR").await;
     screenshot(&client, &shots, "checkout").await;
     click(&client, "form[action='/checkout'] button[type=submit]").await;
-    let order_path = path(&client).await;
-    assert!(order_path.starts_with("/orders/"), "{order_path}");
+    let order_path = arrived(&client, "/orders/").await;
     let state = client.find(Locator::Css("[data-state]")).await.unwrap();
     assert_eq!(state.attr("data-state").await.unwrap().as_deref(), Some("pending_payment"));
 
     click(&client, "form[action$='/pay'] button[type=submit]").await;
-    assert!(path(&client).await.starts_with("/pay/test/"));
+    arrived(&client, "/pay/test/").await;
     fill(&client, "input[name=card_number]", "4242 4242 4242 4242").await;
     screenshot(&client, &shots, "payment").await;
     click(&client, "form[action^='/pay/test/'] button[type=submit]").await;
-    assert_eq!(path(&client).await, format!("{order_path}/confirmation"));
+    assert_eq!(
+        arrived(&client, &format!("{order_path}/confirmation")).await,
+        format!("{order_path}/confirmation")
+    );
     let state = client.find(Locator::Css("[data-state]")).await.unwrap();
     assert_eq!(state.attr("data-state").await.unwrap().as_deref(), Some("paid"));
     assert_eq!(client.find(Locator::Css("h1")).await.unwrap().text().await.unwrap(), "Order confirmed");
@@ -171,7 +192,7 @@ async fn a_customer_buys_a_unit_in_chromium() {
     client.goto(&format!("{base}/orders")).await.unwrap();
     screenshot(&client, &shots, "orders").await;
     client.find(Locator::LinkText("No. 1")).await.unwrap().click().await.unwrap();
-    assert_eq!(path(&client).await, "/invoices/1");
+    assert_eq!(arrived(&client, "/invoices/").await, "/invoices/1");
     screenshot(&client, &shots, "invoice").await;
     client.goto(&format!("{base}/shop/plans")).await.unwrap();
     screenshot(&client, &shots, "plans").await;
