@@ -18,6 +18,7 @@ mod devices;
 mod keys_cmd;
 mod metrics;
 mod serve;
+mod shop_cmd;
 mod sql;
 mod users_cmd;
 
@@ -90,6 +91,9 @@ enum Command {
     Keys(keys_cmd::KeysCommand),
     /// Run one read-only SQL query against the data dir (offline, unrestricted).
     Sql(sql::SqlArgs),
+    /// The shop (`seed-demo` loads an example catalogue and plans; run with the server stopped).
+    #[command(subcommand)]
+    Shop(shop_cmd::ShopCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         Command::Sql(args) => return sql::run(&cli.data_dir, &args),
         Command::Keys(command) => return exit_code(keys_cmd::run(&cli.data_dir, &command)),
         Command::Users(command) => return exit_code(users_cmd::run(&cli.data_dir, &command)),
+        Command::Shop(command) => return exit_code(shop_cmd::run(&cli.data_dir, &command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

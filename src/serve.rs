@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use bluewave_engine::{Durability, Engine, EngineConfig, MemoryConsumer};
 use bluewave_query::{QueryConfig, QueryService};
+use bluewave_web::shop_api::{ShopConfig, ShopService};
 use bluewave_web::{
     ApiState, AuthService, FirstAdmin, HttpConfig, HttpServer, LineProtocol, LineProtocolConfig, Registry,
-    Secret, TlsIdentity, api_router,
+    Secret, TlsIdentity, api_router, shop_routes,
 };
 use bluewave_wire::{DeviceAuthenticator, PresharedTokens, ServerConfig, ServerIdentity, StatelessResetKey};
 
@@ -114,6 +115,9 @@ pub enum ServeError {
         /// `memory_bytes_max`.
         limit: usize,
     },
+    /// The shop store (`shop.redb`) could not be opened.
+    #[error("shop: {0}")]
+    Shop(#[from] bluewave_web::shop_api::ShopError),
 }
 
 /// The tokens file `--device-tokens` names, or the default in the data dir.
@@ -173,6 +177,7 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
             println!("first admin: {email} (password from {ADMIN_PASSWORD_ENV})");
         }
     }
+    let shop = Arc::new(ShopService::open(data_dir, ShopConfig::default(), Arc::clone(&auth))?);
     let preshared = match &args.device_tokens {
         Some(path) => Some((Arc::new(PresharedTokens::load(path)?), path.clone())),
         None => None,
@@ -214,6 +219,7 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
         http: http_config,
         devices,
         preshared,
+        shop,
     };
     let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -240,6 +246,8 @@ struct Parts {
     http: HttpConfig,
     devices: Arc<dyn DeviceAuthenticator>,
     preshared: Option<(Arc<PresharedTokens>, PathBuf)>,
+    /// The storefront (its pages join the API's router).
+    shop: Arc<ShopService>,
 }
 
 async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), ServeError> {
@@ -256,7 +264,7 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
     registry.register_collector(Box::new(FleetCollector::new(engine, quic.clone(), query)));
     let tls =
         TlsIdentity { cert_chain: parts.identity.cert_chain.clone(), key: parts.identity.key.clone_key() };
-    let https = match api_router(state) {
+    let https = match api_router(state).and_then(|router| shop_routes(router, Arc::clone(&parts.shop))) {
         Ok(router) => HttpServer::bind(parts.https_listen, tls, parts.http, router, registry).await,
         Err(error) => Err(error),
     };

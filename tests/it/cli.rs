@@ -2,7 +2,8 @@
 //! removes an enrolled account's MFA and ends its sessions (audited as `cli`); `keys rotate`
 //! makes a new signing key current and keeps the old one for verification, audited as `cli`;
 //! against a server that holds the accounts store it stops without changing anything;
-//! `inspect --config` shows the retention settings and the last retention pass.
+//! `inspect --config` shows the retention settings and the last retention pass; `shop
+//! seed-demo` loads the example catalogue once.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -169,4 +170,26 @@ fn offline_commands_read_the_data_dirs_config_file_like_serve() {
     std::fs::write(&other, "[auth]\naccess_ttl_s = 600\n").unwrap();
     let out = bluewave(dir.path(), &["keys", "rotate", "--config", other.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `shop seed-demo` loads the example catalogue once: a second run adds nothing, and the
+/// shop store exists only after it (or `serve`) ran.
+#[test]
+fn shop_seed_demo_loads_the_example_catalogue_once() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!dir.path().join("shop.redb").exists());
+    let first = bluewave(dir.path(), &["shop", "seed-demo"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        "shop demo loaded: 3 products and 3 plan offers added\n"
+    );
+    let again = bluewave(dir.path(), &["shop", "seed-demo"]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "shop demo loaded: 0 products and 0 plan offers added\n"
+    );
+    assert!(dir.path().join("shop.redb").exists());
+    let audit = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    assert_eq!(audit.matches("\"action\":\"shop.seed_demo\"").count(), 2);
 }

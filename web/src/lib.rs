@@ -9,6 +9,9 @@
 //!   ([`AuthService`] is the entry point).
 //! - `mail`: outgoing mail behind the [`Mailer`] trait — an outbox directory of `.eml` files
 //!   (default) or SMTP through `lettre` (STARTTLS or TLS, rustls).
+//! - `shop`: the storefront's core in `<data-dir>/shop.redb` — products, stock, carts, the
+//!   order state machine, checkout, payments (provider trait, test mode, signed webhooks),
+//!   invoices ([`shop_api::ShopService`]).
 //! - `audit`: the append-only, hash-chained audit log in `<data-dir>/audit/` ([`AuditLog`]).
 //!
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router
@@ -66,6 +69,7 @@ mod auth;
 mod http;
 mod mail;
 mod pages;
+mod shop;
 
 /// The InfluxDB line-protocol parser (`api::line_protocol`).
 pub mod line_protocol {
@@ -94,6 +98,9 @@ pub use mail::{
     OUTBOX_DIR_NAME, OUTBOX_FILES_MAX, OutboxMailer, SMTP_STARTTLS_PORT, SMTP_TIMEOUT_MS, SMTP_TLS_PORT,
     SmtpMailer, SmtpSecurity, SmtpSettings, open_mailer,
 };
+/// Adds the storefront's pages, static assets and payment webhook to a router (after
+/// [`api_router`]).
+pub use pages::shop::routes as shop_routes;
 pub use pages::{
     ASSET_CACHE_CONTROL, BUCKETS_TARGET_MAX, BUOYS_SELECTED_MAX, CROSS_SITE_REFUSAL, DASHBOARD_CSP,
     LATEST_WINDOW_S, LIVE_HEADROOM_DIVISOR, LIVE_KEEPALIVE_S, LIVE_LOOKBACK_S, LIVE_POLL_MS,
@@ -101,6 +108,11 @@ pub use pages::{
     METRICS_SELECTED_MAX, RANGE_S_MAX,
 };
 pub use pages::{CSRF_HEADER, LOGIN_COOKIE, MFA_COOKIE, PAGE_CSP, REAUTH_RETURN_PAGES, SESSION_COOKIE};
+pub use pages::{SHOP_CSP, UPLOAD_BODY_BYTES_MAX};
+/// The shop (`shop.redb`): catalogue, carts, orders, payments, invoices.
+pub mod shop_api {
+    pub use crate::shop::*;
+}
 
 pub use crate::http::{
     ApiError, Authenticator, Body, BoxError, ErrorBody, HEADER_BYTES_MIN, Handler, HandlerFuture, Health,

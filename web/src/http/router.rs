@@ -155,6 +155,18 @@ impl<S: Send + Sync + 'static> Router<S> {
         Ok(self)
     }
 
+    /// Like [`Router::hidden_route`] with per-route limits (e.g. an upload form's body).
+    pub fn hidden_route_with(
+        mut self,
+        method: Method,
+        path: &str,
+        options: RouteOptions,
+        handler: impl Handler<S>,
+    ) -> Result<Self, ServerError> {
+        self.insert(path, method, Arc::new(handler), options, false)?;
+        Ok(self)
+    }
+
     fn insert(
         &mut self,
         path: &str,

@@ -39,14 +39,14 @@ pub(crate) struct CodeForm {
 }
 
 /// The session of a page request, or the redirect to `/login`.
-pub(super) async fn require_session(
+pub(crate) async fn require_session(
     request: &Request<ApiState>,
 ) -> Result<Result<BrowserSession, Reply>, ApiError> {
     Ok(session(request).await?.ok_or_else(|| see_other("/login")))
 }
 
 /// A form that carries the session's CSRF token in its `csrf` field.
-pub(super) trait CsrfCarrier: DeserializeOwned {
+pub(crate) trait CsrfCarrier: DeserializeOwned {
     fn csrf(&self) -> &str;
 }
 
@@ -71,7 +71,7 @@ impl CsrfCarrier for CodeForm {
 /// A form posted by a signed-in browser: the body read first (its limits apply before any
 /// store read), then the session found and the form's CSRF token checked. The inner `Err` is
 /// the redirect to `/login` for a request without a live session.
-pub(super) async fn session_form<F: CsrfCarrier>(
+pub(crate) async fn session_form<F: CsrfCarrier>(
     request: &mut Request<ApiState>,
 ) -> Result<Result<(F, BrowserSession), Reply>, ApiError> {
     let form: F = read_form(request).await?;

@@ -59,7 +59,9 @@ pub(crate) fn set_cookie(name: &str, value: &str, max_age_s: Option<u64>) -> Res
 }
 
 /// The `Origin` / `Sec-Fetch-Site` check of a state-changing request: an `Origin` must be
-/// `https://<Host>`; a `Sec-Fetch-Site` must be `same-origin` (or `none`: typed by the user).
+/// `https://<Host>` (or `null` with `Sec-Fetch-Site: same-origin`: a browser's own form post
+/// under `Referrer-Policy: no-referrer`); a `Sec-Fetch-Site` must be `same-origin` (or `none`:
+/// typed by the user).
 pub(crate) fn check_origin(request: &Request<ApiState>) -> Result<(), ApiError> {
     let headers = request.headers();
     if let Some(site) = headers.get("sec-fetch-site") {
@@ -69,6 +71,13 @@ pub(crate) fn check_origin(request: &Request<ApiState>) -> Result<(), ApiError> 
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
+        // Pages answer `Referrer-Policy: no-referrer`, and under it browsers send
+        // `Origin: null` on their own form posts; the browser-set `Sec-Fetch-Site: same-origin`
+        // then vouches for the origin (and the synchronizer token is still required).
+        let same_origin = headers.get("sec-fetch-site").is_some_and(|site| site == "same-origin");
+        if origin == "null" && same_origin {
+            return Ok(());
+        }
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())

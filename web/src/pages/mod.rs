@@ -15,6 +15,8 @@
 //!   (`/verify`, `/reset-request`, `/reset`, `/email/confirm`);
 //! - `settings`: signed-in changes — `/account/password`, `/account/email`, a new
 //!   verification link, and the browser step-up form (`/account/reauth`).
+//! - `shop`: the storefront (catalogue, cart, checkout, payment, orders, invoices, operator
+//!   pages), added by [`shop_routes`](crate::shop_routes) over a `ShopService`.
 //!
 //! Why `maud`: templates are Rust expressions checked by the compiler (a typo in a field is a
 //! build error, not a blank page), escaping is the default for every `(value)`, there is no
@@ -33,6 +35,7 @@ mod browser;
 mod layout;
 mod login;
 mod settings;
+pub(crate) mod shop;
 mod signup;
 
 // The customer's data side (issue 20): the metrics dashboard, its live stream and the static
@@ -52,6 +55,7 @@ pub use dashboard::{
     RANGE_S_MAX,
 };
 pub use settings::REAUTH_RETURN_PAGES;
+pub use shop::{SHOP_CSP, UPLOAD_BODY_BYTES_MAX};
 
 use http::Method;
 

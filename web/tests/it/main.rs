@@ -28,6 +28,14 @@
 //!   read from the outbox, the unverified account's limits, password change, an admin ending
 //!   an account's sessions, and their pages with the browser step-up form;
 //! - `audit`: the hash-chained audit log file: tamper detection, torn tails, paging, codec;
+//! - `shop_browser`: a purchase in headless Chromium over WebDriver (`fantoccini`), with
+//!   screenshots; skipped with a message only without Chromium and `BLUEWAVE_BROWSER_TESTS=1`;
+//! - `shop_pages`: the storefront over real HTTPS as HTML — pages, assets, a purchase with the
+//!   test cards, CSRF, `next`, object-level authorization, roles, escaping, limits, uploads,
+//!   the signed webhook;
+//! - `shop_site`: the storefront server and a cookie-keeping form client for those tests;
+//! - `shop_store`: the shop's core on a real `shop.redb` — the oversell race, the order state
+//!   machine, the signed webhook, invoice numbers, refunds behind fresh auth;
 //! - `auth_fixtures`: shared set-up (real store, real keys in a tempdir).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns are test code too
@@ -48,4 +56,8 @@ mod mfa_review;
 mod pages;
 mod runaway;
 mod security;
+mod shop_browser;
+mod shop_pages;
+mod shop_site;
+mod shop_store;
 mod tokens;

@@ -1,0 +1,328 @@
+//! The shop's records (stored as JSON in `shop.redb`, see `store`) and their limits.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{ShopError, ShopResult};
+use super::money::Money;
+use super::state::OrderState;
+
+/// Longest product id (`[a-z0-9-]`), bytes.
+pub const PRODUCT_ID_BYTES_MAX: usize = 64;
+/// Longest product name, bytes.
+pub const PRODUCT_NAME_BYTES_MAX: usize = 120;
+/// Longest product summary, bytes.
+pub const PRODUCT_SUMMARY_BYTES_MAX: usize = 300;
+/// Longest product description, bytes.
+pub const PRODUCT_DESCRIPTION_BYTES_MAX: usize = 4_000;
+/// Most products in the catalogue (retired ones included).
+pub const PRODUCTS_MAX: u64 = 10_000;
+/// Most units of one product in stock.
+pub const STOCK_MAX: u32 = 1_000_000;
+/// Most images of one product.
+pub const IMAGES_PER_PRODUCT_MAX: usize = 8;
+/// Largest uploaded image, bytes (checked before decoding anything).
+pub const IMAGE_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Most lines in a cart.
+pub const CART_LINES_MAX: usize = 20;
+/// Most units of one product on a cart line (these are industrial units, not socks).
+pub const LINE_QUANTITY_MAX: u32 = 50;
+/// Most orders waiting for payment per account: stock is reserved at checkout, so an account
+/// cannot hold more than this many reservations at once.
+pub const PENDING_ORDERS_PER_USER_MAX: usize = 10;
+/// Most orders one listing shows (newest first).
+pub const ORDERS_PAGE_MAX: usize = 100;
+/// Address field limits, bytes: name, street lines, city, postal code (country is 2 letters).
+pub const ADDRESS_NAME_BYTES_MAX: usize = 100;
+/// Longest street line, bytes.
+pub const ADDRESS_LINE_BYTES_MAX: usize = 100;
+/// Longest city, bytes.
+pub const ADDRESS_CITY_BYTES_MAX: usize = 64;
+/// Longest postal code, bytes.
+pub const ADDRESS_POSTAL_BYTES_MAX: usize = 16;
+
+/// A text field: trimmed, 1..=max bytes (0 allowed when `optional`), no control characters.
+pub(crate) fn text_field(field: &'static str, value: &str, max: usize, optional: bool) -> ShopResult<String> {
+    let value = value.trim();
+    if value.is_empty() && !optional {
+        return Err(ShopError::invalid(field, "required"));
+    }
+    if value.len() > max {
+        return Err(ShopError::invalid(field, format!("at most {max} bytes")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
+        return Err(ShopError::invalid(field, "no control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Checks a product id: 1–64 bytes of `[a-z0-9-]`.
+pub fn check_product_id(id: &str) -> ShopResult<()> {
+    if id.is_empty()
+        || id.len() > PRODUCT_ID_BYTES_MAX
+        || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ShopError::invalid("product id", "1-64 characters of a-z, 0-9 and -"));
+    }
+    Ok(())
+}
+
+/// A desalination unit for sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    /// Id, `[a-z0-9-]`, also the URL slug.
+    pub id: String,
+    /// Terms an operator edits.
+    #[serde(flatten)]
+    pub spec: ProductSpec,
+    /// Image keys (see [`image_url`](crate::shop::image_url)), at most [`IMAGES_PER_PRODUCT_MAX`].
+    pub images: Vec<String>,
+    /// Retired products are not listed or sold; orders keep their copies.
+    pub retired: bool,
+    /// Creation time, ms.
+    pub created_ms: u64,
+    /// Last change, ms.
+    pub updated_ms: u64,
+}
+
+/// What an operator fills in for a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductSpec {
+    /// Display name.
+    pub name: String,
+    /// One line for the list.
+    pub summary: String,
+    /// The detail page's text (plain text; paragraphs by blank lines).
+    pub description: String,
+    /// Fresh water made per day, litres.
+    pub capacity_l_per_day: u32,
+    /// Electrical power drawn, watts.
+    pub power_w: u32,
+    /// Mass, kilograms.
+    pub weight_kg: u32,
+    /// Unit price (the shop's currency).
+    pub price: Money,
+}
+
+impl ProductSpec {
+    /// Trims and checks every field.
+    pub fn validated(self) -> ShopResult<Self> {
+        if self.price.minor <= 0 {
+            return Err(ShopError::invalid("price", "must be positive"));
+        }
+        if self.capacity_l_per_day == 0 || self.capacity_l_per_day > 100_000_000 {
+            return Err(ShopError::invalid("capacity_l_per_day", "1-100000000"));
+        }
+        if self.power_w > 100_000_000 || self.weight_kg > 1_000_000 {
+            return Err(ShopError::invalid("power_w", "power at most 100 MW, weight at most 1000 t"));
+        }
+        Ok(Self {
+            name: text_field("name", &self.name, PRODUCT_NAME_BYTES_MAX, false)?,
+            summary: text_field("summary", &self.summary, PRODUCT_SUMMARY_BYTES_MAX, true)?,
+            description: text_field("description", &self.description, PRODUCT_DESCRIPTION_BYTES_MAX, true)?,
+            ..self
+        })
+    }
+}
+
+/// One line of a cart: a product and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    /// The product.
+    pub product_id: String,
+    /// Units, 1..=[`LINE_QUANTITY_MAX`].
+    pub quantity: u32,
+}
+
+/// An account's cart (kept across logout and login: it belongs to the account, not the session).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cart {
+    /// At most [`CART_LINES_MAX`] lines, one per product.
+    pub lines: Vec<CartLine>,
+    /// Last change, ms.
+    pub updated_ms: u64,
+}
+
+/// A shipping address (every field checked against its limit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// Recipient.
+    pub name: String,
+    /// Street and number.
+    pub line1: String,
+    /// More (optional).
+    pub line2: String,
+    /// City.
+    pub city: String,
+    /// Postal code.
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code (upper case).
+    pub country: String,
+}
+
+impl Address {
+    /// Trims and checks every field.
+    pub fn validated(self) -> ShopResult<Self> {
+        let country = self.country.trim().to_ascii_uppercase();
+        if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ShopError::invalid("country", "a two-letter ISO 3166 code"));
+        }
+        Ok(Self {
+            name: text_field("name", &self.name, ADDRESS_NAME_BYTES_MAX, false)?,
+            line1: text_field("line1", &self.line1, ADDRESS_LINE_BYTES_MAX, false)?,
+            line2: text_field("line2", &self.line2, ADDRESS_LINE_BYTES_MAX, true)?,
+            city: text_field("city", &self.city, ADDRESS_CITY_BYTES_MAX, false)?,
+            postal_code: text_field("postal_code", &self.postal_code, ADDRESS_POSTAL_BYTES_MAX, false)?,
+            country,
+        })
+    }
+}
+
+/// A line of an order: the product's name and price copied at checkout (a later price change
+/// or retirement does not change the order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// The product.
+    pub product_id: String,
+    /// Its name at checkout.
+    pub name: String,
+    /// Its unit price at checkout.
+    pub unit_price: Money,
+    /// Units.
+    pub quantity: u32,
+    /// `unit_price × quantity`.
+    pub total: Money,
+}
+
+/// The money of an order: lines, shipping, tax, total (all in one currency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Sum of the lines.
+    pub subtotal: Money,
+    /// Shipping.
+    pub shipping: Money,
+    /// Tax rate, basis points (2000 = 20 %).
+    pub tax_bps: u32,
+    /// Tax on subtotal + shipping.
+    pub tax: Money,
+    /// What the customer pays.
+    pub total: Money,
+}
+
+/// An order (its lines are in the `order_lines` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Random id (32 hex chars).
+    pub id: String,
+    /// The buyer's account.
+    pub user_id: String,
+    /// The buyer's email at checkout.
+    pub email: String,
+    /// Where it is in its life.
+    pub state: OrderState,
+    /// Money.
+    pub totals: Totals,
+    /// Where to ship.
+    pub address: Address,
+    /// How many lines.
+    pub line_count: u32,
+    /// The provider payment of the latest payment attempt.
+    pub payment_id: Option<String>,
+    /// Invoice number, assigned in the transaction that marks it paid.
+    pub invoice_number: Option<u64>,
+    /// Checkout time, ms.
+    pub created_ms: u64,
+    /// Every state change: (ms, state).
+    pub history: Vec<(u64, OrderState)>,
+}
+
+/// An invoice: a frozen copy of a paid order's money, numbered without gaps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// 1, 2, 3, … (no gaps: assigned in the same transaction that marks the order paid).
+    pub number: u64,
+    /// The order.
+    pub order_id: String,
+    /// The buyer.
+    pub user_id: String,
+    /// The buyer's email.
+    pub email: String,
+    /// Issue time, ms.
+    pub issued_ms: u64,
+    /// Lines as ordered.
+    pub lines: Vec<OrderLine>,
+    /// Money.
+    pub totals: Totals,
+    /// Billing / shipping address.
+    pub address: Address,
+}
+
+/// Where a provider payment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Created, the customer has not paid yet.
+    Open,
+    /// The card issuer asks the customer to authenticate.
+    RequiresAction,
+    /// Paid (final).
+    Succeeded,
+    /// Declined (the order stays unpaid; a new attempt makes a new payment).
+    Failed,
+}
+
+/// A payment attempt at the provider, as the shop knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The provider's id.
+    pub id: String,
+    /// The order.
+    pub order_id: String,
+    /// The payer.
+    pub user_id: String,
+    /// The amount asked (the order's total at the time).
+    pub amount: Money,
+    /// Status from the verified events applied so far.
+    pub status: PaymentStatus,
+    /// `created` of the latest event applied (events older than it cannot move the status back).
+    pub last_event_created_s: i64,
+    /// Creation time, ms.
+    pub created_ms: u64,
+}
+
+/// A verified webhook event as recorded (idempotency: one record per event id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEventRecord {
+    /// The provider's event id.
+    pub id: String,
+    /// `payment.succeeded`, `payment.failed`, `payment.requires_action`.
+    pub kind: String,
+    /// The payment.
+    pub payment_id: String,
+    /// The event's own time (s).
+    pub created_s: i64,
+    /// When we received it, ms.
+    pub received_ms: u64,
+    /// What applying it did (`paid`, `failed`, `ignored_stale`, …).
+    pub outcome: String,
+}
+
+/// A subscription plan as sold (prices and terms); its data access is the auth plan it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOffer {
+    /// Id (`[a-z0-9-]`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// What it gives, in words.
+    pub description: String,
+    /// Price per month.
+    pub monthly: Money,
+    /// Price per year.
+    pub annual: Money,
+    /// Which buoys, in words.
+    pub buoys: String,
+    /// Days of history; `None` = all.
+    pub history_days: Option<u32>,
+    /// Queries per day; `None` = unlimited.
+    pub daily_query_quota: Option<u32>,
+}
