@@ -51,13 +51,19 @@ impl AuthService {
         }
         txn.commit()?;
         let mut ended = 0;
+        let mut tokens_revoked = 0;
         if end_other_sessions {
             ended += self.revoke_families_except(&caller.user_id, caller.session_id(), "password changed")?;
             ended += self.delete_all_browser_sessions(&caller.user_id, keep_browser)?;
+            // A personal token made by whoever knew the old password ends with the sessions.
+            tokens_revoked = self.revoke_all_api_tokens(&caller.user_id)?;
         }
         self.audit(
-            AuditEvent::new(caller.actor(), "users.change_password", caller.actor(), "ok")
-                .with_details(json!({ "end_other_sessions": end_other_sessions, "sessions_ended": ended })),
+            AuditEvent::new(caller.actor(), "users.change_password", caller.actor(), "ok").with_details(json!({
+                "end_other_sessions": end_other_sessions,
+                "sessions_ended": ended,
+                "api_tokens_revoked": tokens_revoked,
+            })),
         )?;
         Ok(ended)
     }

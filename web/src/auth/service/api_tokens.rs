@@ -285,6 +285,28 @@ impl AuthService {
         self.audit(AuditEvent::new(caller.actor(), "api_tokens.revoke", format!("api_token:{id}"), "ok"))
     }
 
+    /// Revokes every live personal token of `user_id` (a password change that ends the other
+    /// sessions ends them too). Returns how many were revoked. Not audited here: the caller's
+    /// own audit event counts them.
+    pub(crate) fn revoke_all_api_tokens(&self, user_id: &str) -> AuthResult<u64> {
+        let now = self.token_clock_ms();
+        let txn = self.inner.db.begin_write()?;
+        let mut revoked = 0;
+        {
+            let mut tokens = txn.open_table(API_TOKENS)?;
+            let owned = self.owned_tokens(&tokens, &txn.open_table(USER_API_TOKENS)?, user_id)?;
+            for token in owned.into_iter().filter(|t| t.revoked_ms.is_none()) {
+                if let Some(mut record) = store::get::<ApiTokenRecord>(&tokens, "api_tokens", &token.id)? {
+                    record.revoked_ms = Some(now);
+                    store::put(&mut tokens, &token.id, &record)?;
+                    revoked += 1;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(revoked)
+    }
+
     /// Verifies a personal token; the caller it acts for (the owner's current role, plan and
     /// status). Refusals are [`TokenRefusal`]s (401).
     pub fn verify_api_token(&self, token: &str) -> AuthResult<Caller> {
