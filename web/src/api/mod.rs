@@ -39,7 +39,7 @@ pub use line_protocol::{
     LineOutcome, Point, Precision, TAGS_PER_LINE_MAX, parse_body, parse_line,
 };
 pub use rbac::RBAC_PAGE_DEFAULT;
-pub use state::{ApiState, DeviceRevoked};
+pub use state::{ApiState, DeviceRevoked, query_policy};
 pub use telemetry::{READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX};
 pub use time::TIME_TEXT_BYTES_MAX;
 
