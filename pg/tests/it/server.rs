@@ -344,3 +344,38 @@ impl AsyncWrite for RustlsStream {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
+
+/// `psql` (libpq) as the client, when it is installed: a filtered query and a count through
+/// `sslmode=require`, as the policy-limited analyst. Skipped without `psql` unless
+/// `BLUEWAVE_PSQL=1` asks for it (then a missing `psql` fails the test). (psql 15, Debian 12's,
+/// has no `\bind`: the extended protocol is covered by the tokio-postgres tests above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_runs_filtered_queries_under_the_policy() {
+    let present =
+        std::process::Command::new("psql").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !present {
+        assert!(std::env::var("BLUEWAVE_PSQL").is_err(), "BLUEWAVE_PSQL is set but psql is not installed");
+        eprintln!("psql not installed: skipped (set BLUEWAVE_PSQL=1 to require it)");
+        return;
+    }
+    let fx = start().await;
+    let conninfo =
+        format!("host=127.0.0.1 port={} user={ANALYST} dbname=bluewave sslmode=require", fx.addr.port());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("psql")
+            .arg(conninfo)
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-c", "SELECT buoy_id, value, quality FROM readings WHERE value > 35.2 ORDER BY ts"])
+            .args(["-c", "SELECT count(*) FROM readings"])
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    // The analyst's plan covers buoy-a only.
+    assert_eq!(stdout, "buoy-a|35.5|0\nbuoy-a|36.0|0\n3\n");
+}
