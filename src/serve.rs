@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// Open buoy connections; beyond it HELLO is refused SERVER_BUSY.
     #[arg(long, default_value_t = ServerConfig::default().connections_max)]
     pub connections_max: usize,
+    /// TCP address of the Postgres wire protocol front (TLS required; README "Postgres wire
+    /// protocol"), or `off`. Loopback by default, like the other listeners.
+    #[arg(long, default_value = bluewave_pg::LISTEN_DEFAULT, value_parser = parse_pg_listen)]
+    pub pg_listen: PgListen,
+    /// Open Postgres sessions; past it a connection is refused with SQLSTATE 53300.
+    #[arg(long, default_value_t = bluewave_pg::CONNECTIONS_MAX_DEFAULT)]
+    pub pg_connections_max: usize,
     /// fsync policy of the engine; `relaxed` is for benchmarks only.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Strict)]
     pub durability: DurabilityArg,
@@ -69,6 +76,19 @@ pub struct ServeArgs {
     /// are errors. Default: `<data-dir>/bluewave.toml` when it exists.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// `--pg-listen`: an address, or `off` for no Postgres front.
+#[derive(Clone, Copy, Debug)]
+pub struct PgListen(pub Option<SocketAddr>);
+
+fn parse_pg_listen(text: &str) -> Result<PgListen, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(PgListen(None));
+    }
+    text.parse()
+        .map(|addr| PgListen(Some(addr)))
+        .map_err(|e| format!("{e} (an address such as 127.0.0.1:5433, or off)"))
 }
 
 /// Why `serve` failed.
@@ -92,6 +112,9 @@ pub enum ServeError {
     /// The query service could not start.
     #[error("query service: {0}")]
     Query(#[from] bluewave_query::Error),
+    /// The Postgres front could not start.
+    #[error(transparent)]
+    Pg(#[from] bluewave_pg::Error),
     /// The TLS identity could not be loaded or generated.
     #[error(transparent)]
     Tls(#[from] bluewave_wire::TlsError),
@@ -220,6 +243,11 @@ pub fn run(data_dir: &Path, args: &ServeArgs) -> Result<(), ServeError> {
         devices,
         preshared,
         shop,
+        pg: args.pg_listen.0.map(|listen| bluewave_pg::PgConfig {
+            listen,
+            connections_max: args.pg_connections_max,
+            ..bluewave_pg::PgConfig::default()
+        }),
     };
     let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -248,6 +276,8 @@ struct Parts {
     preshared: Option<(Arc<PresharedTokens>, PathBuf)>,
     /// The storefront (its pages join the API's router).
     shop: Arc<ShopService>,
+    /// The Postgres front's settings; `None` with `--pg-listen off`.
+    pg: Option<bluewave_pg::PgConfig>,
 }
 
 async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), ServeError> {
@@ -264,6 +294,25 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
     registry.register_collector(Box::new(FleetCollector::new(engine, quic.clone(), query)));
     let tls =
         TlsIdentity { cert_chain: parts.identity.cert_chain.clone(), key: parts.identity.key.clone_key() };
+    let pg = match parts.pg.clone() {
+        None => Ok(None),
+        Some(config) => {
+            let tls = TlsIdentity {
+                cert_chain: parts.identity.cert_chain.clone(),
+                key: parts.identity.key.clone_key(),
+            };
+            bluewave_pg::PgServer::bind(config, tls, Arc::clone(&state.auth), Arc::clone(&state.query))
+                .await
+                .map(Some)
+        }
+    };
+    let pg = match pg {
+        Ok(pg) => pg,
+        Err(error) => {
+            quic.shutdown().await;
+            return Err(error.into());
+        }
+    };
     let https = match api_router(state).and_then(|router| shop_routes(router, Arc::clone(&parts.shop))) {
         Ok(router) => HttpServer::bind(parts.https_listen, tls, parts.http, router, registry).await,
         Err(error) => Err(error),
@@ -284,6 +333,13 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
     };
     println!("HTTPS API listening on https://{} (docs at /api/docs)", https.local_addr());
     println!("QUIC ingest listening on {} (ALPN bluewave/1)", quic.local_addr());
+    match &pg {
+        Some(pg) => match pg.local_addr() {
+            Ok(addr) => println!("Postgres wire protocol listening on {addr} (sslmode=require)"),
+            Err(error) => eprintln!("Postgres front: {error}"),
+        },
+        None => println!("Postgres wire protocol: off"),
+    }
     println!("certificate SHA-256 pin: {pin}");
     match &parts.preshared {
         Some((tokens, path)) => println!("device tokens: {} ({} tokens)", path.display(), tokens.len()),
@@ -294,9 +350,24 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
         // A dropped sender (serve returning early) also stops the server.
         let _ = stop_rx.await;
     }));
+    let (pg_stop_tx, pg_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pg_task = pg.map(|pg| {
+        tokio::spawn(pg.serve(async move {
+            let _ = pg_stop_rx.await;
+        }))
+    });
     let waited = signals.wait(parts.preshared.as_ref().map(|(tokens, _)| tokens.as_ref())).await;
     println!("stopping: draining HTTPS requests, then in-flight batches");
     let _ = stop_tx.send(());
+    let _ = pg_stop_tx.send(());
+    if let Some(task) = pg_task {
+        // Open Postgres sessions are closed (their running queries cancelled).
+        match task.await {
+            Ok(Err(error)) => eprintln!("Postgres front: {error}"),
+            Err(error) => eprintln!("Postgres front task: {error}"),
+            Ok(Ok(())) => {}
+        }
+    }
     let drained = https_task.await.map_err(std::io::Error::other);
     let report = quic.shutdown().await;
     let metrics = quic.metrics();

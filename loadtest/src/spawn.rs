@@ -290,6 +290,9 @@ fn launch(config: &SpawnConfig) -> Result<(Child, ServerInfo)> {
         .arg("--config")
         .arg(&config_path)
         .args(["--admin-email", SPAWN_ADMIN_EMAIL])
+        // The load generator does not speak Postgres; a fixed default port would collide
+        // between spawned servers.
+        .args(["--pg-listen", "off"])
         .env(ADMIN_PASSWORD_ENV, &config.admin_password)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -80,7 +80,7 @@ pub use policy::{
     WORKER_THREADS_DEFAULT,
 };
 pub use service::{
-    BLOCKING_THREADS_MAX, FILE_METADATA_CACHE_BYTES, QueryService, ResultStream, WATCHDOG_TICK,
+    BLOCKING_THREADS_MAX, DescribedSql, FILE_METADATA_CACHE_BYTES, QueryService, ResultStream, WATCHDOG_TICK,
 };
 pub use table::{BUOYS, READINGS, buoys_schema, readings_schema};
 

@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 
 use bluewave_engine::Engine;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType};
+use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
@@ -196,6 +197,18 @@ impl QueryService {
     /// EXTERNAL TABLE`, and anything but `SELECT`/`WITH`/`VALUES` and `EXPLAIN [ANALYZE]` of
     /// one. The returned stream ends with an error if a limit is hit midway.
     pub async fn sql(&self, text: &str, policy: &AccessPolicy) -> Result<ResultStream> {
+        self.sql_with_params(text, Vec::new(), policy).await
+    }
+
+    /// [`QueryService::sql`] with values for the statement's positional placeholders (`$1`,
+    /// `$2`, …), bound into the plan as typed values (never spliced into the SQL text). The
+    /// Postgres front's extended query protocol runs its portals through this.
+    pub async fn sql_with_params(
+        &self,
+        text: &str,
+        params: Vec<ScalarValue>,
+        policy: &AccessPolicy,
+    ) -> Result<ResultStream> {
         let admitted = if text.len() > self.config.sql_bytes_max {
             Err(Error::Refused(format!(
                 "the SQL text is {} bytes, more than the {} allowed",
@@ -215,11 +228,67 @@ impl QueryService {
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
                 .with_allow_statements(false);
-            let frame =
+            let mut frame =
                 ctx.sql_with_options(&text, options).await.map_err(|e| Error::from_planning(e, memory))?;
+            if !params.is_empty() {
+                frame = frame.with_param_values(params).map_err(|e| Error::from_planning(e, memory))?;
+            }
             frame.execute_stream().await.map_err(|e| Error::from_planning(e, memory))
         })
         .await
+    }
+
+    /// Plans one read-only statement under `policy` without running it: the types of its
+    /// placeholders (`$1` first; `None` where the plan does not fix one) and the schema of its
+    /// rows. The same refusals as [`QueryService::sql`]; the plan runs on the query runtime
+    /// within the policy's time budget, and takes no query slot (nothing executes).
+    pub async fn describe_sql(&self, text: &str, policy: &AccessPolicy) -> Result<DescribedSql> {
+        if text.len() > self.config.sql_bytes_max {
+            return Err(Error::Refused(format!(
+                "the SQL text is {} bytes, more than the {} allowed",
+                text.len(),
+                self.config.sql_bytes_max
+            )));
+        }
+        check_read_only(text)?;
+        policy.validate()?;
+        let policy = Arc::new(policy.clone());
+        let ctx = self.session(&policy)?;
+        let text = text.to_owned();
+        let memory = policy.memory_max_bytes;
+        let timeout = policy.timeout;
+        let timeout_ms = policy.timeout_ms();
+        let planned = self.handle()?.spawn(async move {
+            let options = datafusion::execution::context::SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let frame =
+                ctx.sql_with_options(&text, options).await.map_err(|e| Error::from_planning(e, memory))?;
+            let types =
+                frame.logical_plan().get_parameter_types().map_err(|e| Error::from_planning(e, memory))?;
+            let mut params = vec![None; types.len()];
+            for (name, data_type) in types {
+                // Positional placeholders only (`$1`…); a named one is refused by the binder.
+                let index = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+                match index.and_then(|i| i.checked_sub(1)).and_then(|i| params.get_mut(i)) {
+                    Some(slot) => *slot = data_type,
+                    None => {
+                        return Err(Error::InvalidSql(format!(
+                            "placeholder {name} is not $1..${}",
+                            params.len()
+                        )));
+                    }
+                }
+            }
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            Ok(DescribedSql { params, schema })
+        });
+        match tokio::time::timeout(timeout, planned).await {
+            Err(_) => Err(Error::Timeout { timeout_ms }),
+            Ok(Err(join)) => Err(Error::Internal(format!("planning task: {join}"))),
+            Ok(Ok(described)) => described,
+        }
     }
 
     /// A typed, paged read under `policy`: rows of `readings` in `(buoy_id, metric, ts)` order,
@@ -483,6 +552,15 @@ fn statement_kind(text: &str) -> String {
     let words: Vec<&str> =
         text.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic())).take(2).collect();
     if words.is_empty() { "this statement".into() } else { words.join(" ").to_uppercase() }
+}
+
+/// What [`QueryService::describe_sql`] learns from planning a statement.
+#[derive(Debug, Clone)]
+pub struct DescribedSql {
+    /// The type of each placeholder, `$1` first; `None` where the plan leaves it open.
+    pub params: Vec<Option<DataType>>,
+    /// The columns of the rows the statement returns.
+    pub schema: SchemaRef,
 }
 
 /// A running query's result: Arrow batches, pulled by the caller (back-pressure: at most

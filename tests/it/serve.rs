@@ -98,6 +98,10 @@ impl Server {
         if !extra.iter().any(|arg| *arg == "--quic-listen") {
             command.args(["--quic-listen", "127.0.0.1:0"]);
         }
+        // Parallel servers: each its own Postgres port (the default is a fixed one).
+        if !extra.iter().any(|arg| *arg == "--pg-listen") {
+            command.args(["--pg-listen", "127.0.0.1:0"]);
+        }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -563,7 +567,16 @@ fn a_config_file_sets_limits_and_a_typo_in_it_stops_serve_with_the_key_named() {
     let output = Command::new(env!("CARGO_BIN_EXE_bluewave"))
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["serve", "--quic-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0", "--config"])
+        .args([
+            "serve",
+            "--quic-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+            "--pg-listen",
+            "off",
+            "--config",
+        ])
         .arg(&config)
         .stdin(Stdio::null())
         .output()
@@ -581,7 +594,7 @@ fn the_log_has_no_colour_codes_when_stderr_is_not_a_terminal() {
     let output = Command::new(env!("CARGO_BIN_EXE_bluewave"))
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["serve", "--quic-listen", "127.0.0.1:0", "--https-listen"])
+        .args(["serve", "--quic-listen", "127.0.0.1:0", "--pg-listen", "off", "--https-listen"])
         .arg(taken.local_addr().unwrap().to_string())
         .env("RUST_LOG", "info")
         .env("BLUEWAVE_ADMIN_PASSWORD", "colour-test-admin-password")

@@ -87,6 +87,8 @@ pub use api::{
     PERSONAL_TOKEN_REFUSAL, RBAC_PAGE_DEFAULT, READING_ID_CHARS_MAX, STORED_ANSWER_BYTES_MAX,
     TELEMETRY_BODY_BYTES_MAX, TIME_TEXT_BYTES_MAX, api_router, password_checks_max,
 };
+// The Postgres front (`bluewave-pg`) builds a caller's query policy through the same path.
+pub use api::query_policy;
 pub use audit::{
     AUDIT_DETAILS_BYTES_MAX, AUDIT_FIELD_BYTES_MAX, AUDIT_FILE_NAME, AUDIT_FORMAT_VERSION,
     AUDIT_LINE_BYTES_MAX, AUDIT_PAGE_ENTRIES_MAX, AuditEntry, AuditError, AuditEvent, AuditLog, AuditPage,

@@ -56,7 +56,7 @@ pub use line_protocol::{
     LineOutcome, Point, Precision, TAGS_PER_LINE_MAX, parse_body, parse_line,
 };
 pub use rbac::RBAC_PAGE_DEFAULT;
-pub use state::{ApiState, DeviceRevoked, PERSONAL_TOKEN_REFUSAL};
+pub use state::{ApiState, DeviceRevoked, PERSONAL_TOKEN_REFUSAL, query_policy};
 pub use telemetry::{READING_ID_CHARS_MAX, TELEMETRY_BODY_BYTES_MAX};
 pub use time::TIME_TEXT_BYTES_MAX;
 pub(crate) use time::{format_rfc3339 as format_time, parse_param as parse_time};

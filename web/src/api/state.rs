@@ -94,18 +94,9 @@ impl ApiState {
     /// limit, memory pool, table-function rows: `QueryConfig::limit_policy`).
     pub(crate) async fn policy(&self, caller: &Caller) -> Result<AccessPolicy, ApiError> {
         let auth = Arc::clone(&self.auth);
+        let query = Arc::clone(&self.query);
         let caller = caller.clone();
-        let grant = super::blocking(move || Ok(auth.policy_grant(&caller)?)).await?;
-        let mut policy = match grant.buoys {
-            BuoyScope::All => AccessPolicy::unrestricted(),
-            BuoyScope::List(ids) => AccessPolicy::restricted(ids, None),
-        };
-        policy.earliest_ts = grant.earliest_ts_ns;
-        if let Some(rows_max) = grant.max_rows {
-            policy.rows_max = rows_max;
-        }
-        self.query.config().limit_policy(&mut policy, grant.plan_id.as_deref());
-        Ok(policy)
+        super::blocking(move || Ok(query_policy(&auth, &query, &caller)?)).await
     }
 
     /// Counts one query against the caller's daily quota (429 when used up).
@@ -114,4 +105,26 @@ impl ApiState {
         let caller = caller.clone();
         super::blocking(move || Ok(auth.record_query(&caller)?)).await
     }
+}
+
+/// The query policy of `caller`, from their role and plan (`AuthService::policy_grant`), with
+/// the served-query limits of `query`'s configuration (`QueryConfig::limit_policy`). The one
+/// path by which every front (`POST /api/query`, the Postgres wire protocol) builds it.
+/// Blocking (a read of the accounts store): call it off the async threads.
+pub fn query_policy(
+    auth: &AuthService,
+    query: &QueryService,
+    caller: &Caller,
+) -> Result<AccessPolicy, AuthError> {
+    let grant = auth.policy_grant(caller)?;
+    let mut policy = match grant.buoys {
+        BuoyScope::All => AccessPolicy::unrestricted(),
+        BuoyScope::List(ids) => AccessPolicy::restricted(ids, None),
+    };
+    policy.earliest_ts = grant.earliest_ts_ns;
+    if let Some(rows_max) = grant.max_rows {
+        policy.rows_max = rows_max;
+    }
+    query.config().limit_policy(&mut policy, grant.plan_id.as_deref());
+    Ok(policy)
 }

@@ -59,11 +59,13 @@ impl AuthService {
             tokens_revoked = self.revoke_all_api_tokens(&caller.user_id)?;
         }
         self.audit(
-            AuditEvent::new(caller.actor(), "users.change_password", caller.actor(), "ok").with_details(json!({
-                "end_other_sessions": end_other_sessions,
-                "sessions_ended": ended,
-                "api_tokens_revoked": tokens_revoked,
-            })),
+            AuditEvent::new(caller.actor(), "users.change_password", caller.actor(), "ok").with_details(
+                json!({
+                    "end_other_sessions": end_other_sessions,
+                    "sessions_ended": ended,
+                    "api_tokens_revoked": tokens_revoked,
+                }),
+            ),
         )?;
         Ok(ended)
     }
