@@ -418,44 +418,44 @@ impl<'txn> Tables<'txn> {
             self.remove(created_ms, &scoped)?;
         }
         while self.writer_count(scope)? > limits.keys_per_writer_max {
-            // The writer's oldest that is not running (at most `in_flight.len()` are skipped).
-            let victim = {
-                let mut range = self
-                    .by_writer
-                    .range((scope, 0_u64, "")..=(scope, u64::MAX, "\u{10ffff}"))
-                    .map_err(storage)?;
-                let mut found = None;
-                for entry in range.by_ref().take(in_flight.len().saturating_add(1)) {
-                    let (key, _) = entry.map_err(storage)?;
-                    let (_, created_ms, scoped) = key.value();
-                    if !in_flight.contains(scoped) {
-                        found = Some((created_ms, scoped.to_owned()));
-                        break;
-                    }
-                }
-                found
-            };
-            let Some((created_ms, scoped)) = victim else { break };
+            let range = self
+                .by_writer
+                .range((scope, 0_u64, "")..=(scope, u64::MAX, "\u{10ffff}"))
+                .map_err(storage)?;
+            let entries = range.map(|entry| {
+                let (key, _) = entry.map_err(storage)?;
+                let (_, created_ms, scoped) = key.value();
+                Ok((created_ms, scoped.to_owned()))
+            });
+            let Some((created_ms, scoped)) = first_not_running(entries, in_flight)? else { break };
             self.remove(created_ms, &scoped)?;
         }
         while self.keys.len().map_err(storage)? > limits.keys_max {
-            let victim = {
-                let mut found = None;
-                for entry in self.by_age.iter().map_err(storage)?.take(in_flight.len().saturating_add(1)) {
-                    let (key, _) = entry.map_err(storage)?;
-                    let (created_ms, scoped) = key.value();
-                    if !in_flight.contains(scoped) {
-                        found = Some((created_ms, scoped.to_owned()));
-                        break;
-                    }
-                }
-                found
-            };
-            let Some((created_ms, scoped)) = victim else { break };
+            let entries = self.by_age.iter().map_err(storage)?.map(|entry| {
+                let (key, _) = entry.map_err(storage)?;
+                let (created_ms, scoped) = key.value();
+                Ok((created_ms, scoped.to_owned()))
+            });
+            let Some((created_ms, scoped)) = first_not_running(entries, in_flight)? else { break };
             self.remove(created_ms, &scoped)?;
         }
         Ok(())
     }
+}
+
+/// The oldest of `entries` (`(created_ms, scoped key)`, oldest first) whose request is not
+/// running; at most `in_flight.len()` entries are skipped, so the scan is bounded.
+fn first_not_running(
+    entries: impl Iterator<Item = Result<(u64, String), IdempotencyError>>,
+    in_flight: &HashSet<String>,
+) -> Result<Option<(u64, String)>, IdempotencyError> {
+    for entry in entries.take(in_flight.len().saturating_add(1)) {
+        let (created_ms, scoped) = entry?;
+        if !in_flight.contains(&scoped) {
+            return Ok(Some((created_ms, scoped)));
+        }
+    }
+    Ok(None)
 }
 
 /// `answer` with a body of at most [`STORED_ANSWER_BYTES_MAX`]: a larger JSON refusal keeps its
