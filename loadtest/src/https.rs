@@ -13,6 +13,7 @@ use bluewave_wire::Trust;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -33,7 +34,7 @@ pub const REQUEST_TIMEOUT_MS: u64 = 120_000;
 /// Most waits on a `429 Too Many Requests` login before giving up.
 pub const LOGIN_RETRIES_MAX: u32 = 10;
 /// Longest `Retry-After` honoured, s.
-const RETRY_AFTER_S_MAX: u64 = 60;
+pub const RETRY_AFTER_S_MAX: u64 = 60;
 
 /// Where the API is and how its certificate is trusted.
 #[derive(Clone)]
@@ -119,13 +120,15 @@ struct PageRow {
     value: f64,
 }
 
-/// A response: status, `Retry-After` (s) and body.
+/// A response: status, `Retry-After` (s), headers and body.
 #[derive(Debug)]
 pub struct ApiAnswer {
     /// HTTP status.
     pub status: StatusCode,
     /// `Retry-After`, when sent.
     pub retry_after_s: Option<u64>,
+    /// Every header of the answer (`Set-Cookie`, `Location` for the browser flows).
+    pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
 }
@@ -178,6 +181,28 @@ impl ApiClient {
         json_body: Option<String>,
         accept: Option<&str>,
     ) -> Result<ApiAnswer> {
+        let mut headers = Vec::with_capacity(3);
+        if let Some(token) = &self.token {
+            headers.push((hyper::header::AUTHORIZATION, header_value(&format!("Bearer {token}"))?));
+        }
+        if let Some(accept) = accept {
+            headers.push((hyper::header::ACCEPT, header_value(accept)?));
+        }
+        if json_body.is_some() {
+            headers.push((hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        }
+        self.send(method, path_and_query, Bytes::from(json_body.unwrap_or_default()), &headers).await
+    }
+
+    /// Sends one request with exactly `headers` (besides `Host`; no access token), reconnecting
+    /// once if the kept-alive connection was closed, and reads the whole answer.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<ApiAnswer> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -185,18 +210,10 @@ impl ApiClient {
                 .method(method.clone())
                 .uri(path_and_query)
                 .header(hyper::header::HOST, "localhost");
-            if let Some(token) = &self.token {
-                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            for (name, value) in headers {
+                request = request.header(name, value);
             }
-            if let Some(accept) = accept {
-                request = request.header(hyper::header::ACCEPT, accept);
-            }
-            if json_body.is_some() {
-                request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-            }
-            let request = request
-                .body(Full::new(Bytes::from(json_body.clone().unwrap_or_default())))
-                .map_err(|e| Error::api(path_and_query, e))?;
+            let request = request.body(Full::new(body.clone())).map_err(|e| Error::api(path_and_query, e))?;
             let sender = match self.sender.as_mut() {
                 Some(s) if !s.is_closed() => s,
                 _ => self.connect().await?,
@@ -230,6 +247,7 @@ impl ApiClient {
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok());
+            let headers = response.headers().clone();
             let body = tokio::time::timeout(
                 Duration::from_millis(REQUEST_TIMEOUT_MS),
                 Limited::new(response.into_body(), RESPONSE_BYTES_MAX).collect(),
@@ -238,7 +256,7 @@ impl ApiClient {
             .map_err(|_| Error::api(path_and_query, "answer timed out"))?
             .map_err(|e| Error::api(path_and_query, e))?
             .to_bytes();
-            return Ok(ApiAnswer { status, retry_after_s, body });
+            return Ok(ApiAnswer { status, retry_after_s, headers, body });
         }
     }
 
@@ -264,7 +282,7 @@ impl ApiClient {
         }
     }
 
-    /// Logs in with email and password (waiting out `429` answers, at most
+    /// Logs in with email and password (waiting out `429` and `503` answers, at most
     /// [`LOGIN_RETRIES_MAX`] times) and keeps the access token for later calls.
     pub async fn login(&mut self, email: &str, password: &str) -> Result<()> {
         self.credentials = Some((email.to_owned(), password.to_owned()));
@@ -286,7 +304,7 @@ impl ApiClient {
                     self.token = Some(token.access_token);
                     return Ok(());
                 }
-                StatusCode::TOO_MANY_REQUESTS => {
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                     let wait = answer.retry_after_s.unwrap_or(1).clamp(1, RETRY_AFTER_S_MAX);
                     tokio::time::sleep(Duration::from_secs(wait)).await;
                 }
@@ -367,7 +385,13 @@ impl ApiClient {
     }
 }
 
-fn status_text(answer: &ApiAnswer) -> String {
+/// A header value from text (a typed error for bytes HTTP does not allow).
+pub fn header_value(text: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(text).map_err(|e| Error::Config(format!("header value {text:?}: {e}")))
+}
+
+/// The status and the start of the body, for error messages.
+pub fn status_text(answer: &ApiAnswer) -> String {
     let body = String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)]).into_owned();
     format!("{} {}", answer.status, body)
 }

@@ -10,13 +10,16 @@
 //!
 //! # Layout
 //!
-//! - [`modes`] — the five runs: `ingest`, `durability`, `connections`, `query`, `mixed`.
+//! - [`modes`] — the six runs: `ingest`, `durability`, `connections`, `query`, `mixed`, `shop`.
 //! - [`target`] — the server of a run: `--spawn`ed child or a running one; devices from a
 //!   tokens file or registered through the API.
 //! - [`spawn`] — the `bluewave serve` child: readiness from its stdout, SIGKILL, restart on the
 //!   same data dir and ports, SIGTERM-then-SIGKILL stop, always in `Drop`.
 //! - [`ingest`] — the fleet driver over the SDK (pacing, acks, warm-up, drain).
 //! - [`analysts`] — concurrent analysts over HTTPS running a weighted query mix.
+//! - [`shop`] — people in browsers: sign-ins with and without MFA, then signed-in sessions
+//!   browsing the shop, the account and the dashboard, and checking out; [`browser`] is their
+//!   cookie-keeping client.
 //! - [`https`] — a small hyper/rustls client of the API, trusting the server by pin or CA.
 //! - [`ledger`] — acknowledged reading ranges and the lost / duplicated / altered check.
 //! - [`mix`] — the query kinds and their weights; [`rng`] — the seeded generator.
@@ -50,6 +53,7 @@
 //! ```
 
 pub mod analysts;
+pub mod browser;
 pub mod chart;
 pub mod debt;
 mod error;
@@ -65,6 +69,7 @@ pub mod procstat;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod shop;
 pub mod spawn;
 pub mod target;
 pub mod timeline;

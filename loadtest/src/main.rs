@@ -12,6 +12,7 @@ use bluewave_loadtest::ingest::{
 use bluewave_loadtest::mix::{QUERY_MIX_DEFAULT, QueryMix};
 use bluewave_loadtest::modes::{self, KILLS_DEFAULT, RunInfo};
 use bluewave_loadtest::report::Report;
+use bluewave_loadtest::shop::{SHOP_MIX_DEFAULT, ShopConfig, ShopMix};
 use bluewave_loadtest::target::TargetOptions;
 use bluewave_loadtest::{Error, chart};
 
@@ -50,6 +51,9 @@ enum Command {
     Query(QueryCmd),
     /// Ingest alone, then ingest + analysts: what queries cost ingest.
     Mixed(MixedCmd),
+    /// People in browsers: sign-ins with and without MFA per second, then signed-in sessions
+    /// browsing the shop, account and dashboard and checking out (after seeding data).
+    Shop(ShopCmd),
 }
 
 /// Where the report goes.
@@ -275,6 +279,43 @@ struct MixedCmd {
     output: Output,
 }
 
+#[derive(clap::Args, Debug)]
+struct ShopCmd {
+    #[command(flatten)]
+    target: TargetOptions,
+    #[command(flatten)]
+    seed: Seed,
+    /// Signed-in browsers of the sessions phase.
+    #[arg(long, default_value_t = 200)]
+    sessions: usize,
+    /// Mean think time between a session's answer and its next request, ms (0 = none).
+    #[arg(long, default_value_t = 500)]
+    think_ms: u64,
+    /// Closed-loop workers of the sign-in phases.
+    #[arg(long, default_value_t = 8)]
+    login_workers: usize,
+    /// Seconds of each sign-in phase.
+    #[arg(long, default_value_t = 10)]
+    login_s: u64,
+    /// Accounts with TOTP for the MFA sign-in phase (0 skips it).
+    #[arg(long, default_value_t = 300)]
+    mfa_users: usize,
+    /// Weighted mix of the sessions phase.
+    #[arg(long, default_value = SHOP_MIX_DEFAULT)]
+    shop_mix: String,
+    /// Measured seconds of the sessions phase.
+    #[arg(long, default_value_t = 20)]
+    duration_s: u64,
+    /// Warm-up seconds of the sessions phase.
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    /// Seed of the choices and think times.
+    #[arg(long, default_value_t = 1)]
+    shop_seed: u64,
+    #[command(flatten)]
+    output: Output,
+}
+
 /// Raises the soft open-files limit to the hard one: every SDK endpoint is a socket, and a
 /// spawned server inherits the limit.
 fn raise_nofile_limit() -> Option<u64> {
@@ -367,6 +408,20 @@ async fn run(command: Command, info: RunInfo) -> Result<(&'static str, Report, O
             let report = modes::mixed(&cmd.target, cmd.seed.config(), fleet, analysts, &info).await?;
             ("mixed", report, cmd.output)
         }
+        Command::Shop(cmd) => {
+            let config = ShopConfig {
+                sessions: cmd.sessions,
+                think_ms: cmd.think_ms,
+                login_workers: cmd.login_workers,
+                login_duration: Duration::from_secs(cmd.login_s),
+                mfa_users: cmd.mfa_users,
+                duration: Duration::from_secs(cmd.duration_s),
+                warmup: Duration::from_secs(cmd.warmup_s),
+                mix: ShopMix::parse(&cmd.shop_mix)?,
+                seed: cmd.shop_seed,
+            };
+            ("shop", modes::shop(&cmd.target, cmd.seed.config(), config, &info).await?, cmd.output)
+        }
     })
 }
 
@@ -380,6 +435,7 @@ fn main() -> ExitCode {
         Command::Connections(c) => c.output.commit.clone(),
         Command::Query(c) => c.output.commit.clone(),
         Command::Mixed(c) => c.output.commit.clone(),
+        Command::Shop(c) => c.output.commit.clone(),
     }
     .or_else(git_commit);
     let info = RunInfo { command: std::env::args().collect::<Vec<_>>().join(" "), commit };

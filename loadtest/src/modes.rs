@@ -1,4 +1,4 @@
-//! The five runs (`ingest`, `durability`, `connections`, `query`, `mixed`): each prepares its
+//! The six runs (`ingest`, `durability`, `connections`, `query`, `mixed`, `shop`): each prepares its
 //! server ([`crate::target`]), drives it, and returns its [`Report`].
 
 use std::sync::Arc;
@@ -287,7 +287,10 @@ pub async fn connections(
 
 /// Seeds a spawned server with `seed_config` (open throttle) so analysts have data; returns the
 /// data they may ask about and the run (to continue the series).
-async fn seed(prepared: &Prepared, seed_config: &IngestConfig) -> Result<(Arc<QueryData>, IngestRun)> {
+pub(crate) async fn seed(
+    prepared: &Prepared,
+    seed_config: &IngestConfig,
+) -> Result<(Arc<QueryData>, IngestRun)> {
     let live = Arc::new(LiveCounters::default());
     let progress = ingest_progress("seeding", seed_config, &live);
     let run = run_ingest(seed_config, &prepared.ingest, Arc::clone(&live)).await;
@@ -412,5 +415,46 @@ pub async fn mixed(
     for (kind, n) in query_run.errors {
         *report.errors.entry(kind).or_default() += n;
     }
+    Ok(report)
+}
+
+/// `shop`: seeds the spawned server's shop with the demo catalogue and its buoys with data,
+/// then runs [`crate::shop::run_shop`] (sign-ins with and without MFA, then signed-in sessions).
+pub async fn shop(
+    options: &TargetOptions,
+    seed_config: IngestConfig,
+    shop_config: crate::shop::ShopConfig,
+    info: &RunInfo,
+) -> Result<Report> {
+    shop_config.validate()?;
+    let mut seed_config = seed_config;
+    if !options.spawn && seed_config.first_batch_seq == 1 {
+        seed_config.first_batch_seq = fresh_batch_seq();
+    }
+    let mut prepared = crate::target::prepare_with(options, seed_config.buoys, true).await?;
+    let api = prepared
+        .api
+        .clone()
+        .ok_or_else(|| Error::Config("the shop run needs --spawn or --operator-email (an admin)".into()))?;
+    let (data, _) = seed(&prepared, &seed_config).await?;
+    let mut monitor = prepared.ingest.server_pid.map(ProcessMonitor::new);
+    if let Some(m) = monitor.as_mut() {
+        let _ = m.sample();
+    }
+    let run = crate::shop::run_shop(&shop_config, &api, data).await?;
+    let server = monitor.as_mut().and_then(|m| {
+        m.sample().ok().map(|s| ServerFigures {
+            cpu_percent: m.cpu_percent_since_start(&s),
+            peak_rss_bytes: s.peak_rss_bytes,
+            ..ServerFigures::default()
+        })
+    });
+    stop_spawned(&mut prepared.spawned).await?;
+    let mut report = base_report("shop", info);
+    report.measured_s = shop_config.duration.as_secs_f64();
+    report.queries = run.figures;
+    report.errors = run.errors;
+    report.server = server;
+    report.shop = Some(run.shop);
     Ok(report)
 }

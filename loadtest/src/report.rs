@@ -53,6 +53,9 @@ pub struct Report {
     /// Peaks and end values of `compaction_debt`.
     #[serde(default)]
     pub compaction_debt_figures: Option<DebtFigures>,
+    /// `shop` runs: sessions, think time, setup and MFA figures.
+    #[serde(default)]
+    pub shop: Option<crate::shop::ShopFigures>,
 }
 
 /// The kill -9 run's outcome.

@@ -21,8 +21,9 @@ use crate::error::{Error, Result};
 pub const READY_TIMEOUT_MS_DEFAULT: u64 = 120_000;
 /// How long `stop` waits after SIGTERM before SIGKILL, ms (the server flushes on the way out).
 pub const STOP_TIMEOUT_MS_DEFAULT: u64 = 60_000;
-/// How long `bluewave devices add` may take, ms (one catalog commit per buoy: 10,000 buoys
-/// take over two minutes with a debug build on a loaded 2-core machine).
+/// How long `bluewave devices add` (or another offline command before the start) may take, ms
+/// (one catalog commit per buoy: 10,000 buoys take over two minutes with a debug build on a
+/// loaded 2-core machine).
 pub const DEVICES_ADD_TIMEOUT_MS: u64 = 900_000;
 /// Most lines of the child's log quoted in an error.
 const LOG_TAIL_LINES: usize = 20;
@@ -119,16 +120,31 @@ pub fn add_devices(
     prefix: &str,
     tokens_file: &Path,
 ) -> Result<()> {
-    let mut child = Command::new(binary)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["devices", "add", "--count", &count.to_string(), "--prefix", prefix, "--device-tokens"])
-        .arg(tokens_file)
+    let count = count.to_string();
+    let args = ["devices", "add", "--count", &count, "--prefix", prefix, "--device-tokens"];
+    run_offline(binary, data_dir, &args, Some(tokens_file), "devices add")
+}
+
+/// Loads the shop's demo catalogue and plan offers with `bluewave shop seed-demo` (the server
+/// must not be running on that data dir).
+pub fn seed_shop_demo(binary: &Path, data_dir: &Path) -> Result<()> {
+    run_offline(binary, data_dir, &["shop", "seed-demo"], None, "shop seed-demo")
+}
+
+/// Runs `bluewave --data-dir <dir> <args> [<last>]` to completion, within
+/// [`DEVICES_ADD_TIMEOUT_MS`]; its stderr in the error when it fails.
+fn run_offline(binary: &Path, data_dir: &Path, args: &[&str], last: Option<&Path>, what: &str) -> Result<()> {
+    let mut command = Command::new(binary);
+    command.arg("--data-dir").arg(data_dir).args(args);
+    if let Some(last) = last {
+        command.arg(last);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Spawn(format!("cannot run {} devices add: {e}", binary.display())))?;
+        .map_err(|e| Error::Spawn(format!("cannot run {} {what}: {e}", binary.display())))?;
     let deadline = Instant::now() + Duration::from_millis(DEVICES_ADD_TIMEOUT_MS);
     loop {
         match child.try_wait() {
@@ -138,17 +154,15 @@ pub fn add_devices(
                 if let Some(mut err) = child.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut err, &mut text);
                 }
-                return Err(Error::Spawn(format!("devices add exited with {status}: {}", text.trim())));
+                return Err(Error::Spawn(format!("{what} exited with {status}: {}", text.trim())));
             }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Spawn(format!(
-                    "devices add took longer than {DEVICES_ADD_TIMEOUT_MS} ms"
-                )));
+                return Err(Error::Spawn(format!("{what} took longer than {DEVICES_ADD_TIMEOUT_MS} ms")));
             }
-            Err(e) => return Err(Error::Spawn(format!("devices add: {e}"))),
+            Err(e) => return Err(Error::Spawn(format!("{what}: {e}"))),
         }
     }
 }

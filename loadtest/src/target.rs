@@ -15,7 +15,7 @@ use bluewave_wire::{Trust, parse_pin};
 use crate::error::{Error, Result};
 use crate::https::{ApiClient, ApiTarget};
 use crate::ingest::{Device, IngestTarget};
-use crate::spawn::{SPAWN_ADMIN_EMAIL, ServerProcess, SpawnConfig, add_devices};
+use crate::spawn::{SPAWN_ADMIN_EMAIL, ServerProcess, SpawnConfig, add_devices, seed_shop_demo};
 
 /// Largest tokens file read, bytes.
 pub const TOKENS_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
@@ -218,8 +218,14 @@ fn pin_bytes(hex: &str) -> Result<[u8; 32]> {
 
 /// Starts (or finds) the server and gets `buoys` devices.
 pub async fn prepare(options: &TargetOptions, buoys: usize) -> Result<Prepared> {
+    prepare_with(options, buoys, false).await
+}
+
+/// [`prepare`], and for a spawned server `bluewave shop seed-demo` before it starts when
+/// `shop_demo` (a running server's shop must hold the demo catalogue already).
+pub async fn prepare_with(options: &TargetOptions, buoys: usize, shop_demo: bool) -> Result<Prepared> {
     if options.spawn {
-        return prepare_spawned(options, buoys).await;
+        return prepare_spawned(options, buoys, shop_demo).await;
     }
     let (trust, api_target) = match (&options.pin, &options.ca) {
         (Some(pin), None) => {
@@ -260,7 +266,7 @@ pub async fn prepare(options: &TargetOptions, buoys: usize) -> Result<Prepared> 
     })
 }
 
-async fn prepare_spawned(options: &TargetOptions, buoys: usize) -> Result<Prepared> {
+async fn prepare_spawned(options: &TargetOptions, buoys: usize, shop_demo: bool) -> Result<Prepared> {
     let binary = bluewave_binary(options.bluewave_bin.as_deref());
     let (data_dir, temp_dir) = match &options.spawn_data_dir {
         Some(dir) => {
@@ -287,6 +293,12 @@ async fn prepare_spawned(options: &TargetOptions, buoys: usize) -> Result<Prepar
             .await
             .map_err(|e| Error::Internal(format!("devices add task: {e}")))??;
         config.device_tokens = Some(tokens_path.clone());
+    }
+    if shop_demo {
+        let (binary, dir) = (binary.clone(), data_dir.clone());
+        tokio::task::spawn_blocking(move || seed_shop_demo(&binary, &dir))
+            .await
+            .map_err(|e| Error::Internal(format!("shop seed task: {e}")))??;
     }
     let password = config.admin_password.clone();
     let server = tokio::task::spawn_blocking(move || ServerProcess::start(config))

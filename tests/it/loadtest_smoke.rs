@@ -1,7 +1,8 @@
 //! Proves the load generator end to end against a real `bluewave serve` child (spawned on a
 //! temporary data dir and loopback ports): an ingest run stores what it reports and writes a
 //! report that parses back; a durability run with SIGKILLs finds every acked reading stored
-//! exactly once through the HTTPS API. Small fleets, a few seconds each; every wait is bounded
+//! exactly once through the HTTPS API; a shop run signs browsers in (with and without MFA)
+//! and runs every session operation without a failure. Small fleets, a few seconds each; every wait is bounded
 //! and the child is killed in `Drop`, so a failure cannot hang the suite.
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use bluewave_loadtest::ingest::IngestConfig;
 use bluewave_loadtest::modes::{self, RunInfo};
 use bluewave_loadtest::report::Report;
+use bluewave_loadtest::shop::{SHOP_MIX_DEFAULT, ShopConfig, ShopMix};
 use bluewave_loadtest::target::TargetOptions;
 
 /// Upper bound of one smoke run (debug build, shared 2-core machine).
@@ -80,6 +82,50 @@ fn durability_run_with_kills_loses_and_doubles_nothing() {
     assert!(check.stored_rows >= check.acked);
     assert_eq!(durability.kills, 3);
     assert_eq!(durability.kill_at_ms.len(), 2);
+    let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn shop_run_signs_in_with_and_without_mfa_and_every_session_operation_succeeds() {
+    let seed = IngestConfig {
+        buoys: 2,
+        batch_readings: 100,
+        rate_per_s: 4_000.0,
+        duration: Duration::from_secs(1),
+        warmup: Duration::ZERO,
+        ..IngestConfig::default()
+    };
+    let config = ShopConfig {
+        sessions: 3,
+        think_ms: 20,
+        login_workers: 2,
+        login_duration: Duration::from_secs(1),
+        mfa_users: 4,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(200),
+        mix: ShopMix::parse(SHOP_MIX_DEFAULT).unwrap(),
+        seed: 3,
+    };
+    let report = block_on(modes::shop(&options(), seed, config, &info())).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let names: Vec<&str> = report.queries.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["login", "login_mfa", "catalogue", "product", "account", "dashboard", "checkout", "all_pages"]
+    );
+    for figures in &report.queries {
+        assert_eq!(figures.failed, 0, "{figures:?}");
+        assert_eq!(figures.latency.count, figures.completed, "{figures:?}");
+    }
+    let by_name = |name: &str| report.queries.iter().find(|q| q.name == name).unwrap();
+    assert!(by_name("login").completed >= 1);
+    assert!(by_name("login_mfa").completed >= 1);
+    let page_views: u64 =
+        ["catalogue", "product", "account", "dashboard"].iter().map(|n| by_name(n).completed).sum();
+    assert_eq!(by_name("all_pages").completed, page_views);
+    let shop = report.shop.clone().unwrap();
+    assert_eq!((shop.sessions, shop.mfa_users, shop.login_workers), (3, 4, 2));
     let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
     assert_eq!(back, report);
 }
