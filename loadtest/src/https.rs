@@ -282,6 +282,11 @@ impl ApiClient {
         }
     }
 
+    /// The access token of the last login, if any.
+    pub fn access_token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// Logs in with email and password (waiting out `429` and `503` answers, at most
     /// [`LOGIN_RETRIES_MAX`] times) and keeps the access token for later calls.
     pub async fn login(&mut self, email: &str, password: &str) -> Result<()> {

@@ -10,7 +10,9 @@
 //!
 //! # Layout
 //!
-//! - [`modes`] — the six runs: `ingest`, `durability`, `connections`, `query`, `mixed`, `shop`.
+//! - [`modes`] — the seven runs: `ingest`, `durability`, `connections`, `query`, `mixed`,
+//!   `shop`, `line-protocol`.
+//! - [`lines`] — InfluxDB-style writers posting line-protocol bodies over keep-alive HTTPS.
 //! - [`target`] — the server of a run: `--spawn`ed child or a running one; devices from a
 //!   tokens file or registered through the API.
 //! - [`spawn`] — the `bluewave serve` child: readiness from its stdout, SIGKILL, restart on the
@@ -61,6 +63,7 @@ pub mod https;
 pub mod ingest;
 pub mod latency;
 pub mod ledger;
+pub mod lines;
 pub mod machine;
 pub mod mix;
 pub mod modes;

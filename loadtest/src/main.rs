@@ -9,6 +9,7 @@ use bluewave_loadtest::analysts::QueryConfig;
 use bluewave_loadtest::ingest::{
     CLIENTS_PER_ENDPOINT_DEFAULT, DRAIN_TIMEOUT_MS_DEFAULT, IngestConfig, WINDOW_DEFAULT,
 };
+use bluewave_loadtest::lines::LineConfig;
 use bluewave_loadtest::mix::{QUERY_MIX_DEFAULT, QueryMix};
 use bluewave_loadtest::modes::{self, KILLS_DEFAULT, RunInfo};
 use bluewave_loadtest::report::Report;
@@ -54,6 +55,9 @@ enum Command {
     /// People in browsers: sign-ins with and without MFA per second, then signed-in sessions
     /// browsing the shop, account and dashboard and checking out (after seeding data).
     Shop(ShopCmd),
+    /// InfluxDB-style writers: S keep-alive HTTPS connections posting line-protocol bodies of
+    /// the fleet workload to `POST /api/v2/write`; readings/s, answer latency, server CPU/RSS.
+    LineProtocol(LineProtocolCmd),
 }
 
 /// Where the report goes.
@@ -316,6 +320,38 @@ struct ShopCmd {
     output: Output,
 }
 
+#[derive(clap::Args, Debug)]
+struct LineProtocolCmd {
+    #[command(flatten)]
+    target: TargetOptions,
+    /// Buoys written (registered like the fleet's); split evenly over the senders.
+    #[arg(long, default_value_t = 1_000)]
+    buoys: usize,
+    /// Metrics per line (fields; 1-8 marine sensors).
+    #[arg(long, default_value_t = 8)]
+    metrics: usize,
+    /// Sample interval of the generated data, ms of data time.
+    #[arg(long, default_value_t = 1_000)]
+    sample_interval_ms: u64,
+    /// Keep-alive connections posting bodies.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Lines per body.
+    #[arg(long, default_value_t = 10_000)]
+    lines_per_body: usize,
+    /// Readings (fields) per second over all senders; 0 = open throttle.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Warm-up seconds.
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    #[command(flatten)]
+    output: Output,
+}
+
 /// Raises the soft open-files limit to the hard one: every SDK endpoint is a socket, and a
 /// spawned server inherits the limit.
 fn raise_nofile_limit() -> Option<u64> {
@@ -422,6 +458,23 @@ async fn run(command: Command, info: RunInfo) -> Result<(&'static str, Report, O
             };
             ("shop", modes::shop(&cmd.target, cmd.seed.config(), config, &info).await?, cmd.output)
         }
+        Command::LineProtocol(cmd) => {
+            let fleet = IngestConfig {
+                buoys: cmd.buoys,
+                metrics: cmd.metrics,
+                sample_interval_ms: cmd.sample_interval_ms,
+                ..IngestConfig::default()
+            };
+            let config = LineConfig {
+                senders: cmd.senders,
+                lines_per_body: cmd.lines_per_body,
+                rate_per_s: cmd.rate,
+                duration: Duration::from_secs(cmd.duration_s),
+                warmup: Duration::from_secs(cmd.warmup_s),
+            };
+            let report = modes::line_protocol(&cmd.target, fleet, config, &info).await?;
+            ("line-protocol", report, cmd.output)
+        }
     })
 }
 
@@ -436,6 +489,7 @@ fn main() -> ExitCode {
         Command::Query(c) => c.output.commit.clone(),
         Command::Mixed(c) => c.output.commit.clone(),
         Command::Shop(c) => c.output.commit.clone(),
+        Command::LineProtocol(c) => c.output.commit.clone(),
     }
     .or_else(git_commit);
     let info = RunInfo { command: std::env::args().collect::<Vec<_>>().join(" "), commit };

@@ -1,4 +1,5 @@
-//! The six runs (`ingest`, `durability`, `connections`, `query`, `mixed`, `shop`): each prepares its
+//! The seven runs (`ingest`, `durability`, `connections`, `query`, `mixed`, `shop`,
+//! `line-protocol`): each prepares its
 //! server ([`crate::target`]), drives it, and returns its [`Report`].
 
 use std::sync::Arc;
@@ -456,5 +457,73 @@ pub async fn shop(
     report.errors = run.errors;
     report.server = server;
     report.shop = Some(run.shop);
+    Ok(report)
+}
+
+/// `line-protocol`: InfluxDB-style writers post line-protocol bodies of the fleet workload to
+/// `POST /api/v2/write` (see [`crate::lines`]); with `--spawn`, disk bytes per reading after a
+/// clean stop, and the compaction debt over the run from `/metrics`.
+pub async fn line_protocol(
+    options: &TargetOptions,
+    fleet: IngestConfig,
+    config: crate::lines::LineConfig,
+    info: &RunInfo,
+) -> Result<Report> {
+    config.validate()?;
+    let mut prepared = prepare(options, fleet.buoys).await?;
+    let api = prepared
+        .api
+        .clone()
+        .ok_or_else(|| Error::Config("line protocol needs --spawn or --operator-email".into()))?;
+    let workload = fleet.workload()?;
+    let buoy_ids: Vec<String> = prepared.ingest.devices.iter().map(|d| d.buoy_id.clone()).collect();
+    let acked = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(
+        "line-protocol",
+        config.warmup + config.duration,
+        vec![Shown { label: "readings", counter: Arc::clone(&acked) }],
+        errors,
+    );
+    let (stop_debt, debt_stopped) = tokio::sync::oneshot::channel();
+    let debt_task = tokio::spawn(debt::sample(api.target.clone(), debt_stopped));
+    let mut monitor = prepared.ingest.server_pid.map(ProcessMonitor::new);
+    let started = Instant::now();
+    let measure_start = started + config.warmup;
+    let run = crate::lines::run_lines(&config, &api, workload, buoy_ids, acked);
+    let sampler = async {
+        if let Some(m) = monitor.as_mut() {
+            tokio::time::sleep_until(measure_start.into()).await;
+            let _ = m.sample();
+        }
+    };
+    let (run, ()) = tokio::join!(run, sampler);
+    let server = monitor.as_mut().and_then(|m| {
+        m.sample().ok().map(|s| ServerFigures {
+            cpu_percent: m.cpu_percent_since_start(&s),
+            peak_rss_bytes: s.peak_rss_bytes,
+            ..ServerFigures::default()
+        })
+    });
+    progress.finish().await;
+    let _ = stop_debt.send(());
+    let debt_samples = debt_task.await.unwrap_or_default();
+    let run = run?;
+    let disk_bytes = stop_spawned(&mut prepared.spawned).await?;
+    let mut report = base_report("line-protocol", info);
+    report.measured_s = config.duration.as_secs_f64();
+    let debt_points = debt::since(started, debt_samples);
+    report.compaction_debt_figures = DebtFigures::of(&debt_points);
+    report.compaction_debt = debt_points;
+    report.timeline = run.timeline;
+    report.errors = run.errors;
+    report.server = server;
+    report.client_cpu_percent = run.client_cpu_percent;
+    let mut figures = run.figures;
+    if let Some(bytes) = disk_bytes {
+        figures.disk_bytes = Some(bytes);
+        figures = figures.with_rates(config.duration.as_secs_f64());
+    }
+    report.ingest = Some(figures);
     Ok(report)
 }

@@ -2,13 +2,15 @@
 //! temporary data dir and loopback ports): an ingest run stores what it reports and writes a
 //! report that parses back; a durability run with SIGKILLs finds every acked reading stored
 //! exactly once through the HTTPS API; a shop run signs browsers in (with and without MFA)
-//! and runs every session operation without a failure. Small fleets, a few seconds each; every wait is bounded
+//! and runs every session operation without a failure; a line-protocol run's bodies are acked
+//! whole and stored. Small fleets, a few seconds each; every wait is bounded
 //! and the child is killed in `Drop`, so a failure cannot hang the suite.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bluewave_loadtest::ingest::IngestConfig;
+use bluewave_loadtest::lines::LineConfig;
 use bluewave_loadtest::modes::{self, RunInfo};
 use bluewave_loadtest::report::Report;
 use bluewave_loadtest::shop::{SHOP_MIX_DEFAULT, ShopConfig, ShopMix};
@@ -126,6 +128,29 @@ fn shop_run_signs_in_with_and_without_mfa_and_every_session_operation_succeeds()
     assert_eq!(by_name("all_pages").completed, page_views);
     let shop = report.shop.clone().unwrap();
     assert_eq!((shop.sessions, shop.mfa_users, shop.login_workers), (3, 4, 2));
+    let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn line_protocol_run_posts_whole_bodies_that_are_acked_and_stored() {
+    let fleet = IngestConfig { buoys: 4, metrics: 3, ..IngestConfig::default() };
+    let config = LineConfig {
+        senders: 2,
+        lines_per_body: 500,
+        rate_per_s: 30_000.0,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(300),
+    };
+    let report = block_on(modes::line_protocol(&options(), fleet, config, &info())).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let ingest = report.ingest.clone().unwrap();
+    assert_eq!((ingest.buoys, ingest.batch_readings, ingest.rejected), (4, 1_500, 0));
+    assert!(ingest.batches_acked >= 1, "{ingest:?}");
+    assert_eq!(ingest.readings_acked, ingest.batches_acked * 1_500);
+    assert_eq!(ingest.ack_latency.count, ingest.batches_acked);
+    assert!(ingest.disk_bytes.unwrap() > 0 && ingest.disk_bytes_per_reading.unwrap() > 0.0);
+    assert!(report.server.clone().unwrap().peak_rss_bytes > 0);
     let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
     assert_eq!(back, report);
 }
