@@ -71,7 +71,8 @@ pub enum ShopOp {
     Account,
     /// `GET /dashboard` for one buoy, 8 metrics, a day.
     Dashboard,
-    /// `POST /cart/add` then `POST /checkout` (an order awaiting payment).
+    /// `POST /cart/add` then `POST /checkout` (an order awaiting payment), then the order is
+    /// cancelled (not timed).
     Checkout,
 }
 
@@ -594,8 +595,7 @@ pub async fn run_shop(config: &ShopConfig, api: &ApiAccess, data: Arc<QueryData>
     let mut tasks = Vec::with_capacity(browsers.len());
     for (n, mut browser) in browsers.into_iter().enumerate() {
         let mix = config.mix.clone();
-        let (data, dashboard_path, requests) =
-            (Arc::clone(&data), dashboard_path.clone(), Arc::clone(&requests));
+        let (dashboard_path, requests) = (dashboard_path.clone(), Arc::clone(&requests));
         let mut rng = SeededRng::new(config.seed ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let think_ms = config.think_ms;
         tasks.push(tokio::spawn(async move {
@@ -608,11 +608,10 @@ pub async fn run_shop(config: &ShopConfig, api: &ApiAccess, data: Arc<QueryData>
             while Instant::now() < deadline {
                 let op = mix.pick(&mut rng);
                 let started = Instant::now();
-                let outcome = session_op(&mut browser, op, &data, &dashboard_path, &mut rng).await;
-                let finished = Instant::now();
+                let outcome = session_op(&mut browser, op, &dashboard_path, &mut rng).await;
                 let tally = tallies.entry(op).or_default();
                 match outcome {
-                    Ok(sent) => {
+                    Ok((sent, finished)) => {
                         if started >= measure_start && finished <= deadline {
                             requests.fetch_add(sent, Ordering::Relaxed);
                             tally.completed += 1;
@@ -675,23 +674,21 @@ fn dashboard_path(data: &QueryData) -> String {
     path
 }
 
-/// One operation; the requests it sent.
+/// One operation: the requests of its timed part and when that part ended. A checkout's
+/// timed part is the cart line and the order; the order is then cancelled (untimed), which
+/// releases its stock and keeps the account under the shop's limit of unpaid orders.
 async fn session_op(
     browser: &mut Browser,
     op: ShopOp,
-    data: &QueryData,
     dashboard_path: &str,
     rng: &mut SeededRng,
-) -> Result<u64> {
+) -> Result<(u64, Instant)> {
     let product = DEMO_PRODUCTS[rng.below(DEMO_PRODUCTS.len() as u64) as usize % DEMO_PRODUCTS.len()];
-    match op {
-        ShopOp::Catalogue => browser.page("/shop").await.map(|_| 1),
-        ShopOp::Product => browser.page(&format!("/shop/products/{product}")).await.map(|_| 1),
-        ShopOp::Account => browser.page("/account").await.map(|_| 1),
-        ShopOp::Dashboard => {
-            let _ = data;
-            browser.page(dashboard_path).await.map(|_| 1)
-        }
+    let path = match op {
+        ShopOp::Catalogue => "/shop".to_owned(),
+        ShopOp::Product => format!("/shop/products/{product}"),
+        ShopOp::Account => "/account".to_owned(),
+        ShopOp::Dashboard => dashboard_path.to_owned(),
         ShopOp::Checkout => {
             browser
                 .post_redirect("/cart/add", &[("product", product), ("quantity", "1"), ("next", "/cart")])
@@ -709,12 +706,16 @@ async fn session_op(
                     ],
                 )
                 .await?;
+            let finished = Instant::now();
             if !order.starts_with("/orders/") {
                 return Err(Error::api("/checkout", format!("redirected to {order}")));
             }
-            Ok(2)
+            browser.post_redirect(&format!("{order}/cancel"), &[]).await?;
+            return Ok((2, finished));
         }
-    }
+    };
+    browser.page(&path).await?;
+    Ok((1, Instant::now()))
 }
 
 #[cfg(test)]
