@@ -18,11 +18,21 @@
 //! | `payments` | provider payment id | [`Payment`](super::Payment) |
 //! | `payment_events` | provider event id | [`PaymentEventRecord`](super::PaymentEventRecord) |
 //! | `plan_offers` | offer id | [`PlanOffer`](super::PlanOffer) |
-//! | `subscriptions` | user id | reserved for subscription purchase (created empty; not used yet) |
+//! | `subscriptions` | subscription id | [`Subscription`](super::Subscription) |
+//! | `user_subscriptions` | user id | the id of the account's latest subscription (UTF-8) |
+//! | `subscription_charges` | charge id (`sc_…`) | [`SubscriptionCharge`](super::SubscriptionCharge) |
+//! | `subscription_due` | `<unix s, 20 digits>/<subscription id>` | empty (the ticker's queue: when a subscription next needs a look) |
+//!
+//! **Format versions.** 1: orders only (`subscriptions` existed, empty and unused, keyed by
+//! user id). 2: subscriptions (the tables above). A version-1 file is migrated in place at
+//! open, in one transaction: its `subscriptions` table must be empty (it never held data; a
+//! non-empty one is refused as corrupt), the new tables are created and the version becomes 2.
+//! Plan offers of version 1 lack `auth_plan_id` and read as not for sale until linked. A file
+//! of a newer version is refused ([`ShopError::FormatVersion`]).
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -45,11 +55,16 @@ pub(crate) const PAYMENTS: BytesTable = TableDefinition::new("payments");
 pub(crate) const PAYMENT_EVENTS: BytesTable = TableDefinition::new("payment_events");
 pub(crate) const PLAN_OFFERS: BytesTable = TableDefinition::new("plan_offers");
 pub(crate) const SUBSCRIPTIONS: BytesTable = TableDefinition::new("subscriptions");
+pub(crate) const USER_SUBSCRIPTIONS: BytesTable = TableDefinition::new("user_subscriptions");
+pub(crate) const SUBSCRIPTION_CHARGES: BytesTable = TableDefinition::new("subscription_charges");
+pub(crate) const SUBSCRIPTION_DUE: BytesTable = TableDefinition::new("subscription_due");
 
 /// File name of the shop store in the data dir.
 pub const SHOP_FILE_NAME: &str = "shop.redb";
 /// Version of this layout.
-pub const SHOP_FORMAT_VERSION: u64 = 1;
+pub const SHOP_FORMAT_VERSION: u64 = 2;
+/// The version before subscriptions, migrated at open.
+const FORMAT_VERSION_ORDERS_ONLY: u64 = 1;
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_NEXT_INVOICE: &str = "next_invoice_number";
 const WEBHOOK_SECRET: &str = "webhook_secret";
@@ -77,6 +92,15 @@ pub(crate) fn open(data_dir: &Path) -> ShopResult<(Database, Vec<u8>)> {
                 meta.insert(META_NEXT_INVOICE, 1)?;
             }
             Some(SHOP_FORMAT_VERSION) => {}
+            Some(FORMAT_VERSION_ORDERS_ONLY) => {
+                if !txn.open_table(SUBSCRIPTIONS)?.is_empty()? {
+                    return Err(ShopError::Corrupt {
+                        table: "subscriptions",
+                        reason: "format 1 never wrote this table, yet it holds records".into(),
+                    });
+                }
+                meta.insert(META_FORMAT_VERSION, SHOP_FORMAT_VERSION)?;
+            }
             Some(found) => {
                 return Err(ShopError::FormatVersion { found, supported: SHOP_FORMAT_VERSION });
             }
@@ -92,6 +116,9 @@ pub(crate) fn open(data_dir: &Path) -> ShopResult<(Database, Vec<u8>)> {
             PAYMENT_EVENTS,
             PLAN_OFFERS,
             SUBSCRIPTIONS,
+            USER_SUBSCRIPTIONS,
+            SUBSCRIPTION_CHARGES,
+            SUBSCRIPTION_DUE,
         ] {
             txn.open_table(def)?;
         }
