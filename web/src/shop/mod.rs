@@ -150,7 +150,8 @@ impl ShopService {
         if config.tax_bps > 10_000 || !(0..=AMOUNT_MINOR_MAX).contains(&config.shipping_per_unit_minor) {
             return Err(ShopError::invalid("config", "tax_bps <= 10000, shipping within the amount range"));
         }
-        let (db, webhook_secret) = store::open(data_dir)?;
+        let now_s = i64::try_from(config.clock.now_s()).unwrap_or(i64::MAX);
+        let (db, webhook_secret) = store::open(data_dir, now_s)?;
         let inner = Arc::new(Inner { db, config, auth, webhook_secret, provider });
         // Subscriptions decide their subscribers' plans from now on (see `subscriptions`).
         let weak: std::sync::Weak<dyn PlanSource> = Arc::downgrade(&inner) as std::sync::Weak<Inner>;

@@ -31,6 +31,12 @@ pub const LINE_QUANTITY_MAX: u32 = 50;
 /// Most orders waiting for payment per account: stock is reserved at checkout, so an account
 /// cannot hold more than this many reservations at once.
 pub const PENDING_ORDERS_PER_USER_MAX: usize = 10;
+/// Seconds an order waits for its payment before the shop ticker cancels it and releases its
+/// stock (24 h). A payment that succeeds after that is recorded `paid_but_order_not_payable`
+/// for an operator to refund.
+pub const ORDER_PAYMENT_TTL_S: i64 = 24 * 3_600;
+/// Most unpaid orders one ticker run cancels (the rest wait for the next run).
+pub const ORDER_EXPIRY_BATCH_MAX: usize = 500;
 /// Most orders one listing shows (newest first).
 pub const ORDERS_PAGE_MAX: usize = 100;
 /// Address field limits, bytes: name, street lines, city, postal code (country is 2 letters).

@@ -21,12 +21,15 @@
 //! | `subscriptions` | subscription id | [`Subscription`](super::Subscription) |
 //! | `user_subscriptions` | user id | the id of the account's latest subscription (UTF-8) |
 //! | `subscription_charges` | charge id (`sc_…`) | [`SubscriptionCharge`](super::SubscriptionCharge) |
+//! | `order_due` | `<unix s, 20 digits>/<order id>` | empty (when an unpaid order expires; dropped by the ticker once looked at) |
 //! | `subscription_due` | `<unix s, 20 digits>/<subscription id>` | empty (the ticker's queue: when a subscription next needs a look) |
 //!
 //! **Format versions.** 1: orders only (`subscriptions` existed, empty and unused, keyed by
-//! user id). 2: subscriptions (the tables above). A version-1 file is migrated in place at
+//! user id). 2: subscriptions and unpaid-order expiry (the tables above). A version-1 file is migrated in place at
 //! open, in one transaction: its `subscriptions` table must be empty (it never held data; a
-//! non-empty one is refused as corrupt), the new tables are created and the version becomes 2.
+//! non-empty one is refused as corrupt), the new tables are created, every order waiting for
+//! payment gets its expiry ([`ORDER_PAYMENT_TTL_S`](super::ORDER_PAYMENT_TTL_S) from the
+//! migration) and the version becomes 2.
 //! Plan offers of version 1 lack `auth_plan_id` and read as not for sale until linked. A file
 //! of a newer version is refused ([`ShopError::FormatVersion`]).
 
@@ -58,6 +61,12 @@ pub(crate) const SUBSCRIPTIONS: BytesTable = TableDefinition::new("subscriptions
 pub(crate) const USER_SUBSCRIPTIONS: BytesTable = TableDefinition::new("user_subscriptions");
 pub(crate) const SUBSCRIPTION_CHARGES: BytesTable = TableDefinition::new("subscription_charges");
 pub(crate) const SUBSCRIPTION_DUE: BytesTable = TableDefinition::new("subscription_due");
+pub(crate) const ORDER_DUE: BytesTable = TableDefinition::new("order_due");
+
+/// The `order_due` key of order `id` expiring at `at_s`.
+pub(crate) fn order_due_key(at_s: i64, id: &str) -> String {
+    format!("{:020}/{id}", at_s.max(0))
+}
 
 /// File name of the shop store in the data dir.
 pub const SHOP_FILE_NAME: &str = "shop.redb";
@@ -72,7 +81,7 @@ const WEBHOOK_SECRET: &str = "webhook_secret";
 pub const WEBHOOK_SECRET_BYTES: usize = 32;
 
 /// Opens (creating on first run) `<data_dir>/shop.redb`; the database and the webhook secret.
-pub(crate) fn open(data_dir: &Path) -> ShopResult<(Database, Vec<u8>)> {
+pub(crate) fn open(data_dir: &Path, now_s: i64) -> ShopResult<(Database, Vec<u8>)> {
     std::fs::create_dir_all(data_dir).map_err(ShopError::Io)?;
     let path = data_dir.join(SHOP_FILE_NAME);
     let db = Database::create(&path)?;
@@ -99,6 +108,15 @@ pub(crate) fn open(data_dir: &Path) -> ShopResult<(Database, Vec<u8>)> {
                         reason: "format 1 never wrote this table, yet it holds records".into(),
                     });
                 }
+                let mut due = txn.open_table(ORDER_DUE)?;
+                for item in txn.open_table(ORDERS)?.iter()? {
+                    let (key, value) = item?;
+                    let order: super::Order = decode("orders", value.value())?;
+                    if order.state == super::OrderState::PendingPayment {
+                        let at = now_s.saturating_add(super::ORDER_PAYMENT_TTL_S);
+                        due.insert(order_due_key(at, key.value()).as_str(), [].as_slice())?;
+                    }
+                }
                 meta.insert(META_FORMAT_VERSION, SHOP_FORMAT_VERSION)?;
             }
             Some(found) => {
@@ -119,6 +137,7 @@ pub(crate) fn open(data_dir: &Path) -> ShopResult<(Database, Vec<u8>)> {
             USER_SUBSCRIPTIONS,
             SUBSCRIPTION_CHARGES,
             SUBSCRIPTION_DUE,
+            ORDER_DUE,
         ] {
             txn.open_table(def)?;
         }

@@ -918,8 +918,9 @@ impl ShopService {
         Ok(report)
     }
 
-    /// Runs [`ShopService::run_subscription_tick`] every [`SUBSCRIPTION_TICK_S`] on the
-    /// blocking pool until the returned handle is aborted (or the runtime ends); a failed run
+    /// The shop ticker: runs [`ShopService::run_subscription_tick`] and
+    /// [`ShopService::expire_unpaid_orders`] every `every` ([`SUBSCRIPTION_TICK_S`] in
+    /// `bluewave serve`) on the blocking pool until the returned handle is aborted (or the runtime ends); a failed run
     /// is logged and retried at the next tick.
     pub fn spawn_subscription_ticker(
         self: std::sync::Arc<Self>,
@@ -931,10 +932,14 @@ impl ShopService {
             loop {
                 interval.tick().await;
                 let shop = std::sync::Arc::clone(&self);
-                match tokio::task::spawn_blocking(move || shop.run_subscription_tick()).await {
+                let run = move || {
+                    shop.run_subscription_tick()?;
+                    shop.expire_unpaid_orders()
+                };
+                match tokio::task::spawn_blocking(run).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(error)) => tracing::warn!(%error, "subscription ticker run failed"),
-                    Err(error) => tracing::warn!(%error, "subscription ticker run panicked"),
+                    Ok(Err(error)) => tracing::warn!(%error, "shop ticker run failed"),
+                    Err(error) => tracing::warn!(%error, "shop ticker run panicked"),
                 }
             }
         })

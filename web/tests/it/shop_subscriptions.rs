@@ -8,13 +8,14 @@
 //! upgrade's prorated amount is exact (the worked example of `shop::billing`) and shown before
 //! paying, a downgrade waits for the period end; webhook replay and out-of-order events of a
 //! subscription payment; another customer's subscription, charge and invoice answer 404; a
-//! format-1 `shop.redb` is migrated and a newer one refused.
+//! format-1 `shop.redb` is migrated and a newer one refused. And an unpaid order expires after
+//! `ORDER_PAYMENT_TTL_S` on the shop clock, its stock released by the ticker.
 
 use std::time::Duration;
 
 use bluewave_web::shop_api::{
-    BillingInterval, SHOP_FILE_NAME, SHOP_FORMAT_VERSION, ShopConfig, ShopError, ShopService,
-    SubscriptionState, add_months, sign_payload, utc_midnight,
+    BillingInterval, ORDER_PAYMENT_TTL_S, SHOP_FILE_NAME, SHOP_FORMAT_VERSION, ShopConfig, ShopError,
+    ShopService, SubscriptionState, add_months, sign_payload, utc_midnight,
 };
 use bluewave_web::{Method, NewUser, Role, Secret, StatusCode};
 use serde_json::{Value, json};
@@ -498,4 +499,31 @@ fn a_format_1_store_is_migrated_and_a_newer_one_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_unpaid_order_expires_after_its_limit_and_releases_its_stock() {
+    let site = Site::start().await;
+    let alice = site.caller(ALICE);
+    assert_eq!(site.shop.product("tidewell-x20").unwrap().stock, 4);
+    site.shop.cart_add(&alice, "tidewell-x20", 3).unwrap();
+    let order = site.shop.checkout(&alice, crate::shop_store::address()).unwrap();
+    assert_eq!(site.shop.product("tidewell-x20").unwrap().stock, 1);
+    // One second before the limit: still waiting (a run now cancels nothing).
+    site.clock.advance_s(u64::try_from(ORDER_PAYMENT_TTL_S - 1).unwrap());
+    assert_eq!(site.shop.expire_unpaid_orders().unwrap(), 0);
+    assert_eq!(site.order_state(&order.id), "pending_payment");
+    site.clock.advance_s(1);
+    let deadline = tokio::time::Instant::now() + TICKER_WAIT_MAX;
+    while site.order_state(&order.id) != "cancelled" {
+        assert!(tokio::time::Instant::now() < deadline, "the ticker never expired the order");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(site.shop.product("tidewell-x20").unwrap().stock, 4, "stock released");
+    // Paying it now is refused by the state machine.
+    let refused = site.shop.start_payment(&alice, &order.id).unwrap_err();
+    assert_eq!(refused.to_string(), "an order that is cancelled cannot be paid");
+    let audit =
+        std::fs::read_to_string(site.dir.path().join("audit").join(bluewave_web::AUDIT_FILE_NAME)).unwrap();
+    assert_eq!(audit.matches("\"action\":\"shop.order.expire\"").count(), 1);
 }
