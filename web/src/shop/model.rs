@@ -342,6 +342,8 @@ pub struct PlanOffer {
 
 /// Most subscriptions stored (every state, all accounts).
 pub const SUBSCRIPTIONS_MAX: u64 = 1_000_000;
+/// Most history entries kept per subscription (the first and the latest).
+pub const SUBSCRIPTION_HISTORY_MAX: usize = 200;
 /// Most charges of one subscription (first payment, upgrades, renewals; a year of monthly
 /// renewals and a few upgrades fit many times over).
 pub const CHARGES_PER_SUBSCRIPTION_MAX: usize = 1_000;
@@ -422,7 +424,12 @@ pub struct Subscription {
     pub charges: Vec<String>,
     /// Creation time, unix s.
     pub created_s: i64,
-    /// Every state change and notable step: (unix s, state, what happened).
+    /// When the first payment made it active (unix s); from then on the subscription decides
+    /// the account's plan.
+    #[serde(default)]
+    pub activated_s: Option<i64>,
+    /// State changes and notable steps: (unix s, state, what happened); the first entry and
+    /// the latest [`SUBSCRIPTION_HISTORY_MAX`]` - 1`.
     pub history: Vec<(i64, SubscriptionState, String)>,
 }
 

@@ -14,6 +14,9 @@
 //! With renewal off ([`ShopService::set_renewal`]) it ends `cancelled` at the period end;
 //! access lasts until then.
 //!
+//! A subscription has at most one open charge: starting another (an upgrade, a renewal)
+//! voids the earlier one.
+//!
 //! **Changes** ([`ShopService::change_quote`], [`ShopService::change_plan`]): a move to an
 //! offer with a higher price at the same interval is an upgrade: it applies as soon as its
 //! prorated charge is paid (rule and worked example in `billing`), keeping the period end.
@@ -37,8 +40,8 @@ use serde_json::json;
 use super::billing::{BillingInterval, Proration, add_months, format_time, proration};
 use super::model::{
     CHARGES_PER_SUBSCRIPTION_MAX, ChargeKind, ChargeStatus, PaidPeriod, RENEWAL_WINDOW_S,
-    SUBSCRIPTION_CHARGE_PREFIX, SUBSCRIPTION_PAYMENT_TTL_S, SUBSCRIPTION_TICK_BATCH_MAX, SUBSCRIPTIONS_MAX,
-    ScheduledChange, Subscription, SubscriptionCharge,
+    SUBSCRIPTION_CHARGE_PREFIX, SUBSCRIPTION_HISTORY_MAX, SUBSCRIPTION_PAYMENT_TTL_S,
+    SUBSCRIPTION_TICK_BATCH_MAX, SUBSCRIPTIONS_MAX, ScheduledChange, Subscription, SubscriptionCharge,
 };
 use super::store::{
     self, INVOICES, META, META_NEXT_INVOICE, PAYMENTS, PLAN_OFFERS, SUBSCRIPTION_CHARGES, SUBSCRIPTION_DUE,
@@ -115,6 +118,15 @@ pub fn effective_plan(subscription: &Subscription, now_s: i64) -> Option<&str> {
     }
 }
 
+/// Appends to the subscription's history, keeping the first entry and the latest
+/// [`SUBSCRIPTION_HISTORY_MAX`]` - 1` (a customer toggling renewal cannot grow the record).
+fn record(subscription: &mut Subscription, at_s: i64, state: SubscriptionState, note: &str) {
+    subscription.history.push((at_s, state, note.to_owned()));
+    if subscription.history.len() > SUBSCRIPTION_HISTORY_MAX {
+        subscription.history.remove(1);
+    }
+}
+
 /// When the ticker must next look at `subscription` (`None`: never again).
 fn due_s(subscription: &Subscription) -> Option<i64> {
     match subscription.state {
@@ -179,7 +191,7 @@ fn settle(subscription: &mut Subscription, now_s: i64) -> Vec<&'static str> {
             E::PeriodEndUnpaid => "lapsed_unpaid",
             _ => "cancelled_at_period_end",
         };
-        subscription.history.push((at_s, to, note.to_owned()));
+        record(subscription, at_s, to, note);
         notes.push(note);
     }
     notes
@@ -200,7 +212,7 @@ impl PlanSource for Inner {
             else {
                 return Ok(PlanDecision::NotDecided);
             };
-            if subscription.history.iter().all(|(_, state, _)| *state != SubscriptionState::Active) {
+            if subscription.activated_s.is_none() {
                 return Ok(PlanDecision::NotDecided);
             }
             let now_s = i64::try_from(self.config.clock.now_s()).unwrap_or(i64::MAX);
@@ -308,6 +320,7 @@ impl ShopService {
             open_charge: Some(charge_id.clone()),
             charges: vec![charge_id.clone()],
             created_s: now,
+            activated_s: None,
             history: vec![(now, SubscriptionState::Incomplete, "started".to_owned())],
         };
         let mut replaced = None;
@@ -330,7 +343,8 @@ impl ShopService {
                 }
                 if current.state == SubscriptionState::Incomplete {
                     current.state = current.state.next(SubscriptionEvent::Expire)?;
-                    current.history.push((now, current.state, "replaced_by_new_start".to_owned()));
+                    let state = current.state;
+                    record(&mut current, now, state, "replaced_by_new_start");
                     current.open_charge = None;
                     replaced = Some(current.id.clone());
                 }
@@ -707,7 +721,7 @@ impl ShopService {
             let to = current.state.next(event)?;
             let note = change(&mut current, &txn)?;
             current.state = to;
-            current.history.push((now, to, note.to_owned()));
+            record(&mut current, now, to, note);
             let mut due = txn.open_table(SUBSCRIPTION_DUE)?;
             write(&mut subscriptions, &mut due, &current, before)?;
             subscription = current;
@@ -745,6 +759,7 @@ impl ShopService {
                 ChargeKind::First => {
                     subscription.state.next(SubscriptionEvent::FirstPayment).ok().map(|to| {
                         subscription.state = to;
+                        subscription.activated_s = Some(now);
                         subscription.period_start_s = now;
                         subscription.period_end_s = add_months(now, charge.interval.months());
                         charge.period_start_s = subscription.period_start_s;
@@ -845,7 +860,8 @@ impl ShopService {
         charge.invoice_number = Some(number);
         store::put(&mut charges, &charge.id, &charge)?;
         subscription.open_charge = None;
-        subscription.history.push((now, subscription.state, outcome.to_owned()));
+        let state = subscription.state;
+        record(&mut subscription, now, state, outcome);
         let mut due = txn.open_table(SUBSCRIPTION_DUE)?;
         write(&mut subscriptions, &mut due, &subscription, before)?;
         Ok((outcome, Some(number)))
@@ -988,4 +1004,83 @@ fn write(
         due.insert(due_key(at, &subscription.id).as_str(), [].as_slice())?;
     }
     store::put(subscriptions, &subscription.id, subscription)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shop::Currency;
+
+    fn active(period_start_s: i64, period_end_s: i64) -> Subscription {
+        let eur = |minor| Money { minor, currency: Currency::Eur };
+        Subscription {
+            id: "s".into(),
+            user_id: "u".into(),
+            email: "u@example.org".into(),
+            state: SubscriptionState::Active,
+            offer_id: "coastal".into(),
+            offer_name: "Coastal".into(),
+            auth_plan_id: "plan-coastal".into(),
+            interval: BillingInterval::Monthly,
+            price: eur(4_900),
+            period_start_s,
+            period_end_s,
+            renew: true,
+            scheduled_change: None,
+            next_period: None,
+            open_charge: None,
+            charges: Vec::new(),
+            created_s: period_start_s,
+            activated_s: Some(period_start_s),
+            history: Vec::new(),
+        }
+    }
+
+    /// Access up to (not at) the period end; a paid next period carries it on and rolls over
+    /// (with its plan); past that, with renewal on and nothing paid, the subscription lapses.
+    #[test]
+    fn period_ends_roll_over_then_lapse() {
+        let mut s = active(0, 100);
+        assert_eq!(effective_plan(&s, 99), Some("plan-coastal"));
+        assert_eq!(effective_plan(&s, 100), None);
+        s.next_period = Some(PaidPeriod {
+            offer_id: "research".into(),
+            auth_plan_id: "plan-research".into(),
+            interval: BillingInterval::Monthly,
+            price: Money { minor: 19_900, currency: Currency::Eur },
+            start_s: 100,
+            end_s: 200,
+        });
+        assert_eq!(effective_plan(&s, 150), Some("plan-research"));
+        assert_eq!(settle(&mut s, 99), Vec::<&str>::new());
+        assert_eq!(settle(&mut s, 250), vec!["renewed_next_period", "lapsed_unpaid"]);
+        assert_eq!(
+            (s.state, s.offer_id.as_str(), s.period_end_s),
+            (SubscriptionState::Lapsed, "research", 200)
+        );
+        assert_eq!(s.history.last().map(|h| h.0), Some(200), "recorded at the period end, not at the run");
+        assert_eq!(due_s(&s), None);
+
+        let mut cancelled = active(0, 100);
+        cancelled.renew = false;
+        assert_eq!(settle(&mut cancelled, 100), vec!["cancelled_at_period_end"]);
+        assert_eq!(cancelled.state, SubscriptionState::Cancelled);
+    }
+
+    #[test]
+    fn history_keeps_the_first_entry_and_the_latest() {
+        let mut s = active(0, 100);
+        for i in 0..1_000 {
+            record(
+                &mut s,
+                i,
+                SubscriptionState::Active,
+                if i % 2 == 0 { "renewal_on" } else { "cancel_at_period_end" },
+            );
+        }
+        assert_eq!(s.history.len(), SUBSCRIPTION_HISTORY_MAX);
+        assert_eq!(s.history[0].0, 0);
+        assert_eq!(s.history[1].0, 1_000 - (SUBSCRIPTION_HISTORY_MAX as i64 - 1));
+        assert_eq!(s.history.last().map(|h| h.0), Some(999));
+    }
 }

@@ -14,10 +14,10 @@
 use std::time::Duration;
 
 use bluewave_web::shop_api::{
-    BillingInterval, ORDER_PAYMENT_TTL_S, SHOP_FILE_NAME, SHOP_FORMAT_VERSION, ShopConfig, ShopError,
-    ShopService, SubscriptionState, add_months, sign_payload, utc_midnight,
+    BillingInterval, DEMO_COASTAL_BUOYS, ORDER_PAYMENT_TTL_S, SHOP_FILE_NAME, SHOP_FORMAT_VERSION,
+    ShopConfig, ShopError, ShopService, SubscriptionState, add_months, sign_payload, utc_midnight,
 };
-use bluewave_web::{Method, NewUser, Role, Secret, StatusCode};
+use bluewave_web::{BuoyScope, Method, NewUser, Role, Secret, StatusCode};
 use serde_json::{Value, json};
 
 use crate::shop_site::{ADMIN, Browser, OPERATOR, PASSWORD, Page, Site};
@@ -141,9 +141,15 @@ async fn activation_grants_the_plans_buoys_and_a_lapse_ends_them() {
     // No plan: nothing to read.
     assert_eq!(visible(&site, ALICE).await, Vec::<String>::new());
 
+    // A caller verified before the purchase and kept, as a Postgres session keeps its caller
+    // from its login: its policy (`policy_grant`, the path of `query_policy`) follows too.
+    let held = site.caller(ALICE);
+    assert_eq!(site.auth.policy_grant(&held).unwrap().buoys, BuoyScope::List(Vec::new()));
     let mut alice = Browser::login(&site, ALICE).await;
     assert_eq!(alice.get("/subscription").await.first_text("main p"), "You have no data subscription yet.");
     let (id, _) = subscribe(&mut alice, "coastal", "monthly").await;
+    let coastal_scope = BuoyScope::List(DEMO_COASTAL_BUOYS.iter().map(|b| (*b).to_owned()).collect());
+    assert_eq!(site.auth.policy_grant(&held).unwrap().buoys, coastal_scope);
     // Access applies with the commit of the paying event: the first query after the
     // confirmation page already sees the plan (well within 5 s).
     let coastal = vec![COASTAL_BUOY.to_owned()];
@@ -168,6 +174,7 @@ async fn activation_grants_the_plans_buoys_and_a_lapse_ends_them() {
     assert_eq!(visible(&site, ALICE).await, coastal);
     site.clock.set_s(u64::try_from(view.subscription.period_end_s).unwrap());
     assert_eq!(visible(&site, ALICE).await, Vec::<String>::new());
+    assert_eq!(site.auth.policy_grant(&held).unwrap().buoys, BuoyScope::List(Vec::new()));
     ticker_records(&site, ALICE, &id, SubscriptionState::Lapsed).await;
     assert_eq!(state_of(&site, ALICE, &id), SubscriptionState::Lapsed);
     let page = alice.get(&format!("/subscriptions/{id}")).await;
