@@ -20,6 +20,7 @@ use bluewave_web::shop_api::{
 use bluewave_web::{BuoyScope, Method, NewUser, Role, Secret, StatusCode};
 use serde_json::{Value, json};
 
+use crate::shop_pages::assert_shop_page;
 use crate::shop_site::{ADMIN, Browser, OPERATOR, PASSWORD, Page, Site};
 
 const ALICE: &str = "alice@example.org";
@@ -146,8 +147,11 @@ async fn activation_grants_the_plans_buoys_and_a_lapse_ends_them() {
     let held = site.caller(ALICE);
     assert_eq!(site.auth.policy_grant(&held).unwrap().buoys, BuoyScope::List(Vec::new()));
     let mut alice = Browser::login(&site, ALICE).await;
-    assert_eq!(alice.get("/subscription").await.first_text("main p"), "You have no data subscription yet.");
-    let (id, _) = subscribe(&mut alice, "coastal", "monthly").await;
+    let none = alice.get("/subscription").await;
+    assert_shop_page(&none, StatusCode::OK);
+    assert_eq!(none.first_text("main p"), "You have no data subscription yet.");
+    let (id, charge) = subscribe(&mut alice, "coastal", "monthly").await;
+    assert_shop_page(&alice.get(&format!("/subscription-charges/{charge}")).await, StatusCode::OK);
     let coastal_scope = BuoyScope::List(DEMO_COASTAL_BUOYS.iter().map(|b| (*b).to_owned()).collect());
     assert_eq!(site.auth.policy_grant(&held).unwrap().buoys, coastal_scope);
     // Access applies with the commit of the paying event: the first query after the
@@ -160,6 +164,13 @@ async fn activation_grants_the_plans_buoys_and_a_lapse_ends_them() {
     assert!(dashboard.text().contains(COASTAL_BUOY) && !dashboard.text().contains(OTHER_BUOY));
 
     let page = alice.get(&format!("/subscriptions/{id}")).await;
+    // Like every shop page: the CSP, no script, parsed without errors, every control labelled.
+    assert_shop_page(&page, StatusCode::OK);
+    assert_shop_page(
+        &alice.get(&format!("/subscriptions/{id}/change?offer=research&interval=monthly")).await,
+        StatusCode::OK,
+    );
+    assert_shop_page(&alice.get("/shop/plans").await, StatusCode::OK);
     assert_eq!(page.first_text("dd.plan"), "Coastal");
     assert_eq!(page.first_text("dd.access"), "yes");
     assert_eq!(page.first_text("dd.renewal"), "renews");
