@@ -8,8 +8,8 @@
 //!
 //! A second visitor signs up, verifies the address through the link of the mail outbox,
 //! subscribes to the Coastal plan on the plans page with the success card, sees the
-//! subscription active, and watches the dashboard chart of a Coastal buoy grow as readings are
-//! ingested (through the HTTPS ingest API: this test's server has no QUIC listener).
+//! subscription active, and watches the dashboard chart of a Coastal buoy grow as the buoy SDK
+//! sends readings over QUIC to the wire server on the same engine.
 //!
 //! Skipped, with a printed reason, only when Chromium or chromedriver is missing AND
 //! `BLUEWAVE_BROWSER_TESTS` is not `1`; `.ci/run` installs both and sets it, so CI never skips.
@@ -17,6 +17,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -24,7 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
 use crate::account_flows::wait_for_mails;
-use crate::shop_site::{ADMIN, OPERATOR, PASSWORD, Site};
+use crate::shop_site::{ADMIN, PASSWORD, Site};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -247,7 +248,7 @@ async fn a_visitor_signs_up_verifies_subscribes_and_watches_the_chart_move_in_ch
     std::fs::create_dir_all(&shots).unwrap();
     let site = Site::start().await;
     let base = format!("https://localhost:{}", site.addr.port());
-    // A Coastal buoy with a first reading, a minute ago.
+    // A Coastal buoy (its readings come over QUIC below).
     let buoy =
         json!({ "id": "coastal-01", "name": "Coastal 01", "lat": 48.38, "lng": -4.49, "status": "active" });
     assert_eq!(api_post(&site, "/api/buoys", ADMIN, buoy).await, bluewave_web::StatusCode::CREATED);
@@ -255,13 +256,6 @@ async fn a_visitor_signs_up_verifies_subscribes_and_watches_the_chart_move_in_ch
         i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
             .unwrap()
     };
-    let reading = |seq: u64, ts: i64, value: f64| {
-        json!({ "buoy_id": "coastal-01", "batch_seq": seq,
-            "readings": [{ "metric": "salinity_psu", "ts": ts, "value": value }] })
-    };
-    let first = reading(0, now_ns() - 60_000_000_000, 35.1);
-    assert_eq!(api_post(&site, "/api/telemetry", OPERATOR, first).await, bluewave_web::StatusCode::OK);
-
     let profile = tempfile::tempdir().unwrap();
     let (_driver, port) = tokio::task::spawn_blocking(start_driver).await.unwrap();
     let client = browser(port, profile.path(), &site.spki_sha256).await;
@@ -315,15 +309,40 @@ async fn a_visitor_signs_up_verifies_subscribes_and_watches_the_chart_move_in_ch
     assert_eq!(client.find(Locator::Css("dd.access")).await.unwrap().text().await.unwrap(), "yes");
     screenshot(&client, &shots, "subscription").await;
 
-    // The dashboard of the plan's buoy: the chart grows as readings are acked.
+    // The dashboard of the plan's buoy: the chart grows as the buoy's readings are acked,
+    // sent over QUIC by the buoy SDK to the wire server on the same engine.
+    let tokens = Arc::new(bluewave_wire::PresharedTokens::new());
+    let device_token = "browser-test-device-token-coastal-01";
+    tokens.insert(bluewave_engine::BuoyId::new("coastal-01").unwrap(), device_token);
+    let identity = bluewave_wire::ServerIdentity::generate().unwrap();
+    let quic_config = bluewave_wire::ServerConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..bluewave_wire::ServerConfig::default()
+    };
+    let quic = bluewave_wire::start(quic_config, &identity, site.engine.clone(), tokens).await.unwrap();
+    let trust = bluewave_wire::Trust::Pinned(vec![bluewave_wire::parse_pin(&identity.pin_sha256()).unwrap()]);
+    let metrics = vec![bluewave_engine::MetricName::new("salinity_psu").unwrap()];
+    let buoy_config = bluewave_wire::ClientConfig::new(
+        quic.local_addr(),
+        "localhost",
+        trust,
+        device_token,
+        metrics.clone(),
+    );
+    let buoy = bluewave_wire::Client::connect(buoy_config).await.unwrap();
+    let reading = |ts: i64, value: f64| {
+        bluewave_engine::ReadingBatch::new(metrics.clone(), vec![ts], vec![0], vec![value]).unwrap()
+    };
+    // A first reading a minute ago, charted when the page loads.
+    buoy.send(&reading(now_ns() - 60_000_000_000, 35.1)).await.unwrap().await.unwrap();
     client.goto(&format!("{base}/dashboard?buoy=coastal-01&metric=salinity_psu&range=1h")).await.unwrap();
     arrived(&client, "/dashboard").await;
     assert_eq!(live_points(&client).await, "", "no live point before the new readings");
-    // New readings every 100 ms until the live line has three points (bounded).
+    // One reading every 100 ms until the live line has three points (bounded).
     let mut moved = false;
     for seq in 1..=NAVIGATION_POLLS {
-        let batch = reading(u64::from(seq), now_ns(), 35.1 + f64::from(seq % 10) / 10.0);
-        assert_eq!(api_post(&site, "/api/telemetry", OPERATOR, batch).await, bluewave_web::StatusCode::OK);
+        let value = 35.1 + f64::from(seq % 10) / 10.0;
+        buoy.send(&reading(now_ns(), value)).await.unwrap().await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         // A few live points make a line.
         if live_points(&client).await.split_whitespace().count() >= 3 {

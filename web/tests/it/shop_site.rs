@@ -37,6 +37,8 @@ pub(crate) struct Site {
     /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo (Chromium's
     /// `--ignore-certificate-errors-spki-list`).
     pub(crate) spki_sha256: String,
+    /// The engine behind the API (the browser suite's QUIC server ingests into it too).
+    pub(crate) engine: Engine,
     /// The shop's manual clock (subscription periods), started at the system time.
     pub(crate) clock: bluewave_web::AuthClock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -109,7 +111,7 @@ impl Site {
         let state = ApiState {
             auth: Arc::clone(&auth),
             query,
-            engine: Arc::new(engine),
+            engine: Arc::new(engine.clone()),
             line_protocol,
             on_device_revoked: None,
         };
@@ -139,7 +141,7 @@ impl Site {
         tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        Self { dir, addr, cert, auth, shop, spki_sha256, clock, stop: Some(stop), ticker }
+        Self { dir, addr, cert, auth, shop, spki_sha256, engine, clock, stop: Some(stop), ticker }
     }
 
     /// One request on a fresh TLS connection that trusts only the server's certificate.
