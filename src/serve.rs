@@ -356,7 +356,12 @@ async fn serve(engine: Engine, mut state: ApiState, parts: Parts) -> Result<(), 
             let _ = pg_stop_rx.await;
         }))
     });
+    // Records subscription period ends and expiries (access itself never waits for it).
+    let subscription_ticker = Arc::clone(&parts.shop).spawn_subscription_ticker(
+        std::time::Duration::from_secs(bluewave_web::shop_api::SUBSCRIPTION_TICK_S),
+    );
     let waited = signals.wait(parts.preshared.as_ref().map(|(tokens, _)| tokens.as_ref())).await;
+    subscription_ticker.abort();
     println!("stopping: draining HTTPS requests, then in-flight batches");
     let _ = stop_tx.send(());
     let _ = pg_stop_tx.send(());

@@ -11,7 +11,8 @@
 //!   (default) or SMTP through `lettre` (STARTTLS or TLS, rustls).
 //! - `shop`: the storefront's core in `<data-dir>/shop.redb` — products, stock, carts, the
 //!   order state machine, checkout, payments (provider trait, test mode, signed webhooks),
-//!   invoices ([`shop_api::ShopService`]).
+//!   invoices, data subscriptions (the source of their subscribers' plans)
+//!   ([`shop_api::ShopService`]).
 //! - `audit`: the append-only, hash-chained audit log in `<data-dir>/audit/` ([`AuditLog`]).
 //!
 //! - `api`: the REST endpoints joining `auth`, the query layer and the engine to the router

@@ -43,7 +43,9 @@ pub use password::{
     COMMON_PASSWORDS, PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN, PasswordParams, check_password_rules,
     is_common_password, stored_params,
 };
-pub use plan::{BuoyScope, PLAN_BUOYS_MAX, PLANS_MAX, Plan, PlanSpec, PolicyGrant, grant_for};
+pub use plan::{
+    BuoyScope, PLAN_BUOYS_MAX, PLANS_MAX, Plan, PlanDecision, PlanSource, PlanSpec, PolicyGrant, grant_for,
+};
 pub use rbac::{Permission, Role};
 pub use secret::{Secret, random_token_text};
 pub use service::{

@@ -90,6 +90,23 @@ impl PlanSpec {
     }
 }
 
+/// What another part decides about an account's plan (see [`PlanSource`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanDecision {
+    /// The source has nothing to say about this account: its assigned plan applies.
+    NotDecided,
+    /// The source decides: this plan (`Some`) or no plan at all (`None`).
+    Decided(Option<String>),
+}
+
+/// A source of accounts' plans beside the assignment in `accounts.redb`: the shop's
+/// subscriptions. [`AuthService::policy_grant`](super::AuthService::policy_grant) asks it at
+/// every policy resolution (no cache), so a plan follows the source's state at once.
+pub trait PlanSource: Send + Sync {
+    /// The plan of `user_id` now. An error fails the resolution closed (HTTP 500, no access).
+    fn plan_of(&self, user_id: &str) -> Result<PlanDecision, String>;
+}
+
 /// What a caller may read: the inputs of the query layer's access policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyGrant {

@@ -10,10 +10,14 @@ use super::{
     AuditEvent, Caller, Money, PlanOffer, Product, ProductSpec, ShopError, ShopResult, ShopService, actor,
     now_ms,
 };
+use crate::auth::{BuoyScope, PlanSpec};
 
 /// The images the demo catalogue uses: built-in assets (`asset:<name>` keys), served by the
 /// pages with content-hashed names.
 pub const DEMO_IMAGES: [&str; 3] = ["unit-compact.svg", "unit-container.svg", "unit-solar.svg"];
+
+/// The buoys of the demo's Coastal plan (one region); Research and Fleet cover every buoy.
+pub const DEMO_COASTAL_BUOYS: [&str; 3] = ["coastal-01", "coastal-02", "coastal-03"];
 
 /// A product with its stock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,8 +338,9 @@ impl ShopService {
         Ok(out)
     }
 
-    /// Loads the example catalogue (three units) and three plan offers; ids already present are
-    /// left alone. Audited as `actor` (`cli`).
+    /// Loads the example catalogue (three units) and three plan offers, each with the auth plan
+    /// whose access it sells (Coastal covers [`DEMO_COASTAL_BUOYS`]); ids already present are
+    /// left alone (an offer without an auth plan gets one). Audited as `actor` (`cli`).
     pub fn seed_demo(&self, actor: &str) -> ShopResult<SeedReport> {
         let c = self.inner.config.currency;
         let money = |minor| Money::new(minor, c);
@@ -394,6 +399,7 @@ impl ShopService {
                 Err(e) => return Err(e),
             }
         }
+        // (id, name, description, monthly, annual, buoys in words, buoy scope, history days, quota)
         let offers = [
             (
                 "coastal",
@@ -402,6 +408,7 @@ impl ShopService {
                 4_900,
                 49_000,
                 "buoys of one region",
+                BuoyScope::List(DEMO_COASTAL_BUOYS.iter().map(|b| (*b).to_owned()).collect()),
                 Some(30),
                 Some(1_000),
             ),
@@ -412,6 +419,7 @@ impl ShopService {
                 19_900,
                 199_000,
                 "every buoy",
+                BuoyScope::All,
                 Some(365),
                 Some(20_000),
             ),
@@ -422,32 +430,51 @@ impl ShopService {
                 49_900,
                 499_000,
                 "every buoy",
+                BuoyScope::All,
                 None,
                 None,
             ),
         ];
-        let txn = self.inner.db.begin_write()?;
+        for (id, name, description, monthly, annual, buoys, scope, history_days, daily_query_quota) in offers
         {
-            let mut table = txn.open_table(PLAN_OFFERS)?;
-            for (id, name, description, monthly, annual, buoys, history_days, daily_query_quota) in offers {
-                if table.get(id)?.is_some() {
-                    continue;
-                }
-                let offer = PlanOffer {
-                    id: id.into(),
-                    name: name.into(),
-                    description: description.into(),
-                    monthly: money(monthly)?,
-                    annual: money(annual)?,
-                    buoys: buoys.into(),
-                    history_days,
-                    daily_query_quota,
-                };
-                store::put(&mut table, id, &offer)?;
-                report.plans += 1;
+            let existing = {
+                let txn = self.inner.db.begin_read()?;
+                store::get::<PlanOffer>(&txn.open_table(PLAN_OFFERS)?, "plan_offers", id)?
+            };
+            if existing.as_ref().is_some_and(|o| o.auth_plan_id.is_some()) {
+                continue;
             }
+            // The access the offer sells: an auth plan (also made for an offer of a format-1
+            // file that has none yet).
+            let spec = PlanSpec {
+                name: name.into(),
+                buoys: scope,
+                history_days,
+                daily_query_quota,
+                row_limit: None,
+            };
+            let plan = self.inner.auth.create_plan_as(actor, spec)?;
+            let offer = match existing {
+                Some(offer) => PlanOffer { auth_plan_id: Some(plan.id), ..offer },
+                None => {
+                    report.plans += 1;
+                    PlanOffer {
+                        id: id.into(),
+                        name: name.into(),
+                        description: description.into(),
+                        monthly: money(monthly)?,
+                        annual: money(annual)?,
+                        buoys: buoys.into(),
+                        history_days,
+                        daily_query_quota,
+                        auth_plan_id: Some(plan.id),
+                    }
+                }
+            };
+            let txn = self.inner.db.begin_write()?;
+            store::put(&mut txn.open_table(PLAN_OFFERS)?, id, &offer)?;
+            txn.commit()?;
         }
-        txn.commit()?;
         self.audit(
             AuditEvent::new(actor, "shop.seed_demo", "-", "ok")
                 .with_details(json!({ "products": report.products, "plans": report.plans })),

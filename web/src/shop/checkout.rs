@@ -8,8 +8,10 @@
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::json;
 
-use super::model::{CART_LINES_MAX, LINE_QUANTITY_MAX, PENDING_ORDERS_PER_USER_MAX, STOCK_MAX};
-use super::store::{self, CARTS, ORDER_LINES, ORDERS, PRODUCTS, STOCK, USER_ORDERS};
+use super::model::{
+    CART_LINES_MAX, LINE_QUANTITY_MAX, ORDER_PAYMENT_TTL_S, PENDING_ORDERS_PER_USER_MAX, STOCK_MAX,
+};
+use super::store::{self, CARTS, ORDER_DUE, ORDER_LINES, ORDERS, PRODUCTS, STOCK, USER_ORDERS};
 use super::{
     Address, AuditEvent, Caller, Cart, CartLine, Money, Order, OrderEvent, OrderLine, OrderState, Product,
     ShopError, ShopResult, ShopService, Totals, actor, now_ms, random_hex,
@@ -228,6 +230,10 @@ impl ShopService {
             }
             store::put(&mut orders, &order_id, &order)?;
             store::put(&mut index, &format!("{}/{now:020}/{order_id}", caller.user_id()), &())?;
+            // Unpaid after ORDER_PAYMENT_TTL_S (shop clock): the ticker cancels it.
+            let expires_s = self.now_s().saturating_add(ORDER_PAYMENT_TTL_S);
+            txn.open_table(ORDER_DUE)?
+                .insert(store::order_due_key(expires_s, &order_id).as_str(), [].as_slice())?;
             carts.remove(caller.user_id())?;
         }
         txn.commit()?;

@@ -5,6 +5,7 @@ use crate::auth::AuthError;
 use crate::http::ApiError;
 
 use super::state::IllegalTransition;
+use super::subs_state::IllegalSubscriptionTransition;
 
 /// Result of shop operations.
 pub type ShopResult<T> = std::result::Result<T, ShopError>;
@@ -55,6 +56,9 @@ pub enum ShopError {
     /// The order's state does not allow this step (409).
     #[error(transparent)]
     Transition(#[from] IllegalTransition),
+    /// The subscription's state does not allow this step (409).
+    #[error(transparent)]
+    SubscriptionTransition(#[from] IllegalSubscriptionTransition),
     /// A named limit was reached (409).
     #[error("limit reached: at most {max} {what}")]
     LimitReached {
@@ -137,6 +141,7 @@ impl From<ShopError> for ApiError {
             ShopError::NotFound { .. } => Self::NotFound(error.to_string()),
             ShopError::OutOfStock { .. }
             | ShopError::Transition(_)
+            | ShopError::SubscriptionTransition(_)
             | ShopError::LimitReached { .. }
             | ShopError::EmptyCart => Self::Conflict(error.to_string()),
             ShopError::Forbidden(_) => Self::Forbidden(error.to_string()),

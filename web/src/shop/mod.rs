@@ -10,6 +10,11 @@
 //! - `orders`: order history, cancel, ship, refund, invoices;
 //! - `payments`: the [`PaymentProvider`] trait, the built-in [`TestModeProvider`], and the
 //!   Stripe-style signed webhook that alone marks orders paid;
+//! - `billing`: billing intervals, calendar periods, the proration rule (worked example);
+//! - `subs_state`: the subscription state machine ([`SubscriptionState::next`]);
+//! - `subscriptions`: purchase, plan changes, renewal or cancellation at period end, the
+//!   ticker, and the [`PlanSource`](crate::auth::PlanSource) that makes an active
+//!   subscription the account's plan;
 //! - `error`: [`ShopError`] and its HTTP mapping.
 //!
 //! Blocking: every method does redb I/O (commits fsync) and audit appends: call from a
@@ -18,6 +23,7 @@
 //! Roles: any signed-in account may buy; `admin` and `operator` manage the catalogue and
 //! orders ([`ShopService::require_staff`]). Every state change is audited.
 
+mod billing;
 mod catalog;
 mod checkout;
 mod error;
@@ -27,6 +33,8 @@ mod orders;
 mod payments;
 mod state;
 mod store;
+mod subs_state;
+mod subscriptions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +42,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::Database;
 
-pub use catalog::{DEMO_IMAGES, ImageKind, ProductFilter, ProductView, SeedReport, sniff_image};
+pub use billing::{BillingInterval, Proration, add_months, format_time, prorate, proration, utc_midnight};
+pub use catalog::{
+    DEMO_COASTAL_BUOYS, DEMO_IMAGES, ImageKind, ProductFilter, ProductView, SeedReport, sniff_image,
+};
 pub use checkout::{CartItem, CartView};
 pub use error::{ShopError, ShopResult, SignatureRefusal};
 pub use model::*;
@@ -47,9 +58,11 @@ pub use payments::{
 };
 pub use state::{IllegalTransition, OrderEvent, OrderState};
 pub use store::{SHOP_FILE_NAME, SHOP_FORMAT_VERSION, WEBHOOK_SECRET_BYTES};
+pub use subs_state::{IllegalSubscriptionTransition, SubscriptionEvent, SubscriptionState};
+pub use subscriptions::{ChangeOutcome, ChangeQuote, SubscriptionView, TickReport, effective_plan};
 
 use crate::audit::AuditEvent;
-use crate::auth::{AuthService, Caller, Role};
+use crate::auth::{AuthClock, AuthService, Caller, PlanSource, Role};
 
 /// Settings of the shop.
 #[derive(Debug, Clone)]
@@ -60,11 +73,19 @@ pub struct ShopConfig {
     pub tax_bps: u32,
     /// Shipping per unit, minor units (default 150.00: freight of a palletised unit).
     pub shipping_per_unit_minor: i64,
+    /// The clock of subscription periods, renewals and expiries (system clock; tests use a
+    /// manual one and move it).
+    pub clock: AuthClock,
 }
 
 impl Default for ShopConfig {
     fn default() -> Self {
-        Self { currency: Currency::Eur, tax_bps: 2_000, shipping_per_unit_minor: 15_000 }
+        Self {
+            currency: Currency::Eur,
+            tax_bps: 2_000,
+            shipping_per_unit_minor: 15_000,
+            clock: AuthClock::system(),
+        }
     }
 }
 
@@ -129,8 +150,13 @@ impl ShopService {
         if config.tax_bps > 10_000 || !(0..=AMOUNT_MINOR_MAX).contains(&config.shipping_per_unit_minor) {
             return Err(ShopError::invalid("config", "tax_bps <= 10000, shipping within the amount range"));
         }
-        let (db, webhook_secret) = store::open(data_dir)?;
-        Ok(Self { inner: Arc::new(Inner { db, config, auth, webhook_secret, provider }) })
+        let now_s = i64::try_from(config.clock.now_s()).unwrap_or(i64::MAX);
+        let (db, webhook_secret) = store::open(data_dir, now_s)?;
+        let inner = Arc::new(Inner { db, config, auth, webhook_secret, provider });
+        // Subscriptions decide their subscribers' plans from now on (see `subscriptions`).
+        let weak: std::sync::Weak<dyn PlanSource> = Arc::downgrade(&inner) as std::sync::Weak<Inner>;
+        inner.auth.set_plan_source(weak)?;
+        Ok(Self { inner })
     }
 
     /// The settings in force.

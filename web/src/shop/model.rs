@@ -2,9 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::billing::{BillingInterval, Proration};
 use super::error::{ShopError, ShopResult};
 use super::money::Money;
 use super::state::OrderState;
+use super::subs_state::SubscriptionState;
 
 /// Longest product id (`[a-z0-9-]`), bytes.
 pub const PRODUCT_ID_BYTES_MAX: usize = 64;
@@ -29,6 +31,12 @@ pub const LINE_QUANTITY_MAX: u32 = 50;
 /// Most orders waiting for payment per account: stock is reserved at checkout, so an account
 /// cannot hold more than this many reservations at once.
 pub const PENDING_ORDERS_PER_USER_MAX: usize = 10;
+/// Seconds an order waits for its payment before the shop ticker cancels it and releases its
+/// stock (24 h). A payment that succeeds after that is recorded `paid_but_order_not_payable`
+/// for an operator to refund.
+pub const ORDER_PAYMENT_TTL_S: i64 = 24 * 3_600;
+/// Most unpaid orders one ticker run cancels (the rest wait for the next run).
+pub const ORDER_EXPIRY_BATCH_MAX: usize = 500;
 /// Most orders one listing shows (newest first).
 pub const ORDERS_PAGE_MAX: usize = 100;
 /// Address field limits, bytes: name, street lines, city, postal code (country is 2 letters).
@@ -325,4 +333,165 @@ pub struct PlanOffer {
     pub history_days: Option<u32>,
     /// Queries per day; `None` = unlimited.
     pub daily_query_quota: Option<u32>,
+    /// The auth plan (`accounts.redb`) whose access an active subscription gives. `None` in
+    /// offers stored before subscriptions were sold (format 1): such an offer is not for sale
+    /// until `bluewave shop seed-demo` (or an operator) links it.
+    #[serde(default)]
+    pub auth_plan_id: Option<String>,
+}
+
+/// Most subscriptions stored (every state, all accounts).
+pub const SUBSCRIPTIONS_MAX: u64 = 1_000_000;
+/// Most history entries kept per subscription (the first and the latest).
+pub const SUBSCRIPTION_HISTORY_MAX: usize = 200;
+/// Most charges of one subscription (first payment, upgrades, renewals; a year of monthly
+/// renewals and a few upgrades fit many times over).
+pub const CHARGES_PER_SUBSCRIPTION_MAX: usize = 1_000;
+/// Seconds a new subscription waits for its first payment before the ticker expires it.
+pub const SUBSCRIPTION_PAYMENT_TTL_S: i64 = 24 * 3_600;
+/// How long before the period end the renewal of the next period can be paid: 7 days.
+pub const RENEWAL_WINDOW_S: i64 = 7 * 86_400;
+/// Seconds between two runs of the subscription ticker (expiries, period ends, roll-overs).
+/// Access does not wait for it: it is computed from the subscription and the clock at every
+/// query; the ticker only records the state changes (and audits them).
+pub const SUBSCRIPTION_TICK_S: u64 = 10;
+/// Most subscriptions one ticker run changes (the rest wait for the next run).
+pub const SUBSCRIPTION_TICK_BATCH_MAX: usize = 500;
+/// Prefix of subscription charge ids (`sc_<32 hex>`), which a payment carries where an order's
+/// payment carries the order id.
+pub const SUBSCRIPTION_CHARGE_PREFIX: &str = "sc_";
+
+/// A change the customer scheduled for the period end (a downgrade or an interval switch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledChange {
+    /// The offer from the next period on.
+    pub offer_id: String,
+    /// The interval from the next period on.
+    pub interval: BillingInterval,
+}
+
+/// The next period, paid ahead (a renewal charge that succeeded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaidPeriod {
+    /// The offer of that period.
+    pub offer_id: String,
+    /// Its auth plan.
+    pub auth_plan_id: String,
+    /// Its interval.
+    pub interval: BillingInterval,
+    /// Its price (per period, before tax).
+    pub price: Money,
+    /// Start, unix s (the current period's end).
+    pub start_s: i64,
+    /// End, unix s.
+    pub end_s: i64,
+}
+
+/// A data subscription (see `subs_state` for its life, `subscriptions` for the rules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Random id (32 hex chars).
+    pub id: String,
+    /// The subscriber.
+    pub user_id: String,
+    /// The subscriber's email at the start.
+    pub email: String,
+    /// Where it is in its life.
+    pub state: SubscriptionState,
+    /// The offer of the current period.
+    pub offer_id: String,
+    /// Its display name (copied).
+    pub offer_name: String,
+    /// The auth plan whose access it gives.
+    pub auth_plan_id: String,
+    /// Billing interval of the current period.
+    pub interval: BillingInterval,
+    /// Price per period (before tax), copied from the offer when bought or changed.
+    pub price: Money,
+    /// Start of the current period, unix s (shop clock); the first payment's time until then.
+    pub period_start_s: i64,
+    /// End of the current period, unix s: access ends here unless the next period is paid.
+    pub period_end_s: i64,
+    /// `true`: renew at period end; `false`: cancel at period end (access kept until then).
+    pub renew: bool,
+    /// A downgrade or interval switch taking effect at period end.
+    pub scheduled_change: Option<ScheduledChange>,
+    /// The next period, when its renewal is paid.
+    pub next_period: Option<PaidPeriod>,
+    /// The open charge (first payment, upgrade or renewal) waiting for its payment, if any.
+    pub open_charge: Option<String>,
+    /// Every charge made for it, oldest first (at most [`CHARGES_PER_SUBSCRIPTION_MAX`]).
+    pub charges: Vec<String>,
+    /// Creation time, unix s.
+    pub created_s: i64,
+    /// When the first payment made it active (unix s); from then on the subscription decides
+    /// the account's plan.
+    #[serde(default)]
+    pub activated_s: Option<i64>,
+    /// State changes and notable steps: (unix s, state, what happened); the first entry and
+    /// the latest [`SUBSCRIPTION_HISTORY_MAX`]` - 1`.
+    pub history: Vec<(i64, SubscriptionState, String)>,
+}
+
+/// What a subscription charge pays for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeKind {
+    /// The first period.
+    First,
+    /// The rest of the current period on a bigger plan (prorated).
+    Upgrade,
+    /// The next period.
+    Renewal,
+}
+
+/// Where a charge is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeStatus {
+    /// Waiting for a verified payment event.
+    Open,
+    /// Paid; an invoice number is assigned.
+    Paid,
+    /// Replaced or no longer payable (a later payment is recorded for an operator to refund).
+    Void,
+}
+
+/// One amount a subscriber is asked to pay, with what it buys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionCharge {
+    /// `sc_<32 hex>`.
+    pub id: String,
+    /// The subscription.
+    pub subscription_id: String,
+    /// The payer.
+    pub user_id: String,
+    /// What it pays for.
+    pub kind: ChargeKind,
+    /// The offer it buys.
+    pub offer_id: String,
+    /// That offer's name (copied; the invoice line).
+    pub offer_name: String,
+    /// Its auth plan.
+    pub auth_plan_id: String,
+    /// The interval it buys.
+    pub interval: BillingInterval,
+    /// The offer's price per period (before tax).
+    pub price: Money,
+    /// The period it covers: start, unix s.
+    pub period_start_s: i64,
+    /// The period it covers: end, unix s.
+    pub period_end_s: i64,
+    /// The proration of an upgrade.
+    pub proration: Option<Proration>,
+    /// Money asked (subtotal, tax, total; no shipping).
+    pub totals: Totals,
+    /// The provider payment.
+    pub payment_id: Option<String>,
+    /// Where it is.
+    pub status: ChargeStatus,
+    /// Invoice number, assigned in the transaction that marks it paid.
+    pub invoice_number: Option<u64>,
+    /// Creation time, unix s.
+    pub created_s: i64,
 }

@@ -4,8 +4,8 @@
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::json;
 
-use super::model::{ORDERS_PAGE_MAX, OrderLine};
-use super::store::{self, INVOICES, ORDER_LINES, ORDERS, STOCK, USER_ORDERS};
+use super::model::{ORDER_EXPIRY_BATCH_MAX, ORDERS_PAGE_MAX, OrderLine};
+use super::store::{self, INVOICES, ORDER_DUE, ORDER_LINES, ORDERS, STOCK, USER_ORDERS};
 use super::{
     AuditEvent, Caller, Invoice, Order, OrderEvent, OrderState, Role, ShopError, ShopResult, ShopService,
     actor, now_ms,
@@ -135,6 +135,51 @@ impl ShopService {
             ),
         )?;
         Ok(order)
+    }
+
+    /// Cancels the orders still waiting for payment [`ORDER_PAYMENT_TTL_S`](super::ORDER_PAYMENT_TTL_S)
+    /// after checkout (shop clock) and puts their stock back, at most
+    /// [`ORDER_EXPIRY_BATCH_MAX`] a run, in one transaction; each is audited
+    /// (`shop.order.expire`, actor `shop`). Run by the shop ticker. How many were cancelled.
+    pub fn expire_unpaid_orders(&self) -> ShopResult<usize> {
+        let now = self.now_s();
+        let mut expired = Vec::new();
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut due = txn.open_table(ORDER_DUE)?;
+            let end = format!("{:020}/~", now.max(0));
+            let mut keys = Vec::new();
+            for item in due.range(..end.as_str())?.take(ORDER_EXPIRY_BATCH_MAX) {
+                let (key, _) = item?;
+                keys.push(key.value().to_owned());
+            }
+            let mut orders = txn.open_table(ORDERS)?;
+            let mut stock = txn.open_table(STOCK)?;
+            let lines_table = txn.open_table(ORDER_LINES)?;
+            for key in keys {
+                due.remove(key.as_str())?;
+                let Some((_, id)) = key.split_once('/') else { continue };
+                let Some(mut order) = store::get::<Order>(&orders, "orders", id)? else { continue };
+                // Paid or cancelled meanwhile: nothing to do (the entry is just dropped).
+                let Ok(to) = order.state.next(OrderEvent::Cancel) else { continue };
+                for line in read_lines(&lines_table, id)? {
+                    let units = stock.get(line.product_id.as_str())?.map_or(0, |v| v.value());
+                    stock.insert(line.product_id.as_str(), units.saturating_add(u64::from(line.quantity)))?;
+                }
+                order.state = to;
+                order.history.push((now_ms(), to));
+                store::put(&mut orders, id, &order)?;
+                expired.push((id.to_owned(), order.user_id.clone()));
+            }
+        }
+        txn.commit()?;
+        for (id, user_id) in &expired {
+            self.audit(
+                AuditEvent::new("shop", "shop.order.expire", format!("order:{id}"), "ok")
+                    .with_details(json!({ "user": user_id, "reason": "unpaid", "at_s": now })),
+            )?;
+        }
+        Ok(expired.len())
     }
 
     /// One step of the state machine on a stored order, in one transaction; stock returns on

@@ -12,6 +12,9 @@
 //! Event body: `{"id": "evt_…", "type": "payment.succeeded" | "payment.failed" |
 //! "payment.requires_action", "created": <unix s>, "data": {"payment_id", "order_id",
 //! "amount" (minor units), "currency"}}`. Other types are acknowledged and ignored.
+//! `order_id` is the provider's reference of what is paid: an order id, or a subscription
+//! charge id (`sc_…`, see `subscriptions`), whose success activates, upgrades or renews the
+//! subscription in the same transaction (with its invoice number).
 //!
 //! No card data is stored or logged: the test page reads the number, picks the outcome, and
 //! drops it; events carry none.
@@ -25,7 +28,8 @@ use super::error::SignatureRefusal;
 use super::store::{self, INVOICES, META, META_NEXT_INVOICE, ORDER_LINES, ORDERS, PAYMENT_EVENTS, PAYMENTS};
 use super::{
     AuditEvent, Caller, Currency, Invoice, Money, Order, OrderEvent, OrderState, Payment, PaymentEventRecord,
-    PaymentStatus, ShopError, ShopResult, ShopService, actor, now_ms, now_s, random_hex,
+    PaymentStatus, SUBSCRIPTION_CHARGE_PREFIX, ShopError, ShopResult, ShopService, actor, now_ms, now_s,
+    random_hex,
 };
 
 /// The signature header (HTTP header names are case-insensitive).
@@ -349,6 +353,13 @@ impl ShopService {
                         } else {
                             "ignored_after_success"
                         }
+                    } else if event.kind == "payment.succeeded"
+                        && payment.order_id.starts_with(SUBSCRIPTION_CHARGE_PREFIX)
+                    {
+                        payment.status = PaymentStatus::Succeeded;
+                        let (outcome, invoice) = self.subscription_charge_paid(&txn, &payment.order_id)?;
+                        paid_invoice = invoice;
+                        outcome
                     } else if event.kind == "payment.succeeded" {
                         payment.status = PaymentStatus::Succeeded;
                         let mut orders = txn.open_table(ORDERS)?;
@@ -416,12 +427,16 @@ impl ShopService {
             store::put(&mut events, &event.id, &record)?;
         }
         txn.commit()?;
-        let result = if outcome == "paid_but_order_not_payable" { "error" } else { "ok" };
+        let result = if outcome.starts_with("paid_but_") { "error" } else { "ok" };
         self.audit(
             AuditEvent::new(
                 "payments",
                 "shop.payment.event",
-                format!("order:{}", event.data.order_id),
+                if event.data.order_id.starts_with(SUBSCRIPTION_CHARGE_PREFIX) {
+                    format!("charge:{}", event.data.order_id)
+                } else {
+                    format!("order:{}", event.data.order_id)
+                },
                 result,
             )
             .with_details(json!({ "event": event.id, "type": event.kind, "payment": event.data.payment_id,

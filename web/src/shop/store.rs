@@ -18,11 +18,24 @@
 //! | `payments` | provider payment id | [`Payment`](super::Payment) |
 //! | `payment_events` | provider event id | [`PaymentEventRecord`](super::PaymentEventRecord) |
 //! | `plan_offers` | offer id | [`PlanOffer`](super::PlanOffer) |
-//! | `subscriptions` | user id | reserved for subscription purchase (created empty; not used yet) |
+//! | `subscriptions` | subscription id | [`Subscription`](super::Subscription) |
+//! | `user_subscriptions` | user id | the id of the account's latest subscription (UTF-8) |
+//! | `subscription_charges` | charge id (`sc_…`) | [`SubscriptionCharge`](super::SubscriptionCharge) |
+//! | `order_due` | `<unix s, 20 digits>/<order id>` | empty (when an unpaid order expires; dropped by the ticker once looked at) |
+//! | `subscription_due` | `<unix s, 20 digits>/<subscription id>` | empty (the ticker's queue: when a subscription next needs a look) |
+//!
+//! **Format versions.** 1: orders only (`subscriptions` existed, empty and unused, keyed by
+//! user id). 2: subscriptions and unpaid-order expiry (the tables above). A version-1 file is migrated in place at
+//! open, in one transaction: its `subscriptions` table must be empty (it never held data; a
+//! non-empty one is refused as corrupt), the new tables are created, every order waiting for
+//! payment gets its expiry ([`ORDER_PAYMENT_TTL_S`](super::ORDER_PAYMENT_TTL_S) from the
+//! migration) and the version becomes 2.
+//! Plan offers of version 1 lack `auth_plan_id` and read as not for sale until linked. A file
+//! of a newer version is refused ([`ShopError::FormatVersion`]).
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -45,11 +58,22 @@ pub(crate) const PAYMENTS: BytesTable = TableDefinition::new("payments");
 pub(crate) const PAYMENT_EVENTS: BytesTable = TableDefinition::new("payment_events");
 pub(crate) const PLAN_OFFERS: BytesTable = TableDefinition::new("plan_offers");
 pub(crate) const SUBSCRIPTIONS: BytesTable = TableDefinition::new("subscriptions");
+pub(crate) const USER_SUBSCRIPTIONS: BytesTable = TableDefinition::new("user_subscriptions");
+pub(crate) const SUBSCRIPTION_CHARGES: BytesTable = TableDefinition::new("subscription_charges");
+pub(crate) const SUBSCRIPTION_DUE: BytesTable = TableDefinition::new("subscription_due");
+pub(crate) const ORDER_DUE: BytesTable = TableDefinition::new("order_due");
+
+/// The `order_due` key of order `id` expiring at `at_s`.
+pub(crate) fn order_due_key(at_s: i64, id: &str) -> String {
+    format!("{:020}/{id}", at_s.max(0))
+}
 
 /// File name of the shop store in the data dir.
 pub const SHOP_FILE_NAME: &str = "shop.redb";
 /// Version of this layout.
-pub const SHOP_FORMAT_VERSION: u64 = 1;
+pub const SHOP_FORMAT_VERSION: u64 = 2;
+/// The version before subscriptions, migrated at open.
+const FORMAT_VERSION_ORDERS_ONLY: u64 = 1;
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_NEXT_INVOICE: &str = "next_invoice_number";
 const WEBHOOK_SECRET: &str = "webhook_secret";
@@ -57,7 +81,7 @@ const WEBHOOK_SECRET: &str = "webhook_secret";
 pub const WEBHOOK_SECRET_BYTES: usize = 32;
 
 /// Opens (creating on first run) `<data_dir>/shop.redb`; the database and the webhook secret.
-pub(crate) fn open(data_dir: &Path) -> ShopResult<(Database, Vec<u8>)> {
+pub(crate) fn open(data_dir: &Path, now_s: i64) -> ShopResult<(Database, Vec<u8>)> {
     std::fs::create_dir_all(data_dir).map_err(ShopError::Io)?;
     let path = data_dir.join(SHOP_FILE_NAME);
     let db = Database::create(&path)?;
@@ -77,6 +101,24 @@ pub(crate) fn open(data_dir: &Path) -> ShopResult<(Database, Vec<u8>)> {
                 meta.insert(META_NEXT_INVOICE, 1)?;
             }
             Some(SHOP_FORMAT_VERSION) => {}
+            Some(FORMAT_VERSION_ORDERS_ONLY) => {
+                if !txn.open_table(SUBSCRIPTIONS)?.is_empty()? {
+                    return Err(ShopError::Corrupt {
+                        table: "subscriptions",
+                        reason: "format 1 never wrote this table, yet it holds records".into(),
+                    });
+                }
+                let mut due = txn.open_table(ORDER_DUE)?;
+                for item in txn.open_table(ORDERS)?.iter()? {
+                    let (key, value) = item?;
+                    let order: super::Order = decode("orders", value.value())?;
+                    if order.state == super::OrderState::PendingPayment {
+                        let at = now_s.saturating_add(super::ORDER_PAYMENT_TTL_S);
+                        due.insert(order_due_key(at, key.value()).as_str(), [].as_slice())?;
+                    }
+                }
+                meta.insert(META_FORMAT_VERSION, SHOP_FORMAT_VERSION)?;
+            }
             Some(found) => {
                 return Err(ShopError::FormatVersion { found, supported: SHOP_FORMAT_VERSION });
             }
@@ -92,6 +134,10 @@ pub(crate) fn open(data_dir: &Path) -> ShopResult<(Database, Vec<u8>)> {
             PAYMENT_EVENTS,
             PLAN_OFFERS,
             SUBSCRIPTIONS,
+            USER_SUBSCRIPTIONS,
+            SUBSCRIPTION_CHARGES,
+            SUBSCRIPTION_DUE,
+            ORDER_DUE,
         ] {
             txn.open_table(def)?;
         }

@@ -60,4 +60,5 @@ mod shop_browser;
 mod shop_pages;
 mod shop_site;
 mod shop_store;
+mod shop_subscriptions;
 mod tokens;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::shop_site::{Browser, OPERATOR, Page, Site};
 
-fn assert_shop_page(page: &Page, status: StatusCode) {
+pub(crate) fn assert_shop_page(page: &Page, status: StatusCode) {
     assert_eq!(page.status, status, "{}", page.text());
     assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
     assert_eq!(page.header("content-security-policy"), SHOP_CSP);

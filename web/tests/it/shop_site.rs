@@ -37,7 +37,12 @@ pub(crate) struct Site {
     /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo (Chromium's
     /// `--ignore-certificate-errors-spki-list`).
     pub(crate) spki_sha256: String,
+    /// The engine behind the API (the browser suite's QUIC server ingests into it too).
+    pub(crate) engine: Engine,
+    /// The shop's manual clock (subscription periods), started at the system time.
+    pub(crate) clock: bluewave_web::AuthClock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    ticker: tokio::task::JoinHandle<()>,
 }
 
 pub(crate) struct Page {
@@ -93,7 +98,12 @@ impl Site {
             let new = NewUser { email: email.into(), password: Secret::new(PASSWORD), role, plan_id: None };
             auth.create_user(&admin, new).unwrap();
         }
-        let shop = Arc::new(ShopService::open(dir.path(), ShopConfig::default(), Arc::clone(&auth)).unwrap());
+        let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let clock = bluewave_web::AuthClock::manual(now_s);
+        let config = ShopConfig { clock: clock.clone(), ..ShopConfig::default() };
+        let shop = Arc::new(ShopService::open(dir.path(), config, Arc::clone(&auth)).unwrap());
+        // The subscription ticker, fast (tests move the clock and wait for its records).
+        let ticker = Arc::clone(&shop).spawn_subscription_ticker(std::time::Duration::from_millis(100));
         shop.seed_demo("test").unwrap();
         let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
         let query = Arc::new(QueryService::new(Arc::new(engine.clone()), QueryConfig::default()).unwrap());
@@ -101,7 +111,7 @@ impl Site {
         let state = ApiState {
             auth: Arc::clone(&auth),
             query,
-            engine: Arc::new(engine),
+            engine: Arc::new(engine.clone()),
             line_protocol,
             on_device_revoked: None,
         };
@@ -131,7 +141,7 @@ impl Site {
         tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        Self { dir, addr, cert, auth, shop, spki_sha256, stop: Some(stop) }
+        Self { dir, addr, cert, auth, shop, spki_sha256, engine, clock, stop: Some(stop), ticker }
     }
 
     /// One request on a fresh TLS connection that trusts only the server's certificate.
@@ -201,6 +211,7 @@ impl Drop for Site {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.ticker.abort();
     }
 }
 

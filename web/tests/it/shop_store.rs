@@ -324,6 +324,6 @@ fn the_store_has_a_format_version_and_survives_reopening() {
     drop(db);
     assert!(matches!(
         ShopService::open(&dir, ShopConfig::default(), Arc::new(s.fixture.auth.clone())),
-        Err(ShopError::FormatVersion { found: 99, supported: 1 })
+        Err(ShopError::FormatVersion { found: 99, supported: bluewave_web::shop_api::SHOP_FORMAT_VERSION })
     ));
 }

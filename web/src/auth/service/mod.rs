@@ -72,7 +72,7 @@ use super::error::{AuthError, AuthResult, DeviceRefusal, TokenRefusal};
 use super::keys::{self, KeyGrace, KeyRecord, KeySet, KeyUse, SIGNING_KEYS_MAX};
 use super::limit::{LoginLimiter, LoginLimits};
 use super::password::{self, PasswordParams, Verified};
-use super::plan::{PLANS_MAX, Plan, PlanSpec, PolicyGrant, grant_for};
+use super::plan::{PLANS_MAX, Plan, PlanDecision, PlanSource, PlanSpec, PolicyGrant, grant_for};
 use super::rbac::{Permission, Role};
 use super::secret::{Secret, random_id, random_password, random_token};
 use super::store::{
@@ -444,6 +444,10 @@ struct Inner {
     /// workers when due). At most `API_TOKEN_USES_PENDING_MAX` entries; lost at a crash
     /// (`last_used` is informational).
     api_token_uses: Mutex<api_tokens::PendingUses>,
+    /// Where plans come from beside the assignment (the shop's subscriptions): set by
+    /// [`AuthService::set_plan_source`] when the shop opens, read at every policy resolution.
+    /// A weak reference (the shop holds the auth service); a dropped source counts as none.
+    plan_source: RwLock<Option<std::sync::Weak<dyn PlanSource>>>,
 }
 
 /// The auth module. Cheap to clone (shared state); `Send + Sync`.
@@ -533,6 +537,7 @@ impl AuthService {
                 api_token_uses: Mutex::new(api_tokens::PendingUses::default()),
                 sealer: OnceLock::new(),
                 mailer,
+                plan_source: RwLock::new(None),
             }),
         };
         if report.torn_tail_bytes > 0 {

@@ -6,6 +6,22 @@ impl AuthService {
     /// Creates a plan. Needs `plans:manage`.
     pub fn create_plan(&self, caller: &Caller, spec: PlanSpec) -> AuthResult<Plan> {
         self.require(caller, Permission::PlansManage, "plans.create")?;
+        self.insert_plan(&caller.actor(), spec)
+    }
+
+    /// Creates a plan on behalf of the operator's command line (`bluewave shop seed-demo`, which
+    /// runs with the server stopped and holds the data dir): audited as `actor`.
+    pub fn create_plan_as(&self, actor: &str, spec: PlanSpec) -> AuthResult<Plan> {
+        self.insert_plan(actor, spec)
+    }
+
+    /// A plan by id (`None` when there is none).
+    pub fn plan(&self, plan_id: &str) -> AuthResult<Option<Plan>> {
+        let txn = self.inner.db.begin_read()?;
+        store::get::<Plan>(&txn.open_table(PLANS)?, "plans", plan_id)
+    }
+
+    fn insert_plan(&self, actor: &str, spec: PlanSpec) -> AuthResult<Plan> {
         let plan = Plan { id: random_id()?, spec: spec.validated()?, created_ms: now_ms() };
         let txn = self.inner.db.begin_write()?;
         {
@@ -17,7 +33,7 @@ impl AuthService {
         }
         txn.commit()?;
         self.audit(
-            AuditEvent::new(caller.actor(), "plans.create", format!("plan:{}", plan.id), "ok")
+            AuditEvent::new(actor, "plans.create", format!("plan:{}", plan.id), "ok")
                 .with_details(json!({ "name": plan.spec.name, "history_days": plan.spec.history_days,
                     "daily_query_quota": plan.spec.daily_query_quota, "row_limit": plan.spec.row_limit })),
         )?;
@@ -66,13 +82,40 @@ impl AuthService {
         )
     }
 
-    /// What the caller may read now, from their role and plan (see [`grant_for`]).
+    /// Makes `source` (the shop's subscriptions) decide accounts' plans from now on (it
+    /// replaces an earlier source). Held weakly: the source owns this service.
+    pub fn set_plan_source(&self, source: std::sync::Weak<dyn PlanSource>) -> AuthResult<()> {
+        *self.inner.plan_source.write().map_err(|_| AuthError::Poisoned)? = Some(source);
+        Ok(())
+    }
+
+    /// The plan of account `user_id` now: the plan source's decision when it makes one (a
+    /// subscription), else the account's assigned plan as stored now (not the copy in a
+    /// [`Caller`], which a long-lived session such as a Postgres connection keeps).
+    fn current_plan_id(&self, txn: &redb::ReadTransaction, user_id: &str) -> AuthResult<Option<String>> {
+        let source = self.inner.plan_source.read().map_err(|_| AuthError::Poisoned)?.clone();
+        if let Some(source) = source.and_then(|weak| weak.upgrade()) {
+            match source.plan_of(user_id).map_err(AuthError::Store)? {
+                PlanDecision::Decided(plan) => return Ok(plan),
+                PlanDecision::NotDecided => {}
+            }
+        }
+        let user: Option<UserRecord> = store::get(&txn.open_table(USERS)?, "users", user_id)?;
+        Ok(user.and_then(|u| u.plan_id))
+    }
+
+    /// What the caller may read now, from their role and plan (see [`grant_for`]). The plan is
+    /// resolved at every call ([`AuthService::set_plan_source`], then the stored assignment):
+    /// no cache, so a subscription's activation or end applies to the next query.
     pub fn policy_grant(&self, caller: &Caller) -> AuthResult<PolicyGrant> {
-        let plan = match &caller.plan_id {
-            None => None,
-            Some(id) => {
+        let plan = match caller.role {
+            Role::Admin | Role::Operator | Role::Device => None,
+            Role::Analyst | Role::Customer => {
                 let txn = self.inner.db.begin_read()?;
-                store::get::<Plan>(&txn.open_table(PLANS)?, "plans", id)?
+                match self.current_plan_id(&txn, &caller.user_id)? {
+                    None => None,
+                    Some(id) => store::get::<Plan>(&txn.open_table(PLANS)?, "plans", &id)?,
+                }
             }
         };
         let now_ns = i64::try_from(now_ms()).unwrap_or(i64::MAX).saturating_mul(1_000_000);

@@ -8,12 +8,13 @@ use serde::Deserialize;
 
 use super::assets::{self, IMMUTABLE};
 use super::frame::{Nav, frame, money, page, run};
+use super::subscription::subscribe_form;
 use crate::api::ApiState;
 use crate::auth::BrowserSession;
 use crate::http::{ApiError, Reply, Request};
 use crate::pages::browser::session;
 use crate::pages::layout::csrf_field;
-use crate::shop::{LINE_QUANTITY_MAX, Money, ProductFilter, ProductView, ShopService};
+use crate::shop::{LINE_QUANTITY_MAX, Money, ProductFilter, ProductView, ShopService, SubscriptionState};
 
 /// The URL of a product image key (`asset:<name>` for built-in assets, else an upload).
 pub(crate) fn image_url(key: &str) -> String {
@@ -158,13 +159,31 @@ pub(crate) async fn detail(shop: Arc<ShopService>, request: Request<ApiState>) -
 /// `GET /shop/plans`: the data plans with prices and terms.
 pub(crate) async fn plans(shop: Arc<ShopService>, request: Request<ApiState>) -> Result<Reply, ApiError> {
     let current = session(&request).await?;
-    let offers = match run(current.as_ref(), move || shop.plan_offers()).await? {
+    let caller = current.as_ref().map(|s| s.caller.clone());
+    let loaded = run(current.as_ref(), move || {
+        let mine = match &caller {
+            Some(caller) => shop.my_subscription(caller)?,
+            None => None,
+        };
+        Ok((shop.plan_offers()?, mine))
+    })
+    .await?;
+    let (offers, mine) = match loaded {
         Ok(o) => o,
         Err(reply) => return Ok(reply),
     };
+    // A live subscription is changed from its page, not bought again.
+    let live = mine.as_ref().filter(|v| {
+        matches!(v.subscription.state, SubscriptionState::Active | SubscriptionState::Incomplete)
+            && (v.subscription.state == SubscriptionState::Incomplete || v.access_plan_id.is_some())
+    });
     let markup = html! {
         p { "Data plans give access to the fleet's readings through the API, SQL and the dashboard. Prices include no tax." }
         @if offers.is_empty() { p { "No plans are on sale yet." } }
+        @if let Some(view) = live.filter(|v| v.subscription.state == SubscriptionState::Active) {
+            p class="notice" role="status" { "You subscribe to " (view.subscription.offer_name) ". "
+                a href={ "/subscriptions/" (view.subscription.id) } { "Change or cancel your plan" } }
+        }
         div class="plans" {
             @for offer in &offers {
                 section class="card" aria-labelledby={ "plan-" (offer.id) } {
@@ -178,6 +197,11 @@ pub(crate) async fn plans(shop: Arc<ShopService>, request: Request<ApiState>) ->
                         dt { "Queries per day" } dd { @match offer.daily_query_quota { Some(q) => { (q) }, None => "unlimited" } }
                     }
                     p { "Monthly plans renew each month, annual plans each year; cancel any time, effective at the end of the period." }
+                    @match (&current, live.filter(|v| v.subscription.state == SubscriptionState::Active)) {
+                        (Some(session), None) if offer.auth_plan_id.is_some() => { (subscribe_form(offer, &session.csrf_token)) }
+                        (None, _) => { p { a href="/login" { "Sign in to subscribe" } } }
+                        _ => {}
+                    }
                 }
             }
         }

@@ -22,6 +22,7 @@ pub(crate) enum Nav {
     Plans,
     Cart,
     Orders,
+    Subscription,
     Operator,
     None,
 }
@@ -56,6 +57,7 @@ pub(crate) fn frame(title: &str, nav: Nav, session: Option<&BrowserSession>, con
                             @if let Some(session) = session {
                                 (link(Nav::Cart, "/cart", "Cart"))
                                 (link(Nav::Orders, "/orders", "Orders"))
+                                (link(Nav::Subscription, "/subscription", "Subscription"))
                                 @if is_staff(session) { (link(Nav::Operator, "/operator/products", "Operator")) }
                                 li { a href="/account" { "Account" } }
                                 li {

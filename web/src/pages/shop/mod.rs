@@ -12,6 +12,9 @@
 //! - `orders`: `GET /orders`, `/orders/{id}`, `/orders/{id}/confirmation`, `POST
 //!   /orders/{id}/pay|cancel`, `GET /invoices/{number}`, the test provider's hosted page
 //!   `/pay/test/{id}`, and `POST /shop/webhooks/payments`;
+//! - `subscription`: `POST /subscriptions`, `GET /subscription`, `/subscriptions/{id}`,
+//!   `GET|POST /subscriptions/{id}/change`, `POST /subscriptions/{id}/renewal|renew`,
+//!   `GET /subscription-charges/{id}`, `POST /subscription-charges/{id}/pay`;
 //! - `operator`: `/operator/products…` and `/operator/orders…` (admin and operator).
 //!
 //! Handlers get the [`ShopService`] through the closure that registers them (the API state
@@ -25,6 +28,7 @@ mod catalogue;
 mod frame;
 mod operator;
 mod orders;
+mod subscription;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -90,6 +94,15 @@ pub fn routes(router: Router<ApiState>, shop: Arc<ShopService>) -> Result<Router
             RouteOptions { body_bytes_max: Some(UPLOAD_BODY_BYTES_MAX), request_timeout_ms: None },
             with(s, operator::upload_image),
         )?
+        .hidden_route(Method::POST, "/subscriptions", with(s, subscription::subscribe))?
+        .hidden_route(Method::GET, "/subscription", with(s, subscription::mine))?
+        .hidden_route(Method::GET, "/subscriptions/{id}", with(s, subscription::detail))?
+        .hidden_route(Method::GET, "/subscriptions/{id}/change", with(s, subscription::change_form))?
+        .hidden_route(Method::POST, "/subscriptions/{id}/change", with(s, subscription::change))?
+        .hidden_route(Method::POST, "/subscriptions/{id}/renewal", with(s, subscription::renewal))?
+        .hidden_route(Method::POST, "/subscriptions/{id}/renew", with(s, subscription::renew))?
+        .hidden_route(Method::GET, "/subscription-charges/{id}", with(s, subscription::charge))?
+        .hidden_route(Method::POST, "/subscription-charges/{id}/pay", with(s, subscription::pay_charge))?
         .hidden_route(Method::GET, "/operator/orders", with(s, operator::orders))?
         .hidden_route(Method::POST, "/operator/orders/{id}/{action}", with(s, operator::order_action))
 }

@@ -14,9 +14,28 @@ use crate::http::{ApiError, Reply, Request};
 use crate::pages::account::{CsrfCarrier, require_session, session_form};
 use crate::pages::layout::{button_form, csrf_field};
 use crate::shop::{
-    EVENT_BYTES_MAX, OrderDetail, OrderState, PaymentStatus, SIGNATURE_HEADER, ShopService,
-    TEST_CARD_AUTHENTICATE, TEST_CARD_DECLINE, TEST_CARD_SUCCESS, TestCard, WebhookOutcome,
+    EVENT_BYTES_MAX, OrderDetail, OrderState, PaymentStatus, SIGNATURE_HEADER, SUBSCRIPTION_CHARGE_PREFIX,
+    ShopService, TEST_CARD_AUTHENTICATE, TEST_CARD_DECLINE, TEST_CARD_SUCCESS, TestCard, WebhookOutcome,
 };
+
+/// Where a payment of `reference` returns to: an order's confirmation, or a subscription
+/// charge's (`sc_…`).
+fn paid_return(reference: &str) -> String {
+    if reference.starts_with(SUBSCRIPTION_CHARGE_PREFIX) {
+        format!("/subscription-charges/{reference}")
+    } else {
+        format!("/orders/{reference}/confirmation")
+    }
+}
+
+/// The page of what `reference` pays for.
+fn back_link(reference: &str) -> (String, &'static str) {
+    if reference.starts_with(SUBSCRIPTION_CHARGE_PREFIX) {
+        (format!("/subscription-charges/{reference}"), "Back to the subscription payment")
+    } else {
+        (format!("/orders/{reference}"), "Back to the order")
+    }
+}
 
 #[derive(Deserialize)]
 pub(crate) struct CsrfForm {
@@ -270,12 +289,20 @@ pub(crate) async fn invoice(shop: Arc<ShopService>, request: Request<ApiState>) 
             dl class="specs" {
                 dt { "Invoice number" } dd { (invoice.number) }
                 dt { "Date" } dd { (date(invoice.issued_ms)) }
-                dt { "Order" } dd { code { (invoice.order_id) } }
+                @if invoice.order_id.starts_with(SUBSCRIPTION_CHARGE_PREFIX) {
+                    dt { "Subscription charge" } dd { code { (invoice.order_id) } }
+                } @else {
+                    dt { "Order" } dd { code { (invoice.order_id) } }
+                }
                 dt { "Seller" } dd { "BlueWave Marine Systems" }
-                dt { "Bill to" } dd { (invoice.address.name) ", " (invoice.address.line1) ", "
-                    @if !invoice.address.line2.is_empty() { (invoice.address.line2) ", " }
-                    (invoice.address.postal_code) " " (invoice.address.city) ", " (invoice.address.country)
-                    br; (invoice.email) }
+                @if invoice.address.line1.is_empty() {
+                    dt { "Bill to" } dd { (invoice.email) }
+                } @else {
+                    dt { "Bill to" } dd { (invoice.address.name) ", " (invoice.address.line1) ", "
+                        @if !invoice.address.line2.is_empty() { (invoice.address.line2) ", " }
+                        (invoice.address.postal_code) " " (invoice.address.city) ", " (invoice.address.country)
+                        br; (invoice.email) }
+                }
             }
             (order_table(&detail))
             p class="no-print" { "Print this page or save it as PDF from your browser's print dialog." }
@@ -311,8 +338,9 @@ pub(crate) async fn test_page(shop: Arc<ShopService>, request: Request<ApiState>
         Err(reply) => return Ok(reply),
     };
     if payment.status == PaymentStatus::Succeeded {
-        return redirect(&format!("/orders/{}/confirmation", payment.order_id));
+        return redirect(&paid_return(&payment.order_id));
     }
+    let (back, back_label) = back_link(&payment.order_id);
     let markup = html! {
         p { strong { "Test mode." } " No real payment is made and no card data is kept." }
         p { "Amount: " strong { (money(payment.amount)) } }
@@ -323,7 +351,7 @@ pub(crate) async fn test_page(shop: Arc<ShopService>, request: Request<ApiState>
             button type="submit" { "Pay " (money(payment.amount)) }
         }
         (test_cards_help())
-        p { a href={ "/orders/" (payment.order_id) } { "Back to the order" } }
+        p { a href=(back) { (back_label) } }
     };
     Ok(page(StatusCode::OK, frame("Payment", Nav::None, Some(&current), markup)))
 }
@@ -353,11 +381,12 @@ pub(crate) async fn test_submit(
         Err(reply) => return Ok(reply),
     };
     match outcome {
-        TestCard::Success => redirect(&format!("/orders/{}/confirmation", payment.order_id)),
+        TestCard::Success => redirect(&paid_return(&payment.order_id)),
         TestCard::Decline => {
+            let (back, back_label) = back_link(&payment.order_id);
             let markup = html! {
                 (notice("Your card was declined. Nothing was charged.", "error"))
-                p { a href={ "/pay/test/" (payment.id) } { "Try another card" } " · " a href={ "/orders/" (payment.order_id) } { "Back to the order" } }
+                p { a href={ "/pay/test/" (payment.id) } { "Try another card" } " · " a href=(back) { (back_label) } }
             };
             Ok(page(
                 StatusCode::PAYMENT_REQUIRED,
@@ -407,7 +436,7 @@ pub(crate) async fn test_authenticate(
         Err(reply) => return Ok(reply),
     };
     if approve {
-        redirect(&format!("/orders/{}/confirmation", payment.order_id))
+        redirect(&paid_return(&payment.order_id))
     } else {
         redirect(&format!("/pay/test/{}", payment.id))
     }
