@@ -3,17 +3,20 @@
 //! Every readings file may carry a rollup: per `(buoy, metric, minute)` the count, sum, min,
 //! max, first and last reading of its rows. `SELECT date_bin(INTERVAL '5 minutes', ts) AS t,
 //! avg(value) FROM readings WHERE metric = 'ph' GROUP BY t` (or `time_bucket`, its alias) needs
-//! nothing else from a file whose rows no other file, buffered chunk or tombstone touches
-//! (no last-write-wins merge or delete changes them) and whose rows the query's window (its
-//! filters and the caller's policy) takes or leaves a whole minute at a time. Such an aggregate
-//! runs in two parts over the query's one snapshot:
+//! nothing else from a file whose rows no other file, buffered chunk or tombstone touches (no
+//! last-write-wins merge or delete changes them). Such an aggregate runs in three parts over the
+//! query's one snapshot:
 //!
-//! 1. those files contribute their rollup buckets (of the caller's buoys and the filters'
-//!    metrics and minutes), binned to the query's width, without decoding their readings;
+//! 1. those files contribute their rollup buckets of the caller's buoys and the filters'
+//!    metrics that lie within the window's whole minutes (the window is the filters' time range
+//!    and the caller's earliest timestamp), binned to the query's width, without decoding their
+//!    readings;
 //! 2. the rest (files that overlap another generation or the live buffer, files a tombstone
-//!    reaches, files cut mid-minute by the window, files without a rollup, and the buffer) is
-//!    scanned by the caller's own aggregate, split into count, sum, min, max (and first/last by
-//!    `ts`), with those files left out of its `readings` scan (same table, policy, snapshot).
+//!    reaches, files without a rollup, and the buffer) is scanned by the caller's own
+//!    aggregate, split into count, sum, min, max and first/last by `ts`, with those files left
+//!    out of its `readings` scan (same table, policy and snapshot);
+//! 3. the edge minutes (a window bound inside a minute) of the files of part 1 are scanned the
+//!    same way from those files alone, without the buffer, and combined.
 //!
 //! The rewrite applies only where it cannot change an answer:
 //! - one group term is `date_bin(<interval>, ts [, <origin>])` with an interval of whole
@@ -39,9 +42,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bluewave_engine::ReadFilter;
 use bluewave_engine::columns::{COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_TS, COLUMN_VALUE};
-use bluewave_engine::rollup::{ROLLUP_WIDTH_NS, RollupRows, decode_rollup};
-use bluewave_engine::{ReadFilter, SelectedFile};
+use bluewave_engine::rollup::{ROLLUP_WIDTH_NS, RollupRows, decode_rollup, minute_of};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
 };
@@ -58,8 +61,8 @@ use datafusion::execution::context::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions_aggregate::expr_fn::{count, first_value, last_value, max, min, sum};
 use datafusion::logical_expr::{
-    Aggregate, Expr, Extension, LogicalPlan, SortExpr, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
-    col, lit,
+    Aggregate, Expr, Extension, Filter, LogicalPlan, SortExpr, UserDefinedLogicalNode,
+    UserDefinedLogicalNodeCore, col, lit,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
@@ -67,7 +70,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
 use crate::stats::{exact_filter, exact_scan};
-use crate::table::{READINGS, ReadingsTable, column_name, timestamp_literal};
+use crate::table::{READINGS, ReadingsTable, TS_TZ, column_name, timestamp_literal};
 
 extensions_options! {
     /// BlueWave's own session options, under the `bluewave.` prefix.
@@ -418,13 +421,16 @@ impl Partial {
 /// An output group: bucket start, then the buoy and metric when grouped by them (else empty).
 type GroupKey = (i64, Arc<str>, Arc<str>);
 
-/// True when the query's window `filter` takes or leaves each minute of `file`'s rows whole:
-/// every bound that falls within the file's time range lies on a minute boundary.
-fn cut_at_minutes(file: &SelectedFile, filter: &ReadFilter) -> bool {
-    let meta = &file.meta;
-    let start_ok = filter.start.is_none_or(|s| s <= meta.ts_min || s.rem_euclid(ROLLUP_WIDTH_NS) == 0);
-    let end_ok = filter.end.is_none_or(|e| e > meta.ts_max || e.rem_euclid(ROLLUP_WIDTH_NS) == 0);
-    start_ok && end_ok
+/// First minute boundary at or after `t`.
+fn ceil_minute(t: i64) -> i64 {
+    let floor = minute_of(t);
+    if floor == t { t } else { floor.saturating_add(ROLLUP_WIDTH_NS) }
+}
+
+/// The whole minutes of a window `[start, end)`: `[ceil(start), floor(end))`. Rollup buckets
+/// within it are taken whole; rows of taken files outside it (the edge minutes) are scanned.
+fn whole_minutes(filter: &ReadFilter) -> (Option<i64>, Option<i64>) {
+    (filter.start.map(ceil_minute), filter.end.map(minute_of))
 }
 
 struct Run {
@@ -453,6 +459,8 @@ impl Run {
 
         let mut groups: BTreeMap<GroupKey, Partial> = BTreeMap::new();
         let mut taken: HashSet<u64> = HashSet::new();
+        // Rows of taken files in the window but outside its whole minutes: scanned.
+        let mut edges: Vec<Expr> = Vec::new();
         if let Some(read_filter) = table.read_filter(&filters)? {
             let selected = snapshot.select_files(&read_filter);
             let merge_buoys: HashSet<&str> =
@@ -460,16 +468,25 @@ impl Run {
             let mut rollups = Vec::new();
             for file in &selected {
                 let Some(rollup) = &file.meta.rollup else { continue };
-                if !file.merge_buoys.is_empty()
-                    || merge_buoys.iter().any(|b| file.meta.has_buoy(b))
-                    || !cut_at_minutes(file, &read_filter)
-                {
+                if !file.merge_buoys.is_empty() || merge_buoys.iter().any(|b| file.meta.has_buoy(b)) {
                     continue;
                 }
                 taken.insert(file.meta.id);
                 rollups.push(snapshot.rollup_path(rollup));
             }
             self.files_scanned.add(selected.len() - taken.len());
+            let whole = whole_minutes(&read_filter);
+            let ts_literal = |t: i64| lit(ScalarValue::TimestampNanosecond(Some(t), Some(TS_TZ.into())));
+            if let (Some(start), Some(inner)) = (read_filter.start, whole.0)
+                && inner > start
+            {
+                edges.push(col(COLUMN_TS).lt(ts_literal(inner)));
+            }
+            if let (Some(end), Some(inner)) = (read_filter.end, whole.1)
+                && inner < end
+            {
+                edges.push(col(COLUMN_TS).gt_eq(ts_literal(inner)));
+            }
             // Rollup files are small (a few percent of their readings): read whole, off the
             // async threads, one after the other so at most one is held at a time.
             for path in rollups {
@@ -484,24 +501,48 @@ impl Run {
                 .await
                 .map_err(|e| DataFusionError::Execution(format!("rollup reader: {e}")))??;
                 self.files.add(1);
-                self.add_rollup(&rows, &read_filter, &mut groups);
+                self.add_rollup(&rows, &read_filter, whole, &mut groups);
             }
         }
+        // The rest, through the same table without the taken files (all of them when none
+        // was), buffer included.
+        let rest = Arc::new(table.excluding(taken.clone()));
+        self.scan_into(aggregate, rest, None, &mut groups).await?;
+        // The edge minutes of the taken files: those files alone (no merge touches them), no
+        // buffer, only rows outside the window's whole minutes.
+        if !taken.is_empty()
+            && let Some(edge) = edges.into_iter().reduce(Expr::or)
+        {
+            let only = Arc::new(table.only_files(taken));
+            self.scan_into(aggregate, only, Some(edge), &mut groups).await?;
+        }
+        Ok(vec![self.output(groups)?])
+    }
 
-        // The rest, through the same table without those files.
-        let rest_table = Arc::new(table.excluding(taken));
-        let input = aggregate
+    /// Runs the caller's aggregate over `table` (in place of `readings`, rows also filtered
+    /// by `extra`) split into partials, and merges them into `groups`.
+    async fn scan_into(
+        &self,
+        aggregate: &Aggregate,
+        table: Arc<ReadingsTable>,
+        extra: Option<Expr>,
+        groups: &mut BTreeMap<GroupKey, Partial>,
+    ) -> DfResult<()> {
+        let mut input = aggregate
             .input
             .as_ref()
             .clone()
             .transform_down(|p| match p {
                 LogicalPlan::TableScan(mut scan) if scan.table_name.table() == READINGS => {
-                    scan.source = provider_as_source(rest_table.clone());
+                    scan.source = provider_as_source(table.clone());
                     Ok(Transformed::new(LogicalPlan::TableScan(scan), true, TreeNodeRecursion::Jump))
                 }
                 other => Ok(Transformed::no(other)),
             })?
             .data;
+        if let Some(predicate) = extra {
+            input = LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(input))?);
+        }
         // A `count(*)`-only aggregate may have had `value` projected away: its value partials
         // are then constants nobody reads.
         let schema = input.schema();
@@ -582,12 +623,19 @@ impl Run {
                 self.rows_scanned.add(rows as usize);
             }
         }
-        Ok(vec![self.output(groups)?])
+        Ok(())
     }
 
     /// Adds the buckets of a taken file's rollup that `filter` (the query's filters and the
-    /// caller's policy) keeps: its buoys, metrics, and minutes wholly within its window.
-    fn add_rollup(&self, rows: &RollupRows, filter: &ReadFilter, groups: &mut BTreeMap<GroupKey, Partial>) {
+    /// caller's policy) keeps: its buoys and metrics, and minutes within `whole`, the window's
+    /// whole minutes.
+    fn add_rollup(
+        &self,
+        rows: &RollupRows,
+        filter: &ReadFilter,
+        whole: (Option<i64>, Option<i64>),
+        groups: &mut BTreeMap<GroupKey, Partial>,
+    ) {
         let buoys = filter.buoy_set();
         let wanted = |names: &[Arc<str>], set: Option<&HashSet<&str>>| -> Vec<bool> {
             names.iter().map(|n| set.is_none_or(|s| s.contains(&**n))).collect()
@@ -604,9 +652,8 @@ impl Run {
             if !buoy_ok.get(b).copied().unwrap_or(false) || !metric_ok.get(m).copied().unwrap_or(false) {
                 continue;
             }
-            if filter.start.is_some_and(|s| rows.first_ts[i] < s)
-                || filter.end.is_some_and(|e| rows.last_ts[i] >= e)
-            {
+            let minute = rows.minutes[i];
+            if whole.0.is_some_and(|s| minute < s) || whole.1.is_some_and(|e| minute >= e) {
                 continue;
             }
             let key = (

@@ -2,7 +2,8 @@
 //! `rollups` setting turns it off; a model test drives random ingest, rewrites, late data,
 //! deletes, flushes, compactions and reopens and checks that every query answers the same with
 //! rollups on as with them off (counts, minimums, maximums, first and last values exactly, sums
-//! and averages to 1e-12 relative); the access policy (buoys, earliest timestamp, on a minute
+//! and averages to 1e-12 relative), with windows cut on minute boundaries and inside minutes
+//! (the edge minutes are scanned); the access policy (buoys, earliest timestamp, on a minute
 //! boundary or inside one) applies to rollups exactly as to readings.
 
 use std::sync::Arc;
@@ -189,6 +190,12 @@ fn queries() -> Vec<String> {
         ),
         "SELECT date_bin(INTERVAL '2 minutes', ts) AS t, count(*) AS n FROM readings GROUP BY t ORDER BY t"
             .into(),
+        // A window inside one minute: no whole minute, every row an edge row.
+        format!(
+            "SELECT date_bin(INTERVAL '1 minute', ts) AS t, buoy_id, metric, {full} FROM readings WHERE {} \
+             GROUP BY t, buoy_id, metric ORDER BY t, buoy_id, metric",
+            edges(T0 + 61 * MINUTE + 5 * SEC, T0 + 61 * MINUTE + 50 * SEC)
+        ),
     ]
 }
 
@@ -360,10 +367,10 @@ fn the_access_policy_applies_to_rollups_as_to_readings() {
             }
         }
     }
-    // Two files, one an hour. The earliest bound inside a minute of the first cuts it: it is
-    // scanned, the second is not; on a minute boundary both are taken from their rollups.
+    // Two files, one an hour, both taken from their rollups whether the earliest bound lies
+    // on a minute boundary or inside a minute (then that minute's rows are scanned).
     let inside = AccessPolicy::restricted(["buoy-a"], Some(T0 + 40 * MINUTE + 30 * SEC));
-    assert_eq!(files_from_rollups(&pair.on, sql, &inside), Some(1));
+    assert_eq!(files_from_rollups(&pair.on, sql, &inside), Some(2));
     let on_minute = AccessPolicy::restricted(["buoy-a"], Some(T0 + 40 * MINUTE));
     assert_eq!(files_from_rollups(&pair.on, sql, &on_minute), Some(2));
 }
