@@ -44,7 +44,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bluewave_engine::ReadFilter;
 use bluewave_engine::columns::{COLUMN_BUOY_ID, COLUMN_METRIC, COLUMN_TS, COLUMN_VALUE};
-use bluewave_engine::rollup::{ROLLUP_WIDTH_NS, RollupRows, decode_rollup, minute_of};
+use bluewave_engine::rollup::{
+    ROLLUP_BYTES_PER_BUCKET, ROLLUP_WIDTH_NS, RollupRows, decode_rollup, minute_of,
+};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
 };
@@ -58,6 +60,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SessionState;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions_aggregate::expr_fn::{count, first_value, last_value, max, min, sum};
 use datafusion::logical_expr::{
@@ -421,6 +424,32 @@ impl Partial {
 /// An output group: bucket start, then the buoy and metric when grouped by them (else empty).
 type GroupKey = (i64, Arc<str>, Arc<str>);
 
+/// Bytes one output group is counted for in the query's memory pool: its key (8 and two
+/// shared names, 16 each, plus their text when new), its partial (56) and its share of the
+/// map's nodes. Rounded up; not measured per allocation.
+const GROUP_BYTES: usize = 192;
+
+/// The output groups so far, their memory held in the query's pool (the policy's
+/// `memory_max_bytes`): too many groups end the query with a memory-limit error, as
+/// DataFusion's own aggregate would.
+struct Groups {
+    map: BTreeMap<GroupKey, Partial>,
+    memory: MemoryReservation,
+}
+
+impl Groups {
+    fn add(&mut self, key: GroupKey, part: Partial) -> DfResult<()> {
+        match self.map.get_mut(&key) {
+            Some(g) => g.merge(&part),
+            None => {
+                self.memory.try_grow(GROUP_BYTES)?;
+                self.map.insert(key, part);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// First minute boundary at or after `t`.
 fn ceil_minute(t: i64) -> i64 {
     let floor = minute_of(t);
@@ -457,7 +486,10 @@ impl Run {
             .ok_or_else(|| DataFusionError::Internal("RollupAggregate scan is not readings".into()))?;
         let snapshot = table.snapshot();
 
-        let mut groups: BTreeMap<GroupKey, Partial> = BTreeMap::new();
+        let mut groups = Groups {
+            map: BTreeMap::new(),
+            memory: MemoryConsumer::new("RollupAggregate").register(self.context.memory_pool()),
+        };
         let mut taken: HashSet<u64> = HashSet::new();
         // Rows of taken files in the window but outside its whole minutes: scanned.
         let mut edges: Vec<Expr> = Vec::new();
@@ -472,7 +504,7 @@ impl Run {
                     continue;
                 }
                 taken.insert(file.meta.id);
-                rollups.push(snapshot.rollup_path(rollup));
+                rollups.push((snapshot.rollup_path(rollup), rollup.buckets, rollup.bytes));
             }
             self.files_scanned.add(selected.len() - taken.len());
             let whole = whole_minutes(&read_filter);
@@ -489,7 +521,11 @@ impl Run {
             }
             // Rollup files are small (a few percent of their readings): read whole, off the
             // async threads, one after the other so at most one is held at a time.
-            for path in rollups {
+            for (path, buckets, bytes) in rollups {
+                // Held in the query's memory pool while decoded (checked before reading).
+                let held =
+                    (buckets as usize).saturating_mul(ROLLUP_BYTES_PER_BUCKET).saturating_add(bytes as usize);
+                groups.memory.try_grow(held)?;
                 let rows = tokio::task::spawn_blocking(move || -> DfResult<RollupRows> {
                     let bytes = std::fs::read(&path).map_err(|e| {
                         DataFusionError::Execution(format!("rollup file {}: {e}", path.display()))
@@ -501,7 +537,9 @@ impl Run {
                 .await
                 .map_err(|e| DataFusionError::Execution(format!("rollup reader: {e}")))??;
                 self.files.add(1);
-                self.add_rollup(&rows, &read_filter, whole, &mut groups);
+                self.add_rollup(&rows, &read_filter, whole, &mut groups)?;
+                drop(rows);
+                groups.memory.shrink(held);
             }
         }
         // The rest, through the same table without the taken files (all of them when none
@@ -516,7 +554,7 @@ impl Run {
             let only = Arc::new(table.only_files(taken));
             self.scan_into(aggregate, only, Some(edge), &mut groups).await?;
         }
-        Ok(vec![self.output(groups)?])
+        Ok(vec![self.output(groups.map)?])
     }
 
     /// Runs the caller's aggregate over `table` (in place of `readings`, rows also filtered
@@ -526,7 +564,7 @@ impl Run {
         aggregate: &Aggregate,
         table: Arc<ReadingsTable>,
         extra: Option<Expr>,
-        groups: &mut BTreeMap<GroupKey, Partial>,
+        groups: &mut Groups,
     ) -> DfResult<()> {
         let mut input = aggregate
             .input
@@ -544,26 +582,39 @@ impl Run {
             input = LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(input))?);
         }
         // A `count(*)`-only aggregate may have had `value` projected away: its value partials
-        // are then constants nobody reads.
+        // are then constants nobody reads; so are the first/last partials (ordered aggregates
+        // cost a scan more) when no first/last is asked for.
         let schema = input.schema();
         let has = |name: &str| schema.has_column_with_unqualified_name(name);
         let value = if has(COLUMN_VALUE) { col(COLUMN_VALUE) } else { lit(0f64) };
-        let ts = if has(COLUMN_TS) && has(COLUMN_VALUE) {
-            col(COLUMN_TS)
+        let ordered = self.node.kinds.iter().any(|k| matches!(k, Kind::First | Kind::Last));
+        let no_ts = || lit(ScalarValue::TimestampNanosecond(Some(0), None));
+        let (ts_first, first, ts_last, last) = if ordered && has(COLUMN_TS) && has(COLUMN_VALUE) {
+            let by_ts = || vec![col(COLUMN_TS).sort(true, false)];
+            (
+                min(col(COLUMN_TS)),
+                first_value(value.clone(), by_ts()),
+                max(col(COLUMN_TS)),
+                last_value(value.clone(), by_ts()),
+            )
         } else {
-            lit(ScalarValue::TimestampNanosecond(Some(0), None))
+            (min(no_ts()), min(lit(0f64)), max(no_ts()), max(lit(0f64)))
         };
-        let by_ts = || vec![ts.clone().sort(true, false)];
-        let partials = vec![
+        // Named apart: the constants above would otherwise give two columns one name.
+        let partials = [
             count(lit(1i64)),
             sum(value.clone()),
             min(value.clone()),
-            max(value.clone()),
-            min(ts.clone()),
-            first_value(value.clone(), by_ts()),
-            max(ts.clone()),
-            last_value(value, by_ts()),
-        ];
+            max(value),
+            ts_first,
+            first,
+            ts_last,
+            last,
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.alias(format!("bluewave_partial_{i}")))
+        .collect::<Vec<_>>();
         let rest = LogicalPlan::Aggregate(Aggregate::try_new(
             Arc::new(input),
             aggregate.group_expr.clone(),
@@ -614,12 +665,7 @@ impl Run {
                     first: (first_ts.value(row), firsts.value(row)),
                     last: (last_ts.value(row), lasts.value(row)),
                 };
-                match groups.get_mut(&key) {
-                    Some(g) => g.merge(&part),
-                    None => {
-                        groups.insert(key, part);
-                    }
-                }
+                groups.add(key, part)?;
                 self.rows_scanned.add(rows as usize);
             }
         }
@@ -634,8 +680,8 @@ impl Run {
         rows: &RollupRows,
         filter: &ReadFilter,
         whole: (Option<i64>, Option<i64>),
-        groups: &mut BTreeMap<GroupKey, Partial>,
-    ) {
+        groups: &mut Groups,
+    ) -> DfResult<()> {
         let buoys = filter.buoy_set();
         let wanted = |names: &[Arc<str>], set: Option<&HashSet<&str>>| -> Vec<bool> {
             names.iter().map(|n| set.is_none_or(|s| s.contains(&**n))).collect()
@@ -669,14 +715,10 @@ impl Run {
                 first: (rows.first_ts[i], rows.first_values[i]),
                 last: (rows.last_ts[i], rows.last_values[i]),
             };
-            match groups.get_mut(&key) {
-                Some(g) => g.merge(&part),
-                None => {
-                    groups.insert(key, part);
-                }
-            }
+            groups.add(key, part)?;
             self.buckets.add(1);
         }
+        Ok(())
     }
 
     /// The caller's aggregate output from the groups' combined partials.

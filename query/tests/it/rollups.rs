@@ -374,3 +374,25 @@ fn the_access_policy_applies_to_rollups_as_to_readings() {
     let on_minute = AccessPolicy::restricted(["buoy-a"], Some(T0 + 40 * MINUTE));
     assert_eq!(files_from_rollups(&pair.on, sql, &on_minute), Some(2));
 }
+
+#[test]
+fn groups_answered_from_rollups_count_against_the_query_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = open(dir.path());
+    // One reading a minute for 100 hours: 6,000 one-reading buckets, each its own group.
+    let rows: Vec<(usize, i64, f64)> = (0..6_000).map(|i| (0, T0 + i * MINUTE, 8.0)).collect();
+    ingest(&pair.engine, "buoy-a", 1, &rows);
+    pair.engine.flush().unwrap();
+    let sql = "SELECT date_bin(INTERVAL '1 minute', ts) AS t, buoy_id, metric, count(*) FROM readings \
+               GROUP BY t, buoy_id, metric";
+    let everyone = AccessPolicy::unrestricted();
+    assert!(files_from_rollups(&pair.on, sql, &everyone).is_some_and(|n| n > 0));
+    let small =
+        AccessPolicy { memory_max_bytes: bluewave_query::MEMORY_MIN_BYTES, ..AccessPolicy::unrestricted() };
+    let outcome =
+        pair.on.block_on(async { pair.on.sql(sql, &small).await?.collect_batches().await }).unwrap();
+    assert!(
+        matches!(outcome, Err(bluewave_query::Error::MemoryLimit { .. })),
+        "6,000 groups in a 1 MiB pool: {outcome:?}"
+    );
+}
