@@ -188,6 +188,18 @@ impl Collector for FleetCollector {
             "Rows removed by retention",
             e.retention_rows_removed,
         )?;
+        counter(
+            enc,
+            "bluewave_engine_rollups_written",
+            "Minute rollups written beside readings files",
+            e.rollups_written,
+        )?;
+        counter(
+            enc,
+            "bluewave_engine_rollups_skipped",
+            "Readings files written without their minute rollup (memory budget refused it)",
+            e.rollups_skipped,
+        )?;
         let w = self.quic.metrics();
         gauge(enc, "bluewave_quic_connections_open", "Open buoy connections", w.connections_open)?;
         counter(

@@ -199,6 +199,7 @@ fn catalog(c: &mut Criterion) {
                 buoy_ranges: Vec::new(),
                 metric_stats: Vec::new(),
                 series_stats: Vec::new(),
+                rollup: None,
             }));
         }
     }

@@ -1,6 +1,8 @@
 //! Query benchmarks Q1–Q6 of issue 3 on the marine workload, through BlueWave's query service
 //! (catalog selection + buffer merge + policy) and, for comparison, through plain DataFusion
-//! `ListingTable` over the same Parquet files (no catalog).
+//! `ListingTable` over the same Parquet files (no catalog). The time-bucket queries (Q3, Q4) run
+//! twice through BlueWave: from the minute rollups (the default) and with rollups off
+//! (`/bluewave_scan`). Setup prints the rollups' bytes against the readings'.
 //!
 //! The dataset is built once, outside the timed loop, into a cache dir keyed by the workload
 //! size and reused across runs:
@@ -32,7 +34,7 @@ fn dataset(buoys: usize, hours: f64) -> Result<PathBuf, Box<dyn std::error::Erro
     let root = std::env::var_os("BW_QUERY_DATA_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     // Named by what shapes the files (folded closed partitions, `Decimal64` values), so a
     // dataset written by an older layout is rebuilt rather than measured.
-    let dir = root.join(format!("bluewave-query-bench-{buoys}b-{hours}h-folded-d64"));
+    let dir = root.join(format!("bluewave-query-bench-{buoys}b-{hours}h-folded-d64-rollups"));
     let marker = dir.join("COMPLETE");
     if marker.exists() {
         return Ok(dir);
@@ -158,6 +160,22 @@ fn query(c: &mut Criterion) {
         Ok(s) => s,
         Err(e) => panic!("service: {e}"),
     };
+    let scanning =
+        match QueryService::new(engine.clone(), QueryConfig { rollups: false, ..QueryConfig::default() }) {
+            Ok(s) => s,
+            Err(e) => panic!("service: {e}"),
+        };
+    let files = engine.files();
+    let readings_bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    let rollup_bytes: u64 = files.iter().filter_map(|f| f.rollup.as_ref()).map(|r| r.bytes).sum();
+    let with_rollup = files.iter().filter(|f| f.rollup.is_some()).count();
+    eprintln!(
+        "storage: readings {readings_bytes} bytes in {} files, minute rollups {rollup_bytes} bytes ({:.1}% of \
+         the readings) for {with_rollup} of them",
+        files.len(),
+        100.0 * rollup_bytes as f64 / readings_bytes.max(1) as f64
+    );
+    drop(files);
     let policy = AccessPolicy::unrestricted();
     let buoy = engine.buoys().get(buoys / 2).map(|b| b.id.to_string()).unwrap_or_default();
     // Plain DataFusion over the same files: the baseline without catalog or buffer.
@@ -183,6 +201,15 @@ fn query(c: &mut Criterion) {
                     .map(|r| r.map(|batches| batches.len()))
             })
         });
+        if name.starts_with("q3") || name.starts_with("q4") {
+            group.bench_function(format!("{name}/bluewave_scan"), |b| {
+                b.iter(|| {
+                    scanning
+                        .block_on(async { scanning.sql(&sql, &policy).await?.collect_batches().await })
+                        .map(|r| r.map(|batches| batches.len()))
+                })
+            });
+        }
         if matches!(registered, Ok(Ok(()))) {
             group.bench_function(format!("{name}/listing_table"), |b| {
                 b.iter(|| service.block_on(async { listing.sql(&sql).await?.collect().await }))

@@ -81,6 +81,22 @@ pub struct FileMeta {
     /// opening the file. 40 bytes a series on disk and in memory. Empty for entries written
     /// before catalog entry version 5.
     pub series_stats: Vec<SeriesStats>,
+    /// The file's minute rollup (`engine/ROLLUPS.md`), written before this entry was committed
+    /// and removed with the file; `None` for files without one (entries before catalog entry
+    /// version 6, rollups off, or a rollup the memory budget refused): readers scan those.
+    pub rollup: Option<RollupRef>,
+}
+
+/// Where a readings file's minute rollup lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollupRef {
+    /// Path relative to the data dir, `/`-separated
+    /// (`parquet/rollups_1m/date=…/hour=…/<file id>.parquet`).
+    pub path: String,
+    /// File size.
+    pub bytes: u64,
+    /// Buckets (rows) in it.
+    pub buckets: u64,
 }
 
 /// Aggregates of one series' rows in one file.
@@ -237,9 +253,11 @@ impl FileMeta {
     /// | buoys (u32 count, (u8 len, bytes)*) | metrics (same) | applied tombstones (u32 count,
     /// u64*) | buoy ranges (u32 count, (i64 min, i64 max)*) | metric stats (u32 count, (u64 rows,
     /// f64 sum, f64 min, f64 max)*) | series stats (u32 count, (u32 buoy position, u32 metric
-    /// position, u64 rows, f64 sum, f64 min, f64 max)*, sorted by position pair)`. Version 1
+    /// position, u64 rows, f64 sum, f64 min, f64 max)*, sorted by position pair) | rollup (u8
+    /// 0 = none, 1 = present, then path (u16 len) | bytes u64 | buckets u64)`. Version 1
     /// entries (no tombstone list), version 2 entries (no buoy ranges), version 3 entries (no
-    /// metric stats) and version 4 entries (no series stats) are still read.
+    /// metric stats), version 4 entries (no series stats) and version 5 entries (no rollup)
+    /// are still read.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             100 + self.path.len()
@@ -247,7 +265,7 @@ impl FileMeta {
                 + self.metrics.len() * 48
                 + self.series_stats.len() * 40,
         );
-        out.push(5);
+        out.push(6);
         for v in [self.id, self.partition_start as u64, self.partition_end as u64] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -296,6 +314,16 @@ impl FileMeta {
                 out.extend_from_slice(&v.to_bits().to_le_bytes());
             }
         }
+        match &self.rollup {
+            None => out.push(0),
+            Some(r) => {
+                out.push(1);
+                out.extend_from_slice(&(r.path.len() as u16).to_le_bytes());
+                out.extend_from_slice(r.path.as_bytes());
+                out.extend_from_slice(&r.bytes.to_le_bytes());
+                out.extend_from_slice(&r.buckets.to_le_bytes());
+            }
+        }
         out
     }
 
@@ -303,7 +331,7 @@ impl FileMeta {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut r = Reader { bytes, pos: 0 };
         let version = r.u8()?;
-        if !(1..=5).contains(&version) {
+        if !(1..=6).contains(&version) {
             return None;
         }
         let id = r.u64()?;
@@ -373,6 +401,18 @@ impl FileMeta {
                 series_stats.push(SeriesStats { buoy, metric, stats: MetricStats { rows, sum, min, max } });
             }
         }
+        let mut rollup = None;
+        if version >= 6 {
+            match r.u8()? {
+                0 => {}
+                1 => {
+                    let len = usize::from(r.u16()?);
+                    let path = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
+                    rollup = Some(RollupRef { path, bytes: r.u64()?, buckets: r.u64()? });
+                }
+                _ => return None,
+            }
+        }
         (r.pos == bytes.len()).then_some(Self {
             id,
             partition_start,
@@ -391,6 +431,7 @@ impl FileMeta {
             buoy_ranges,
             metric_stats,
             series_stats,
+            rollup,
         })
     }
 
@@ -838,7 +879,32 @@ mod tests {
                     stats: MetricStats { rows: 6, sum: 41.25, min: 6.0, max: 7.5 },
                 },
             ],
+            rollup: None,
         }
+    }
+
+    #[test]
+    fn rollup_references_round_trip_and_entries_of_version_5_are_read_without_them() {
+        let mut m = meta(9);
+        m.rollup = Some(RollupRef {
+            path: "parquet/rollups_1m/date=1970-01-01/hour=00/0000000000000009.parquet".into(),
+            bytes: 1_234,
+            buckets: 56,
+        });
+        assert_eq!(FileMeta::decode(&m.encode()), Some(m.clone()));
+        let mut v5 = meta(9);
+        let mut bytes = v5.encode();
+        bytes[0] = 5;
+        bytes.truncate(bytes.len() - 1);
+        v5.rollup = None;
+        assert_eq!(FileMeta::decode(&bytes), Some(v5));
+        // A presence byte other than 0 or 1, or a cut reference, is refused, not misread.
+        let mut bad = meta(9).encode();
+        *bad.last_mut().unwrap() = 2;
+        assert_eq!(FileMeta::decode(&bad), None);
+        let mut cut = m.encode();
+        cut.truncate(cut.len() - 3);
+        assert_eq!(FileMeta::decode(&cut), None);
     }
 
     #[test]
@@ -883,7 +949,7 @@ mod tests {
         bytes[0] = 2;
         // A version 2 entry ends after the tombstone list: drop the (empty) range and stats
         // counts.
-        bytes.truncate(bytes.len() - 12);
+        bytes.truncate(bytes.len() - 13);
         let decoded = FileMeta::decode(&bytes).unwrap();
         assert_eq!(decoded, v2);
         assert_eq!(decoded.buoy_range("b"), Some((5, 50)));
@@ -903,7 +969,7 @@ mod tests {
         let mut bytes = v3.encode();
         bytes[0] = 3;
         // A version 3 entry ends after the buoy ranges: drop the (empty) stats counts.
-        bytes.truncate(bytes.len() - 8);
+        bytes.truncate(bytes.len() - 9);
         let decoded = FileMeta::decode(&bytes).unwrap();
         assert_eq!(decoded, v3);
         assert_eq!(decoded.metric_stats_of("ph"), None);
@@ -923,7 +989,7 @@ mod tests {
         v4.series_stats.clear();
         let mut bytes = v4.encode();
         bytes[0] = 4;
-        bytes.truncate(bytes.len() - 4);
+        bytes.truncate(bytes.len() - 5);
         let decoded = FileMeta::decode(&bytes).unwrap();
         assert_eq!(decoded, v4);
         assert!(!decoded.has_series_stats() && decoded.series_stats_of("a").is_empty());

@@ -150,6 +150,12 @@ pub struct EngineConfig {
     pub metric_ranges: HashMap<String, PhysicalRange>,
     /// Parquet writer settings.
     pub partition_write: PartitionWriteOptions,
+    /// Whether flushes, compactions and retention rewrites write each readings file's minute
+    /// rollup beside it (`engine/ROLLUPS.md`), from the rows they already hold, for queries
+    /// that ask for time buckets. Its memory comes from the same budget, without waiting: a
+    /// rollup the budget refuses is skipped (`rollups_skipped`) and its file read from its
+    /// readings. Default `true`.
+    pub rollups: bool,
 }
 
 /// Most WAL lanes, and most flush threads.
@@ -188,6 +194,7 @@ impl EngineConfig {
                 .map(|&(name, min, max)| (name.to_owned(), PhysicalRange { min, max }))
                 .collect(),
             partition_write: PartitionWriteOptions::default(),
+            rollups: true,
         }
     }
 

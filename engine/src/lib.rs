@@ -14,6 +14,8 @@
 //!   catalog commit, WAL trim) and the compactor thread beside it (size-tiered compaction of the
 //!   partition being written, folds of closed ones, retention; compaction debt held in bounds).
 //! - `partition`: the Parquet encoding (layout in `engine/PARTITION.md`).
+//! - [`rollup`]: minute rollups of each readings file, built by the flush and compaction from
+//!   the rows they write (layout and worked example in `engine/ROLLUPS.md`).
 //! - `catalog`: `catalog.redb`, the durable index of files, tombstones, watermarks, buoys.
 //! - `precedence`: last-write-wins ([`Precedence`]), shared by flush, compaction, the reference
 //!   reader and the query crate.
@@ -59,6 +61,7 @@ mod precedence;
 pub mod read;
 mod recovery;
 mod retention;
+pub mod rollup;
 mod state;
 mod storage;
 mod wal;
@@ -71,7 +74,7 @@ pub use bluewave_model::{
 };
 pub use budget::{MemoryBudget, MemoryConsumer, MemoryReservation};
 pub use buffer::Chunk;
-pub use catalog::{BuoyInfo, FileMeta, MetricStats, SeriesStats, SeriesStatsBuilder, Tombstone};
+pub use catalog::{BuoyInfo, FileMeta, MetricStats, RollupRef, SeriesStats, SeriesStatsBuilder, Tombstone};
 pub use config::{Durability, EngineConfig, MEMORY_BYTES_MIN, PartitionDuration};
 pub use dedup::{DEDUP_WINDOW, UNSEQUENCED};
 pub use engine::{DeleteRange, DeleteTicket, Engine, IngestTicket, lane_for_buoy};

@@ -30,6 +30,8 @@ pub struct EngineMetrics {
     pub(crate) compactions_narrowed: AtomicU64,
     pub(crate) retention_files_rewritten: AtomicU64,
     pub(crate) retention_rows_removed: AtomicU64,
+    pub(crate) rollups_written: AtomicU64,
+    pub(crate) rollups_skipped: AtomicU64,
 }
 
 impl EngineMetrics {
@@ -62,6 +64,8 @@ impl EngineMetrics {
             compactions_narrowed: self.compactions_narrowed.load(Relaxed),
             retention_files_rewritten: self.retention_files_rewritten.load(Relaxed),
             retention_rows_removed: self.retention_rows_removed.load(Relaxed),
+            rollups_written: self.rollups_written.load(Relaxed),
+            rollups_skipped: self.rollups_skipped.load(Relaxed),
             buffer_bytes: 0,
             queue_depth: 0,
             compaction_generations_max: 0,
@@ -122,6 +126,10 @@ pub struct MetricsSnapshot {
     pub retention_files_rewritten: u64,
     /// Rows retention removed (dropped files and rewritten ones).
     pub retention_rows_removed: u64,
+    /// Minute rollups written beside readings files (flushes, compactions, retention).
+    pub rollups_written: u64,
+    /// Readings files written without their rollup because the memory budget refused it.
+    pub rollups_skipped: u64,
     /// Bytes in the in-memory buffer now.
     pub buffer_bytes: u64,
     /// Batches waiting in lane queues now.

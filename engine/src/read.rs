@@ -207,6 +207,16 @@ impl Snapshot {
         self.data_dir.join(&meta.path)
     }
 
+    /// The data dir the snapshot's paths are relative to.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Absolute path of a file's minute rollup.
+    pub fn rollup_path(&self, rollup: &crate::catalog::RollupRef) -> PathBuf {
+        self.data_dir.join(&rollup.path)
+    }
+
     /// Chooses files for a filter from catalog metadata alone (no file is opened).
     pub fn select_files(&self, filter: &ReadFilter) -> Vec<SelectedFile> {
         self.select(filter, true)

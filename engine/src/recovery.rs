@@ -37,6 +37,9 @@ pub struct RecoveryReport {
     /// Catalog entries whose file is missing: data loss the operator must know about. These
     /// files are left out of reads.
     pub missing_files: Vec<String>,
+    /// Rollups the catalog lists whose file is missing: their readings files are read from
+    /// the readings (answers stay exact) until compaction writes a new rollup.
+    pub missing_rollups: Vec<String>,
 }
 
 /// WAL state handed over by recovery: flush it, then the old segments can go.
@@ -80,7 +83,14 @@ pub(crate) fn recover(config: EngineConfig, storage: Arc<dyn Storage>) -> Result
     let mut report = RecoveryReport::default();
 
     // Files: drop temp and orphan files, note missing ones.
-    let known: HashMap<String, u64> = state.files.values().map(|f| (f.path.clone(), f.id)).collect();
+    // Readings files and their rollups: anything else under `parquet/` is an orphan.
+    let known: HashMap<String, u64> = state
+        .files
+        .values()
+        .flat_map(|f| {
+            std::iter::once((f.path.clone(), f.id)).chain(f.rollup.as_ref().map(|r| (r.path.clone(), f.id)))
+        })
+        .collect();
     let mut present = std::collections::HashSet::new();
     walk_files(storage.as_ref(), &parquet_dir, &mut |path| {
         let rel = relative_path(&data_dir, path);
@@ -102,7 +112,13 @@ pub(crate) fn recover(config: EngineConfig, storage: Arc<dyn Storage>) -> Result
             report.missing_files.push(f.path.clone());
             continue;
         }
-        view.partitions.entry(f.partition_start).or_default().push(Arc::new(f.clone()));
+        let mut f = f.clone();
+        if let Some(r) = f.rollup.take_if(|r| !present.contains(&r.path)) {
+            // Only an accelerator: the file is read from its readings instead.
+            tracing::warn!(file = %f.path, rollup = %r.path, "catalog lists a rollup that is missing; its file is scanned");
+            report.missing_rollups.push(r.path);
+        }
+        view.partitions.entry(f.partition_start).or_default().push(Arc::new(f));
     }
     view.tombstones = state.tombstones.values().cloned().map(Arc::new).collect();
     view.recompute_debt();

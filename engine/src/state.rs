@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     /// Files removed from the catalog (by compaction or retention) whose bytes still exist:
     /// pushed by the compactor after its commit, deleted from disk by the flusher or the
     /// compactor (`flush::reap_unlinked`) once no snapshot holds them (the list then holds the
-    /// last reference). A mutex between those two background threads only; a crash before the
+    /// last reference), each with its minute rollup (readings file first). A mutex between those two background threads only; a crash before the
     /// delete leaves orphans, which the next open removes.
     pub unlinked: std::sync::Mutex<Vec<Arc<FileMeta>>>,
     /// The one memory budget (`memory_bytes_max`): ingest reserves a request's bytes in

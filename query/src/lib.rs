@@ -12,6 +12,9 @@
 //!   the `buoys` table.
 //! - `newest`: latest-row aggregates (`last_value(… ORDER BY ts)` per buoy or metric) run
 //!   over each buoy's newest data first, older data only for the groups not found there.
+//! - `rollups`: time-bucket aggregates (`date_bin`/`time_bucket` of whole minutes) answered
+//!   from the engine's minute rollups where no merge touches a file, the rest scanned
+//!   (`bluewave.rollups` session option, [`QueryConfig::rollups`]).
 //! - `runaway`: guards against runaway queries (table-function row cap, yield points above
 //!   joins).
 //! - `scan`: execution plans of the scan: the snapshot-holding leaf, shared plan helpers.
@@ -58,6 +61,7 @@ mod merge;
 mod metrics;
 mod newest;
 mod policy;
+mod rollups;
 mod runaway;
 mod scan;
 mod service;

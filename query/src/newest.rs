@@ -227,6 +227,7 @@ impl QueryPlanner for BlueWavePlanner {
         DefaultPhysicalPlanner::with_extension_planners(vec![
             Arc::new(NewestFirstPlanner),
             Arc::new(crate::stats::CatalogAggregatePlanner),
+            Arc::new(crate::rollups::RollupAggregatePlanner),
         ])
         .create_physical_plan(logical_plan, session)
         .await

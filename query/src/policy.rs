@@ -177,6 +177,11 @@ pub struct QueryConfig {
     /// Rows one table-function call of a served query may produce. Default
     /// [`TABLE_FUNCTION_ROWS_MAX_DEFAULT`].
     pub table_function_rows_max: u64,
+    /// Whether time-bucket aggregates are answered from the engine's minute rollups where
+    /// they suffice (every session's `bluewave.rollups` option). Answers are the same either
+    /// way (sums and averages to rounding); off, every bucket is scanned from readings.
+    /// Default `true`.
+    pub rollups: bool,
 }
 
 impl Default for QueryConfig {
@@ -195,6 +200,7 @@ impl Default for QueryConfig {
             stall_timeout_ms: STALL_TIMEOUT_MS_DEFAULT,
             memory_max_bytes: MEMORY_MAX_BYTES_DEFAULT,
             table_function_rows_max: TABLE_FUNCTION_ROWS_MAX_DEFAULT,
+            rollups: true,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::filter::{Cursor, TelemetryFilter};
 use crate::metrics::{Counters, QueryMetrics};
 use crate::newest::{BlueWavePlanner, NewestFirstRule};
 use crate::policy::{AccessPolicy, QueryConfig};
+use crate::rollups::{BlueWaveOptions, RollupAggregateRule};
 use crate::runaway::{CappedSeries, YieldAboveJoins};
 use crate::stats::CatalogAggregateRule;
 use crate::table::{BUOYS, COL_BUOY, COL_METRIC, COL_TS, READINGS, ReadingsTable, ScanOptions, buoys_table};
@@ -158,15 +159,21 @@ impl QueryService {
             .set_bool("datafusion.execution.parquet.reorder_filters", true)
             // Partition files carry no bloom filters (PARTITION.md): do not look for them.
             .set_bool("datafusion.execution.parquet.bloom_filter_on_read", false)
-            .with_default_catalog_and_schema("bluewave", "public");
-        // DataFusion's defaults, plus latest-row aggregates planned newest data first and
-        // aggregates answered from the catalog's statistics where they suffice.
+            .with_default_catalog_and_schema("bluewave", "public")
+            .with_option_extension(BlueWaveOptions {
+                rollups: self.config.rollups,
+                ..BlueWaveOptions::default()
+            });
+        // DataFusion's defaults, plus latest-row aggregates planned newest data first,
+        // aggregates answered from the catalog's statistics where they suffice, and time-bucket
+        // aggregates answered from minute rollups where they suffice.
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_optimizer_rule(Arc::new(NewestFirstRule))
             .with_optimizer_rule(Arc::new(CatalogAggregateRule))
+            .with_optimizer_rule(Arc::new(RollupAggregateRule))
             .with_query_planner(Arc::new(BlueWavePlanner))
             .with_physical_optimizer_rule(Arc::new(YieldAboveJoins))
             .build();

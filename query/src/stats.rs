@@ -165,7 +165,7 @@ fn output_type(kind: Kind) -> DataType {
 }
 
 /// True when the rows `e` keeps are exactly those of its catalog narrowing.
-fn exact_filter(e: &Expr) -> bool {
+pub(crate) fn exact_filter(e: &Expr) -> bool {
     exact_at(e, 0)
 }
 
@@ -255,7 +255,7 @@ fn timestamp_value(e: &Expr) -> bool {
 
 /// The `readings` scan under `plan` through exact filters, aliases and bare-column
 /// projections, with every filter met on the way (the scan's own included).
-fn exact_scan(plan: &LogicalPlan, filters: &mut Vec<Expr>) -> Option<TableScan> {
+pub(crate) fn exact_scan(plan: &LogicalPlan, filters: &mut Vec<Expr>) -> Option<TableScan> {
     match plan {
         LogicalPlan::Filter(f) if row_local(&f.predicate) => {
             filters.push(f.predicate.clone());

@@ -137,11 +137,15 @@ pub(crate) struct ReadingsTable {
     /// Catalog files this scan leaves out: those an aggregate answered from their statistics
     /// (`crate::stats`). Empty for every table the caller's SQL names.
     excluded: Arc<std::collections::HashSet<u64>>,
+    /// When set, the only catalog files this scan reads, and no buffered rows: the edge
+    /// minutes of files whose rollups an aggregate took (`crate::rollups`). `None` for every
+    /// table the caller's SQL names.
+    only: Option<Arc<std::collections::HashSet<u64>>>,
 }
 
 impl ReadingsTable {
     pub(crate) fn new(engine: Arc<Engine>, policy: Arc<AccessPolicy>, options: ScanOptions) -> Self {
-        Self { engine, policy, options, snapshot: OnceLock::new(), excluded: Arc::default() }
+        Self { engine, policy, options, snapshot: OnceLock::new(), excluded: Arc::default(), only: None }
     }
 
     /// The same table over the same snapshot without the files `excluded`.
@@ -154,6 +158,22 @@ impl ReadingsTable {
             options: self.options.clone(),
             snapshot,
             excluded: Arc::new(excluded),
+            only: None,
+        }
+    }
+
+    /// The same table over the same snapshot reading only the files `only` and no buffered
+    /// rows. Exact only for files no other file, chunk or tombstone touches (no merge).
+    pub(crate) fn only_files(&self, only: std::collections::HashSet<u64>) -> Self {
+        let snapshot = OnceLock::new();
+        let _ = snapshot.set(self.snapshot());
+        Self {
+            engine: self.engine.clone(),
+            policy: self.policy.clone(),
+            options: self.options.clone(),
+            snapshot,
+            excluded: Arc::default(),
+            only: Some(Arc::new(only)),
         }
     }
 
@@ -650,6 +670,9 @@ impl TableProvider for ReadingsTable {
         if !self.excluded.is_empty() {
             selected.retain(|f| !self.excluded.contains(&f.meta.id));
         }
+        if let Some(only) = &self.only {
+            selected.retain(|f| only.contains(&f.meta.id));
+        }
         let policy_only = Narrowing::default().with_policy(policy).map_or(0, |f| snapshot.count_files(&f));
         // Buoys whose rows need the last-write-wins merge somewhere (overlap per buoy, or a
         // tombstone): their rows are merged from every file holding them and left out of the
@@ -716,7 +739,8 @@ impl TableProvider for ReadingsTable {
         // Chunks that may hold a wanted row: in the time window and holding a wanted buoy.
         let wanted_buoys = read_filter.buoy_set();
         let buffered = snapshot.chunks.iter().filter(|c| {
-            read_filter.start.is_none_or(|s| c.ts_max >= s)
+            self.only.is_none()
+                && read_filter.start.is_none_or(|s| c.ts_max >= s)
                 && read_filter.end.is_none_or(|e| c.ts_min < e)
                 && wanted_buoys.as_ref().is_none_or(|want| c.buoy_names.iter().any(|b| want.contains(&**b)))
         });
@@ -809,6 +833,7 @@ mod tests {
                 buoy_ranges: Vec::new(),
                 metric_stats: Vec::new(),
                 series_stats: Vec::new(),
+                rollup: None,
             }),
             overlaps: false,
             merge_buoys: Vec::new(),

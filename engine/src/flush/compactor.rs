@@ -49,7 +49,10 @@ use super::policy::{
     COMPACTION_BYTES_PER_ROW, COMPACTION_SLICE_ROWS_MIN, CompactionScope, compaction_run, generations,
     tiered_run,
 };
-use super::{collect_tombstones, now_ns, reap_unlinked, remove_written, unlink, write_file};
+use super::{
+    collect_tombstones, finish_rollup, now_ns, reap_unlinked, remove_written, rollup_memory, unlink,
+    write_file,
+};
 
 /// How often the compactor looks for work (and applies retention) without being woken.
 const COMPACTOR_TICK: Duration = Duration::from_millis(100);
@@ -250,7 +253,16 @@ impl Compactor {
         let yield_now = || stop.load(Ordering::Relaxed);
         let options = &self.shared.config.partition_write;
         let threads = self.shared.config.flush_threads;
-        let outputs = match merge_files(&inputs, partition_start, slice_rows, threads, options, &yield_now)? {
+        let rollup = rollup_memory(&self.shared, MemoryConsumer::Compaction);
+        let outputs = match merge_files(
+            &inputs,
+            partition_start,
+            slice_rows,
+            threads,
+            options,
+            rollup.as_ref(),
+            &yield_now,
+        )? {
             Some(outputs) => outputs,
             None => {
                 self.shared.metrics.compactions_yielded.fetch_add(1, Ordering::Relaxed);
@@ -261,8 +273,21 @@ impl Compactor {
         let seq_min = files.iter().map(|f| f.seq_min).min().unwrap_or(0);
         let seq_max = files.iter().map(|f| f.seq_max).max().unwrap_or(0);
         let mut written = Vec::new();
-        for output in outputs {
-            let file = FileToWrite { partition_start, summary: &output.summary, seq_min, seq_max };
+        for mut output in outputs {
+            let rollup = match finish_rollup(&self.shared, &mut output.summary) {
+                Ok(rollup) => rollup,
+                Err(e) => {
+                    remove_written(&self.shared, &written);
+                    return Err(e);
+                }
+            };
+            let file = FileToWrite {
+                partition_start,
+                summary: &output.summary,
+                seq_min,
+                seq_max,
+                rollup: rollup.as_ref(),
+            };
             match write_file(&self.shared, file, &output.encoded.bytes, generation) {
                 Ok(meta) => written.push(meta),
                 Err(e) => {
@@ -457,25 +482,41 @@ impl Compactor {
             let yield_now = || stop.load(Ordering::Relaxed);
             let options = &self.shared.config.partition_write;
             let threads = self.shared.config.flush_threads;
-            let outputs =
-                match merge_files(&input, f.partition_start, slice_rows, threads, options, &yield_now) {
-                    Ok(Some(outputs)) => outputs,
-                    Ok(None) => {
-                        remove_written(&self.shared, &written);
-                        return Ok(None);
-                    }
+            let rollup = rollup_memory(&self.shared, MemoryConsumer::Compaction);
+            let outputs = match merge_files(
+                &input,
+                f.partition_start,
+                slice_rows,
+                threads,
+                options,
+                rollup.as_ref(),
+                &yield_now,
+            ) {
+                Ok(Some(outputs)) => outputs,
+                Ok(None) => {
+                    remove_written(&self.shared, &written);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    remove_written(&self.shared, &written);
+                    return Err(e);
+                }
+            };
+            let mut kept_rows = 0;
+            for mut output in outputs {
+                let rollup = match finish_rollup(&self.shared, &mut output.summary) {
+                    Ok(rollup) => rollup,
                     Err(e) => {
                         remove_written(&self.shared, &written);
                         return Err(e);
                     }
                 };
-            let mut kept_rows = 0;
-            for output in outputs {
                 let file = FileToWrite {
                     partition_start: f.partition_start,
                     summary: &output.summary,
                     seq_min: f.seq_min,
                     seq_max: f.seq_max,
+                    rollup: rollup.as_ref(),
                 };
                 match write_file(&self.shared, file, &output.encoded.bytes, f.generation) {
                     Ok(mut meta) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::catalog::{MetricStats, SeriesStatsBuilder};
 use crate::partition::{PartitionRows, ValueEncoding};
+use crate::rollup::{ROLLUPS_TABLE, RollupBuilder, RollupMemory};
 use crate::types::TimestampNs;
 
 /// Name of the readings table's directory under `parquet/`.
@@ -28,6 +29,8 @@ pub(super) struct FileSummary {
     pub(super) metric_stats: Vec<MetricStats>,
     /// Per series (buoy key, metric key): its rows' value stats.
     pub(super) series: SeriesStatsBuilder,
+    /// The file's minute rollup, built from the same rows (`None`: rollups off).
+    pub(super) rollup: Option<RollupBuilder>,
 }
 
 impl FileSummary {
@@ -41,11 +44,18 @@ impl FileSummary {
             buoy_ranges: vec![(i64::MAX, i64::MIN); buoy_names.len()],
             metric_stats: vec![MetricStats::EMPTY; metric_names.len()],
             series: SeriesStatsBuilder::default(),
+            rollup: None,
         }
     }
 
-    pub(super) fn of(rows: &PartitionRows) -> Self {
-        let mut summary = Self::new(&rows.buoy_names, &rows.metric_names);
+    /// Also builds the file's minute rollup from the rows added (memory from `memory`).
+    pub(super) fn with_rollup(mut self, memory: Option<&RollupMemory>) -> Self {
+        self.rollup = memory.map(|m| RollupBuilder::new(&self.buoy_names, &self.metric_names, m.clone()));
+        self
+    }
+
+    pub(super) fn of(rows: &PartitionRows, rollup: Option<&RollupMemory>) -> Self {
+        let mut summary = Self::new(&rows.buoy_names, &rows.metric_names).with_rollup(rollup);
         summary.add(rows);
         summary
     }
@@ -65,6 +75,9 @@ impl FileSummary {
                 stats.add(value);
             }
             self.series.add(buoy, metric, value);
+        }
+        if let Some(rollup) = &mut self.rollup {
+            rollup.add(rows);
         }
     }
 
@@ -98,6 +111,8 @@ pub(super) struct FileToWrite<'a> {
     pub(super) summary: &'a FileSummary,
     pub(super) seq_min: u64,
     pub(super) seq_max: u64,
+    /// The file's encoded rollup, written beside it (`None`: the file has none).
+    pub(super) rollup: Option<&'a crate::rollup::EncodedRollup>,
 }
 
 /// A partition's sorted rows go to one file per value encoding: a Parquet DECIMAL column has
@@ -166,11 +181,21 @@ pub(super) fn subset_by_metric(rows: &PartitionRows, keep_metric: &[bool]) -> Pa
 
 /// `parquet/readings/date=YYYY-MM-DD/hour=HH` for a partition start.
 pub(crate) fn partition_dir(partition_start: TimestampNs) -> String {
+    table_partition_dir(READINGS_TABLE, partition_start)
+}
+
+/// `parquet/rollups_1m/date=YYYY-MM-DD/hour=HH` for a partition start: where the rollups of
+/// the partition's readings files live.
+pub(crate) fn rollup_dir(partition_start: TimestampNs) -> String {
+    table_partition_dir(ROLLUPS_TABLE, partition_start)
+}
+
+fn table_partition_dir(table: &str, partition_start: TimestampNs) -> String {
     let secs = partition_start.div_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
     let hour = secs.rem_euclid(86_400) / 3_600;
     let (y, m, d) = civil_from_days(days);
-    format!("parquet/{READINGS_TABLE}/date={y:04}-{m:02}-{d:02}/hour={hour:02}")
+    format!("parquet/{table}/date={y:04}-{m:02}-{d:02}/hour={hour:02}")
 }
 
 /// `2026-06-01T13:00:00Z`: a timestamp as UTC text to the second (for tools such as

@@ -13,6 +13,7 @@ use crate::partition::{
     EncodedPartition, PartitionReader, PartitionRows, PartitionWriteOptions, PartitionWriter, ValueEncoding,
 };
 use crate::precedence::Precedence;
+use crate::rollup::RollupMemory;
 use crate::types::TimestampNs;
 
 use super::layout::FileSummary;
@@ -125,17 +126,19 @@ pub(super) enum MergePass {
 /// that. Streams: each input is read `slice_rows` rows at a time, and a round merges the rows
 /// of every input up to the smallest last key among the inputs' current slices (no later row
 /// of any input can come before it). `None` when `yield_now` stopped it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn merge_files(
     files: &[CompactionFile],
     base: i64,
     slice_rows: usize,
     threads: usize,
     options: &PartitionWriteOptions,
+    rollup: Option<&RollupMemory>,
     yield_now: &dyn Fn() -> bool,
 ) -> Result<Option<Vec<CompactionOutput>>> {
     let (buoys, _) = rank_dictionary(files.iter().map(|f| f.meta.buoys.as_slice()));
     let (metrics, _) = rank_dictionary(files.iter().map(|f| f.meta.metrics.as_slice()));
-    let merge = Merge { files, base, slice_rows, threads, options, yield_now, buoys, metrics };
+    let merge = Merge { files, base, slice_rows, threads, options, rollup, yield_now, buoys, metrics };
     merge.run()
 }
 
@@ -146,6 +149,8 @@ pub(super) struct Merge<'a> {
     pub(super) slice_rows: usize,
     pub(super) threads: usize,
     pub(super) options: &'a PartitionWriteOptions,
+    /// Who pays for each output's minute rollup, built as its rows are encoded (`None`: off).
+    pub(super) rollup: Option<&'a RollupMemory>,
     pub(super) yield_now: &'a dyn Fn() -> bool,
     /// Sorted union of the inputs' buoys and metrics: the output dictionaries.
     pub(super) buoys: Vec<Arc<str>>,
@@ -329,12 +334,13 @@ impl Merge<'_> {
                 .filter(|((stage, _), _)| !stage.is_empty())
                 .map(|((stage, writer), &encoding)| (stage, writer, encoding))
                 .collect();
+            let rollup = self.rollup;
             let written = parallel_map(jobs, self.threads, |(stage, writer, encoding)| -> Result<()> {
                 let (writer, summary) = match writer {
                     Some(w) => w,
                     None => writer.insert((
                         PartitionWriter::new(buoys, metrics, encoding, &stage.values, self.options)?,
-                        FileSummary::new(buoys, metrics),
+                        FileSummary::new(buoys, metrics).with_rollup(rollup),
                     )),
                 };
                 writer.write(stage)?;
@@ -365,7 +371,7 @@ mod tests {
         rows: &PartitionRows,
         tombstones: Vec<Arc<Tombstone>>,
     ) -> CompactionFile {
-        let summary = FileSummary::of(rows);
+        let summary = FileSummary::of(rows, None);
         let (buoys, buoy_ranges, metrics, metric_stats) = summary.lists();
         let bytes = partition::encode_partition(rows, &PartitionWriteOptions::default())
             .unwrap_or_else(|e| panic!("encode: {e}"))
@@ -388,6 +394,7 @@ mod tests {
             buoy_ranges,
             metric_stats,
             series_stats: Vec::new(),
+            rollup: None,
         };
         CompactionFile {
             meta: Arc::new(meta),
@@ -521,7 +528,7 @@ mod tests {
                 inputs.push(compaction_file(generation, &rows_of(&map), tombstones));
                 model_files.push((map, tombstone));
             }
-            let outputs = merge_files(&inputs, 0, slice_rows, 2, &PartitionWriteOptions::default(), &|| false)
+            let outputs = merge_files(&inputs, 0, slice_rows, 2, &PartitionWriteOptions::default(), None, &|| false)
                 .unwrap_or_else(|e| panic!("merge: {e}"))
                 .unwrap_or_else(|| panic!("merge yielded"));
             proptest::prop_assert_eq!(decoded(&outputs), model_merge(&model_files));
@@ -535,7 +542,7 @@ mod tests {
         let fine = one(0.123_456_789);
         let inputs =
             vec![compaction_file(1, &rows_of(&big), vec![]), compaction_file(2, &rows_of(&fine), vec![])];
-        let outputs = merge_files(&inputs, 0, 1, 2, &PartitionWriteOptions::default(), &|| false)
+        let outputs = merge_files(&inputs, 0, 1, 2, &PartitionWriteOptions::default(), None, &|| false)
             .unwrap_or_else(|e| panic!("merge: {e}"))
             .unwrap_or_else(|| panic!("merge yielded"));
         assert_eq!(outputs.len(), 1);
@@ -555,7 +562,7 @@ mod tests {
             calls.set(calls.get() + 1);
             calls.get() > 3
         };
-        let outcome = merge_files(&inputs, 0, 10, 1, &PartitionWriteOptions::default(), &yield_now)
+        let outcome = merge_files(&inputs, 0, 10, 1, &PartitionWriteOptions::default(), None, &yield_now)
             .unwrap_or_else(|e| panic!("merge: {e}"));
         assert!(outcome.is_none(), "the merge did not yield");
         assert_eq!(calls.get(), 4, "yield is asked once per round");

@@ -4,8 +4,9 @@
 //!
 //! Order of a flush (each step durable before the next):
 //! seal every lane (generation `g`) → per touched partition: sort by (buoy, metric, ts), last
-//! write wins, tombstones applied → write `<id>.parquet.tmp` → fsync → rename → fsync dir →
-//! one catalog transaction (files, WAL watermarks, dedup windows, tombstones, generation) →
+//! write wins, tombstones applied (the file's minute rollup built from the same sorted rows,
+//! `crate::rollup`) → write the rollup, then the readings, each as `<id>.parquet.tmp` → fsync
+//! → rename → fsync dir → one catalog transaction (files, WAL watermarks, dedup windows, tombstones, generation) →
 //! publish the new read view → drop the sealed chunks → delete WAL segments below the
 //! watermarks. A crash anywhere before the catalog commit leaves only temp or orphan files,
 //! which the next open removes; the WAL still holds every row.
@@ -38,13 +39,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::budget::MemoryConsumer;
 use crate::buffer::Chunk;
-use crate::catalog::{Catalog, CatalogCommit, FileMeta, Tombstone};
+use crate::catalog::{Catalog, CatalogCommit, FileMeta, RollupRef, Tombstone};
 use crate::dedup::DedupWindow;
 use crate::error::{Error, Result};
 use crate::partition::{self, PartitionWriteOptions};
 use crate::pipeline::{LaneMsg, SealReply};
 use crate::read::ReadView;
 use crate::recovery::Recovery;
+use crate::rollup::{EncodedRollup, RollupMemory};
 use crate::state::Shared;
 use crate::storage::create_dir_durable;
 use crate::types::TimestampNs;
@@ -52,6 +54,7 @@ use crate::wal;
 
 pub(crate) use compactor::{COMPACTOR_QUEUE_DEPTH, Compactor, CompactorMsg};
 pub(crate) use layout::partition_dir;
+use layout::rollup_dir;
 use layout::{FileSummary, FileToWrite, subset_by_metric, value_encoding_groups};
 pub use layout::{READINGS_TABLE, utc_text};
 use pieces::{FLUSH_BYTES_PER_ROW, FLUSH_PIECE_OVERHEAD_BYTES, Piece, RankedChunks};
@@ -405,6 +408,7 @@ fn write_piece(
             memory.reserve_forced(MemoryConsumer::Flush, need)
         }
     };
+    let rollup_memory = rollup_memory(shared, MemoryConsumer::Flush);
     let rows = ranked.rows_of(piece);
     let merged = merge_buffer_rows(chunks, &rows, piece.partition_start, &view.tombstones);
     drop(rows);
@@ -422,39 +426,72 @@ fn write_piece(
             subset = subset_by_metric(&merged.rows, &keep);
             &subset
         };
-        let summary = FileSummary::of(rows);
-        partition::encode_partition_as(rows, encoding, options).map(|encoded| (summary, encoded))
+        let mut summary = FileSummary::of(rows, rollup_memory.as_ref());
+        let encoded = partition::encode_partition_as(rows, encoding, options)?;
+        let rollup = finish_rollup(shared, &mut summary)?;
+        Ok::<_, Error>((summary, encoded, rollup))
     });
     drop(merged);
     for result in encoded {
-        let (summary, encoded) = result?;
-        let file =
-            FileToWrite { partition_start: piece.partition_start, summary: &summary, seq_min, seq_max };
+        let (summary, encoded, rollup) = result?;
+        let file = FileToWrite {
+            partition_start: piece.partition_start,
+            summary: &summary,
+            seq_min,
+            seq_max,
+            rollup: rollup.as_ref(),
+        };
         written.push(write_file(shared, file, &encoded.bytes, generation)?);
     }
     Ok(())
 }
 
+/// Who pays for the rollups a flush or compaction builds (`None`: rollups are off).
+fn rollup_memory(shared: &Shared, consumer: MemoryConsumer) -> Option<RollupMemory> {
+    shared.config.rollups.then(|| RollupMemory { budget: shared.memory.clone(), consumer })
+}
+
+/// Encodes the rollup `summary` built, if any; counts a rollup the budget refused.
+fn finish_rollup(shared: &Shared, summary: &mut FileSummary) -> Result<Option<EncodedRollup>> {
+    let Some(builder) = summary.rollup.take() else { return Ok(None) };
+    let rollup = builder.finish()?;
+    if rollup.is_none() {
+        shared.metrics.rollups_skipped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("rollup of a file skipped: the memory budget refused it");
+    }
+    Ok(rollup)
+}
+
 /// Writes one encoded partition file durably under its final name (temp file, fsync, rename,
 /// directory fsync) and returns its metadata, not yet committed. Takes its id from
 /// `shared.next_file_id`; the flusher and the compactor both write through it.
+///
+/// A file with a rollup has it written first, the same way, under
+/// `parquet/rollups_1m/<partition>/<id>.parquet` (the readings file's id): both are durable
+/// before the catalog commit that makes them visible together, and a crash before it leaves
+/// orphans the next open removes. When the readings file cannot be written the rollup just
+/// written is removed again (the caller removes the files of the metadata it got).
 fn write_file(shared: &Shared, file: FileToWrite<'_>, bytes: &[u8], generation: u64) -> Result<FileMeta> {
-    let FileToWrite { partition_start, summary, seq_min, seq_max } = file;
-    let storage = &shared.storage;
+    let FileToWrite { partition_start, summary, seq_min, seq_max, rollup } = file;
     let id = shared.next_file_id.fetch_add(1, Ordering::Relaxed);
-    let dir_rel = partition_dir(partition_start);
-    let rel = format!("{dir_rel}/{id:016x}.parquet");
-    let dir = shared.config.data_dir.join(&dir_rel);
-    let path = shared.config.data_dir.join(&rel);
-    let tmp = path.with_extension("parquet.tmp");
-    create_dir_durable(storage.as_ref(), &dir)
-        .map_err(|e| Error::io("create partition directory", &dir, e))?;
-    let mut out = storage.create(&tmp).map_err(|e| Error::io("create partition file", &tmp, e))?;
-    out.write_all(bytes).map_err(|e| Error::io("write partition file", &tmp, e))?;
-    out.sync_data().map_err(|e| Error::io("fsync partition file", &tmp, e))?;
-    drop(out);
-    storage.rename(&tmp, &path).map_err(|e| Error::io("rename partition file", &path, e))?;
-    storage.sync_dir(&dir).map_err(|e| Error::io("fsync partition directory", &dir, e))?;
+    let rollup = match rollup {
+        Some(r) => {
+            let rel = format!("{}/{id:016x}.parquet", rollup_dir(partition_start));
+            write_durably(shared, &rel, &r.bytes, "rollup")?;
+            Some(RollupRef { path: rel, bytes: r.bytes.len() as u64, buckets: r.buckets })
+        }
+        None => None,
+    };
+    let rel = format!("{}/{id:016x}.parquet", partition_dir(partition_start));
+    if let Err(e) = write_durably(shared, &rel, bytes, "partition") {
+        if let Some(r) = &rollup {
+            remove_quietly(shared, &shared.config.data_dir.join(&r.path));
+        }
+        return Err(e);
+    }
+    if rollup.is_some() {
+        shared.metrics.rollups_written.fetch_add(1, Ordering::Relaxed);
+    }
     let (buoys, buoy_ranges, metrics, metric_stats) = summary.lists();
     let series_stats = summary.series.finish(&summary.buoy_names, &summary.metric_names, &buoys, &metrics);
     Ok(FileMeta {
@@ -475,7 +512,37 @@ fn write_file(shared: &Shared, file: FileToWrite<'_>, bytes: &[u8], generation: 
         buoy_ranges,
         metric_stats,
         series_stats,
+        rollup,
     })
+}
+
+/// Writes `bytes` as the file `rel` (relative to the data dir) durably: temp file, fsync,
+/// rename, directory fsync (its directory created durably first). `what` names the file kind
+/// in errors (`partition`, `rollup`).
+fn write_durably(shared: &Shared, rel: &str, bytes: &[u8], what: &'static str) -> Result<()> {
+    let storage = &shared.storage;
+    let path = shared.config.data_dir.join(rel);
+    let Some(dir) = path.parent().map(std::path::Path::to_path_buf) else {
+        return Err(Error::Config(format!("{what} file path {rel} has no directory")));
+    };
+    let tmp = path.with_extension("parquet.tmp");
+    let op =
+        |partition: &'static str, rollup: &'static str| if what == "rollup" { rollup } else { partition };
+    create_dir_durable(storage.as_ref(), &dir)
+        .map_err(|e| Error::io(op("create partition directory", "create rollup directory"), &dir, e))?;
+    let mut out = storage
+        .create(&tmp)
+        .map_err(|e| Error::io(op("create partition file", "create rollup file"), &tmp, e))?;
+    out.write_all(bytes).map_err(|e| Error::io(op("write partition file", "write rollup file"), &tmp, e))?;
+    out.sync_data().map_err(|e| Error::io(op("fsync partition file", "fsync rollup file"), &tmp, e))?;
+    drop(out);
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io(op("rename partition file", "rename rollup file"), &path, e))?;
+    storage
+        .sync_dir(&dir)
+        .map_err(|e| Error::io(op("fsync partition directory", "fsync rollup directory"), &dir, e))?;
+    Ok(())
 }
 
 /// Hands files just removed from the catalog to [`reap_unlinked`].
@@ -499,19 +566,26 @@ fn reap_unlinked(shared: &Shared) {
         free
     };
     for f in free {
-        let path = shared.config.data_dir.join(&f.path);
-        remove_quietly(shared, &path);
-        // Drops the partition directory once it is empty; fails harmlessly otherwise.
-        if let Some(dir) = path.parent() {
-            let _ = shared.storage.remove_dir(dir);
+        // The readings file first: a crash between the two leaves an orphan rollup, which the
+        // next open removes.
+        for rel in std::iter::once(&f.path).chain(f.rollup.as_ref().map(|r| &r.path)) {
+            let path = shared.config.data_dir.join(rel);
+            remove_quietly(shared, &path);
+            // Drops the partition directory once it is empty; fails harmlessly otherwise.
+            if let Some(dir) = path.parent() {
+                let _ = shared.storage.remove_dir(dir);
+            }
         }
     }
 }
 
-/// Removes files written but not committed (a failed flush or compaction).
+/// Removes files written but not committed (a failed flush or compaction), rollups included.
 fn remove_written(shared: &Shared, written: &[FileMeta]) {
     for f in written {
         remove_quietly(shared, &shared.config.data_dir.join(&f.path));
+        if let Some(r) = &f.rollup {
+            remove_quietly(shared, &shared.config.data_dir.join(&r.path));
+        }
     }
 }
 

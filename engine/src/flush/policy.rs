@@ -169,6 +169,7 @@ mod tests {
             buoy_ranges: Vec::new(),
             metric_stats: Vec::new(),
             series_stats: Vec::new(),
+            rollup: None,
         })
     }
 

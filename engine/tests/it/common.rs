@@ -121,3 +121,108 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A rollup bucket as the tests compare it: `(count, sum bits, min, max, (first ts, first),
+/// (last ts, last))`.
+pub type Bucket = (u64, u64, f64, f64, (i64, f64), (i64, f64));
+/// Buckets by `(buoy, metric, minute)`.
+pub type BucketMap = std::collections::BTreeMap<(String, String, i64), Bucket>;
+
+/// The minute buckets of sorted readings, computed here the plain way (values added in row
+/// order, as the engine's builder does, so sums compare bit for bit).
+pub fn buckets_of(rows: &bluewave_engine::PartitionRows) -> BucketMap {
+    let minute = bluewave_engine::rollup::ROLLUP_WIDTH_NS;
+    let mut out = BucketMap::new();
+    for i in 0..rows.len() {
+        let key = (
+            rows.buoy_names[rows.buoy_keys[i] as usize].to_string(),
+            rows.metric_names[rows.metric_keys[i] as usize].to_string(),
+            rows.timestamps[i].div_euclid(minute) * minute,
+        );
+        let (ts, v) = (rows.timestamps[i], rows.values[i]);
+        let b = out.entry(key).or_insert((0, 0f64.to_bits(), v, v, (ts, v), (ts, v)));
+        b.0 += 1;
+        b.1 = (f64::from_bits(b.1) + v).to_bits();
+        b.2 = b.2.min(v);
+        b.3 = b.3.max(v);
+        if ts < b.4.0 {
+            b.4 = (ts, v);
+        }
+        if ts >= b.5.0 {
+            b.5 = (ts, v);
+        }
+    }
+    out
+}
+
+/// The buckets of a decoded rollup file.
+pub fn buckets_of_rollup(r: &bluewave_engine::rollup::RollupRows) -> BucketMap {
+    let mut out = BucketMap::new();
+    for i in 0..r.len() {
+        let key = (
+            r.buoy_names[r.buoy_keys[i] as usize].to_string(),
+            r.metric_names[r.metric_keys[i] as usize].to_string(),
+            r.minutes[i],
+        );
+        let bucket = (
+            r.counts[i],
+            r.sums[i].to_bits(),
+            r.mins[i],
+            r.maxs[i],
+            (r.first_ts[i], r.first_values[i]),
+            (r.last_ts[i], r.last_values[i]),
+        );
+        assert!(out.insert(key.clone(), bucket).is_none(), "bucket {key:?} twice in one rollup");
+    }
+    out
+}
+
+/// Checks every rollup of the current catalog view: it exists, decodes, holds as many buckets
+/// as its entry says and equals the buckets of its readings file; and no rollup file lies under
+/// `parquet/rollups_1m` that no catalog entry names when `no_orphans` (after a reopen, or once
+/// the files compaction replaced are reaped). Returns how many files have a rollup.
+pub fn check_rollups(engine: &Engine, no_orphans: bool, what: &str) -> usize {
+    let snapshot = engine.snapshot();
+    let mut with_rollup = 0;
+    let mut named = std::collections::BTreeSet::new();
+    for (meta, rows) in decode_catalog_files(engine) {
+        let Some(r) = &meta.rollup else { continue };
+        with_rollup += 1;
+        named.insert(snapshot.rollup_path(r));
+        let bytes = engine
+            .storage()
+            .read(&snapshot.rollup_path(r))
+            .unwrap_or_else(|e| panic!("{what}: rollup {} cannot be read: {e}", r.path));
+        assert_eq!(bytes.len() as u64, r.bytes, "{what}: size of {}", r.path);
+        let decoded = bluewave_engine::rollup::decode_rollup(bytes.into())
+            .unwrap_or_else(|e| panic!("{what}: rollup {} does not decode: {e}", r.path));
+        assert_eq!(decoded.len() as u64, r.buckets, "{what}: bucket count of {}", r.path);
+        assert_eq!(
+            buckets_of_rollup(&decoded),
+            buckets_of(&rows),
+            "{what}: rollup {} of {}",
+            r.path,
+            meta.path
+        );
+    }
+    let root = snapshot.data_dir().join("parquet").join(bluewave_engine::rollup::ROLLUPS_TABLE);
+    let mut present = std::collections::BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        if !engine.storage().is_dir(&dir) {
+            continue;
+        }
+        for p in engine.storage().list_dir(&dir).unwrap() {
+            if engine.storage().is_dir(&p) {
+                stack.push(p);
+            } else {
+                present.insert(p);
+            }
+        }
+    }
+    assert!(named.is_subset(&present), "{what}: rollup files missing on disk");
+    if no_orphans {
+        assert_eq!(present, named, "{what}: rollup files on disk that no catalog entry names");
+    }
+    with_rollup
+}

@@ -7,12 +7,13 @@
 //!   lanes, flush, overwrite, delete, flush, compaction, more ingest and a delete), reopened after
 //!   a power loss, a torn write and a process kill: every acknowledged batch and delete is there
 //!   exactly once, nothing else is there except the one write in flight, every catalog file
-//!   decodes, acknowledged batches retried after the restart are answered `Duplicate`, and the
+//!   decodes, every committed file's minute rollup (written beside it before the commit) is
+//!   there and equals its readings while no uncommitted rollup survives the reopen, acknowledged batches retried after the restart are answered `Duplicate`, and the
 //!   recovered state survives a further power loss;
 //! - a failed WAL fsync or write fails its batch with `WriterFailed`, stops the lane for good
 //!   (never retried then acked) while other lanes go on, and a reopen recovers every acked batch;
-//! - a failed partition fsync fails the flush alone; the data stays readable and a later flush
-//!   and a reopen lose nothing;
+//! - a failed partition or rollup fsync fails the flush alone; the data stays readable and a
+//!   later flush and a reopen lose nothing;
 //! - a crash at every operation of a retention pass keeps every row within retention;
 //! - directories the engine creates are themselves made durable (their parent is synced) before
 //!   anything inside them is acknowledged or committed.
@@ -33,7 +34,9 @@ use bluewave_engine::{
     ReadingBatch, Storage, StorageFile, lane_for_buoy,
 };
 
-use crate::common::{RowMap, assert_stored_once, batch, buoy, decode_catalog_files, read_map, register};
+use crate::common::{
+    RowMap, assert_stored_once, batch, buoy, check_rollups, decode_catalog_files, read_map, register,
+};
 
 // ---------------------------------------------------------------------------------------------
 // FaultStorage
@@ -736,7 +739,10 @@ fn open_fresh(dir: &Path, storage: &FaultStorage) -> Engine {
 fn check_recovered(engine: &Engine, steps: &[Step], acked: usize, in_flight_may_survive: bool, what: &str) {
     let report = engine.recovery_report();
     assert_eq!(report.missing_files, Vec::<String>::new(), "{what}: catalog files missing");
-    decode_catalog_files(engine);
+    assert_eq!(report.missing_rollups, Vec::<String>::new(), "{what}: catalog rollups missing");
+    // Every committed file's rollup is whole and equals its readings; no rollup written
+    // before the crash outlives the reopen without a catalog entry.
+    check_rollups(engine, true, what);
     let got = read_map(engine);
     let expected = model(steps, acked);
     let data_steps = steps.iter().filter(|s| s.is_data()).count();
@@ -756,6 +762,7 @@ fn check_recovered(engine: &Engine, steps: &[Step], acked: usize, in_flight_may_
         }
     }
     assert_eq!(assert_stored_once(engine), got, "{what}: rows changed by flush and compaction");
+    assert!(check_rollups(engine, true, what) > 0 || got.is_empty(), "{what}: no rollup after compaction");
 }
 
 #[test]
@@ -1336,6 +1343,21 @@ fn a_batch_whose_wal_append_failed_is_stored_when_retried_after_a_restart() {
 
 #[test]
 fn a_failed_partition_fsync_fails_the_flush_alone() {
+    // A flush writes each file's rollup first, then the file. Under `parquet/readings` it
+    // makes two new directory levels durable (`date=…` synced into `readings`, `hour=…` into
+    // `date=…`); the third sync there is the file's.
+    a_failed_fsync_fails_the_flush_alone("readings", 3, "fsync partition file");
+}
+
+#[test]
+fn a_failed_rollup_fsync_fails_the_flush_alone() {
+    a_failed_fsync_fails_the_flush_alone(bluewave_engine::rollup::ROLLUPS_TABLE, 3, "fsync rollup file");
+}
+
+/// The `nth` sync under `parquet/<table>` fails with EIO: the flush fails with `op` on a temp
+/// file, commits nothing, the buffer serves every row, the next flush succeeds and the next
+/// open removes the temp file (the flush removed what it had renamed already).
+fn a_failed_fsync_fails_the_flush_alone(table: &str, nth: u64, expected_op: &str) {
     let dir = data_dir();
     let storage = FaultStorage::new(dir.path());
     let engine = open_fresh(dir.path(), &storage);
@@ -1343,12 +1365,10 @@ fn a_failed_partition_fsync_fails_the_flush_alone() {
     let steps: Vec<Step> = (0..2).flat_map(|r| round(r, &mut seqs)).collect();
     assert!(run(&engine, &steps).iter().all(|&a| a));
     let expected = model(&steps, steps.len());
-    // The flush first makes three new directory levels durable (`readings`, `date=…`,
-    // `hour=…`, each synced into its parent); the fourth sync under parquet/ is the file's.
-    storage.fail_sync(&dir.path().join("parquet"), 4);
+    storage.fail_sync(&dir.path().join("parquet").join(table), nth);
     match engine.flush() {
         Err(Error::Io { op, path, .. }) => {
-            assert_eq!(op, "fsync partition file");
+            assert_eq!(op, expected_op);
             assert!(path.to_string_lossy().ends_with(".parquet.tmp"), "{}", path.display());
         }
         other => panic!("flush over a failing fsync must fail, got {other:?}"),
@@ -1373,6 +1393,7 @@ fn a_failed_partition_fsync_fails_the_flush_alone() {
     assert_eq!(engine.recovery_report().temp_files_removed, 1);
     assert_eq!(engine.recovery_report().orphan_files_removed, 0);
     assert_eq!(read_map(&engine), expected);
+    check_rollups(&engine, true, "after a failed fsync");
     assert_eq!(assert_stored_once(&engine), expected);
 }
 

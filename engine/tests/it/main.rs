@@ -12,3 +12,4 @@ mod memory;
 mod model;
 mod recovery;
 mod retention;
+mod rollups;

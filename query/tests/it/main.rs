@@ -13,4 +13,5 @@ mod paging;
 mod policy;
 mod pruning;
 mod refusals;
+mod rollups;
 mod stats;
