@@ -6,8 +6,9 @@
 //! alphabets (`[A-Za-z0-9_.-]`, `[a-z0-9_]`) hold no quote, backslash or space, and from
 //! integers: no user text reaches the SQL unparsed.
 //!
-//! Buckets: `bucket_start = (ts_ns / width_ns) * width_ns` (integer division; ranges start
-//! after 1970, so no timestamp is negative), aligned to the epoch, hence to clock times.
+//! Buckets: `bucket_start = date_bin(width, ts)` from the epoch, i.e. `(ts_ns / width_ns) *
+//! width_ns` (ranges start after 1970, so no timestamp is negative), aligned to clock times;
+//! widths are whole seconds (`BUCKET_WIDTHS_S`).
 
 use bluewave_engine::{BuoyId, MetricName};
 use bluewave_query::datafusion::arrow::array::{
@@ -68,10 +69,14 @@ fn quoted_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
 
 /// The bucket statement of `selection` (also the CSV export's: its columns are what the page
 /// shows).
+///
+/// The bucket term is `date_bin` of a whole number of seconds from the epoch (the same
+/// buckets as `(ts / width) * width`), the form the query layer answers from the engine's
+/// minute rollups when the width is whole minutes (a day's range has 5-minute buckets).
 pub(crate) fn bucket_sql(selection: &Selection) -> String {
-    let width = selection.bucket_ns();
+    let width_s = selection.bucket_ns() / 1_000_000_000;
     format!(
-        "SELECT buoy_id, metric, to_timestamp_nanos((CAST(ts AS BIGINT) / {width}) * {width}) AS bucket_start, \
+        "SELECT buoy_id, metric, date_bin(INTERVAL '{width_s} seconds', ts) AS bucket_start, \
          min(value) AS min, avg(value) AS mean, max(value) AS max, count(value) AS count \
          FROM readings WHERE buoy_id IN ({}) AND metric IN ({}) \
          AND ts >= to_timestamp_nanos({}) AND ts < to_timestamp_nanos({}) \
