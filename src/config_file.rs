@@ -129,6 +129,7 @@ section!(
         compaction_debt_slowdown_generations: usize,
         compaction_debt_busy_generations: usize,
         memory_bytes_max: usize,
+        rollups: bool,
         retention: RetentionSection,
     }
 );
@@ -410,6 +411,7 @@ impl ConfigFile {
                 compaction_debt_slowdown_generations,
                 compaction_debt_busy_generations,
                 memory_bytes_max,
+                rollups,
             ]
         );
         if let Some(retention) = &self.retention {

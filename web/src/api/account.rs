@@ -247,7 +247,7 @@ pub(crate) struct Me {
     email: String,
     /// Role.
     role: String,
-    /// Plan, if any.
+    /// The plan in force (a subscription's when the account has one), if any.
     plan_id: Option<String>,
     /// False until the address is verified: the account may sign in but not buy or query.
     email_verified: bool,
@@ -259,11 +259,16 @@ pub(crate) struct Me {
         (status = 401, description = "No valid access token")))]
 pub(crate) async fn me(request: Request<ApiState>) -> Result<Reply, ApiError> {
     let caller = request.caller()?;
+    // The plan in force now (a subscription's, when the account has one), not the one the
+    // access token was issued with.
+    let auth = Arc::clone(&request.state().auth);
+    let grant_of = caller.clone();
+    let plan_id = blocking(move || Ok(auth.policy_grant(&grant_of)?.plan_id)).await?;
     Reply::json(&Me {
         user_id: caller.user_id().to_owned(),
         email: caller.email().to_owned(),
         role: caller.role().to_string(),
-        plan_id: caller.plan_id().map(str::to_owned),
+        plan_id,
         email_verified: caller.email_verified(),
     })
 }

@@ -269,9 +269,9 @@ async fn the_csv_export_has_the_charted_buckets_with_formula_cells_neutralised()
     assert_eq!(
         String::from_utf8_lossy(&answer.body),
         "buoy_id,metric,bucket_start,min,mean,max,count\n\
-         \"'-cmd\",salinity_psu,2026-01-01T00:00:00,-1.5,-1.5,-1.5,1\n\
-         buoy-a,salinity_psu,2026-01-01T00:00:00,1.0,3.0,6.0,3\n\
-         buoy-a,salinity_psu,2026-01-01T00:00:10,10.0,10.0,10.0,1\n"
+         \"'-cmd\",salinity_psu,2026-01-01T00:00:00Z,-1.5,-1.5,-1.5,1\n\
+         buoy-a,salinity_psu,2026-01-01T00:00:00Z,1.0,3.0,6.0,3\n\
+         buoy-a,salinity_psu,2026-01-01T00:00:10Z,10.0,10.0,10.0,1\n"
     );
     // The page links the export of exactly its selection.
     let shown =

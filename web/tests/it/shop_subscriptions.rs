@@ -158,6 +158,12 @@ async fn activation_grants_the_plans_buoys_and_a_lapse_ends_them() {
     // confirmation page already sees the plan (well within 5 s).
     let coastal = vec![COASTAL_BUOY.to_owned()];
     assert_eq!(visible(&site, ALICE).await, coastal);
+    // `/api/auth/me` names the plan in force: the subscription's.
+    let plan = site.auth.policy_grant(&held).unwrap().plan_id;
+    assert!(plan.is_some());
+    let me = api(&site, Method::GET, "/api/auth/me", &token(&site, ALICE), None).await;
+    let me: Value = serde_json::from_slice(&me.body).unwrap();
+    assert_eq!(me["plan_id"].as_str(), plan.as_deref());
     // The dashboard offers the plan's buoys only.
     let dashboard = alice.get("/dashboard").await;
     assert_eq!(dashboard.status, StatusCode::OK);
