@@ -12,6 +12,9 @@ BlueWave is timed end to end over HTTPS (request, planning, execution, JSON answ
 full); DuckDB is timed from `execute` to the last row fetched. The DuckDB side reads every
 Parquet file under `parquet/readings/`, so the data dir must hold no overlapping generations
 (ingest in time order, or let compaction fold them first): DuckDB applies no last-write-wins.
+BlueWave is timed first, once the server's compaction figures in `/metrics` stop changing; DuckDB
+is timed after the server has stopped, on the files at rest (the background compactor would
+otherwise replace files under DuckDB's feet).
 
 Setup (DuckDB from PyPI, in a venv under the cargo target dir):
 
@@ -51,6 +54,8 @@ READY_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 600
 # How long `serve` may take to stop after SIGTERM (it flushes on the way out).
 STOP_TIMEOUT_S = 120
+# How long the server's background compaction may take to settle before timing starts.
+SETTLE_TIMEOUT_S = 900
 
 
 def queries(buoy, start_ns):
@@ -195,6 +200,28 @@ def call(conn, method, path, body, token=None):
     return answer.status, answer.read()
 
 
+def wait_settled(conn):
+    """Waits until the server's compaction figures in `/metrics` (compactions run, generations
+    and bytes waiting) stay unchanged for five polls a second apart: DuckDB reads the files of
+    the moment, and a compaction that replaced them meanwhile would make it fail (or read a
+    generation twice). A partition the policy leaves uncompacted does not delay the start.
+    Returns the seconds waited."""
+    names = ("bluewave_engine_compactions_total ", "bluewave_engine_compaction_generations_total ",
+             "bluewave_engine_compaction_bytes_waiting ")
+    began, last, same = time.monotonic(), None, 0
+    while time.monotonic() - began < SETTLE_TIMEOUT_S:
+        conn.request("GET", "/metrics")
+        answer = conn.getresponse()
+        text = answer.read().decode("utf-8", "replace")
+        now = tuple(line for line in text.splitlines() if line.startswith(names))
+        same = same + 1 if now == last else 0
+        last = now
+        if same >= 5:
+            return time.monotonic() - began
+        time.sleep(1)
+    raise RuntimeError(f"compaction did not settle within {SETTLE_TIMEOUT_S} s")
+
+
 def login(conn, password):
     for _ in range(10):
         status, body = call(conn, "POST", "/api/auth/token", {"email": "admin@localhost", "password": password})
@@ -268,27 +295,34 @@ def main():
              "--hours", str(args.generate_hours), "--durability", "relaxed"],
             check=True,
         )
-    con, duckdb_version = duckdb_connection(args.data_dir, args.duckdb_threads)
+    # BlueWave first, then DuckDB on the files at rest once the server has stopped: its
+    # background compactor may replace files at any time while it runs, and DuckDB reads the
+    # files of the moment (it would fail on a replaced file, or read a generation twice).
     server = Server(args.bluewave, args.data_dir)
+    bluewave_times = []
     try:
         conn = server.connection()
+        settled_s = wait_settled(conn)
         token = login(conn, server.password)
-        print(f"BlueWave {args.bluewave} on {args.data_dir}; DuckDB {duckdb_version} with "
-              f"{args.duckdb_threads} threads; medians of {args.runs} runs after one warm-up")
-        print()
-        print("| query | BlueWave | DuckDB on the same files | DuckDB / BlueWave | rows (BlueWave, DuckDB) |")
-        print("|---|---|---|---|---|")
-        mismatched = []
-        for name, bw_sql, duck_sql in queries(args.buoy, args.start_ns):
-            bw, bw_rows = time_bluewave(conn, token, bw_sql, args.runs)
-            duck, duck_rows = time_duckdb(con, duck_sql, args.runs)
-            print(f"| {name} | {bw * 1e3:.1f} ms | {duck * 1e3:.1f} ms | {duck / bw:.2f}x | {bw_rows}, {duck_rows} |")
-            sys.stdout.flush()
-            if bw_rows != duck_rows:
-                mismatched.append(name)
+        for name, bw_sql, _ in queries(args.buoy, args.start_ns):
+            bluewave_times.append(time_bluewave(conn, token, bw_sql, args.runs))
         conn.close()
     finally:
         server.stop()
+    con, duckdb_version = duckdb_connection(args.data_dir, args.duckdb_threads)
+    print(f"BlueWave {args.bluewave} on {args.data_dir} (compaction settled after {settled_s:.0f} s); "
+          f"DuckDB {duckdb_version} with {args.duckdb_threads} threads on the files after the server "
+          f"stopped; medians of {args.runs} runs after one warm-up")
+    print()
+    print("| query | BlueWave | DuckDB on the same files | DuckDB / BlueWave | rows (BlueWave, DuckDB) |")
+    print("|---|---|---|---|---|")
+    mismatched = []
+    for (name, _, duck_sql), (bw, bw_rows) in zip(queries(args.buoy, args.start_ns), bluewave_times):
+        duck, duck_rows = time_duckdb(con, duck_sql, args.runs)
+        print(f"| {name} | {bw * 1e3:.1f} ms | {duck * 1e3:.1f} ms | {duck / bw:.2f}x | {bw_rows}, {duck_rows} |")
+        sys.stdout.flush()
+        if bw_rows != duck_rows:
+            mismatched.append(name)
     if mismatched:
         print(f"row counts differ for: {', '.join(mismatched)}", file=sys.stderr)
         return 1

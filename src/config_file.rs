@@ -221,6 +221,7 @@ section!(
         stall_timeout_ms: u64,
         memory_max_bytes: usize,
         table_function_rows_max: u64,
+        rollups: bool,
     }
 );
 
@@ -513,6 +514,7 @@ impl ConfigFile {
                 stall_timeout_ms,
                 memory_max_bytes,
                 table_function_rows_max,
+                rollups,
             ]
         );
     }
