@@ -13,7 +13,8 @@ use hyper::{Method, StatusCode};
 
 use crate::error::{Error, Result};
 use crate::https::{
-    ApiAnswer, ApiClient, ApiTarget, LOGIN_RETRIES_MAX, RETRY_AFTER_S_MAX, header_value, status_text,
+    ApiAnswer, ApiClient, ApiTarget, LOGIN_RETRIES_MAX, RETRY_AFTER_S_MAX, header_value, percent_encode,
+    status_text,
 };
 
 /// Most cookies kept (the site sets three).
@@ -103,12 +104,12 @@ impl Browser {
     /// `POST path` as a form of `fields` plus the CSRF token, with this site's `Origin`; a `503`
     /// (the server's password checks all busy) is waited out, at most [`LOGIN_RETRIES_MAX`] times.
     pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Result<ApiAnswer> {
-        let mut body = format!("csrf={}", form_encode(&self.csrf));
+        let mut body = format!("csrf={}", percent_encode(&self.csrf));
         for (name, value) in fields {
             body.push('&');
-            body.push_str(&form_encode(name));
+            body.push_str(&percent_encode(name));
             body.push('=');
-            body.push_str(&form_encode(value));
+            body.push_str(&percent_encode(value));
         }
         let mut headers = vec![
             (hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded")),
@@ -176,19 +177,6 @@ pub fn csrf_token(html: &[u8]) -> Option<String> {
     Some(text[start..end].to_owned())
 }
 
-/// `application/x-www-form-urlencoded` of one name or value (unreserved bytes kept).
-pub fn form_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +191,6 @@ mod tests {
 
     #[test]
     fn form_values_are_percent_encoded() {
-        assert_eq!(form_encode("a b&c=d@e.f"), "a%20b%26c%3Dd%40e.f");
+        assert_eq!(percent_encode("a b&c=d@e.f"), "a%20b%26c%3Dd%40e.f");
     }
 }

@@ -401,8 +401,9 @@ pub fn status_text(answer: &ApiAnswer) -> String {
     format!("{} {}", answer.status, body)
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-fn percent_encode(text: &str) -> String {
+/// Percent-encodes everything but unreserved characters (RFC 3986); also the form encoding
+/// of one name or value (`application/x-www-form-urlencoded` allows `%20` for a space).
+pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

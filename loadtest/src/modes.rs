@@ -84,6 +84,17 @@ async fn stop_spawned(spawned: &mut Option<Spawned>) -> Result<Option<u64>> {
     .map_err(|e| Error::Internal(format!("stop task: {e}")))?
 }
 
+/// CPU since the monitor's first sample and peak RSS of the server, when it is watched.
+fn server_figures(monitor: Option<&mut ProcessMonitor>) -> Option<ServerFigures> {
+    let m = monitor?;
+    let s = m.sample().ok()?;
+    Some(ServerFigures {
+        cpu_percent: m.cpu_percent_since_start(&s),
+        peak_rss_bytes: s.peak_rss_bytes,
+        ..ServerFigures::default()
+    })
+}
+
 fn fill_ingest(report: &mut Report, run: IngestRun) {
     report.measured_s = run.measured_s;
     report.timeline = run.timeline.points();
@@ -336,13 +347,7 @@ pub async fn query(
     let run = run_queries(&query_config, &api, data, done, errors).await;
     progress.finish().await;
     let run = run?;
-    let server = monitor.as_mut().and_then(|m| {
-        m.sample().ok().map(|s| ServerFigures {
-            cpu_percent: m.cpu_percent_since_start(&s),
-            peak_rss_bytes: s.peak_rss_bytes,
-            ..ServerFigures::default()
-        })
-    });
+    let server = server_figures(monitor.as_mut());
     stop_spawned(&mut prepared.spawned).await?;
     let mut report = base_report("query", info);
     report.measured_s = query_config.duration.as_secs_f64();
@@ -443,13 +448,7 @@ pub async fn shop(
         let _ = m.sample();
     }
     let run = crate::shop::run_shop(&shop_config, &api, data).await?;
-    let server = monitor.as_mut().and_then(|m| {
-        m.sample().ok().map(|s| ServerFigures {
-            cpu_percent: m.cpu_percent_since_start(&s),
-            peak_rss_bytes: s.peak_rss_bytes,
-            ..ServerFigures::default()
-        })
-    });
+    let server = server_figures(monitor.as_mut());
     stop_spawned(&mut prepared.spawned).await?;
     let mut report = base_report("shop", info);
     report.measured_s = shop_config.duration.as_secs_f64();
@@ -498,13 +497,7 @@ pub async fn line_protocol(
         }
     };
     let (run, ()) = tokio::join!(run, sampler);
-    let server = monitor.as_mut().and_then(|m| {
-        m.sample().ok().map(|s| ServerFigures {
-            cpu_percent: m.cpu_percent_since_start(&s),
-            peak_rss_bytes: s.peak_rss_bytes,
-            ..ServerFigures::default()
-        })
-    });
+    let server = server_figures(monitor.as_mut());
     progress.finish().await;
     let _ = stop_debt.send(());
     let debt_samples = debt_task.await.unwrap_or_default();
