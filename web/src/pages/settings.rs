@@ -13,7 +13,7 @@ use http::StatusCode;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::account::{CsrfCarrier, require_session, session_form};
+use super::account::{CsrfCarrier, CsrfForm, require_session, session_form};
 use super::browser::{html, see_other};
 use super::layout::{csrf_field, notice, page};
 use crate::api::{ApiState, blocking, password_slot};
@@ -56,12 +56,6 @@ pub(crate) struct ReauthForm {
     return_to: String,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 macro_rules! csrf_carrier {
     ($($form:ty),*) => {$(
         impl CsrfCarrier for $form {
@@ -71,7 +65,7 @@ macro_rules! csrf_carrier {
         }
     )*};
 }
-csrf_carrier!(PasswordForm, EmailForm, ReauthForm, CsrfOnly);
+csrf_carrier!(PasswordForm, EmailForm, ReauthForm);
 
 fn password_form(token: &str, message: Option<&str>) -> Markup {
     html! {
@@ -238,7 +232,7 @@ pub(crate) async fn reauth_submit(mut request: Request<ApiState>) -> Result<Repl
 
 /// `POST /account/verify/resend`: a new verification link.
 pub(crate) async fn resend_submit(mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let (_, current) = match session_form::<CsrfOnly>(&mut request).await? {
+    let (_, current) = match session_form::<CsrfForm>(&mut request).await? {
         Ok(form) => form,
         Err(redirect) => return Ok(redirect),
     };

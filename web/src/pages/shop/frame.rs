@@ -4,8 +4,10 @@ use http::{HeaderValue, StatusCode, header};
 use maud::{DOCTYPE, Markup, html};
 
 use super::assets;
-use crate::auth::{BrowserSession, Role};
-use crate::http::{ApiError, Reply};
+use crate::api::ApiState;
+use crate::auth::{BrowserSession, Caller, Role};
+use crate::http::{ApiError, Reply, Request};
+use crate::pages::account::{CsrfForm, session_form};
 use crate::pages::layout::csrf_field;
 use crate::shop::{Money, ShopError, ShopResult};
 
@@ -127,6 +129,23 @@ pub(crate) fn refused(session: Option<&BrowserSession>, error: ShopError) -> Res
         p { a href="/shop" { "Back to the catalogue" } " · " a href="/cart" { "Your cart" } }
     };
     Ok(page(status, frame(title, Nav::None, session, markup)))
+}
+
+/// A signed-in `POST` whose form holds only the CSRF token, on the object named by the path's
+/// `{id}`: checks the session and the token, then runs `work(caller, id)` like [`run`].
+/// `Ok(Err(reply))` is the sign-in redirect or the refusal page; `Ok(Ok((value, id)))` the
+/// outcome and the id.
+pub(crate) async fn id_action<T: Send + 'static>(
+    request: &mut Request<ApiState>,
+    work: impl FnOnce(&Caller, &str) -> ShopResult<T> + Send + 'static,
+) -> Result<Result<(T, String), Reply>, ApiError> {
+    let (_, current) = match session_form::<CsrfForm>(request).await? {
+        Ok(f) => f,
+        Err(redirect) => return Ok(Err(redirect)),
+    };
+    let id = request.param("id")?.to_owned();
+    let (caller, target) = (current.caller.clone(), id.clone());
+    Ok(run(Some(&current), move || work(&caller, &target)).await?.map(|value| (value, id)))
 }
 
 /// Runs a blocking shop call: its value, or the refusal page.

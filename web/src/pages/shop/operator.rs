@@ -9,12 +9,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::catalogue::image_url;
-use super::frame::{Nav, frame, is_staff, money, notice, page, redirect, refused, run};
+use super::frame::{Nav, frame, id_action, is_staff, money, notice, page, redirect, refused, run};
 use super::orders::date;
 use crate::api::ApiState;
 use crate::auth::{AuthError, BrowserSession};
 use crate::http::{ApiError, Reply, Request};
-use crate::pages::account::{CsrfCarrier, require_session, session_form};
+use crate::pages::account::{CsrfCarrier, CsrfForm, require_session, session_form};
 use crate::pages::browser::check_csrf;
 use crate::pages::layout::csrf_field;
 use crate::shop::{
@@ -47,18 +47,6 @@ pub(crate) struct ProductForm {
 }
 
 impl CsrfCarrier for ProductForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
-impl CsrfCarrier for CsrfOnly {
     fn csrf(&self) -> &str {
         &self.csrf
     }
@@ -257,15 +245,8 @@ pub(crate) async fn retire(
     shop: Arc<ShopService>,
     mut request: Request<ApiState>,
 ) -> Result<Reply, ApiError> {
-    let (_, current) = match session_form::<CsrfOnly>(&mut request).await? {
-        Ok(f) => f,
-        Err(redirect) => return Ok(redirect),
-    };
-    let id = request.param("id")?.to_owned();
-    let caller = current.caller.clone();
-    let target = id.clone();
-    match run(Some(&current), move || shop.retire_product(&caller, &target)).await? {
-        Ok(()) => redirect(&format!("/operator/products/{id}")),
+    match id_action(&mut request, move |caller, id| shop.retire_product(caller, id)).await? {
+        Ok(((), id)) => redirect(&format!("/operator/products/{id}")),
         Err(reply) => Ok(reply),
     }
 }
@@ -407,7 +388,7 @@ pub(crate) async fn order_action(
     shop: Arc<ShopService>,
     mut request: Request<ApiState>,
 ) -> Result<Reply, ApiError> {
-    let (_, current) = match session_form::<CsrfOnly>(&mut request).await? {
+    let (_, current) = match session_form::<CsrfForm>(&mut request).await? {
         Ok(f) => f,
         Err(redirect) => return Ok(redirect),
     };

@@ -7,7 +7,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::cart::totals_rows;
-use super::frame::{Nav, frame, money, notice, page, redirect, run};
+use super::frame::{Nav, frame, id_action, money, notice, page, redirect, run};
 use crate::api::ApiState;
 use crate::auth::BrowserSession;
 use crate::http::{ApiError, Reply, Request};
@@ -34,18 +34,6 @@ fn back_link(reference: &str) -> (String, &'static str) {
         (format!("/subscription-charges/{reference}"), "Back to the subscription payment")
     } else {
         (format!("/orders/{reference}"), "Back to the order")
-    }
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-impl CsrfCarrier for CsrfForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
     }
 }
 
@@ -225,14 +213,8 @@ pub(crate) async fn confirmation(
 
 /// `POST /orders/{id}/pay`: a new payment at the provider; off to its hosted page.
 pub(crate) async fn pay(shop: Arc<ShopService>, mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let (_, current) = match session_form::<CsrfForm>(&mut request).await? {
-        Ok(f) => f,
-        Err(redirect) => return Ok(redirect),
-    };
-    let id = request.param("id")?.to_owned();
-    let caller = current.caller.clone();
-    match run(Some(&current), move || shop.start_payment(&caller, &id)).await? {
-        Ok(hosted) => redirect(&hosted.url),
+    match id_action(&mut request, move |caller, id| shop.start_payment(caller, id)).await? {
+        Ok((hosted, _)) => redirect(&hosted.url),
         Err(reply) => Ok(reply),
     }
 }
@@ -242,14 +224,8 @@ pub(crate) async fn cancel(
     shop: Arc<ShopService>,
     mut request: Request<ApiState>,
 ) -> Result<Reply, ApiError> {
-    let (_, current) = match session_form::<CsrfForm>(&mut request).await? {
-        Ok(f) => f,
-        Err(redirect) => return Ok(redirect),
-    };
-    let id = request.param("id")?.to_owned();
-    let caller = current.caller.clone();
-    match run(Some(&current), move || shop.cancel_order(&caller, &id)).await? {
-        Ok(order) => redirect(&format!("/orders/{}", order.id)),
+    match id_action(&mut request, move |caller, id| shop.cancel_order(caller, id)).await? {
+        Ok((order, _)) => redirect(&format!("/orders/{}", order.id)),
         Err(reply) => Ok(reply),
     }
 }

@@ -13,8 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::cart::totals_rows;
-use super::frame::{Nav, frame, money, notice, page, redirect, run};
-use super::orders::CsrfForm;
+use super::frame::{Nav, frame, id_action, money, notice, page, redirect, run};
 use crate::api::ApiState;
 use crate::auth::BrowserSession;
 use crate::http::{ApiError, Reply, Request};
@@ -365,14 +364,8 @@ pub(crate) async fn renewal(
 
 /// `POST /subscriptions/{id}/renew`: pays the next period (renewal window only).
 pub(crate) async fn renew(shop: Arc<ShopService>, mut request: Request<ApiState>) -> Result<Reply, ApiError> {
-    let (_, current) = match session_form::<CsrfForm>(&mut request).await? {
-        Ok(f) => f,
-        Err(redirect) => return Ok(redirect),
-    };
-    let id = request.param("id")?.to_owned();
-    let caller = current.caller.clone();
-    match run(Some(&current), move || shop.start_renewal(&caller, &id)).await? {
-        Ok(hosted) => redirect(&hosted.url),
+    match id_action(&mut request, move |caller, id| shop.start_renewal(caller, id)).await? {
+        Ok((hosted, _)) => redirect(&hosted.url),
         Err(reply) => Ok(reply),
     }
 }
@@ -382,14 +375,8 @@ pub(crate) async fn pay_charge(
     shop: Arc<ShopService>,
     mut request: Request<ApiState>,
 ) -> Result<Reply, ApiError> {
-    let (_, current) = match session_form::<CsrfForm>(&mut request).await? {
-        Ok(f) => f,
-        Err(redirect) => return Ok(redirect),
-    };
-    let id = request.param("id")?.to_owned();
-    let caller = current.caller.clone();
-    match run(Some(&current), move || shop.pay_charge(&caller, &id)).await? {
-        Ok(hosted) => redirect(&hosted.url),
+    match id_action(&mut request, move |caller, id| shop.pay_charge(caller, id)).await? {
+        Ok((hosted, _)) => redirect(&hosted.url),
         Err(reply) => Ok(reply),
     }
 }
